@@ -1,0 +1,43 @@
+# Everything runs inside .venv, which the first target that needs it creates.
+# torch is pinned first so that pip takes the local CPU wheel instead of a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+EX     ?= 01
+
+.PHONY: install demo test test-slow lessons lessons-quick bench check check-all clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m toydiff demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+lessons: $(STAMP)
+	@for f in lessons/[0-9][0-9]_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lessons-quick: $(STAMP)
+	@for f in lessons/[0-9][0-9]_*.py; do echo "== $$f (quick)"; LESSON_QUICK=1 $(PY) $$f || exit 1; done
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+check: $(STAMP)
+	$(PY) -m lessons.exercises.check $(EX) $(FILE)
+
+clean:
+	rm -rf runs .pytest_cache

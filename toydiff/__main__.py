@@ -1,0 +1,5 @@
+import sys
+
+from toydiff.cli import main
+
+sys.exit(main())

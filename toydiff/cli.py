@@ -1,0 +1,221 @@
+"""Command line: ``python -m toydiff train|sample|data|plot|demo``.
+
+    python -m toydiff train --dataset spiral --out runs/spiral
+    python -m toydiff sample --checkpoint runs/spiral/checkpoint.pt --sampler ddim --steps 50 \
+        --num-samples 4000 --out samples.npy
+    python -m toydiff data --dataset spiral --num-samples 4000 --seed 1 --out data.npy
+    python -m toydiff plot --checkpoint runs/spiral/checkpoint.pt --out runs/spiral/figures
+
+A bad argument ends the program with status 2 and one line saying what was wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toydiff.checkpoints import CheckpointError
+from toydiff.data import DATASETS, get_dataset, make_dataset
+from toydiff.losses import WEIGHTINGS
+from toydiff.parameterisation import PREDICTION_TYPES
+from toydiff.samplers import SPACINGS
+from toydiff.schedules import SCHEDULE_KINDS
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a denoiser; writes OUT/checkpoint.pt (resumes if present)")
+    train.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
+    train.add_argument("--out", required=True, help="output folder for checkpoint.pt")
+    train.add_argument("--steps", type=_positive_int, help="training steps (default from the recipe)")
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--schedule", choices=SCHEDULE_KINDS)
+    train.add_argument("--num-timesteps", type=_positive_int)
+    train.add_argument("--zero-terminal-snr", action="store_true")
+    train.add_argument("--prediction-type", choices=PREDICTION_TYPES)
+    train.add_argument("--weighting", choices=WEIGHTINGS)
+    train.add_argument("--unconditional", action="store_true", help="train without class labels")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    train.add_argument("--classifier", action="store_true",
+                       help="also train a noisy classifier (OUT/classifier.pt) for classifier guidance")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sample = commands.add_parser("sample", help="draw samples from a checkpoint into a .npy file (N, 2)")
+    sample.add_argument("--checkpoint", required=True)
+    sample.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"))
+    sample.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps (DDPM always uses all T)")
+    sample.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM noise, in [0, 1]")
+    sample.add_argument("--spacing", default="trailing", choices=SPACINGS)
+    sample.add_argument("--num-samples", type=_positive_int, default=4000)
+    sample.add_argument("--label", type=int, help="class index to ask for (e.g. the spiral arm)")
+    sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
+                        help="guidance scale s: 0 unconditional, 1 conditional, >1 sharper")
+    sample.add_argument("--classifier", help="classifier checkpoint: use classifier guidance instead of CFG")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="output .npy file")
+
+    data = commands.add_parser("data", help="write fresh data points to a .npy file (N, 2)")
+    data.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
+    data.add_argument("--num-samples", type=_positive_int, default=4000)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--out", required=True)
+    data.add_argument("--labels-out", help="also write the class labels (N,) to this .npy file")
+
+    plot = commands.add_parser("plot", help="write figures: of a data set, or of a trained checkpoint")
+    source = plot.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--dataset", choices=sorted(DATASETS))
+    plot.add_argument("--out", required=True, help="output folder")
+
+    demo = commands.add_parser("demo", help="train the spiral model, measure it, write its figures")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+
+def _recipe(args):
+    from toydiff.experiment import ToyRunConfig
+
+    config = ToyRunConfig(dataset=args.dataset)
+    overrides = {"schedule": args.schedule, "num_timesteps": args.num_timesteps,
+                 "prediction_type": args.prediction_type, "weighting": args.weighting}
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+    config.zero_terminal_snr = args.zero_terminal_snr
+    config.conditional = not args.unconditional
+    train = config.train
+    for name, value in {"steps": args.steps, "batch_size": args.batch_size,
+                        "learning_rate": args.learning_rate}.items():
+        if value is not None:
+            setattr(train, name, value)
+    train.seed, train.device, train.progress = args.seed, args.device, not args.quiet
+    return config
+
+
+def command_train(args) -> None:
+    from toydiff.experiment import train_noisy_classifier, train_toy_model
+
+    config = _recipe(args)
+    out = Path(args.out)
+    run = train_toy_model(config, out_dir=out, resume=not args.fresh)
+    print(f"trained {config.dataset} for {config.train.steps} steps in {run.seconds:.1f} s; "
+          f"final loss {run.history[-1]['loss']:.4f}; wrote {out / 'checkpoint.pt'}")
+    if args.classifier:
+        train_noisy_classifier(config, out_dir=out)
+        print(f"wrote {out / 'classifier.pt'}")
+
+
+def command_sample(args) -> None:
+    from toydiff.experiment import load_noisy_classifier, load_toy_model
+
+    if args.eta > 1:
+        raise UsageError(f"--eta must lie in [0, 1], got {args.eta}")
+    run = load_toy_model(args.checkpoint)
+    classifier = load_noisy_classifier(args.classifier) if args.classifier else None
+    if (args.guidance != 1.0 or classifier is not None) and args.label is None:
+        raise UsageError("guidance needs a --label to steer towards")
+    if args.steps > run.schedule.num_timesteps:
+        raise UsageError(f"--steps {args.steps} exceeds the model's {run.schedule.num_timesteps} training timesteps")
+    started = time.perf_counter()
+    points = run.sample(args.num_samples, sampler=args.sampler, num_steps=args.steps, eta=args.eta,
+                        spacing=args.spacing, label=args.label, guidance_scale=args.guidance,
+                        classifier=classifier, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, points.cpu().numpy())
+    print(f"wrote {len(points)} samples to {out} in {time.perf_counter() - started:.2f} s")
+
+
+def command_data(args) -> None:
+    points, labels = make_dataset(args.dataset, args.num_samples, args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, points.numpy())
+    if args.labels_out:
+        np.save(args.labels_out, labels.numpy())
+    print(f"wrote {len(points)} {args.dataset} points to {out} (classes: {', '.join(get_dataset(args.dataset).class_names)})")
+
+
+def command_plot(args) -> None:
+    from toydiff import plots
+
+    out = Path(args.out)
+    if args.dataset:
+        written = plots.write_data_figures(args.dataset, out)
+    else:
+        from toydiff.experiment import load_toy_model
+
+        written = plots.write_model_figures(load_toy_model(args.checkpoint), out)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def command_demo(args) -> None:
+    from toydiff.demo import run_demo
+
+    run_demo(Path(args.out), progress=not args.quiet)
+
+
+COMMANDS = {"train": command_train, "sample": command_sample, "data": command_data,
+            "plot": command_plot, "demo": command_demo}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        COMMANDS[args.command](args)
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as error:
+        print(f"toydiff: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"toydiff: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

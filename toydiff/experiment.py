@@ -1,0 +1,191 @@
+"""A toy diffusion run end to end: data set + schedule + MLP + objective + training loop + sampling.
+
+This is the glue the command line, the lessons and the benchmarks share:
+
+    run = train_toy_model(ToyRunConfig(dataset="spiral"), out_dir="runs/spiral")
+    points = run.sample(4000, sampler="ddim", num_steps=50)           # (4000, 2)
+    run = load_toy_model("runs/spiral/checkpoint.pt")                  # the same model again
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from toydiff.checkpoints import CheckpointError, load_checkpoint
+from toydiff.data import get_dataset, make_dataset
+from toydiff.guidance import classifier_free_guidance, classifier_guidance, conditional
+from toydiff.losses import DiffusionObjective
+from toydiff.models import MLPConfig, MLPDenoiser, NoisyClassifier
+from toydiff.samplers import ddim_sample, ddpm_sample
+from toydiff.schedules import make_schedule
+from toydiff.training import TensorBatches, TrainConfig, train
+
+DENOISER_KIND = "toydiff.denoiser"
+CLASSIFIER_KIND = "toydiff.noisy_classifier"
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class ToyRunConfig:
+    dataset: str = "spiral"
+    num_train_points: int = 20_000
+    data_seed: int = 0
+    schedule: str = "cosine"
+    num_timesteps: int = 1000
+    zero_terminal_snr: bool = False
+    prediction_type: str = "epsilon"
+    weighting: str = "uniform"
+    conditional: bool = True          # learn p(x | arm) and p(x) together (label dropout below)
+    label_dropout: float = 0.1
+    model: MLPConfig = field(default_factory=lambda: MLPConfig(hidden_dim=128, num_blocks=3,
+                                                               fourier_frequencies=16, fourier_scale=0.3))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig())
+
+    def to_dict(self) -> dict:
+        """Plain types only (for checkpoints); the training settings are stored separately."""
+        description = asdict(self)
+        description.pop("train")
+        return description
+
+    @classmethod
+    def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "ToyRunConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in description.items() if k in known and k not in ("model", "train")}
+        return cls(**values, model=MLPConfig(**description["model"]), train=train or TrainConfig())
+
+
+@dataclass
+class ToyModel:
+    """A trained toy denoiser (the EMA weights) with everything needed to sample from it."""
+
+    config: ToyRunConfig
+    model: MLPDenoiser
+    schedule: object
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def class_names(self) -> tuple:
+        return get_dataset(self.config.dataset).class_names
+
+    def denoiser(self, label: Optional[int] = None, guidance_scale: float = 1.0, classifier=None,
+                 batch_size: int = 1):
+        """The ``model(x, t)`` a sampler calls, conditioned and guided as asked."""
+        if label is None:
+            if classifier is not None:
+                raise ValueError("classifier guidance needs a label to steer towards")
+            return conditional(self.model, None)  # unconditional: the null label, or no label at all
+        if self.model.null_label is None:
+            raise ValueError("this model was trained without labels (unconditional): it cannot be guided to a class; "
+                             "retrain with conditional=True or use a classifier")
+        num_classes = self.config.model.num_classes
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label {label} is out of range: this data set has classes 0..{num_classes - 1} "
+                             f"({', '.join(self.class_names)})")
+        device = next(self.model.parameters()).device
+        labels = torch.full((batch_size,), label, dtype=torch.int64, device=device)
+        if classifier is not None:
+            base = lambda x, t: self.model(x, t, None)  # noqa: E731 — the unconditional model
+            return classifier_guidance(base, classifier, labels, guidance_scale, self.schedule,
+                                       self.config.prediction_type)
+        return classifier_free_guidance(self.model, labels, guidance_scale, self.model.null_label)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, sampler: str = "ddim", num_steps: int = 50, eta: float = 0.0,
+               spacing: str = "trailing", label: Optional[int] = None, guidance_scale: float = 1.0,
+               classifier=None, seed: int = 0, callback=None) -> torch.Tensor:
+        """Draw ``num_samples`` points (N, 2) in data coordinates."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        x_T = torch.randn(num_samples, self.config.model.data_dim, generator=generator, device=device)
+        model = self.denoiser(label, guidance_scale, classifier, num_samples)
+        if sampler == "ddpm":
+            return ddpm_sample(model, x_T, self.schedule, prediction_type=self.config.prediction_type,
+                               generator=generator, callback=callback)
+        return ddim_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, spacing=spacing,
+                           prediction_type=self.config.prediction_type, generator=generator, callback=callback)
+
+
+def build_denoiser(config: ToyRunConfig) -> MLPDenoiser:
+    num_classes = get_dataset(config.dataset).num_classes if config.conditional else 0
+    config.model = MLPConfig(**{**asdict(config.model), "num_classes": num_classes})
+    return MLPDenoiser(config.model)
+
+
+def train_toy_model(config: ToyRunConfig, out_dir=None, resume: bool = True, on_log=None) -> ToyModel:
+    """Train the denoiser of ``config``; with ``out_dir``, write out_dir/checkpoint.pt (and resume from it)."""
+    torch.manual_seed(config.train.seed)  # the initial weights
+    model = build_denoiser(config)
+    schedule = make_schedule(config.schedule, config.num_timesteps, zero_terminal_snr=config.zero_terminal_snr)
+    points, labels = make_dataset(config.dataset, config.num_train_points, config.data_seed)
+    objective = DiffusionObjective(schedule, config.prediction_type, config.weighting,
+                                   label_dropout=config.label_dropout if config.conditional else 0.0,
+                                   null_label=model.null_label)
+    data = TensorBatches(points, labels) if config.conditional else TensorBatches(points)
+    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    result = train(model, objective, data, config.train, checkpoint_path=checkpoint,
+                   run_config=config.to_dict(), resume=resume, checkpoint_kind=DENOISER_KIND, on_log=on_log)
+    return ToyModel(config, result.ema_model.eval(), schedule, result.history, result.seconds)
+
+
+def load_toy_model(path, device: str = "cpu") -> ToyModel:
+    """Rebuild a trained toy model from its checkpoint (the EMA weights)."""
+    state = load_checkpoint(path, kind=DENOISER_KIND)
+    try:
+        config = ToyRunConfig.from_dict(state["config"], TrainConfig(**state.get("train_config", {})))
+        model = MLPDenoiser(config.model)
+        model.load_state_dict(state["ema"]["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path} does not match this version's toy model: {error}") from None
+    schedule = make_schedule(config.schedule, config.num_timesteps, zero_terminal_snr=config.zero_terminal_snr)
+    return ToyModel(config, model.to(device).eval(), schedule, state.get("history", []))
+
+
+# ----------------------------------------------------------------------------------------------
+# The noisy classifier for classifier guidance
+# ----------------------------------------------------------------------------------------------
+
+class ClassifierObjective:
+    """Cross-entropy of a classifier on noisy points x_t at uniform random t."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def __call__(self, model, batch, generator=None):
+        x0, labels = batch
+        t = torch.randint(0, self.schedule.num_timesteps, x0.shape[:1], generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        logits = model(self.schedule.add_noise(x0, noise, t), t)
+        per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return per_example.mean(), {"t": t, "per_example_loss": per_example.detach()}
+
+
+def train_noisy_classifier(config: ToyRunConfig, train_config: Optional[TrainConfig] = None, out_dir=None):
+    """Train p(y | x_t, t) on the run's data set and schedule.  Returns the (EMA) classifier."""
+    num_classes = get_dataset(config.dataset).num_classes
+    classifier_config = MLPConfig(**{**asdict(config.model), "num_classes": num_classes})
+    torch.manual_seed(config.train.seed + 1)
+    classifier = NoisyClassifier(classifier_config)
+    schedule = make_schedule(config.schedule, config.num_timesteps, zero_terminal_snr=config.zero_terminal_snr)
+    points, labels = make_dataset(config.dataset, config.num_train_points, config.data_seed)
+    checkpoint = Path(out_dir) / "classifier.pt" if out_dir is not None else None
+    run_config = {"dataset": config.dataset, "classifier": asdict(classifier_config),
+                  "schedule": config.schedule, "num_timesteps": config.num_timesteps}
+    result = train(classifier, ClassifierObjective(schedule), TensorBatches(points, labels),
+                   train_config or TrainConfig(steps=1500), checkpoint_path=checkpoint, run_config=run_config,
+                   checkpoint_kind=CLASSIFIER_KIND)
+    return result.ema_model.eval()
+
+
+def load_noisy_classifier(path, device: str = "cpu") -> NoisyClassifier:
+    state = load_checkpoint(path, kind=CLASSIFIER_KIND)
+    classifier = NoisyClassifier(MLPConfig(**state["config"]["classifier"]))
+    classifier.load_state_dict(state["ema"]["model"])
+    return classifier.to(device).eval()

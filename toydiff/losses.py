@@ -1,0 +1,89 @@
+"""The denoising objective: noise a clean batch at random timesteps and regress the network's output.
+
+    t ~ U{0, …, T-1},  ε ~ N(0, I),  x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε
+    loss = w(t) · || f_θ(x_t, t, y) - target ||²,   target ∈ {ε, x_0, v}        (DDPM eq. 14, "L_simple")
+
+An objective is a callable ``objective(model, batch, generator) -> (loss, logs)``; the shared training
+loop (:mod:`toydiff.training`) knows nothing else about diffusion.  Later layers subclass
+:class:`DiffusionObjective` (e.g. one noise level per video frame) instead of writing their own loss.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from toydiff.guidance import drop_labels
+from toydiff.parameterisation import check_prediction_type, training_target
+from toydiff.schedules import NoiseSchedule, broadcast_to_sample
+
+WEIGHTINGS = ("uniform", "min_snr")
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023), expressed for each prediction type.
+
+    The ideal weight on the x_0-error is min(snr, γ); an ε-error equals the x_0-error times snr, and a
+    v-error times (snr + 1), so those are divided out.
+    """
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "x0":
+        return clipped
+    return clipped / (snr + 1.0)
+
+
+class DiffusionObjective:
+    """Denoising loss for any prediction type, weighting, and optional label dropout.
+
+    batch: (x0,) or (x0, labels); x0: (B, ...), labels: (B,) int64.
+    label_dropout: probability of replacing a label by ``null_label`` — in training mode only, so an
+    evaluation pass with ``model.eval()`` always sees the real labels (pitfall 8).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", weighting: str = "uniform",
+                 min_snr_gamma: float = 5.0, label_dropout: float = 0.0, null_label: Optional[int] = None):
+        check_prediction_type(prediction_type, schedule)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(WEIGHTINGS)}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
+        if label_dropout > 0 and null_label is None:
+            raise ValueError("label_dropout needs a null_label (the reserved 'no label' index)")
+        self.schedule = schedule
+        self.prediction_type = prediction_type
+        self.weighting = weighting
+        self.min_snr_gamma = min_snr_gamma
+        self.label_dropout = label_dropout
+        self.null_label = null_label
+
+    def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """One uniform timestep per example, (B,) int64.  Override for other shapes (e.g. per frame)."""
+        return torch.randint(0, self.schedule.num_timesteps, x0.shape[:1], generator=generator, device=x0.device)
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        if self.weighting == "uniform":
+            return torch.ones(t.shape, dtype=torch.float64, device=t.device)
+        return min_snr_weight(self.schedule.snr(t), self.min_snr_gamma, self.prediction_type)
+
+    def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
+        x0 = batch[0]
+        labels = batch[1] if len(batch) > 1 else None
+        t = self.sample_timesteps(x0, generator)                                  # (B,) or (B, F)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.schedule.add_noise(x0, noise, t)                               # (B, ...)
+        if labels is not None and model.training:
+            labels = drop_labels(labels, self.label_dropout, self.null_label, generator)
+        output = model(x_t, t) if labels is None else model(x_t, t, labels)
+        target = training_target(self.schedule, x0, noise, t, self.prediction_type)
+        squared_error = (output.float() - target.float()) ** 2                    # (B, ...)
+        # Mean over everything the timestep does not index: per example, or per frame.
+        per_item = squared_error.flatten(t.ndim).mean(dim=-1)                     # shape of t
+        weighted = per_item * self.loss_weight(t).to(per_item.dtype)
+        return weighted.mean(), {"t": t.detach(), "per_example_loss": per_item.detach()}
+
+    def config_dict(self) -> dict:
+        return {"prediction_type": self.prediction_type, "weighting": self.weighting,
+                "min_snr_gamma": self.min_snr_gamma, "label_dropout": self.label_dropout,
+                "null_label": self.null_label}

@@ -1,0 +1,290 @@
+"""The one training loop of the project, shared by every layer.
+
+    for step in range(start, steps):
+        batch = data.sample(batch_size)                 # random rows of an in-memory data set
+        loss, logs = objective(model, batch, generator)  # e.g. DiffusionObjective, a VAE loss
+        loss.backward(); clip gradients; AdamW step with warm-up and cosine decay; EMA update
+        every checkpoint_every steps: write the checkpoint atomically
+
+It knows nothing about diffusion: the objective does. Everything random goes through one seeded
+``torch.Generator`` whose state is saved in the checkpoint, so a resumed run continues with exactly
+the losses of an uninterrupted one (same seed, same machine).  Under ``torchrun`` the model is wrapped
+in DistributedDataParallel and each process draws its own share of the batch.
+Ctrl-C finishes the current step, writes a checkpoint, then stops.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_process
+from toydiff.ema import ExponentialMovingAverage
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 512              # global: split across processes under torchrun
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    adam_betas: tuple = (0.9, 0.999)
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"        # "cosine" (to min_lr_fraction) or "constant" after warm-up
+    min_lr_fraction: float = 0.05
+    grad_clip: float = 1.0             # max gradient norm; 0 disables clipping
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 100
+    loss_bins: int = 10                # the loss is also logged in this many equal bins of t
+    checkpoint_every: int = 1000       # 0: only at the end
+    device: str = "auto"
+    mixed_precision: str = "no"        # "bf16" runs forward passes under bf16 autocast on CUDA
+    progress: bool = True
+
+    def validate(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "loss_bins": self.loss_bins,
+                    "log_every": self.log_every}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"TrainConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+
+
+class TensorBatches:
+    """An in-memory data set of aligned tensors, from which random batches are drawn.
+
+    Every data set in this project is generated and fits in memory, so this is all the data
+    loading the training loop needs; it keeps the batch order reproducible through the generator.
+    """
+
+    def __init__(self, *tensors: torch.Tensor):
+        if not tensors:
+            raise ValueError("TensorBatches needs at least one tensor")
+        length = len(tensors[0])
+        if length == 0:
+            raise ValueError("the training data set is empty")
+        for tensor in tensors:
+            if len(tensor) != length:
+                raise ValueError(f"tensors of different lengths: {[len(x) for x in tensors]}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def to(self, device) -> "TensorBatches":
+        return TensorBatches(*(x.to(device) for x in self.tensors))
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
+        index = torch.randint(0, len(self), (batch_size,), generator=generator, device=generator.device)
+        return tuple(x[index.to(x.device)] for x in self.tensors)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module                   # the trained (raw) model
+    ema_model: nn.Module               # its exponential moving average: sample from this one
+    step: int
+    history: list = field(default_factory=list)  # one dict per log interval
+    seconds: float = 0.0
+
+
+def learning_rate_at(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``learning_rate``, then constant or cosine decay to ``min_lr_fraction``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.learning_rate * (config.min_lr_fraction + (1 - config.min_lr_fraction) * cosine)
+
+
+class _LossByTimestep:
+    """Accumulates per-example losses into equal-width bins of t between two log lines."""
+
+    def __init__(self, num_bins: int, num_timesteps: Optional[int]):
+        self.num_bins, self.num_timesteps = num_bins, num_timesteps
+        self.reset()
+
+    def reset(self):
+        self.sums = torch.zeros(self.num_bins, dtype=torch.float64)
+        self.counts = torch.zeros(self.num_bins, dtype=torch.float64)
+
+    def add(self, logs: dict):
+        if self.num_timesteps is None or "t" not in logs or "per_example_loss" not in logs:
+            return
+        t = logs["t"].flatten().cpu()
+        losses = logs["per_example_loss"].flatten().double().cpu()
+        bins = (t * self.num_bins // self.num_timesteps).clamp(0, self.num_bins - 1)
+        self.sums.index_add_(0, bins, losses)
+        self.counts.index_add_(0, bins, torch.ones_like(losses))
+
+    def means(self) -> list:
+        means = self.sums / self.counts.clamp_min(1)
+        return [float(m) if c > 0 else float("nan") for m, c in zip(means, self.counts)]
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C into a flag checked between steps; a second one interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C behaves as usual
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train(model: nn.Module, objective: Callable, data: TensorBatches, config: TrainConfig,
+          checkpoint_path=None, run_config: Optional[dict] = None, resume: bool = True,
+          checkpoint_kind: str = "toydiff.run", num_timesteps: Optional[int] = None,
+          on_log: Optional[Callable[[dict], None]] = None) -> TrainResult:
+    """Train ``model`` on ``objective`` over batches of ``data``; return the model and its EMA.
+
+    checkpoint_path: where to write the run's single checkpoint (None: no checkpoints).
+    run_config: plain-type description of the run (model config, data set, schedule…), stored in the
+        checkpoint so that the run can be rebuilt; on resume it must match the stored one.
+    resume: continue from ``checkpoint_path`` if it exists.
+    num_timesteps: T, for logging the loss in bins of t (taken from ``objective.schedule`` if present).
+    on_log: called with each history entry (e.g. to print or plot progress).
+    """
+    config.validate()
+    context: ProcessContext = setup_process(config.device)
+    device = context.device
+    if config.batch_size % context.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {context.world_size} processes")
+    local_batch = config.batch_size // context.world_size
+    run_config = run_config or {}
+    if num_timesteps is None and hasattr(objective, "schedule"):
+        num_timesteps = objective.schedule.num_timesteps
+
+    model = model.to(device)
+    data = data.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas),
+                                  weight_decay=config.weight_decay)
+    ema = ExponentialMovingAverage(model, config.ema_decay)
+    generator = torch.Generator(device=device)
+    # Each process draws different batches; rank 0 of a single-process run uses the seed itself.
+    generator.manual_seed(config.seed + 1_000_003 * context.rank)
+    start_step, history = 0, []
+
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, kind=checkpoint_kind)
+        if state.get("config", {}) != run_config:
+            raise CheckpointError(
+                f"{checkpoint_path} was written by a run with a different configuration; "
+                "use another output folder, or delete the checkpoint to start over"
+            )
+        _unwrap(model).load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, history = int(state["step"]), list(state.get("history", []))
+        generators = state["rng"]["generators"]
+        if len(generators) == context.world_size:
+            generator.set_state(generators[context.rank].to(generator.get_state().device))
+        else:  # a different number of processes: reproducible, but not the same stream as before
+            generator.manual_seed(config.seed + 1_000_003 * context.rank + start_step)
+        torch.set_rng_state(state["rng"]["torch_cpu"])
+
+    if context.distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def write_checkpoint(step: int) -> None:
+        generator_states = gather_objects(context, generator.get_state().cpu())
+        if context.is_main and checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {
+                "kind": checkpoint_kind,
+                "config": run_config,
+                "train_config": asdict(config),
+                "model": _unwrap(model).state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "rng": {"generators": generator_states, "torch_cpu": torch.get_rng_state()},
+                "history": history,
+            })
+        barrier(context)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if config.mixed_precision == "bf16" and device.type == "cuda" else nullcontext())
+    bins = _LossByTimestep(config.loss_bins, num_timesteps)
+    window_loss, window_steps = 0.0, 0
+    started = time.perf_counter()
+    model.train()
+    progress = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
+                    disable=not (config.progress and context.is_main), desc="train", leave=False)
+    step = start_step
+    with _deferred_interrupt() as interrupt:
+        for step in progress:
+            lr = learning_rate_at(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = data.sample(local_batch, generator)
+            with autocast:
+                loss, logs = objective(model, batch, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept. "
+                    "Lower the learning rate or enable gradient clipping"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            ema.update(_unwrap(model))
+
+            window_loss += loss.item()
+            window_steps += 1
+            bins.add(logs)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                entry = {"step": done, "loss": window_loss / window_steps, "lr": lr,
+                         "loss_by_t": bins.means() if num_timesteps else []}
+                history.append(entry)
+                progress.set_postfix(loss=f"{entry['loss']:.4f}")
+                if on_log is not None and context.is_main:
+                    on_log(entry)
+                window_loss, window_steps = 0.0, 0
+                bins.reset()
+            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
+                write_checkpoint(done)
+            if interrupt["stop"]:
+                write_checkpoint(done)
+                progress.close()
+                raise KeyboardInterrupt(f"stopped at step {done}; checkpoint written to {checkpoint_path}")
+            step = done
+    progress.close()
+    if checkpoint_path is not None and (step > start_step or not checkpoint_path.exists()):
+        write_checkpoint(step)
+    return TrainResult(_unwrap(model), ema.model, step, history, time.perf_counter() - started)
