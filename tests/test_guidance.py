@@ -1,0 +1,94 @@
+"""Pitfall 8: classifier-free guidance on every channel, s = 1 exact, dropout only in training."""
+import pytest
+import torch
+
+from toydiff.guidance import (classifier_free_guidance, classifier_guidance, combine_guidance, drop_labels,
+                              guided_score)
+from toydiff.losses import DiffusionObjective
+from toydiff.models import MLPConfig, MLPDenoiser
+from toydiff.parameterisation import score_from_epsilon
+from toydiff.schedules import make_schedule
+
+
+def labelled_model():
+    return MLPDenoiser(MLPConfig(data_dim=3, hidden_dim=32, num_blocks=2, num_classes=4)).eval()
+
+
+def test_scale_one_is_the_conditional_model_bit_for_bit():
+    model = labelled_model()
+    x, t, labels = torch.randn(16, 3), torch.randint(0, 1000, (16,)), torch.randint(0, 4, (16,))
+    guided = classifier_free_guidance(model, labels, 1.0, model.null_label)
+    assert torch.equal(guided(x, t), model(x, t, labels))
+    unconditional = classifier_free_guidance(model, labels, 0.0, model.null_label)
+    assert torch.equal(unconditional(x, t), model(x, t, torch.full_like(labels, 4)))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 2.0, 7.5])
+def test_guidance_is_the_formula_on_every_channel(scale):
+    model = labelled_model()
+    x, t, labels = torch.randn(16, 3), torch.randint(0, 1000, (16,)), torch.randint(0, 4, (16,))
+    cond, uncond = model(x, t, labels), model(x, t, torch.full_like(labels, 4))
+    guided = classifier_free_guidance(model, labels, scale, model.null_label)(x, t)
+    # Every one of the 3 output channels follows uncond + s (cond - uncond).
+    torch.testing.assert_close(guided, uncond + scale * (cond - uncond), rtol=1e-5, atol=1e-5)
+    assert guided.shape == (16, 3)
+
+
+def test_combine_guidance_exact_at_scale_one_even_with_huge_values():
+    cond, uncond = torch.tensor([1e30, -3.0, 0.1]), torch.tensor([-1e30, 7.0, 0.2])
+    assert torch.equal(combine_guidance(uncond, cond, 1.0), cond)
+
+
+def test_label_dropout_happens_only_in_training_mode():
+    schedule = make_schedule("linear")
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, labels):
+            seen.append(labels.clone())
+            return torch.zeros_like(x)
+
+    objective = DiffusionObjective(schedule, label_dropout=0.5, null_label=9)
+    spy, labels = Spy(), torch.zeros(4000, dtype=torch.int64)
+    batch = (torch.randn(4000, 2), labels)
+    spy.train()
+    objective(spy, batch, torch.Generator().manual_seed(0))
+    dropped = (seen[-1] == 9).float().mean().item()
+    assert 0.45 < dropped < 0.55
+    spy.eval()
+    objective(spy, batch, torch.Generator().manual_seed(0))
+    assert torch.equal(seen[-1], labels)
+
+
+def test_drop_labels_uses_the_reserved_null_label():
+    labels = torch.arange(10).repeat(100)
+    dropped = drop_labels(labels, 1.0 - 1e-9, null_label=10, generator=torch.Generator().manual_seed(0))
+    assert (dropped == 10).all()
+    assert torch.equal(drop_labels(labels, 0.0, null_label=10), labels)
+
+
+def test_classifier_guidance_adds_the_scaled_classifier_gradient_to_the_score():
+    schedule = make_schedule("cosine")
+    target = torch.tensor([2.0, -1.0])
+
+    def model(x, t):  # any ε-model
+        return 0.1 * x
+
+    def classifier(x, t):  # log p(y=0|x) = -|x - target|²/2 + const  => ∇ = target - x
+        logit0 = -((x - target) ** 2).sum(-1) / 2
+        return torch.stack([logit0, torch.zeros_like(logit0)], dim=-1)
+
+    x, t = torch.randn(8, 2, dtype=torch.float64), torch.full((8,), 400)
+    labels = torch.zeros(8, dtype=torch.int64)
+    scale = 3.0
+    guided = classifier_guidance(model, classifier, labels, scale, schedule)
+    score = score_from_epsilon(schedule, guided(x, t), t)
+    expected_gradient = torch.autograd.functional.jacobian(
+        lambda z: torch.log_softmax(classifier(z, t), -1)[:, 0].sum(), x)
+    expected = score_from_epsilon(schedule, model(x, t), t) + scale * expected_gradient
+    torch.testing.assert_close(score, expected)
+    # Same guidance expressed for a v-model gives the same score.
+    v_model = lambda z, tt: torch.zeros_like(z)  # noqa: E731
+    v_guided = classifier_guidance(v_model, classifier, labels, scale, schedule, prediction_type="v")
+    base = guided_score(v_model, schedule, "v")(x, t)
+    torch.testing.assert_close(guided_score(v_guided, schedule, "v")(x, t), base + scale * expected_gradient)
