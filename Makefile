@@ -34,7 +34,7 @@ lessons-quick: $(STAMP)
 	@for f in lessons/[0-9][0-9]_*.py; do echo "== $$f (quick)"; LESSON_QUICK=1 $(PY) $$f || exit 1; done
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -m toydiff.bench
 
 check: $(STAMP)
 	$(PY) -m lessons.exercises.check $(EX) $(FILE)
