@@ -1,0 +1,555 @@
+"""The Diffusion Transformer (DiT, Peebles & Xie 2023): a plain ViT that denoises latents.
+
+A DiT cuts the noisy latent into p x p patches, treats each patch as a token, and runs a stack of
+transformer blocks whose LayerNorms are *modulated* by the conditioning c = emb(t) + emb(label):
+
+  x_t (B, C, H, W) ──patchify──► (B, N, p·p·C) ──patch_embedding──► + sincos positions ──► x (B, N, D)
+
+  t (B,) ──timestep_embedding──► MLP ──┐
+                                       + ──► c (B, D)
+  label (B,) ──label_embedding ────────┘                (label None = the null label)
+
+  x ──► DiTBlock(x, c) × depth ──► FinalLayer(x, c) ──► (B, N, p·p·C) ──unpatchify──► (B, C, H, W)
+
+Each block is three lines (DiT Figure 3, "adaLN-Zero"):
+
+    shift, scale, gate (×2) = Linear(SiLU(c))
+    x = x + gate_attn · Attention(modulate(LayerNorm(x), shift_attn, scale_attn))
+    x = x + gate_mlp  · MLP(modulate(LayerNorm(x), shift_mlp, scale_mlp))
+
+The modulation Linear starts at zero, so every gate starts at zero and every block starts as the
+identity; the final projection starts at zero too, so the untrained model outputs exactly zeros
+(pitfall 9). See `DiT.initialize_weights` for why training still gets going.
+
+Notation
+    B batch, C channels of the latent, H, W its height and width, p the patch size,
+    h = H / p, w = W / p the token grid, N = h · w tokens, D = hidden_dim, heads · head_dim = D.
+
+Written to be extended, not copied, by the video layer:
+    - `DiTBlock.forward(x, c, rotary)` takes c of shape (B, D) (one condition per example) *or*
+      (B, N, D) (one per token — e.g. every frame with its own noise level), and an optional
+      `rotary(q, k) -> (q, k)` applied to queries and keys, where 3-D RoPE plugs in;
+    - `DiT.embed_condition(t, labels)` accepts t of any shape (B, ...), e.g. (B, F) per frame;
+    - `DiT.embed_patches` is the one place that adds the (here 2-D sincos) positional encoding;
+    - every zero-initialisation lives in `DiT.initialize_weights`; blocks live in `DiT.blocks`
+      (a ModuleList), so forward hooks on `model.blocks[i]` see the residual stream.
+
+What is left out of the original: `learn_sigma` (a doubled output whose second half predicts the
+variance interpolation of improved DDPM); our samplers use fixed variances, so the output has exactly
+the input's channels. Label dropout is not done here either: the model embeds whatever labels it
+gets, and `toydiff.losses.DiffusionObjective` drops labels to the null label in training mode only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from toydiff.models import timestep_embedding
+
+# Rotates queries and keys (B, heads, N, head_dim) before their dot product: how RoPE enters.
+Rotary = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+# ---------------------------------------------------------------------------------------------
+#                                         Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiTConfig:
+    """Every choice that shapes the DiT, in plain types (it is saved in checkpoints)."""
+
+    # Latent (height, width) the positional table is built for; an int means a square latent.
+    # 32x32 images through the f=4 VAE give 8x8 latents.
+    input_size: Union[int, tuple[int, int]] = (8, 8)
+    in_channels: int = 4            # 4 latent channels, or 3 to denoise pixels directly
+    patch_size: int = 2             # p: each token is a p x p patch; N = (H/p)(W/p) tokens
+    hidden_dim: int = 128           # D, the width of the residual stream
+    depth: int = 4                  # number of DiTBlocks
+    num_heads: int = 4
+    mlp_ratio: float = 4.0          # the MLP's hidden width is mlp_ratio * D
+    num_classes: int = 0            # 0: unconditional; else labels 0..num_classes-1, null = num_classes
+    time_embedding_dim: int = 256   # width of the sinusoidal timestep features fed to the time MLP
+
+    def __post_init__(self) -> None:
+        # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
+        size = self.input_size
+        size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(
+                f"DiTConfig.input_size must be an int or (height, width) of positive ints, got {self.input_size!r}."
+            )
+        self.input_size = size
+        height, width = size
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"DiTConfig: input_size {size} is not divisible by patch_size={self.patch_size}; "
+                f"choose a patch size that divides both the height and the width."
+            )
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"DiTConfig: hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}."
+            )
+        if self.hidden_dim % 4:
+            # The 2-D sincos table spends D/2 on rows and D/2 on columns, each half cos and half sin.
+            raise ValueError(
+                f"DiTConfig: hidden_dim must be divisible by 4 for the 2-D sincos table, got {self.hidden_dim}."
+            )
+        if self.num_classes < 0:
+            raise ValueError(f"DiTConfig.num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
+
+    @property
+    def height(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(h, w) = (H / p, W / p), the token grid."""
+        return self.height // self.patch_size, self.width // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        """N = h · w tokens per example."""
+        grid_height, grid_width = self.grid_size
+        return grid_height * grid_width
+
+    @property
+    def out_channels(self) -> int:
+        """The denoiser predicts ε (or x_0, v) with the input's channels; no learn_sigma doubling."""
+        return self.in_channels
+
+    @property
+    def patch_dim(self) -> int:
+        """p · p · C, the length of one flattened patch."""
+        return self.patch_size * self.patch_size * self.in_channels
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.hidden_dim * self.mlp_ratio)
+
+
+# Named sizes, as in DiT's registry. small/base/large/xlarge are DiT-S/B/L/XL (Table 1 of the paper);
+# the patch size is a separate choice (DiT-XL/2 is xlarge with patch_size=2).
+DIT_SIZES: dict[str, DiTConfig] = {
+    # The CPU lessons: trains on 8x8x4 latents in minutes on a 2-core laptop.
+    "tiny": DiTConfig(hidden_dim=128, depth=4, num_heads=4),
+    # A longer CPU run, or a first GPU run.
+    "mini": DiTConfig(hidden_dim=256, depth=6, num_heads=4),
+    # DiT-S, DiT-B, DiT-L, DiT-XL: GPU sizes.
+    "small": DiTConfig(hidden_dim=384, depth=12, num_heads=6),
+    "base": DiTConfig(hidden_dim=768, depth=12, num_heads=12),
+    "large": DiTConfig(hidden_dim=1024, depth=24, num_heads=16),
+    "xlarge": DiTConfig(hidden_dim=1152, depth=28, num_heads=16),
+}
+
+
+def dit_config(size: str = "tiny", **overrides) -> DiTConfig:
+    """The DiTConfig registered under `size`, with any field replaced by `overrides`."""
+    if size not in DIT_SIZES:
+        raise ValueError(f"Unknown DiT size {size!r}; the registered sizes are {list(DIT_SIZES)}.")
+    return replace(DIT_SIZES[size], **overrides)
+
+
+def make_dit(size: str = "tiny", **overrides) -> DiT:
+    """A freshly initialised DiT of a registered size, e.g. ``make_dit("tiny", num_classes=10)``."""
+    return DiT(dit_config(size, **overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  Patches and their positions
+# ---------------------------------------------------------------------------------------------
+
+
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Cut images into non-overlapping p x p patches, row by row (the same order as the sincos table).
+
+    x: (B, C, H, W) with H and W divisible by p.  Returns (B, N, p·p·C), N = (H/p)(W/p); within a
+    token the values are ordered (row in patch, column in patch, channel).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"patchify expected a tensor of shape (B, C, H, W), got {tuple(x.shape)}.")
+    height, width = x.shape[-2:]
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"patchify: height {height} and width {width} must both be divisible by patch_size={patch_size}."
+        )
+    return rearrange(x, "b c (h p) (w q) -> b (h w) (p q c)", p=patch_size, q=patch_size)  # (B, N, p·p·C)
+
+
+def unpatchify(tokens: torch.Tensor, patch_size: int, height: int, width: int, channels: int) -> torch.Tensor:
+    """The exact inverse of `patchify` (pitfall 10): (B, N, p·p·C) -> (B, C, H, W).
+
+    The image size must be given: N alone cannot tell a 4x16 grid from an 8x8 one.
+    """
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"unpatchify: height {height} and width {width} must both be divisible by patch_size={patch_size}."
+        )
+    grid_height, grid_width = height // patch_size, width // patch_size
+    expected = (grid_height * grid_width, patch_size * patch_size * channels)
+    if tokens.ndim != 3 or tuple(tokens.shape[1:]) != expected:
+        raise ValueError(
+            f"unpatchify expected tokens of shape (B, {expected[0]}, {expected[1]}) for a {channels}x{height}x{width} "
+            f"image with patch_size={patch_size}, got {tuple(tokens.shape)}."
+        )
+    return rearrange(
+        tokens, "b (h w) (p q c) -> b c (h p) (w q)", h=grid_height, w=grid_width, p=patch_size, q=patch_size
+    )  # (B, C, H, W)
+
+
+def sincos_position_embedding_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sinusoidal positions for an h x w token grid (MAE / DiT), in patchify's row-major order.
+
+    The first dim/2 features embed the row index, the last dim/2 the column index, each with the
+    same sinusoid that embeds timesteps (`toydiff.models.timestep_embedding`): a position is just
+    another integer. Works for any grid, square or not.  Returns float32 (height · width, dim).
+    """
+    if dim % 4:
+        raise ValueError(f"the 2-D sincos embedding needs dim divisible by 4, got {dim}.")
+    rows = torch.arange(height, dtype=torch.int64).repeat_interleave(width)  # (h·w,) 0 0 … 1 1 …
+    columns = torch.arange(width, dtype=torch.int64).repeat(height)  # (h·w,) 0 1 … 0 1 …
+    row_features = timestep_embedding(rows, dim // 2)  # (h·w, dim/2)
+    column_features = timestep_embedding(columns, dim // 2)  # (h·w, dim/2)
+    return torch.cat([row_features, column_features], dim=-1)  # (h·w, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                      Embedding the condition
+# ---------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """Integer timesteps (...) -> vectors (..., D): sinusoidal features, then Linear-SiLU-Linear."""
+
+    def __init__(self, hidden_dim: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.frequency_dim))  # (..., D)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                        The DiT block
+# ---------------------------------------------------------------------------------------------
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Adaptive LayerNorm's affine step, x · (1 + scale) + shift.
+
+    x: (B, N, D); shift, scale: (B, 1, D) (one per example) or (B, N, D) (one per token).
+    `1 + scale` rather than `scale`, so that a zero-initialised modulation leaves x unchanged.
+    """
+    return x * (1 + scale) + shift
+
+
+def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
+    """Split the output of an adaLN Linear into `chunks` tensors that broadcast against (B, N, D).
+
+    condition (B, D) gives modulation (B, chunks·D) -> each (B, 1, D);
+    condition (B, N, D) gives modulation (B, N, chunks·D) -> each (B, N, D).
+    """
+    if condition.ndim == 2:
+        modulation = modulation.unsqueeze(1)  # (B, 1, chunks·D)
+    return modulation.chunk(chunks, dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    By default it calls `F.scaled_dot_product_attention` (fused, memory-efficient). Set
+    `record_attention = True` to compute softmax(Q Kᵀ / sqrt(head_dim)) explicitly instead and keep it
+    in `attention_pattern`, (B, heads, N, N), for interpretability. Both paths give the same output.
+    The stored pattern is not detached, so gradient-based attribution through it works; detach it to
+    keep it past the step.
+    """
+
+    def __init__(self, hidden_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.qkv = nn.Linear(hidden_dim, 3 * hidden_dim)
+        self.projection = nn.Linear(hidden_dim, hidden_dim)
+        self.record_attention = False
+        self.attention_pattern: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor, rotary: Optional[Rotary] = None) -> torch.Tensor:
+        """x: (B, N, D); rotary: optional (q, k) -> (q, k) on (B, heads, N, head_dim). Returns (B, N, D)."""
+        qkv = self.qkv(x)  # (B, N, 3D)
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # (B, h, N, d) each
+        if rotary is not None:
+            q, k = rotary(q, k)  # (B, h, N, d)
+        if self.record_attention:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, N, N)
+            self.attention_pattern = scores.softmax(dim=-1)  # (B, h, N, N), rows sum to 1
+            out = self.attention_pattern @ v  # (B, h, N, d)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d), same scale 1/sqrt(d)
+        return self.projection(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
+
+
+class FeedForward(nn.Module):
+    """The transformer MLP: Linear -> GELU (tanh approximation, as in DiT) -> Linear."""
+
+    def __init__(self, hidden_dim: int, mlp_hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_dim, mlp_hidden_dim)
+        self.fc2 = nn.Linear(mlp_hidden_dim, hidden_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # (B, N, D)
+
+
+class DiTBlock(nn.Module):
+    """A transformer block conditioned by adaLN-Zero (DiT section 3.2).
+
+    c: (B, D), one condition for all tokens of an example, or (B, N, D), one per token (the video
+    layer gives every frame's tokens that frame's noise level). With (B, N, D) whose tokens are all
+    equal, the output equals that of the (B, D) call.
+    """
+
+    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        # No learned affine: the scale and shift come from the condition instead.
+        self.norm1 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
+        self.attention = SelfAttention(hidden_dim, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = FeedForward(hidden_dim, int(hidden_dim * mlp_ratio))
+        # c -> (shift, scale, gate) for the attention and for the MLP; zero at init (adaLN-Zero).
+        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rotary: Optional[Rotary] = None) -> torch.Tensor:
+        """x: (B, N, D); c: (B, D) or (B, N, D); rotary: see SelfAttention. Returns (B, N, D)."""
+        if c.ndim not in (2, 3) or c.shape[0] != x.shape[0] or c.shape[-1] != x.shape[-1] or (
+            c.ndim == 3 and c.shape[1] != x.shape[1]
+        ):
+            batch, tokens, dim = x.shape
+            raise ValueError(
+                f"DiTBlock expected a condition of shape ({batch}, {dim}) or ({batch}, {tokens}, {dim}), "
+                f"got {tuple(c.shape)}."
+            )
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = split_modulation(
+            self.adaln_modulation(c), c, 6
+        )  # each (B, 1, D) or (B, N, D)
+        x = x + gate_attn * self.attention(modulate(self.norm1(x), shift_attn, scale_attn), rotary)  # (B, N, D)
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift and scale, no gate) followed by a Linear from D to p·p·out_channels per token."""
+
+    def __init__(self, hidden_dim: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
+        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * hidden_dim))
+        self.linear = nn.Linear(hidden_dim, patch_size * patch_size * out_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (B, N, D); c: (B, D) or (B, N, D). Returns (B, N, p·p·out_channels)."""
+        shift, scale = split_modulation(self.adaln_modulation(c), c, 2)  # each (B, 1, D) or (B, N, D)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                            The model
+# ---------------------------------------------------------------------------------------------
+
+
+class DiT(nn.Module):
+    """The latent denoiser: ``model(x_t, t, labels=None) -> output`` of x_t's shape (ε, x_0 or v)."""
+
+    def __init__(self, config: Optional[DiTConfig] = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else DiTConfig()
+        config = self.config
+        grid_height, grid_width = config.grid_size
+        # A Linear on flattened patches: the same map as DiT's Conv2d with stride p, written with patchify.
+        self.patch_embedding = nn.Linear(config.patch_dim, config.hidden_dim)
+        # Fixed, not learned; derived from the config, so not saved (persistent=False).
+        self.register_buffer(
+            "position_embedding",
+            sincos_position_embedding_2d(grid_height, grid_width, config.hidden_dim).unsqueeze(0),  # (1, N, D)
+            persistent=False,
+        )
+        self.timestep_embedder = TimestepEmbedder(config.hidden_dim, config.time_embedding_dim)
+        # num_classes + 1 rows: the last one is the reserved null label ("no label") of CFG.
+        self.label_embedding = (
+            nn.Embedding(config.num_classes + 1, config.hidden_dim) if config.num_classes > 0 else None
+        )
+        self.blocks = nn.ModuleList(
+            DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self.final_layer = FinalLayer(config.hidden_dim, config.patch_size, config.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Every initialisation in one place (DiT's `initialize_weights`).
+
+        - Linears: Xavier-uniform weights, zero biases (the patch embedding too, as DiT does for its conv).
+        - Timestep MLP and label table: normal, std 0.02.
+        - adaLN-Zero: every modulation Linear zero, so every gate is 0 and every block the identity;
+          the final Linear zero, so the model outputs exactly 0.
+
+        Why training still starts: the final Linear's gradient is (output error) ⊗ (features), and the
+        features are not zero, so the first step moves it. Only then does any gradient flow further
+        back (through the now non-zero final Linear), reaching first the gates and the final
+        modulation, then the shifts and scales and everything beneath them. At the very first
+        backward pass all parameters other than the final Linear have zero (not missing) gradients.
+        """
+
+        def xavier(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(xavier)
+        for layer in self.timestep_embedder.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02)
+        if self.label_embedding is not None:
+            nn.init.normal_(self.label_embedding.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaln_modulation[-1].weight)
+            nn.init.zeros_(block.adaln_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaln_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaln_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    @property
+    def null_label(self) -> Optional[int]:
+        """The reserved label index meaning "unconditional" (= num_classes), or None if unconditional."""
+        return self.config.num_classes if self.config.num_classes > 0 else None
+
+    # -- checks that speak to the user --------------------------------------------------------
+
+    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        config = self.config
+        expected = (config.in_channels, config.height, config.width)
+        if x_t.ndim != 4 or tuple(x_t.shape[1:]) != expected:
+            raise ValueError(
+                f"DiT expected latents of shape (B, {', '.join(map(str, expected))}), got {tuple(x_t.shape)}. "
+                f"The channels are in_channels={config.in_channels}; the positional table is built for "
+                f"input_size={config.input_size}: build the model with the input_size of your latents."
+            )
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.shape != x_t.shape[:1]:
+            got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(
+                f"DiT expected timesteps t as an int64 tensor of shape ({x_t.shape[0]},), got a {got}; "
+                "timesteps are integers (pitfall 13), e.g. torch.full((B,), t, dtype=torch.int64)."
+            )
+        if labels is None:
+            return
+        if self.label_embedding is None:
+            raise ValueError("this DiT is unconditional (num_classes = 0) but labels were given; pass labels=None.")
+        if labels.dtype != torch.int64 or labels.shape != x_t.shape[:1]:
+            raise ValueError(
+                f"DiT expected labels as an int64 tensor of shape ({x_t.shape[0]},) with values in "
+                f"0..{config.num_classes} ({config.num_classes} = null), "
+                f"got a {labels.dtype} tensor of shape {tuple(labels.shape)}."
+            )
+
+    # -- the pieces of forward, each reusable by the video layer -------------------------------
+
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> tokens (B, N, D), with the fixed 2-D positions added."""
+        tokens = patchify(x, self.config.patch_size)  # (B, N, p·p·C)
+        return self.patch_embedding(tokens) + self.position_embedding  # (B, N, D)
+
+    def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """c = emb(t) + emb(label): t (B, ...) int64 -> c (B, ..., D).
+
+        labels: (B,) or None, meaning the null label (for a conditional model). With t of shape
+        (B, F), e.g. one noise level per frame, each example's label is added to all its frames.
+        """
+        c = self.timestep_embedder(t)  # (B, ..., D)
+        if self.label_embedding is None:
+            return c
+        if labels is None:
+            labels = torch.full(t.shape[:1], self.null_label, dtype=torch.int64, device=t.device)  # (B,)
+        label = self.label_embedding(labels)  # (B, D)
+        return c + label.view(label.shape[0], *([1] * (t.ndim - 1)), label.shape[-1])  # (B, ..., D)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
+
+        Returns the prediction (B, C, H, W).
+        """
+        self.check_inputs(x_t, t, labels)
+        config = self.config
+        x = self.embed_patches(x_t)  # (B, N, D)
+        c = self.embed_condition(t, labels)  # (B, D)
+        for block in self.blocks:
+            x = block(x, c)  # (B, N, D)
+        x = self.final_layer(x, c)  # (B, N, p·p·C)
+        return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
+
+    # -- interpretability -----------------------------------------------------------------------
+
+    def record_attention(self, enabled: bool = True) -> None:
+        """Switch every block to the explicit attention path, which keeps its pattern (or back to SDPA)."""
+        for block in self.blocks:
+            block.attention.record_attention = enabled
+            block.attention.attention_pattern = None
+
+    def attention_patterns(self) -> list[Optional[torch.Tensor]]:
+        """The pattern (B, heads, N, N) each block kept in its last forward (None where not recorded)."""
+        return [block.attention.attention_pattern for block in self.blocks]
+
+
+# ---------------------------------------------------------------------------------------------
+#                                        Counting FLOPs
+# ---------------------------------------------------------------------------------------------
+
+
+def matmul_parameter_counts(config: DiTConfig) -> dict[str, int]:
+    """Weights that take part in matrix products, split by how often they are applied.
+
+    "per_token": applied to each of the N tokens — patch embedding, qkv, attention projection, MLP,
+    final Linear.  "per_example": applied once to c — the time MLP and the adaLN modulations (if a
+    caller passes per-token conditions (B, N, D), these too run once per token).  Biases, the label
+    table and the positional table take no matmul and are not counted.
+    """
+    D, L, M, P = config.hidden_dim, config.depth, config.mlp_hidden_dim, config.patch_dim
+    per_token = P * D + L * (3 * D * D + D * D + 2 * D * M) + D * P
+    per_example = config.time_embedding_dim * D + D * D + L * 6 * D * D + 2 * D * D
+    return {"per_token": per_token, "per_example": per_example}
+
+
+def training_flops(config: DiTConfig, batch_size: int) -> int:
+    """FLOPs of one training step (forward and backward) on a batch, counting matrix products only.
+
+    A weight matrix of size m x n applied to one vector costs 2mn FLOPs forward (a multiply and an add
+    per weight) and 4mn backward (the gradient with respect to the input and to the weight), hence
+    the familiar 6 · parameters · tokens (Kaplan et al. 2020):
+
+        6 · B · (N · P_token + P_example)            P from `matmul_parameter_counts`
+
+    Attention adds products that involve no weights. Per block and example, forward: Q Kᵀ is
+    (N x d)(d x N) per head, 2 N² d FLOPs, over all heads 2 N² D; the weighted sum A V another 2 N² D;
+    4 N² D in all. The backward pass needs two products for each of those (gradients of Q and K from
+    dS, of A and V from dO): twice the forward, 8 N² D. Hence
+
+        + 12 · B · depth · N² · D
+
+    Element-wise work (softmax, LayerNorm, GELU, modulation) is left out, as is usual when a FLOP rate
+    is compared with the matmul rate of the hardware.
+    """
+    counts = matmul_parameter_counts(config)
+    N = config.num_tokens
+    weights = 6 * batch_size * (N * counts["per_token"] + counts["per_example"])
+    attention = 12 * batch_size * config.depth * N * N * config.hidden_dim
+    return weights + attention

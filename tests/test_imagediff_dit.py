@@ -1,0 +1,396 @@
+"""Tests of imagediff/dit.py: patches and positions (pitfall 10), adaLN-Zero at init and how gradients
+reach the zeroed layers (pitfall 9), use of t and labels (pitfall 14), the two attention paths,
+per-token conditioning, training on a few latents, guidance (pitfall 8), sizes and FLOPs, errors."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from imagediff.dit import (
+    DIT_SIZES,
+    DiT,
+    DiTBlock,
+    DiTConfig,
+    dit_config,
+    make_dit,
+    matmul_parameter_counts,
+    modulate,
+    patchify,
+    sincos_position_embedding_2d,
+    training_flops,
+    unpatchify,
+)
+from toydiff.guidance import classifier_free_guidance, combine_guidance
+from toydiff.losses import DiffusionObjective
+from toydiff.models import count_parameters
+from toydiff.schedules import make_schedule
+
+# Smaller than "tiny": the tests check behaviour, not quality. 8x8x4 latents, 16 tokens.
+SMALL = dict(hidden_dim=32, depth=2, num_heads=4, time_embedding_dim=32)
+NUM_CLASSES = 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny matrices gain nothing from a second thread on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_dit(num_classes: int = NUM_CLASSES, seed: int = 0, **overrides) -> DiT:
+    torch.manual_seed(seed)
+    return DiT(DiTConfig(**{**SMALL, "num_classes": num_classes, **overrides}))
+
+
+def perturbed(model: DiT, std: float = 0.05, seed: int = 1) -> DiT:
+    """The model with every parameter moved by noise: no zero layer left, every path active."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
+
+
+def inputs(batch: int = 3, config: DiTConfig | None = None, seed: int = 0):
+    config = config or DiTConfig(**SMALL)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, config.in_channels, config.height, config.width, generator=generator)
+    t = torch.randint(0, 1000, (batch,), generator=generator)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator)
+    return x, t, labels
+
+
+def train(model: DiT, latents: torch.Tensor, labels: torch.Tensor | None, steps: int, lr: float = 1e-3,
+          seed: int = 0) -> list[float]:
+    """A plain Adam loop on toydiff's objective; returns the loss of every step."""
+    objective = DiffusionObjective(make_schedule("cosine", 1000))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    batch = (latents,) if labels is None else (latents, labels)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss, _ = objective(model, batch, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  Patches and positions
+# ---------------------------------------------------------------------------------------------
+
+
+SHAPES = [(2, 4, 8, 8), (2, 3, 8, 12), (1, 4, 12, 4), (3, 1, 6, 18)]
+
+
+@pytest.mark.parametrize(
+    "shape, patch_size",
+    [(shape, p) for shape in SHAPES for p in (1, 2, 3, 4) if shape[2] % p == 0 and shape[3] % p == 0],
+)
+def test_unpatchify_inverts_patchify_also_for_non_square_inputs(shape, patch_size):
+    batch, channels, height, width = shape
+    x = torch.randn(shape)
+    tokens = patchify(x, patch_size)
+    assert tokens.shape == (batch, (height // patch_size) * (width // patch_size), patch_size**2 * channels)
+    assert torch.equal(unpatchify(tokens, patch_size, height, width, channels), x)
+    # And the other way round: every token layout comes from exactly one image.
+    tokens = torch.randn_like(tokens)
+    assert torch.equal(patchify(unpatchify(tokens, patch_size, height, width, channels), patch_size), tokens)
+
+
+def test_patchify_orders_tokens_row_by_row_with_each_patch_intact():
+    # Image whose value says where it is: token k must be the k-th patch in row-major order.
+    height, width, p = 4, 6, 2
+    x = torch.arange(height * width, dtype=torch.float32).view(1, 1, height, width)
+    tokens = patchify(x, p)  # (1, 6, 4)
+    assert torch.equal(tokens[0, 0], torch.tensor([0.0, 1.0, 6.0, 7.0]))  # top-left patch
+    assert torch.equal(tokens[0, 1], torch.tensor([2.0, 3.0, 8.0, 9.0]))  # its right neighbour
+    assert torch.equal(tokens[0, 3], torch.tensor([12.0, 13.0, 18.0, 19.0]))  # first patch of row 2
+
+
+@pytest.mark.parametrize("height, width", [(7, 8), (8, 7), (9, 9)])
+def test_patchify_refuses_sizes_not_divisible_by_the_patch(height, width):
+    with pytest.raises(ValueError, match="divisible by patch_size=2"):
+        patchify(torch.zeros(1, 4, height, width), 2)
+    with pytest.raises(ValueError, match="divisible by patch_size=2"):
+        unpatchify(torch.zeros(1, 16, 16), 2, height, width, 4)
+
+
+def test_unpatchify_refuses_tokens_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"\(B, 16, 16\).*got \(1, 12, 16\)"):
+        unpatchify(torch.zeros(1, 12, 16), 2, 8, 8, 4)
+
+
+def test_sincos_positions_have_the_grid_shape_and_are_all_distinct():
+    for height, width in [(4, 4), (3, 5), (5, 3), (1, 7)]:
+        table = sincos_position_embedding_2d(height, width, 32)
+        assert table.shape == (height * width, 32) and table.dtype == torch.float32
+        distances = torch.cdist(table, table) + torch.eye(height * width) * 1e9
+        assert distances.min() > 0.1, f"two positions of the {height}x{width} grid share an embedding"
+    # Row index in the first half, column index in the second: transposing the grid swaps halves.
+    wide, tall = sincos_position_embedding_2d(2, 3, 16), sincos_position_embedding_2d(3, 2, 16)
+    assert torch.allclose(wide.view(2, 3, 16)[1, 2, :8], tall.view(3, 2, 16)[2, 1, 8:])
+    assert not torch.allclose(wide, tall)
+
+
+def test_model_position_table_matches_the_actual_non_square_grid():
+    model = small_dit(input_size=(4, 12))
+    assert model.position_embedding.shape == (1, 2 * 6, 32)
+    assert torch.equal(model.position_embedding[0], sincos_position_embedding_2d(2, 6, 32))
+    assert "position_embedding" not in model.state_dict()  # derived from the config, never saved
+    x = torch.randn(2, 4, 4, 12)
+    assert perturbed(model)(x, torch.tensor([1, 2])).shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+#                                   adaLN-Zero (pitfall 9)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_modulate_is_affine_with_one_plus_scale():
+    x, shift, scale = torch.randn(2, 5, 8), torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    assert torch.equal(modulate(x, torch.zeros_like(shift), torch.zeros_like(scale)), x)
+    assert torch.allclose(modulate(x, shift, scale), x + x * scale + shift)
+
+
+def test_at_init_the_model_outputs_zeros_and_every_block_is_the_identity():
+    model = small_dit()
+    x, t, labels = inputs()
+    assert torch.equal(model(x, t, labels), torch.zeros_like(x))
+    assert torch.equal(model(x, t), torch.zeros_like(x))
+    tokens = torch.randn(3, 16, 32)
+    for block in model.blocks:
+        assert torch.equal(block(tokens, torch.randn(3, 32)), tokens)
+        assert torch.equal(block(tokens, torch.randn(3, 16, 32)), tokens)  # per-token condition too
+
+
+def test_gradients_reach_the_zero_initialised_layers():
+    model = small_dit()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, t, labels = inputs()
+    target = torch.randn_like(x)
+
+    def backward():
+        optimizer.zero_grad()
+        ((model(x, t, labels) - target) ** 2).mean().backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    # Backward 1: every parameter is in the graph (a gradient, not None), but only the final Linear's
+    # gradient, (output error) ⊗ (features), is non-zero: everything else sits behind a zero matrix.
+    grads = backward()
+    assert all(g is not None for g in grads.values())
+    assert grads["final_layer.linear.weight"].abs().sum() > 0
+    assert grads["final_layer.linear.bias"].abs().sum() > 0
+    assert grads["final_layer.adaln_modulation.1.weight"].abs().sum() == 0
+    assert grads["blocks.0.adaln_modulation.1.weight"].abs().sum() == 0
+    optimizer.step()
+
+    # Backward 2: the final Linear is no longer zero, so the gates of every block and the final
+    # modulation receive gradients.
+    grads = backward()
+    assert grads["final_layer.adaln_modulation.1.weight"].abs().sum() > 0
+    for index in range(len(model.blocks)):
+        assert grads[f"blocks.{index}.adaln_modulation.1.weight"].abs().sum() > 0
+    optimizer.step()
+
+    # Backward 3: every parameter learns.
+    grads = backward()
+    silent = [name for name, g in grads.items() if g.abs().sum() == 0]
+    assert not silent, f"parameters without gradient after two steps: {silent}"
+
+
+def test_after_a_few_steps_the_output_depends_on_t_and_on_the_label():
+    model = small_dit()
+    latents, _, labels = inputs(batch=4)
+    # The condition reaches the output only through layers that start at zero and wake up one after
+    # another (see the test above), so its influence grows like a product of small updates.
+    train(model, latents, labels, steps=10, lr=3e-3)
+    model.eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        early = model(x, torch.tensor([10, 10]), torch.tensor([0, 1]))
+        late = model(x, torch.tensor([900, 900]), torch.tensor([0, 1]))
+        other_label = model(x, torch.tensor([10, 10]), torch.tensor([2, 2]))
+    # Float32 rounding is ~1e-8 here; the differences are orders of magnitude above it.
+    assert (early - late).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # pitfall 14: the model uses t
+    assert (early - other_label).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # ...and the label
+
+
+def test_labels_none_means_the_null_label():
+    model = perturbed(small_dit())
+    x, t, _ = inputs()
+    assert model.null_label == NUM_CLASSES
+    assert model.label_embedding.num_embeddings == NUM_CLASSES + 1
+    assert torch.equal(model(x, t), model(x, t, torch.full((3,), model.null_label)))
+    assert small_dit(num_classes=0).null_label is None
+
+
+# ---------------------------------------------------------------------------------------------
+#                           Attention paths and per-token conditioning
+# ---------------------------------------------------------------------------------------------
+
+
+def test_explicit_attention_agrees_with_sdpa_and_keeps_a_normalised_pattern():
+    model = perturbed(small_dit(), std=0.1)
+    x, t, labels = inputs()
+    fused = model(x, t, labels)
+    assert all(pattern is None for pattern in model.attention_patterns())
+    model.record_attention(True)
+    explicit = model(x, t, labels)
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    for pattern in model.attention_patterns():
+        assert pattern.shape == (3, 4, 16, 16)  # (B, heads, N, N)
+        assert torch.allclose(pattern.sum(-1), torch.ones(3, 4, 16), atol=1e-6)
+    model.record_attention(False)
+    assert torch.equal(model(x, t, labels), fused)
+
+
+def test_per_token_condition_with_equal_tokens_equals_the_per_example_condition():
+    model = perturbed(small_dit(), std=0.1)
+    tokens, c = torch.randn(3, 16, 32), torch.randn(3, 32)
+    per_token = c[:, None, :].expand(3, 16, 32)
+    for block in model.blocks:
+        assert torch.allclose(block(tokens, per_token), block(tokens, c), atol=1e-6)
+    assert torch.allclose(model.final_layer(tokens, per_token), model.final_layer(tokens, c), atol=1e-6)
+    # A condition that differs between tokens does change the block's output.
+    varied = per_token + torch.randn(3, 16, 32)
+    assert not torch.allclose(model.blocks[0](tokens, varied), model.blocks[0](tokens, c), atol=1e-3)
+
+
+def test_embed_condition_accepts_one_timestep_per_frame():
+    # The video layer's case: t (B, F); each example's label is added to all its frames.
+    model = perturbed(small_dit())
+    t = torch.tensor([[5, 500], [7, 7]])
+    labels = torch.tensor([0, 2])
+    c = model.embed_condition(t, labels)
+    assert c.shape == (2, 2, 32)
+    assert torch.allclose(c[:, 1], model.embed_condition(t[:, 1], labels))
+    assert torch.allclose(c[1, 0], c[1, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+#                                 Training and guidance
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_tiny_dit_overfits_a_few_latents():
+    model = small_dit(num_classes=0, hidden_dim=64)
+    latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    objective = DiffusionObjective(make_schedule("cosine", 1000))
+
+    def held_out_loss():  # the same noises and timesteps every time, so the comparison is fair
+        model.eval()
+        generator = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            value = sum(objective(model, (latents,), generator)[0] for _ in range(8)) / 8
+        model.train()
+        return value.item()
+
+    before = held_out_loss()
+    losses = train(model, latents.repeat(4, 1, 1, 1), None, steps=150, lr=2e-3)
+    after = held_out_loss()
+    assert before == pytest.approx(1.0, abs=0.1)  # outputs zeros: the loss is E||ε||² per value
+    assert after < 0.5 * before, f"loss went from {before:.3f} to {after:.3f}"
+    assert sum(losses[-20:]) < 0.6 * sum(losses[:20])
+
+
+def test_classifier_free_guidance_on_the_dit():
+    model = perturbed(small_dit(), std=0.1)
+    x, t, labels = inputs()
+    conditional = model(x, t, labels)
+    unconditional = model(x, t, None)
+    # s = 1 is the conditional model bit for bit; s = 0 the unconditional one (pitfall 8).
+    assert torch.equal(classifier_free_guidance(model, labels, 1.0, model.null_label)(x, t), conditional)
+    assert torch.equal(classifier_free_guidance(model, labels, 0.0, model.null_label)(x, t), unconditional)
+    # s = 3 runs both passes as one batch of 2B: examples must not influence each other.
+    guided = classifier_free_guidance(model, labels, 3.0, model.null_label)(x, t)
+    assert torch.allclose(guided, combine_guidance(unconditional, conditional, 3.0), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                    Sizes and FLOPs
+# ---------------------------------------------------------------------------------------------
+
+
+# DiT paper, Table 1 / 4: parameters of DiT-S/B/L/XL at 256x256 (32x32x4 latents), 1000 classes.
+PUBLISHED_MILLIONS = {"small": 33.0, "base": 130.0, "large": 458.0, "xlarge": 675.0}
+
+
+@pytest.mark.parametrize("size", list(DIT_SIZES))
+def test_every_registered_size_builds_and_its_parameters_are_accounted_for(size):
+    # On the meta device: shapes only, no memory and no time even for DiT-XL.
+    with torch.device("meta"):
+        model = make_dit(size, num_classes=1000, input_size=32)
+    config = model.config
+    total = count_parameters(model)
+    biases = sum(p.numel() for name, p in model.named_parameters() if name.endswith("bias"))
+    table = model.label_embedding.weight.numel()
+    counts = matmul_parameter_counts(config)
+    assert total - biases - table == counts["per_token"] + counts["per_example"]
+    if size in PUBLISHED_MILLIONS:
+        # Ours lacks learn_sigma's doubled output; the rest is DiT's architecture.
+        assert total / 1e6 == pytest.approx(PUBLISHED_MILLIONS[size], rel=0.01)
+    assert dit_config(size) == DIT_SIZES[size]
+
+
+def test_training_flops_match_a_count_of_the_actual_matrix_products():
+    config = DiTConfig(**SMALL, num_classes=NUM_CLASSES)
+    torch.manual_seed(0)
+    model = DiT(config)
+    model.record_attention(True)  # PyTorch's FLOP counter sees the explicit matmuls, not CPU SDPA
+    x, t, labels = inputs(batch=2)
+    x.requires_grad_(True)  # so the patch embedding also computes its input gradient, as 6·P·N assumes
+    with FlopCounterMode(display=False) as counter:
+        model(x, t, labels).square().sum().backward()
+    # The only product without an input gradient: the time MLP's first Linear reads fixed sinusoids.
+    expected = training_flops(config, 2) - 2 * 2 * config.time_embedding_dim * config.hidden_dim
+    assert counter.get_total_flops() == expected
+
+
+def test_training_flops_formula_for_a_known_case():
+    config = DiTConfig(input_size=8, in_channels=4, patch_size=2, hidden_dim=64, depth=2, num_heads=4,
+                       time_embedding_dim=64)
+    N, D, L, P = 16, 64, 2, 16
+    per_token = P * D + L * 12 * D * D + D * P
+    per_example = 64 * D + D * D + L * 6 * D * D + 2 * D * D
+    assert training_flops(config, 5) == 5 * (6 * (N * per_token + per_example) + 12 * L * N * N * D)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                   Errors the user sees
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_give_errors_naming_expected_and_got():
+    model = small_dit()
+    x, t, labels = inputs()
+    with pytest.raises(ValueError, match=r"\(B, 4, 8, 8\), got \(3, 3, 8, 8\)"):
+        model(torch.zeros(3, 3, 8, 8), t)
+    with pytest.raises(ValueError, match=r"\(B, 4, 8, 8\), got \(3, 4, 16, 16\).*input_size"):
+        model(torch.zeros(3, 4, 16, 16), t)
+    with pytest.raises(ValueError, match=r"int64 tensor of shape \(3,\), got a torch.float32"):
+        model(x, t.float())
+    with pytest.raises(ValueError, match=r"got a torch.int64 tensor of shape \(3, 1\)"):
+        model(x, t[:, None])
+    with pytest.raises(ValueError, match="labels"):
+        model(x, t, labels.float())
+    with pytest.raises(ValueError, match="unconditional"):
+        small_dit(num_classes=0)(x, t, labels)
+    with pytest.raises(ValueError, match=r"DiTBlock expected a condition of shape \(3, 32\) or \(3, 16, 32\)"):
+        model.blocks[0](torch.zeros(3, 16, 32), torch.zeros(3, 5, 32))
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="not divisible by patch_size=3"):
+        DiTConfig(input_size=(8, 9), patch_size=3)
+    with pytest.raises(ValueError, match="num_heads"):
+        DiTConfig(hidden_dim=36, num_heads=8)
+    with pytest.raises(ValueError, match="Unknown DiT size 'huge'"):
+        make_dit("huge")
+    assert DiTConfig(input_size=[4, 6]).input_size == (4, 6)  # as read back from a checkpoint
+    assert DiTConfig(input_size=8).grid_size == (4, 4)
