@@ -19,15 +19,16 @@ class ExponentialMovingAverage:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.num_updates = 0
+        self._ema_parameters = list(self.model.parameters())
+        self._ema_buffers = list(self.model.buffers())
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.num_updates += 1
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
+        torch._foreach_lerp_(self._ema_parameters, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self._ema_buffers, model.buffers()):
             ema_buffer.copy_(buffer)
 
     def state_dict(self) -> dict:

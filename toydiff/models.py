@@ -7,6 +7,7 @@
   label ──► label_embedding (+ null) ───────┘                      │
                                                                   ▼
                                                    output_projection ──► ε̂ (or x̂_0, v̂)
+                                                   (no final norm: the output may grow with |x_t|)
 
 The label table has one extra row, the reserved *null label* (index ``num_classes``), which means
 "no label" and is what classifier-free guidance uses for its unconditional pass.
@@ -101,7 +102,8 @@ class MLPDenoiser(nn.Module):
             nn.Embedding(config.num_classes + 1, config.hidden_dim) if config.num_classes > 0 else None
         )
         self.blocks = nn.ModuleList(ResidualBlock(config.hidden_dim) for _ in range(config.num_blocks))
-        self.output_norm = nn.LayerNorm(config.hidden_dim)
+        # No LayerNorm before the output: it would bound |output| whatever x_t is, while the ideal
+        # ε̂ or v̂ grows linearly with |x_t| far from the data.
         self.output_projection = nn.Linear(config.hidden_dim, config.output_dim or config.data_dim)
 
     @property
@@ -127,7 +129,7 @@ class MLPDenoiser(nn.Module):
             raise ValueError("this model is unconditional (num_classes = 0) but labels were given")
         for block in self.blocks:
             h = block(h, c)                                                                 # (B, H)
-        return self.output_projection(self.output_norm(h))                                  # (B, out)
+        return self.output_projection(h)                                                    # (B, out)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -189,8 +189,11 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
 
     model = model.to(device)
     data = data.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas),
-                                  weight_decay=config.weight_decay)
+    parameters = [p for p in model.parameters() if p.requires_grad]  # listed once, not walked every step
+    # foreach: one kernel per operation over all tensors instead of a Python loop per tensor (on CPU,
+    # torch otherwise picks the per-tensor path, ~15% of a toy training step).
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=tuple(config.adam_betas),
+                                  weight_decay=config.weight_decay, foreach=True)
     ema = ExponentialMovingAverage(model, config.ema_decay)
     generator = torch.Generator(device=device)
     # Each process draws different batches; rank 0 of a single-process run uses the seed itself.
@@ -260,7 +263,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()
             ema.update(_unwrap(model))
 

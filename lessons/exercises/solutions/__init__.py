@@ -1,0 +1,1 @@
+"""Reference answers to the exercises (try the exercise first)."""

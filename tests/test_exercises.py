@@ -1,0 +1,108 @@
+"""The exercise checker passes the reference answers, fails the blanks, and catches typical mistakes."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `lessons` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from lessons.exercises import check  # noqa: E402
+
+EXERCISES = REPO / "lessons" / "exercises"
+NUMBERS = sorted(check.EXERCISES)
+
+
+def run_checker(number: str, path: Path | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    status = check.check_exercise(number, path, out=out)
+    return status, out.getvalue()
+
+
+def solution(number: str) -> Path:
+    return EXERCISES / "solutions" / check.EXERCISES[number].file_name
+
+
+def test_every_lesson_has_an_exercise_and_a_solution():
+    assert NUMBERS == ["01", "02", "03", "04"]
+    for number in NUMBERS:
+        assert (EXERCISES / check.EXERCISES[number].file_name).is_file()
+        assert solution(number).is_file()
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_reference_solution_passes(number):
+    status, output = run_checker(number, solution(number))
+    assert status == 0, output
+    assert "FAIL" not in output
+    assert output.count("PASS") >= 5
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_blank_exercise_fails_every_check(number):
+    status, output = run_checker(number)  # FILE defaults to the exercise file with blanks
+    assert status == 1
+    assert "PASS" not in output
+    assert "not written yet (TODO:" in output
+    assert "0/" in output.splitlines()[-1]
+
+
+# (exercise, text in the reference answer, a typical mistake, the check that must catch it)
+MISTAKES = [
+    ("01", "torch.cumprod(alphas, dim=0)", "alphas", "cumulative product"),
+    ("01", "(1.0 - alpha_bar).sqrt() * noise", "(1.0 - alpha_bar) * noise", "random t"),
+    ("02", "coef_x0 = a_prev.sqrt() * beta / (1.0 - a)", "coef_x0 = a.sqrt() * beta / (1.0 - a)",
+     "posterior mean and variance at random t"),
+    ("02", "variance = beta * (1.0 - a_prev) / (1.0 - a)", "variance = beta", "posterior mean and variance"),
+    ("02", "return mean + per_example(not_last * variance.sqrt(), x_t) * noise",
+     "return mean + per_example(not_last * variance, x_t) * noise", "ddpm_step at random t"),
+    ("03", "x_prev = x_prev + per_example(sigma, x_t) * noise", "x_prev = x_prev", "η = 1"),
+    ("03", "direction = (1.0 - a_prev - sigma**2)", "direction = (1.0 - a_prev)", "equals the DDPM step"),
+    ("03", "return eta * ((1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev)).clamp_min(0.0).sqrt()",
+     "return eta * (1.0 - a / a_prev).clamp_min(0.0).sqrt()", "σ(η)"),
+    ("04", "return eps_cond + (scale - 1.0) * (eps_cond - eps_uncond)",
+     "return eps_uncond + scale * (eps_cond - eps_uncond)", "bit for bit"),
+    ("04", "return epsilon - scale * noise_scale * gradient", "return epsilon + scale * noise_scale * gradient",
+     "moves x̂_0 towards the class"),
+    ("04", "noise_scale = per_example((1.0 - schedule.alpha_bar(t)).sqrt(), epsilon)",
+     "noise_scale = per_example(schedule.alpha_bar(t).sqrt(), epsilon)", "linear classifier"),
+]
+
+
+@pytest.mark.parametrize("number, correct, mistake, caught_by", MISTAKES,
+                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
+def test_checker_catches_typical_mistakes(tmp_path, number, correct, mistake, caught_by):
+    text = solution(number).read_text()
+    assert text.count(correct) == 1, f"the reference answer no longer contains {correct!r}"
+    wrong = tmp_path / f"ex{number}_work.py"
+    wrong.write_text(text.replace(correct, mistake))
+    status, output = run_checker(number, wrong)
+    assert status == 1, output
+    failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+    assert any(caught_by in line for line in failed), output
+
+
+def test_a_file_that_does_not_import_is_reported(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def add_noise(:\n")
+    status, output = run_checker("01", broken)
+    assert status == 1 and "could not import" in output and "SyntaxError" in output
+    status, output = run_checker("01", tmp_path / "missing.py")
+    assert status == 1 and "no such file" in output
+
+
+def test_command_line():
+    """`python -m lessons.exercises.check NN FILE`: 0 when all pass, 2 for an unknown exercise."""
+    command = [sys.executable, "-m", "lessons.exercises.check"]
+    passed = subprocess.run(command + ["ex04", str(solution("04"))], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "6/6 checks passed" in passed.stdout
+    unknown = subprocess.run(command + ["07"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2
+    assert "unknown exercise '07'" in unknown.stderr
