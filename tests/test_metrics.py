@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from toydiff.data import DATASETS, make_dataset
-from toydiff.metrics import compare_to_data, energy_distance, sliced_wasserstein
+from toydiff.metrics import compare_to_data, energy_distance, precision, recall, sliced_wasserstein
 
 
 def test_energy_distance_known_value_in_one_dimension():
@@ -16,9 +16,21 @@ def test_metrics_separate_shifted_data_from_the_floor():
     a, _ = make_dataset("spiral", 2000, seed=1)
     b, _ = make_dataset("spiral", 2000, seed=2)
     result = compare_to_data(a + 0.3, b, make_dataset("spiral", 2000, seed=3)[0])
-    for name, values in result.items():
-        assert values["value"] > 3 * values["floor"], name
+    for name in ("energy_distance", "sliced_wasserstein"):  # distances: far above their floor
+        assert result[name]["value"] > 3 * result[name]["floor"], name
+    for name in ("precision", "recall"):  # shares: far below their floor
+        assert result[name]["value"] < result[name]["floor"] - 0.1, name
     assert energy_distance(a, b) < 0.01
+
+
+def test_precision_sees_blur_and_recall_sees_missing_modes():
+    data, labels = make_dataset("spiral", 2000, seed=1)
+    fresh, _ = make_dataset("spiral", 2000, seed=2)
+    blurred = fresh + 0.25 * torch.randn_like(fresh)
+    one_arm = fresh[labels == 0]
+    assert precision(fresh, data) > 0.97 and recall(fresh, data) > 0.97
+    assert precision(blurred, data) < 0.9                          # partly off the arms
+    assert precision(one_arm, data) > 0.97 and recall(one_arm, data) < 0.45  # on the data, but one arm of three
 
 
 def test_metrics_refuse_bad_points():

@@ -1,6 +1,7 @@
-"""How close are generated points to the data?  Two sample-based distances, each with its floor.
+"""How close are generated points to the data?  Sample-based metrics, each reported with its floor.
 
-A distance between two finite samples is never exactly zero, even when both come from the same
+Distances (energy, sliced Wasserstein: lower is better) and shares (precision, recall: higher is
+better). A figure between two finite samples is never exactly ideal, even when both come from the same
 distribution. So every figure is reported next to its *floor*: the same metric between two fresh,
 independent draws of the real data of the same size.  A model is as good as it can be measured to be
 when its distance reaches the floor.
@@ -49,7 +50,37 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 
     return float(((px - py) ** 2).mean().sqrt())
 
 
-METRICS: dict[str, Callable] = {"energy_distance": energy_distance, "sliced_wasserstein": sliced_wasserstein}
+def _inside_manifold(queries: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
+    """For each query, whether it lies within the k-th-nearest-neighbour radius of some support point."""
+    support = support.double().cpu()
+    distances = torch.cdist(support, support)                        # (M, M)
+    radius = distances.kthvalue(k + 1, dim=1).values                 # (M,) k+1: skip the point itself
+    inside = torch.zeros(len(queries), dtype=torch.bool)
+    for start in range(0, len(queries), 2048):
+        block = torch.cdist(queries[start:start + 2048].double().cpu(), support)  # (Q, M)
+        inside[start:start + 2048] = (block <= radius).any(dim=1)
+    return inside
+
+
+def precision(samples: torch.Tensor, data: torch.Tensor, k: int = 5) -> float:
+    """Share of samples that fall on the data manifold (Kynkäänniemi et al. 2019): low when samples blur.
+
+    The manifold is the union of balls around each data point, of radius its k-th neighbour distance.
+    Energy distance barely notices a blurred spiral (a Gaussian with the same moments is only ~0.016
+    away); this does.
+    """
+    _check_points(samples, data)
+    return float(_inside_manifold(samples, data, k).double().mean())
+
+
+def recall(samples: torch.Tensor, data: torch.Tensor, k: int = 5) -> float:
+    """Share of data points that fall on the samples' manifold: low when samples miss modes."""
+    _check_points(samples, data)
+    return float(_inside_manifold(data, samples, k).double().mean())
+
+
+METRICS: dict[str, Callable] = {"energy_distance": energy_distance, "sliced_wasserstein": sliced_wasserstein,
+                                "precision": precision, "recall": recall}
 
 
 def _check_points(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -67,4 +98,4 @@ def compare_to_data(samples: torch.Tensor, fresh_data: torch.Tensor, second_fres
 
 
 def format_comparison(comparison: dict) -> str:
-    return "  ".join(f"{name} {v['value']:.5f} (floor {v['floor']:.5f})" for name, v in comparison.items())
+    return "  ".join(f"{name} {v['value']:.4g} (floor {v['floor']:.4g})" for name, v in comparison.items())
