@@ -24,10 +24,10 @@ def test_metrics_separate_shifted_data_from_the_floor():
 
 
 def test_precision_sees_blur_and_recall_sees_missing_modes():
-    data, labels = make_dataset("spiral", 2000, seed=1)
-    fresh, _ = make_dataset("spiral", 2000, seed=2)
+    data, _ = make_dataset("spiral", 2000, seed=1)
+    fresh, fresh_labels = make_dataset("spiral", 2000, seed=2)
     blurred = fresh + 0.25 * torch.randn_like(fresh)
-    one_arm = fresh[labels == 0]
+    one_arm = fresh[fresh_labels == 0]
     assert precision(fresh, data) > 0.97 and recall(fresh, data) > 0.97
     assert precision(blurred, data) < 0.9                          # partly off the arms
     assert precision(one_arm, data) > 0.97 and recall(one_arm, data) < 0.45  # on the data, but one arm of three
