@@ -28,7 +28,7 @@ from toydiff.samplers import ddim_sample, sampling_timesteps
 
 
 def bench_training(repeats: int) -> dict:
-    seconds, distances, ddpm_distances, checkpoint = [], [], [], None
+    seconds, distances, ddpm_distances, precisions, checkpoint = [], [], [], [], None
     fresh, _ = make_dataset("spiral", 4000, seed=1001)
     second_fresh, _ = make_dataset("spiral", 4000, seed=1002)
     for repeat in range(repeats):
@@ -40,6 +40,8 @@ def bench_training(repeats: int) -> dict:
         run = load_toy_model(out / "checkpoint.pt")
         comparison = compare_to_data(run.sample(4000, "ddim", 50, seed=repeat), fresh, second_fresh)
         distances.append(comparison["energy_distance"]["value"])
+        precisions.append(comparison["precision"]["value"])
+        precision_floor = comparison["precision"]["floor"]
         floor = comparison["energy_distance"]["floor"]
         ddpm = compare_to_data(run.sample(4000, "ddpm", seed=repeat), fresh, second_fresh)
         ddpm_distances.append(ddpm["energy_distance"]["value"])
@@ -52,6 +54,8 @@ def bench_training(repeats: int) -> dict:
         "ddpm1000_energy_distance_runs": ddpm_distances,
         "ddpm1000_energy_distance_median": statistics.median(ddpm_distances),
         "energy_distance_floor": floor, "energy_distance_target": 0.003,
+        "ddim50_precision_runs": precisions, "ddim50_precision_median": statistics.median(precisions),
+        "precision_floor": precision_floor,
         "checkpoint": str(checkpoint),
     }
 
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     print(f"toydiff bench ({report['machine']}), medians of {args.repeats} runs")
     print(f"  train (default spiral)      {training['train_seconds_median']:7.1f} s    target <= 30 s   runs {['%.1f' % s for s in training['train_seconds_runs']]}")
     print(f"  DDIM-50 energy distance     {training['ddim50_energy_distance_median']:7.4f}      target <= 0.003  (floor {training['energy_distance_floor']:.4f})")
+    print(f"  DDIM-50 precision           {training['ddim50_precision_median']:7.3f}      (share of samples on the arms; floor {training['precision_floor']:.3f})")
     print(f"  DDPM-1000 energy distance   {training['ddpm1000_energy_distance_median']:7.4f}")
     print(f"  DDIM-50 / 50 model calls    {sampler['ratio']:7.3f}      target <= 1.2    ({sampler['ddim50_seconds_median']*1000:.1f} ms vs {sampler['model_evaluations_seconds_median']*1000:.1f} ms, 10 000 points)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ class ToyRunConfig:
     label_dropout: float = 0.2       # the unconditional model p(x) gets a fifth of the updates
     model: MLPConfig = field(default_factory=lambda: MLPConfig(hidden_dim=128, num_blocks=2,
                                                                fourier_frequencies=16, fourier_scale=0.3))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2500, batch_size=512))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=512, learning_rate=3e-3))
 
     def to_dict(self) -> dict:
         """Plain types only (for checkpoints); the training settings are stored separately."""
