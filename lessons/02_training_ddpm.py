@@ -136,6 +136,11 @@ print("wrote", plots.save_figure(figure, OUT / "training_loss.png"))
 # from the posterior q(x_{t-1} | x_t, x̂_0), a Gaussian whose mean mixes x̂_0 and x_t (DDPM eq. 7), and
 # no noise is added on the last step.  That is T = 1000 network evaluations per sample.
 #
+# The network was trained with the arm label (dropped to a null label a fifth of the time, which
+# lesson 04 uses). To draw from p(x), `run.sample` first draws each point's arm from the data's
+# class frequencies, then x from p(x | arm): exact ancestral sampling, and sharper than the
+# null-label pass (`null_label=True`), which learned from only a fifth of the batches.
+#
 # A callback records the states along the way (every 20th step) for the figures.
 
 # %%

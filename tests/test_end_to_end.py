@@ -50,6 +50,22 @@ def test_classifier_free_guidance_gives_the_arm_asked_for(small_run, reference):
     assert shares.min() > 0.2  # the unconditional model keeps all three arms
 
 
+def test_marginal_samples_draw_the_class_first_and_the_null_pass_is_available(small_run, reference):
+    from toydiff.samplers import ddim_sample
+
+    points, labels = reference
+    marginal = small_run.sample(1500, num_steps=30, seed=3)
+    null_pass = small_run.sample(1500, num_steps=30, seed=3, null_label=True)
+    x_T = torch.randn(1500, 2, generator=torch.Generator().manual_seed(3))
+    expected = ddim_sample(small_run.denoiser(), x_T, small_run.schedule, num_steps=30,
+                           prediction_type=small_run.config.prediction_type)
+    assert torch.equal(null_pass, expected)
+    # Ancestral y ~ p(y), x ~ p(x | y): at least as close to the data as the null-label pass.
+    assert precision(marginal, points) >= precision(null_pass, points) - 0.01
+    shares = torch.bincount(arm_of(marginal, points, labels), minlength=3).float() / 1500
+    assert (shares - 1 / 3).abs().max() < 0.06
+
+
 def test_classifier_guidance_steers_an_unconditional_sample(small_run, reference):
     points, labels = reference
     classifier = train_noisy_classifier(small_run.config, TrainConfig(steps=400, batch_size=256, progress=False))

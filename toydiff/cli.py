@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
                         help="guidance scale s: 0 unconditional, 1 conditional, >1 sharper")
     sample.add_argument("--classifier", help="classifier checkpoint: use classifier guidance instead of CFG")
+    sample.add_argument("--null-label", action="store_true",
+                        help="without --label, sample the model's null-label (unconditional) pass instead of "
+                             "drawing each point's class from the data's class frequencies first")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="output .npy file")
 
@@ -162,7 +165,7 @@ def command_sample(args) -> None:
     started = time.perf_counter()
     points = run.sample(args.num_samples, sampler=args.sampler, num_steps=args.steps, eta=args.eta,
                         spacing=args.spacing, label=args.label, guidance_scale=args.guidance,
-                        classifier=classifier, seed=args.seed)
+                        classifier=classifier, seed=args.seed, null_label=args.null_label)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, points.cpu().numpy())

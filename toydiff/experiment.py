@@ -77,9 +77,18 @@ class ToyModel:
     def class_names(self) -> tuple:
         return get_dataset(self.config.dataset).class_names
 
-    def denoiser(self, label: Optional[int] = None, guidance_scale: float = 1.0, classifier=None,
-                 batch_size: int = 1):
-        """The ``model(x, t)`` a sampler calls, conditioned and guided as asked."""
+    @property
+    def class_prior(self) -> torch.Tensor:
+        """p(y): the share of each class in the training data, (num_classes,) float64."""
+        _, labels = make_dataset(self.config.dataset, self.config.num_train_points, self.config.data_seed)
+        counts = torch.bincount(labels, minlength=len(self.class_names)).double()
+        return counts / counts.sum()
+
+    def denoiser(self, label=None, guidance_scale: float = 1.0, classifier=None, batch_size: int = 1):
+        """The ``model(x, t)`` a sampler calls, conditioned and guided as asked.
+
+        label: None for the null-label (unconditional) pass, a class index, or a (B,) tensor of them.
+        """
         if label is None:
             if classifier is not None:
                 raise ValueError("classifier guidance needs a label to steer towards")
@@ -88,13 +97,15 @@ class ToyModel:
             raise ValueError("this model was trained without labels (unconditional): it cannot be guided to a class; "
                              "retrain with conditional=True or use a classifier")
         num_classes = self.config.model.num_classes
-        if not 0 <= label < num_classes:
-            raise ValueError(f"label {label} is out of range: this data set has classes 0..{num_classes - 1} "
-                             f"({', '.join(self.class_names)})")
         device = next(self.model.parameters()).device
-        labels = torch.full((batch_size,), label, dtype=torch.int64, device=device)
+        labels = torch.as_tensor(label, dtype=torch.int64, device=device)
+        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+            raise ValueError(f"label {label if labels.ndim == 0 else labels.tolist()} is out of range: this data set "
+                             f"has classes 0..{num_classes - 1} ({', '.join(self.class_names)})")
+        if labels.ndim == 0:
+            labels = labels.expand(batch_size)
         if classifier is not None:
-            base = lambda x, t: self.model(x, t, None)  # noqa: E731 — the unconditional model
+            base = conditional(self.model, None)  # the unconditional model, steered by the classifier
             return classifier_guidance(base, classifier, labels, guidance_scale, self.schedule,
                                        self.config.prediction_type)
         return classifier_free_guidance(self.model, labels, guidance_scale, self.model.null_label)
@@ -102,8 +113,13 @@ class ToyModel:
     @torch.no_grad()
     def sample(self, num_samples: int, sampler: str = "ddim", num_steps: int = 50, eta: float = 0.0,
                spacing: str = "trailing", label: Optional[int] = None, guidance_scale: float = 1.0,
-               classifier=None, seed: int = 0, callback=None) -> torch.Tensor:
-        """Draw ``num_samples`` points (N, 2) in data coordinates."""
+               classifier=None, seed: int = 0, callback=None, null_label: bool = False) -> torch.Tensor:
+        """Draw ``num_samples`` points (N, 2) in data coordinates.
+
+        label: the class to draw from. None draws from p(x): a conditional model does it ancestrally,
+        y ~ p(y) then x ~ p(x | y) — exact, and sharper than the null-label pass, which only learns from
+        the label-dropout share of the training batches. ``null_label=True`` samples that pass instead.
+        """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if num_samples < 1:
@@ -111,6 +127,9 @@ class ToyModel:
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         x_T = torch.randn(num_samples, self.config.model.data_dim, generator=generator, device=device)
+        if label is None and classifier is None and self.model.null_label is not None and not null_label:
+            label_generator = torch.Generator().manual_seed(seed + 1)
+            label = torch.multinomial(self.class_prior, num_samples, replacement=True, generator=label_generator)
         model = self.denoiser(label, guidance_scale, classifier, num_samples)
         if sampler == "ddpm":
             return ddpm_sample(model, x_T, self.schedule, prediction_type=self.config.prediction_type,
