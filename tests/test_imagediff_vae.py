@@ -305,3 +305,26 @@ def test_overfitting_a_few_images_drops_the_reconstruction_error():
         optimizer.step()
     error_after = reconstruction_error()
     assert error_after < error_before / 20, (error_before, error_after)
+
+
+def test_the_vae_trains_through_toydiffs_shared_loop_unchanged(tmp_path):
+    # Layers reuse, never copy: the VAE loss is an objective for toydiff.training.train, checkpoints
+    # and EMA included.
+    from imagediff.data import make_dataset
+    from toydiff.checkpoints import load_checkpoint
+    from toydiff.training import TensorBatches, TrainConfig, train
+
+    data = make_dataset("shapes", 256, seed=0)
+    held_out = make_dataset("shapes", 64, seed=1).images
+    torch.manual_seed(0)
+    vae = VAE(vae_config("tiny"))
+    with torch.no_grad():
+        before = F.mse_loss(vae.decode(vae.encode(held_out).mode()), held_out).item()
+    config = TrainConfig(steps=60, batch_size=32, learning_rate=2e-3, warmup_steps=5, log_every=20,
+                         ema_decay=0.9, progress=False)
+    result = train(vae, VAELoss(), TensorBatches(data.images), config, checkpoint_path=tmp_path / "vae.pt",
+                   run_config={"vae": "tiny"}, checkpoint_kind="imagediff.vae")
+    with torch.no_grad():
+        after = F.mse_loss(result.model.decode(result.model.encode(held_out).mode()), held_out).item()
+    assert after < 0.5 * before
+    assert load_checkpoint(tmp_path / "vae.pt", kind="imagediff.vae")["step"] == 60
