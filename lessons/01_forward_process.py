@@ -15,9 +15,7 @@
 # ᾱ_t = α_0 α_1 … α_t (the DDIM paper calls it α_t).  Timesteps run 0 … T-1.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,12 +24,10 @@ from toydiff.data import make_dataset
 from toydiff.metrics import compare_to_data, format_comparison
 from toydiff.schedules import NoiseSchedule, make_schedule
 
-QUICK = os.environ.get("LESSON_QUICK") == "1"  # a smoke run (CI): fewer points, every step still runs
-OUT = Path(os.environ.get("LESSON_OUTPUT_DIR", "runs")) / ("lessons_quick" if QUICK else "lessons") / "01_forward_process"
+from lesson_setup import QUICK, start_lesson  # noqa: E402 (sibling module)
+
+OUT = start_lesson("01_forward_process")
 NUM_POINTS = 1000 if QUICK else 4000
-# The networks of these lessons are small: a second thread gains little and, on a busy CPU, makes
-# every step wait for it.
-torch.set_num_threads(1)
 started = time.perf_counter()
 
 # %% [markdown]

@@ -14,9 +14,7 @@
 # The checkpoint trained here is shared by lessons 03 and 04: it is trained once.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -28,14 +26,10 @@ from toydiff.metrics import compare_to_data, format_comparison
 from toydiff.schedules import make_schedule
 from toydiff.training import TrainConfig
 
-QUICK = os.environ.get("LESSON_QUICK") == "1"  # a smoke run (CI): a few hundred training steps, fewer points
-ROOT = Path(os.environ.get("LESSON_OUTPUT_DIR", "runs")) / ("lessons_quick" if QUICK else "lessons")
-OUT = ROOT / "02_training_ddpm"
-SPIRAL = ROOT / "spiral"  # the one checkpoint lessons 02-04 share
+from lesson_setup import QUICK, SPIRAL, start_lesson  # noqa: E402 (sibling module)
+
+OUT = start_lesson("02_training_ddpm")
 NUM_SAMPLES = 300 if QUICK else 2000
-# The networks of these lessons are small: a second thread gains little and, on a busy CPU, makes
-# every step wait for it.
-torch.set_num_threads(1)
 started = time.perf_counter()
 
 # %% [markdown]

@@ -22,9 +22,7 @@
 #        machine; when it was busy, about 1.5 times as long.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -35,14 +33,10 @@ from toydiff.metrics import compare_to_data, format_comparison
 from toydiff.samplers import ddim_invert, ddim_sample, ddpm_step, sampling_timesteps
 from toydiff.training import TrainConfig
 
-QUICK = os.environ.get("LESSON_QUICK") == "1"  # a smoke run (CI): a few hundred training steps, fewer points
-ROOT = Path(os.environ.get("LESSON_OUTPUT_DIR", "runs")) / ("lessons_quick" if QUICK else "lessons")
-OUT = ROOT / "03_ddim_and_inversion"
-SPIRAL = ROOT / "spiral"  # the one checkpoint lessons 02-04 share
+from lesson_setup import QUICK, SPIRAL, start_lesson  # noqa: E402 (sibling module)
+
+OUT = start_lesson("03_ddim_and_inversion")
 NUM_SAMPLES = 300 if QUICK else 2000
-# The networks of these lessons are small: a second thread gains little and, on a busy CPU, makes
-# every step wait for it.
-torch.set_num_threads(1)
 started = time.perf_counter()
 
 # %% [markdown]

@@ -21,9 +21,7 @@
 #        about 1.5 times as long.
 
 # %%
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -34,16 +32,12 @@ from toydiff.experiment import (ToyRunConfig, load_noisy_classifier, load_toy_mo
 from toydiff.metrics import compare_to_data, energy_distance, format_comparison
 from toydiff.training import TrainConfig
 
-QUICK = os.environ.get("LESSON_QUICK") == "1"  # a smoke run (CI): a few hundred training steps, fewer points
-ROOT = Path(os.environ.get("LESSON_OUTPUT_DIR", "runs")) / ("lessons_quick" if QUICK else "lessons")
-OUT = ROOT / "04_guidance"
-SPIRAL = ROOT / "spiral"  # the one checkpoint lessons 02-04 share
+from lesson_setup import QUICK, SPIRAL, start_lesson  # noqa: E402 (sibling module)
+
+OUT = start_lesson("04_guidance")
 NUM_SAMPLES = 200 if QUICK else 1000
 ARM = 0  # the arm we ask for
 SCALES = [0.0, 1.0, 2.0, 4.0]
-# The networks of these lessons are small: a second thread gains little and, on a busy CPU, makes
-# every step wait for it.
-torch.set_num_threads(1)
 started = time.perf_counter()
 
 # %%
