@@ -30,13 +30,7 @@ SMALL = dict(hidden_dim=32, depth=2, num_heads=4, time_embedding_dim=32)
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices gain nothing from a second thread on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_dit(num_classes: int = NUM_CLASSES, seed: int = 0, **overrides) -> DiT:

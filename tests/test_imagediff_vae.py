@@ -28,15 +28,7 @@ def random_blobs(num_images: int, height: int = 32, width: int = 32, seed: int =
     return images.clamp(0, 1) * 2 - 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small convolutions gain little from a second thread, and on a busy 2-core machine two OpenMP
-    # threads that wait on each other made these tests 50 times slower. One thread keeps them fast
-    # whatever else the machine is doing; the previous setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_vae(config: VAEConfig = TINY, seed: int = 0) -> VAE:
