@@ -9,6 +9,7 @@ This is the glue the command line, the lessons and the benchmarks share:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
@@ -77,7 +78,7 @@ class ToyModel:
     def class_names(self) -> tuple:
         return get_dataset(self.config.dataset).class_names
 
-    @property
+    @cached_property
     def class_prior(self) -> torch.Tensor:
         """p(y): the share of each class in the training data, (num_classes,) float64."""
         _, labels = make_dataset(self.config.dataset, self.config.num_train_points, self.config.data_seed)

@@ -37,7 +37,7 @@ def check_prediction_type(prediction_type: str, schedule: NoiseSchedule | None =
 
 def _coefficients(schedule: NoiseSchedule, t, x: torch.Tensor):
     """sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) shaped to broadcast against x."""
-    a = broadcast_to_sample(schedule.alpha_bar(as_timesteps(t, x.device)), x.to(torch.float64))
+    a = broadcast_to_sample(schedule.alpha_bar(as_timesteps(t, x.device)), x, dtype=torch.float64)
     return a.sqrt(), (1.0 - a).sqrt()
 
 

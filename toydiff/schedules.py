@@ -46,11 +46,11 @@ def as_timesteps(t, device=None) -> torch.Tensor:
     return torch.tensor(t, dtype=torch.int64, device=device)
 
 
-def broadcast_to_sample(values: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+def broadcast_to_sample(values: torch.Tensor, sample: torch.Tensor, dtype=None) -> torch.Tensor:
     """Give per-timestep ``values`` (shape a prefix of ``sample.shape``) trailing singleton dims.
 
     (B,) against (B, 2) -> (B, 1);  (B, F) against (B, F, C, H, W) -> (B, F, 1, 1, 1).
-    The result is cast to the sample's dtype and device.
+    The result is on the sample's device, in ``dtype`` (default: the sample's dtype).
     """
     leading_ok = values.ndim <= sample.ndim and all(
         a == b or a == 1 for a, b in zip(values.shape, sample.shape)
@@ -62,7 +62,7 @@ def broadcast_to_sample(values: torch.Tensor, sample: torch.Tensor) -> torch.Ten
             f"({sample.shape[0]},)"
         )
     trailing = [1] * (sample.ndim - values.ndim)
-    return values.reshape(*values.shape, *trailing).to(dtype=sample.dtype, device=sample.device)
+    return values.reshape(*values.shape, *trailing).to(dtype=dtype or sample.dtype, device=sample.device)
 
 
 # ----------------------------------------------------------------------------------------------

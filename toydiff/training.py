@@ -246,7 +246,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     model.train()
     progress = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
                     disable=not (config.progress and context.is_main), desc="train", leave=False)
-    step = start_step
+    completed = start_step  # steps finished so far
     with _deferred_interrupt() as interrupt:
         for step in progress:
             lr = learning_rate_at(config, step)
@@ -270,9 +270,9 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             window_loss += loss.item()
             window_steps += 1
             bins.add(logs)
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                entry = {"step": done, "loss": window_loss / window_steps, "lr": lr,
+            completed = step + 1
+            if completed % config.log_every == 0 or completed == config.steps:
+                entry = {"step": completed, "loss": window_loss / window_steps, "lr": lr,
                          "loss_by_t": bins.means() if num_timesteps else []}
                 history.append(entry)
                 progress.set_postfix(loss=f"{entry['loss']:.4f}")
@@ -280,14 +280,13 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                     on_log(entry)
                 window_loss, window_steps = 0.0, 0
                 bins.reset()
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-                write_checkpoint(done)
+            if config.checkpoint_every and completed % config.checkpoint_every == 0 and completed < config.steps:
+                write_checkpoint(completed)
             if interrupt["stop"]:
-                write_checkpoint(done)
+                write_checkpoint(completed)
                 progress.close()
-                raise KeyboardInterrupt(f"stopped at step {done}; checkpoint written to {checkpoint_path}")
-            step = done
+                raise KeyboardInterrupt(f"stopped at step {completed}; checkpoint written to {checkpoint_path}")
     progress.close()
-    if checkpoint_path is not None and (step > start_step or not checkpoint_path.exists()):
-        write_checkpoint(step)
-    return TrainResult(_unwrap(model), ema.model, step, history, time.perf_counter() - started)
+    if checkpoint_path is not None and (completed > start_step or not checkpoint_path.exists()):
+        write_checkpoint(completed)
+    return TrainResult(_unwrap(model), ema.model, completed, history, time.perf_counter() - started)
