@@ -161,3 +161,31 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert completed.stdout.count(" ok ") == 2
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 40
     assert len(load_checkpoint(tmp_path / "checkpoint.pt")["rng"]["generators"]) == 2
+
+
+def test_evaluation_hook_sees_the_ema_model_and_its_time_is_not_training_time(tmp_path):
+    import time
+    torch.manual_seed(0)
+    model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
+    points, _ = make_dataset("spiral", 500, seed=0)
+    config = TrainConfig(steps=40, batch_size=32, log_every=10, progress=False, warmup_steps=5)
+    calls = []
+
+    def evaluate(ema_model, step):
+        assert not ema_model.training and ema_model is not model
+        calls.append(step)
+        time.sleep(0.3)
+        return {"answer": step * 2}
+
+    started = time.perf_counter()
+    result = train(model, DiffusionObjective(SCHEDULE), TensorBatches(points), config, evaluate=evaluate,
+                   evaluate_every=20)
+    wall = time.perf_counter() - started
+    assert calls == [20, 40]
+    assert [h.get("evaluation") for h in result.history] == [None, {"answer": 40}, None, {"answer": 80}]
+    assert result.seconds <= wall - 0.6 + 0.05  # the two 0.3 s evaluations are not counted
+    assert result.history[-1]["seconds"] == pytest.approx(result.seconds, abs=0.05)
+    assert model.training  # the raw model is back in training mode after each evaluation
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        train(model, DiffusionObjective(SCHEDULE), TensorBatches(points), config, evaluate=evaluate,
+              evaluate_every=15)

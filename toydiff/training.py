@@ -167,7 +167,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def train(model: nn.Module, objective: Callable, data: TensorBatches, config: TrainConfig,
           checkpoint_path=None, run_config: Optional[dict] = None, resume: bool = True,
           checkpoint_kind: str = "toydiff.run", num_timesteps: Optional[int] = None,
-          on_log: Optional[Callable[[dict], None]] = None) -> TrainResult:
+          on_log: Optional[Callable[[dict], None]] = None,
+          evaluate: Optional[Callable[[nn.Module, int], dict]] = None, evaluate_every: int = 0) -> TrainResult:
     """Train ``model`` on ``objective`` over batches of ``data``; return the model and its EMA.
 
     checkpoint_path: where to write the run's single checkpoint (None: no checkpoints).
@@ -176,8 +177,15 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     resume: continue from ``checkpoint_path`` if it exists.
     num_timesteps: T, for logging the loss in bins of t (taken from ``objective.schedule`` if present).
     on_log: called with each history entry (e.g. to print or plot progress).
+    evaluate: ``evaluate(ema_model, step) -> dict`` of figures (accuracy, a distance, samples…), called
+        every ``evaluate_every`` steps (a multiple of ``log_every``) and stored under "evaluation" in
+        that step's history entry. Its time is not counted in the entry's "seconds" (training time
+        only), so curves of quality against training time stay honest.
     """
     config.validate()
+    if evaluate is not None and (evaluate_every < 1 or evaluate_every % config.log_every):
+        raise ValueError(f"evaluate_every must be a positive multiple of log_every={config.log_every}, "
+                         f"got {evaluate_every}")
     context: ProcessContext = setup_process(config.device)
     device = context.device
     if config.batch_size % context.world_size:
@@ -242,6 +250,9 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 if config.mixed_precision == "bf16" and device.type == "cuda" else nullcontext())
     bins = _LossByTimestep(config.loss_bins, num_timesteps)
     window_loss, window_steps = 0.0, 0
+    # Training seconds so far: carried over a resume, and excluding time spent in `evaluate`.
+    seconds_before = float(history[-1].get("seconds", 0.0)) if history else 0.0
+    evaluation_seconds = 0.0
     started = time.perf_counter()
     model.train()
     progress = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
@@ -273,7 +284,13 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             completed = step + 1
             if completed % config.log_every == 0 or completed == config.steps:
                 entry = {"step": completed, "loss": window_loss / window_steps, "lr": lr,
-                         "loss_by_t": bins.means() if num_timesteps else []}
+                         "loss_by_t": bins.means() if num_timesteps else [],
+                         "seconds": seconds_before + time.perf_counter() - started - evaluation_seconds}
+                if evaluate is not None and completed % evaluate_every == 0 and context.is_main:
+                    evaluation_started = time.perf_counter()
+                    entry["evaluation"] = evaluate(ema.model, completed)
+                    evaluation_seconds += time.perf_counter() - evaluation_started
+                    model.train()
                 history.append(entry)
                 progress.set_postfix(loss=f"{entry['loss']:.4f}")
                 if on_log is not None and context.is_main:
@@ -289,4 +306,5 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     progress.close()
     if checkpoint_path is not None and (completed > start_step or not checkpoint_path.exists()):
         write_checkpoint(completed)
-    return TrainResult(_unwrap(model), ema.model, completed, history, time.perf_counter() - started)
+    return TrainResult(_unwrap(model), ema.model, completed, history,
+                       time.perf_counter() - started - evaluation_seconds)
