@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from toydiff.guidance import (classifier_free_guidance, classifier_guidance, combine_guidance, drop_labels,
-                              guided_score)
+                              guided_denoiser, guided_score, rescale_guidance)
 from toydiff.losses import DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.parameterisation import score_from_epsilon
@@ -92,3 +92,39 @@ def test_classifier_guidance_adds_the_scaled_classifier_gradient_to_the_score():
     v_guided = classifier_guidance(v_model, classifier, labels, scale, schedule, prediction_type="v")
     base = guided_score(v_model, schedule, "v")(x, t)
     torch.testing.assert_close(guided_score(v_guided, schedule, "v")(x, t), base + scale * expected_gradient)
+
+
+def test_guidance_rescale_matches_the_conditional_std_and_blends():
+    cond = torch.randn(4, 3, 8, 8)
+    guided = cond * 3.0 + 0.5  # a guided prediction with an inflated spread
+    assert torch.equal(rescale_guidance(guided, cond, 0.0), guided)
+    full = rescale_guidance(guided, cond, 1.0)
+    # φ = 1: each example's std over all its channels and positions equals the conditional one.
+    torch.testing.assert_close(full.std(dim=(1, 2, 3)), cond.std(dim=(1, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rescale_guidance(guided, cond, 0.3), 0.3 * full + 0.7 * guided)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        rescale_guidance(guided, cond, 1.5)
+
+
+def test_rescaled_guidance_keeps_scale_one_exact():
+    model = labelled_model()
+    x, t, labels = torch.randn(16, 3), torch.randint(0, 1000, (16,)), torch.randint(0, 4, (16,))
+    guided = classifier_free_guidance(model, labels, 1.0, model.null_label, rescale=0.7)
+    assert torch.equal(guided(x, t), model(x, t, labels))
+
+
+def test_guided_denoiser_picks_the_guidance_asked_for():
+    model = labelled_model()
+    schedule = make_schedule("linear")
+    x, t, labels = torch.randn(8, 3), torch.randint(0, 1000, (8,)), torch.randint(0, 4, (8,))
+    unconditional = guided_denoiser(model, None, null_label=model.null_label)
+    assert torch.equal(unconditional(x, t), model(x, t, None))
+    cfg = guided_denoiser(model, labels, null_label=model.null_label, guidance_scale=2.0)
+    torch.testing.assert_close(cfg(x, t), classifier_free_guidance(model, labels, 2.0, model.null_label)(x, t))
+    with pytest.raises(ValueError, match="needs a label"):
+        guided_denoiser(model, None, null_label=4, classifier=lambda x, t: x)
+    with pytest.raises(ValueError, match="without labels"):
+        guided_denoiser(model, labels, null_label=None)
+    with pytest.raises(ValueError, match="schedule"):
+        guided_denoiser(model, labels, null_label=4, classifier=lambda x, t: x)
+    assert schedule.num_timesteps == 1000

@@ -17,8 +17,8 @@ import torch
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.data import get_dataset, make_dataset
-from toydiff.guidance import classifier_free_guidance, classifier_guidance, conditional
-from toydiff.losses import DiffusionObjective
+from toydiff.guidance import guided_denoiser
+from toydiff.losses import ClassifierObjective, DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser, NoisyClassifier
 from toydiff.samplers import ddim_sample, ddpm_sample
 from toydiff.schedules import make_schedule
@@ -90,26 +90,22 @@ class ToyModel:
 
         label: None for the null-label (unconditional) pass, a class index, or a (B,) tensor of them.
         """
-        if label is None:
-            if classifier is not None:
-                raise ValueError("classifier guidance needs a label to steer towards")
-            return conditional(self.model, None)  # unconditional: the null label, or no label at all
-        if self.model.null_label is None:
-            raise ValueError("this model was trained without labels (unconditional): it cannot be guided to a class; "
-                             "retrain with conditional=True or use a classifier")
-        num_classes = self.config.model.num_classes
-        device = next(self.model.parameters()).device
-        labels = torch.as_tensor(label, dtype=torch.int64, device=device)
-        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
-            raise ValueError(f"label {label if labels.ndim == 0 else labels.tolist()} is out of range: this data set "
-                             f"has classes 0..{num_classes - 1} ({', '.join(self.class_names)})")
-        if labels.ndim == 0:
-            labels = labels.expand(batch_size)
-        if classifier is not None:
-            base = conditional(self.model, None)  # the unconditional model, steered by the classifier
-            return classifier_guidance(base, classifier, labels, guidance_scale, self.schedule,
-                                       self.config.prediction_type)
-        return classifier_free_guidance(self.model, labels, guidance_scale, self.model.null_label)
+        labels = None
+        if label is not None:
+            if self.model.null_label is None and classifier is None:
+                raise ValueError("this model was trained without labels (unconditional): it cannot be guided to a "
+                                 "class; retrain with conditional=True or use a classifier")
+            num_classes = len(self.class_names)
+            device = next(self.model.parameters()).device
+            labels = torch.as_tensor(label, dtype=torch.int64, device=device)
+            if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+                raise ValueError(f"label {label if labels.ndim == 0 else labels.tolist()} is out of range: this "
+                                 f"data set has classes 0..{num_classes - 1} ({', '.join(self.class_names)})")
+            if labels.ndim == 0:
+                labels = labels.expand(batch_size)
+        return guided_denoiser(self.model, labels, null_label=self.model.null_label, guidance_scale=guidance_scale,
+                               classifier=classifier, schedule=self.schedule,
+                               prediction_type=self.config.prediction_type)
 
     @torch.no_grad()
     def sample(self, num_samples: int, sampler: str = "ddim", num_steps: int = 50, eta: float = 0.0,
@@ -177,21 +173,6 @@ def load_toy_model(path, device: str = "cpu") -> ToyModel:
 # ----------------------------------------------------------------------------------------------
 # The noisy classifier for classifier guidance
 # ----------------------------------------------------------------------------------------------
-
-class ClassifierObjective:
-    """Cross-entropy of a classifier on noisy points x_t at uniform random t."""
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-
-    def __call__(self, model, batch, generator=None):
-        x0, labels = batch
-        t = torch.randint(0, self.schedule.num_timesteps, x0.shape[:1], generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        logits = model(self.schedule.add_noise(x0, noise, t), t)
-        per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        return per_example.mean(), {"t": t, "per_example_loss": per_example.detach()}
-
 
 def train_noisy_classifier(config: ToyRunConfig, train_config: Optional[TrainConfig] = None, out_dir=None):
     """Train p(y | x_t, t) on the run's data set and schedule.  Returns the (EMA) classifier."""

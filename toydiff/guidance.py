@@ -41,6 +41,29 @@ def combine_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> 
     return cond + (scale - 1.0) * (cond - uncond)
 
 
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2024, "Common Diffusion Noise Schedules…", Eq. 15-16).
+
+    Large guidance scales inflate the prediction's standard deviation, which over-exposes images.
+    Rescale each example's guided prediction to the std of its conditional one, then blend:
+
+        x_rescaled = guided · std(cond) / std(guided)
+        x_final    = φ · x_rescaled + (1 - φ) · guided,      φ = rescale in [0, 1]
+
+    std is taken per example over every non-batch dimension (all channels and positions).
+    guided, cond: (B, ...).  rescale = 0 returns ``guided`` unchanged.
+    """
+    if not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"guidance rescale φ must lie in [0, 1], got {rescale}")
+    if rescale == 0.0:
+        return guided
+    dims = tuple(range(1, guided.ndim))
+    std_cond = cond.std(dim=dims, keepdim=True)      # (B, 1, ...)
+    std_guided = guided.std(dim=dims, keepdim=True)  # (B, 1, ...)
+    rescaled = guided * (std_cond / std_guided.clamp_min(torch.finfo(guided.dtype).tiny))
+    return rescale * rescaled + (1.0 - rescale) * guided
+
+
 def conditional(model: Callable, labels: torch.Tensor) -> Callable:
     """``model(x, t, labels)`` with the labels fixed: a plain ``model(x, t)`` for the samplers."""
 
@@ -50,15 +73,18 @@ def conditional(model: Callable, labels: torch.Tensor) -> Callable:
     return conditioned
 
 
-def classifier_free_guidance(model: Callable, labels: torch.Tensor, scale: float, null_label: int) -> Callable:
+def classifier_free_guidance(model: Callable, labels: torch.Tensor, scale: float, null_label: int,
+                             rescale: float = 0.0) -> Callable:
     """Wrap a label-conditional ``model(x, t, labels)`` into a guided ``model(x, t)``.
 
     labels: (B,) the classes asked for; null_label: the reserved "no label" index the model was
     trained with. The conditional and unconditional passes run as one batch of 2B.
     s = 1 skips the unconditional pass and returns the conditional output bit for bit; s = 0 skips
-    the conditional one.
+    the conditional one. rescale: φ of guidance rescale (see ``rescale_guidance``; 0 = off).
     """
     scale = float(scale)
+    if not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"guidance rescale φ must lie in [0, 1], got {rescale}")
 
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if scale == 1.0:
@@ -68,7 +94,7 @@ def classifier_free_guidance(model: Callable, labels: torch.Tensor, scale: float
             return model(x_t, t, null)
         both = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))  # (2B, ...)
         cond, uncond = both.chunk(2)
-        return combine_guidance(uncond, cond, scale)
+        return rescale_guidance(combine_guidance(uncond, cond, scale), cond, rescale)
 
     return guided
 
@@ -112,3 +138,31 @@ def guided_score(model: Callable, schedule: NoiseSchedule, prediction_type: str 
         return score_from_epsilon(schedule, epsilon, t)
 
     return score
+
+
+def guided_denoiser(model: Callable, labels: Optional[torch.Tensor], *, null_label: Optional[int],
+                    guidance_scale: float = 1.0, classifier: Optional[Callable] = None,
+                    schedule: Optional[NoiseSchedule] = None, prediction_type: str = "epsilon",
+                    rescale: float = 0.0) -> Callable:
+    """The plain ``model(x, t)`` a sampler calls, for a label-conditional ``model(x, t, labels)``.
+
+    labels None: the unconditional pass (the null label; or no label for an unconditional model).
+    classifier given: the unconditional pass steered by ``classifier(x_t, t)`` with scale
+        ``guidance_scale`` (classifier guidance; needs ``schedule`` and ``prediction_type``).
+    otherwise: classifier-free guidance with scale ``guidance_scale`` (s = 1: the conditional model)
+        and guidance rescale φ = ``rescale``.
+    Every data layer (points, images, video) builds its sampling model here.
+    """
+    if labels is None:
+        if classifier is not None:
+            raise ValueError("classifier guidance needs a label to steer towards")
+        return conditional(model, None)
+    if classifier is not None:
+        if schedule is None:
+            raise ValueError("classifier guidance needs the noise schedule to turn the gradient into ε")
+        return classifier_guidance(conditional(model, None), classifier, labels, guidance_scale, schedule,
+                                   prediction_type)
+    if null_label is None:
+        raise ValueError("this model was trained without labels (unconditional): it cannot be guided to a class; "
+                         "retrain it with labels or use a classifier")
+    return classifier_free_guidance(model, labels, guidance_scale, null_label, rescale)

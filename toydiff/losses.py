@@ -87,3 +87,23 @@ class DiffusionObjective:
         return {"prediction_type": self.prediction_type, "weighting": self.weighting,
                 "min_snr_gamma": self.min_snr_gamma, "label_dropout": self.label_dropout,
                 "null_label": self.null_label}
+
+
+class ClassifierObjective:
+    """Cross-entropy of a noisy classifier p(y | x_t, t), for classifier guidance.
+
+    x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε at uniform random t: the classifier must label points at
+    every noise level the sampler will show it. Works for any sample shape (points, images, latents).
+    batch: (x0 (B, ...), labels (B,) int64).
+    """
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def __call__(self, model, batch, generator=None):
+        x0, labels = batch
+        t = torch.randint(0, self.schedule.num_timesteps, x0.shape[:1], generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        logits = model(self.schedule.add_noise(x0, noise, t), t)
+        per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return per_example.mean(), {"t": t, "per_example_loss": per_example.detach()}
