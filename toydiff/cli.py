@@ -30,12 +30,12 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -45,7 +45,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -56,18 +56,18 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = commands.add_parser("train", help="train a denoiser; writes OUT/checkpoint.pt (resumes if present)")
     train.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
     train.add_argument("--out", required=True, help="output folder for checkpoint.pt")
-    train.add_argument("--steps", type=_positive_int, help="training steps (default from the recipe)")
-    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--steps", type=positive_int, help="training steps (default from the recipe)")
+    train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--schedule", choices=SCHEDULE_KINDS)
-    train.add_argument("--num-timesteps", type=_positive_int)
+    train.add_argument("--num-timesteps", type=positive_int)
     train.add_argument("--zero-terminal-snr", action="store_true")
     train.add_argument("--prediction-type", choices=PREDICTION_TYPES)
     train.add_argument("--weighting", choices=WEIGHTINGS)
@@ -81,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="draw samples from a checkpoint into a .npy file (N, 2)")
     sample.add_argument("--checkpoint", required=True)
     sample.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"))
-    sample.add_argument("--steps", type=_positive_int, default=50, help="DDIM steps (DDPM always uses all T)")
-    sample.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM noise, in [0, 1]")
+    sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (DDPM always uses all T)")
+    sample.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise, in [0, 1]")
     sample.add_argument("--spacing", default="trailing", choices=SPACINGS)
-    sample.add_argument("--num-samples", type=_positive_int, default=4000)
+    sample.add_argument("--num-samples", type=positive_int, default=4000)
     sample.add_argument("--label", type=int, help="class index to ask for (e.g. the spiral arm)")
-    sample.add_argument("--guidance", type=_non_negative_float, default=1.0,
+    sample.add_argument("--guidance", type=non_negative_float, default=1.0,
                         help="guidance scale s: 0 unconditional, 1 conditional, >1 sharper")
     sample.add_argument("--classifier", help="classifier checkpoint: use classifier guidance instead of CFG")
     sample.add_argument("--null-label", action="store_true",
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="write fresh data points to a .npy file (N, 2)")
     data.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
-    data.add_argument("--num-samples", type=_positive_int, default=4000)
+    data.add_argument("--num-samples", type=positive_int, default=4000)
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--out", required=True)
     data.add_argument("--labels-out", help="also write the class labels (N,) to this .npy file")
@@ -206,18 +206,25 @@ COMMANDS = {"train": command_train, "sample": command_sample, "data": command_da
             "plot": command_plot, "demo": command_demo}
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def run_cli(prog: str, parser: argparse.ArgumentParser, commands: dict, argv=None) -> int:
+    """Parse ``argv`` and run the chosen command; any user error becomes one line and status 2.
+
+    Shared by every layer's command line (toydiff, imagediff, …), so they all fail the same way.
+    """
     try:
         args = parser.parse_args(argv)
-        COMMANDS[args.command](args)
+        commands[args.command](args)
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"toydiff: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        print(f"toydiff: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
+        print(f"{prog}: interrupted{': ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli("toydiff", build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":
