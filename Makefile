@@ -20,6 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m toydiff demo --out runs/demo
+	$(PY) -m imagediff demo --out runs/demo/images
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -35,6 +36,7 @@ lessons-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m toydiff.bench
+	$(PY) -m imagediff.bench
 
 check: $(STAMP)
 	$(PY) -m lessons.exercises.check $(EX) $(FILE)

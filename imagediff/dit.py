@@ -77,6 +77,10 @@ class DiTConfig:
     mlp_ratio: float = 4.0          # the MLP's hidden width is mlp_ratio * D
     num_classes: int = 0            # 0: unconditional; else labels 0..num_classes-1, null = num_classes
     time_embedding_dim: int = 256   # width of the sinusoidal timestep features fed to the time MLP
+    # Initial std of the label table. DiT uses 0.02, made for 400k-step runs: it makes emb(y) about
+    # 0.02 per dimension, and the zero-initialised adaLN Linear must grow weights of order
+    # 1 / (0.02 · sqrt(D)) before a label can move the modulation: thousands of Adam steps.
+    label_init_std: float = 0.02
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
@@ -420,7 +424,7 @@ class DiT(nn.Module):
             if isinstance(layer, nn.Linear):
                 nn.init.normal_(layer.weight, std=0.02)
         if self.label_embedding is not None:
-            nn.init.normal_(self.label_embedding.weight, std=0.02)
+            nn.init.normal_(self.label_embedding.weight, std=self.config.label_init_std)
         for block in self.blocks:
             nn.init.zeros_(block.adaln_modulation[-1].weight)
             nn.init.zeros_(block.adaln_modulation[-1].bias)

@@ -1,0 +1,5 @@
+import sys
+
+from imagediff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""``make bench`` for the image layer: the targets of the imagediff issue, measured on this machine.
+
+1. The whole chain with the default configuration — VAE, then the latent DiT — and its wall time
+   (target ≤ 10 minutes on 2 cores). Then, on held-out images:
+   - VAE reconstruction PSNR (target ≥ 28 dB);
+   - classifier-free guidance at s = 0, 1, 3, 5, 7: accuracy of the evaluation classifier against the
+     requested class (target ≥ 95% at s = 3) and Fréchet distance, next to real images' values;
+     guidance rescale at s = 7; classifier guidance with a noisy-latent classifier.
+2. Latent against pixel diffusion with the same DiT size: accuracy (s = 3) over training wall time.
+3. The DiT training step's FLOP rate (6 · parameters · tokens + attention) against the fp32 matmul
+   rate measured in the same run (target ≥ 75%); medians of ``--repeats`` timings.
+
+    python -m imagediff.bench [--out runs/bench/imagediff] [--repeats 3] [--quick]
+
+``--quick`` runs the same code with tiny settings (a smoke test of the bench itself, not a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from imagediff.classifier import (
+    EvaluationClassifierConfig, EvaluationRunConfig, NoisyClassifierRunConfig, evaluation_classifier,
+    train_noisy_classifier,
+)
+from imagediff.data import make_dataset
+from imagediff.dit import DiT, training_flops
+from imagediff.evaluation import Grader, balanced_request, format_sweep, guidance_sweep
+from imagediff.metrics import psnr
+from imagediff.pipeline import (
+    DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, train_image_diffusion, train_vae,
+)
+from imagediff.plots import save_curves, save_image_grid
+from toydiff.losses import DiffusionObjective
+from toydiff.schedules import make_schedule
+from toydiff.training import TrainConfig
+
+CURVE_SCALE = 3.0          # the guidance scale of the accuracy-over-time curves
+HELD_OUT_SEED = 300        # PSNR images: a seed no model trained on
+
+
+def median_seconds(function, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_rate(size: int = 1024, repeats: int = 7) -> float:
+    """Median fp32 FLOP/s of a square matrix product (2 n³ FLOPs) on the current threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / median_seconds(lambda: torch.mm(a, b), repeats)
+
+
+def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int, repeats: int) -> dict:
+    """Time full training steps (forward, backward, AdamW) of the run's DiT; FLOPs from training_flops."""
+    dit_config = replace(config.dit, in_channels=sample_shape[0], input_size=tuple(sample_shape[1:]),
+                         num_classes=num_classes)
+    model = DiT(dit_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    objective = DiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
+                                   label_dropout=config.label_dropout, null_label=model.null_label)
+    batch = config.train.batch_size
+    data = (torch.randn(batch, *sample_shape), torch.randint(0, num_classes, (batch,)))
+
+    def step():
+        loss, _ = objective(model, data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    seconds = median_seconds(step, repeats)
+    flops = training_flops(dit_config, batch)
+    return {"batch_size": batch, "tokens": dit_config.num_tokens, "step_seconds": seconds, "step_flops": flops,
+            "flop_rate": flops / seconds}
+
+
+class AccuracyCurve:
+    """An ``evaluate`` hook: accuracy and Fréchet distance at CURVE_SCALE, and the time it took."""
+
+    def __init__(self, grader: Grader, per_class: int, num_steps: int):
+        self.grader, self.per_class, self.num_steps = grader, per_class, num_steps
+        self.seconds = 0.0
+
+    def __call__(self, run, step) -> dict:
+        started = time.perf_counter()
+        labels = balanced_request(len(run.class_names), self.per_class)
+        images = run.sample(labels=labels, guidance_scale=CURVE_SCALE, num_steps=self.num_steps, seed=step)
+        score = self.grader.score(images, labels)
+        self.seconds += time.perf_counter() - started
+        return score
+
+
+def curve_points(history) -> tuple[list, list, list]:
+    points = [(h["seconds"], h["evaluation"]["accuracy"], h["evaluation"]["frechet_distance"])
+              for h in history if "evaluation" in h]
+    return [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
+
+
+def run_bench(out: Path, repeats: int, quick: bool) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+    options, size = ({"shapes": ["circle", "square"], "colours": ["red", "blue"]}, 16) if quick else ({}, 32)
+
+    vae_config = VAERunConfig(image_size=size, dataset_options=options)
+    latent_config = DiffusionRunConfig(image_size=size, dataset_options=options,
+                                       vae_checkpoint=str(out / "vae" / "checkpoint.pt"))
+    grader_config = EvaluationRunConfig(image_size=size, dataset_options=options)
+    noisy_config = NoisyClassifierRunConfig()
+    per_class, curve_per_class, sample_steps, evaluate_every = 12, 4, 50, 500
+    if quick:
+        for config in (vae_config, latent_config, grader_config):
+            config.num_train_images = 1000
+        vae_config.train = replace(vae_config.train, steps=60)
+        latent_config.train = replace(latent_config.train, steps=100, batch_size=32)
+        grader_config.train = replace(grader_config.train, steps=60)
+        grader_config.classifier = EvaluationClassifierConfig(width=8)
+        noisy_config.train = replace(noisy_config.train, steps=30)
+        per_class, curve_per_class, sample_steps, evaluate_every = 4, 2, 10, 50
+    for config in (vae_config, latent_config, grader_config, noisy_config):
+        config.train.progress = False
+
+    # -- the grader (not part of the chain: it only measures) -----------------------------------
+    started = time.perf_counter()
+    grader_net = evaluation_classifier(out / "evaluation" / "checkpoint.pt", grader_config)
+    grader = Grader.build(grader_net, num_images=200 if quick else 1000, image_size=size, **options)
+    report["evaluation_classifier"] = {"seconds": time.perf_counter() - started, "reference": grader.reference}
+    print(f"evaluation classifier: real held-out images score {grader.reference}", flush=True)
+
+    # -- 1. the chain: VAE, then the latent DiT ------------------------------------------------
+    started = time.perf_counter()
+    vae_run = train_vae(vae_config, out_dir=out / "vae", resume=False)
+    vae_seconds = time.perf_counter() - started
+    held_out = make_dataset("shapes", 200 if quick else 1000, seed=HELD_OUT_SEED, image_size=size, **options).images
+    values = psnr(decode_latents(vae_run.vae, encode_images(vae_run.vae, held_out)), held_out)
+    report["vae"] = {"seconds": vae_seconds, "train_seconds": vae_run.seconds, "steps": vae_config.train.steps,
+                     "psnr_mean_db": values.mean().item(), "psnr_median_db": values.median().item(),
+                     "psnr_target_db": 28.0, "latent_scale": float(vae_run.vae.latent_scale)}
+    print(f"VAE: {vae_seconds:.0f} s, PSNR {values.mean().item():.2f} dB (target 28)", flush=True)
+
+    curve = AccuracyCurve(grader, curve_per_class, 25 if not quick else 5)
+    started = time.perf_counter()
+    latent = train_image_diffusion(latent_config, out_dir=out / "latent", resume=False, vae=vae_run.vae,
+                                   evaluate=curve, evaluate_every=evaluate_every)
+    latent_seconds = time.perf_counter() - started - curve.seconds
+    chain = vae_seconds + latent_seconds
+    report["chain"] = {"seconds": chain, "target_seconds": 600.0, "vae_seconds": vae_seconds,
+                       "latent_dit_seconds": latent_seconds, "latent_dit_train_seconds": latent.seconds,
+                       "latent_dit_steps": latent_config.train.steps}
+    print(f"chain (VAE + latent DiT): {chain:.0f} s (target 600)", flush=True)
+
+    rows = guidance_sweep(latent, grader, (0, 1, 3, 5, 7), per_class=per_class, num_steps=sample_steps)
+    rescaled = guidance_sweep(latent, grader, (7,), per_class=per_class, num_steps=sample_steps, rescale=0.7)
+    report["classifier_free_guidance"] = {"rows": rows, "rescale_0.7": rescaled, "target_accuracy_at_3": 0.95,
+                                          "samples_per_scale": per_class * len(latent.class_names),
+                                          "ddim_steps": sample_steps}
+    print(format_sweep(rows, grader.reference, "CFG scale"), flush=True)
+    print(format_sweep(rescaled, None, "CFG 7, rescale 0.7"), flush=True)
+    labels = balanced_request(len(latent.class_names), 1)
+    for scale in (0, 1, 3, 7):
+        save_image_grid(latent.sample(labels=labels, guidance_scale=scale, num_steps=sample_steps),
+                        out / f"latent_cfg_{scale}.png", columns=7 if not quick else 4,
+                        title=f"latent DiT, one sample per class, CFG s = {scale}")
+
+    started = time.perf_counter()
+    noisy = train_noisy_classifier(latent, noisy_config, out_dir=out / "noisy", resume=False)
+    guided = guidance_sweep(latent, grader, (0, 1, 3, 10), per_class=per_class, classifier=noisy,
+                            num_steps=sample_steps)
+    report["classifier_guidance"] = {"rows": guided, "classifier_train_seconds": time.perf_counter() - started}
+    print(format_sweep(guided, grader.reference, "classifier scale"), flush=True)
+
+    # -- 2. the same DiT on pixels, for about the same training time ---------------------------
+    pixel_config = replace(latent_config, space="pixel")
+    pixel_config.dit = replace(latent_config.dit)
+    pixel_config.train = replace(latent_config.train)
+    pixel_shape = (3, size, size)
+    pixel_rate = dit_training_rate(pixel_config, pixel_shape, len(latent.class_names), repeats)
+    steps = max(2, int(latent.seconds / pixel_rate["step_seconds"]))
+    pixel_config.train.steps = steps
+    pixel_curve = AccuracyCurve(grader, curve_per_class, 25 if not quick else 5)
+    pixel = train_image_diffusion(pixel_config, out_dir=out / "pixel", resume=False, evaluate=pixel_curve,
+                                  evaluate_every=max(pixel_config.train.log_every,
+                                                     (steps // 2) // pixel_config.train.log_every
+                                                     * pixel_config.train.log_every))
+    latent_curve, pixel_points = curve_points(latent.history), curve_points(pixel.history)
+    report["latent_vs_pixel"] = {
+        "guidance_scale": CURVE_SCALE, "samples_per_point": curve_per_class * len(latent.class_names),
+        "latent": {"train_seconds": latent_curve[0], "accuracy": latent_curve[1], "frechet_distance": latent_curve[2],
+                   "steps": latent_config.train.steps},
+        "pixel": {"train_seconds": pixel_points[0], "accuracy": pixel_points[1], "frechet_distance": pixel_points[2],
+                  "steps": steps, "step_seconds": pixel_rate["step_seconds"]},
+    }
+    save_curves({"latent DiT": latent_curve[:2], "pixel DiT (same size)": pixel_points[:2]},
+                out / "latent_vs_pixel.png", "training time (s)", f"accuracy at CFG s = {CURVE_SCALE:g}",
+                "Latent vs pixel diffusion, same DiT", reference=grader.reference["accuracy"])
+    print(f"latent curve {list(zip(*latent_curve[:2]))}\npixel curve {list(zip(*pixel_points[:2]))}", flush=True)
+
+    # -- 3. FLOP rate of a training step against the matmul rate --------------------------------
+    matmul = statistics.median(matmul_rate() for _ in range(repeats))
+    latent_shape = tuple(encode_images(vae_run.vae, held_out[:1]).shape[1:])
+    rate = dit_training_rate(latent_config, latent_shape, len(latent.class_names), repeats)
+    report["flop_rate"] = {"matmul_fp32_flops": matmul, "latent_dit": rate, "pixel_dit": pixel_rate,
+                           "latent_fraction_of_matmul": rate["flop_rate"] / matmul,
+                           "pixel_fraction_of_matmul": pixel_rate["flop_rate"] / matmul, "target_fraction": 0.75}
+    print(f"fp32 matmul {matmul / 1e9:.1f} GFLOP/s; latent DiT step {rate['flop_rate'] / 1e9:.1f} GFLOP/s "
+          f"({rate['flop_rate'] / matmul:.0%}); pixel DiT step {pixel_rate['flop_rate'] / 1e9:.1f} GFLOP/s "
+          f"({pixel_rate['flop_rate'] / matmul:.0%}); target 75%", flush=True)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="imagediff.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench/imagediff")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(min(2, os.cpu_count() or 1))  # the targets are stated for 2 cores
+    out = Path(args.out)
+    started = time.perf_counter()
+    report = run_bench(out, args.repeats, args.quick)
+    report["command"] = "python -m imagediff.bench" + (" --quick" if args.quick else "")
+    report["bench_seconds"] = time.perf_counter() - started
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""Command line: ``python -m imagediff train-vae|train|train-classifier|sample|evaluate|demo``.
+
+    python -m imagediff train-vae --out runs/vae                       # ~3 min on 2 cores
+    python -m imagediff train --vae runs/vae/checkpoint.pt --out runs/latent
+    python -m imagediff sample --checkpoint runs/latent/checkpoint.pt --prompt "red circle" \
+        --guidance 3 --num-samples 16 --out grid.png
+    python -m imagediff train-classifier --kind evaluation --out runs/evaluation
+    python -m imagediff evaluate --checkpoint runs/latent/checkpoint.pt --scales 0,1,3,5,7
+
+A bad argument (an unknown prompt, a missing checkpoint, a negative scale…) ends the program with
+status 2 and one line saying what was wrong; an unknown prompt lists the known class names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from imagediff.classifier import (
+    EvaluationRunConfig, NoisyClassifierRunConfig, load_evaluation_classifier, load_noisy_classifier,
+    train_evaluation_classifier, train_noisy_classifier,
+)
+from imagediff.data import GENERATORS, make_dataset
+from imagediff.dit import DIT_SIZES, dit_config
+from imagediff.evaluation import Grader, format_sweep, guidance_sweep
+from imagediff.metrics import psnr, summarise_psnr
+from imagediff.pipeline import (
+    SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, load_image_diffusion,
+    load_vae, train_image_diffusion, train_vae,
+)
+from imagediff.plots import save_image_grid
+from imagediff.vae import VAE_SIZES, vae_config
+from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, run_cli
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,1,3, got {text!r}") from None
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected guidance scales >= 0, got {text!r}")
+    return values
+
+
+def _fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="imagediff", description="Latent image diffusion: a VAE, a class-conditional DiT, "
+                                                         "guidance and its evaluation.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    vae = commands.add_parser("train-vae", help="train the autoencoder and measure its latent scale")
+    vae.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
+    vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
+    vae.add_argument("--steps", type=positive_int)
+    vae.add_argument("--batch-size", type=positive_int)
+    vae.add_argument("--num-images", type=positive_int, help="training images to generate")
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--quiet", action="store_true", help="no progress bar")
+    vae.add_argument("--out", default="runs/vae", help="folder of the run's checkpoint.pt")
+    vae.add_argument("--device", default="auto")
+
+    train = commands.add_parser("train", help="train the DiT on VAE latents (or on pixels)")
+    train.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
+    train.add_argument("--space", choices=SPACES, default="latent")
+    train.add_argument("--vae", default="runs/vae/checkpoint.pt", help="VAE checkpoint (for --space latent)")
+    train.add_argument("--dit-size", choices=list(DIT_SIZES), default="tiny")
+    train.add_argument("--patch-size", type=positive_int)
+    train.add_argument("--steps", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int)
+    train.add_argument("--learning-rate", type=non_negative_float)
+    train.add_argument("--num-images", type=positive_int, help="training images to generate")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--out", default="runs/latent")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+
+    classifier = commands.add_parser("train-classifier",
+                                     help="train the evaluation classifier (real pixels) or the noisy one (guidance)")
+    classifier.add_argument("--kind", choices=("evaluation", "noisy"), required=True)
+    classifier.add_argument("--checkpoint", default="runs/latent/checkpoint.pt",
+                            help="the diffusion run whose latents the noisy classifier learns (--kind noisy)")
+    classifier.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
+    classifier.add_argument("--steps", type=positive_int)
+    classifier.add_argument("--quiet", action="store_true", help="no progress bar")
+    classifier.add_argument("--out", required=True)
+
+    sample = commands.add_parser("sample", help="draw images for a prompt and save them as a grid")
+    sample.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt")
+    sample.add_argument("--prompt", help='a class name such as "red circle" (default: cycle through all classes)')
+    sample.add_argument("--guidance", type=non_negative_float, default=3.0,
+                        help="classifier-free guidance scale s (1 = the conditional model)")
+    sample.add_argument("--rescale", type=_fraction, default=0.0, help="guidance rescale φ in [0, 1]")
+    sample.add_argument("--classifier", type=_existing_file,
+                        help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead")
+    sample.add_argument("--num-samples", type=positive_int, default=16)
+    sample.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--vae", type=_existing_file, help="the VAE checkpoint, if it moved since training")
+    sample.add_argument("--out", default="grid.png", help="a .png grid (or .pt for the raw tensor)")
+
+    evaluate = commands.add_parser("evaluate", help="accuracy and Fréchet distance over guidance scales")
+    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt")
+    evaluate.add_argument("--classifier", default="runs/evaluation/checkpoint.pt",
+                          help="the evaluation classifier (trained on real images)")
+    evaluate.add_argument("--guidance-classifier", type=_existing_file,
+                          help="a noisy classifier: sweep classifier guidance instead of classifier-free")
+    evaluate.add_argument("--scales", type=_scales, default=[0, 1, 3, 5, 7])
+    evaluate.add_argument("--per-class", type=positive_int, default=12)
+    evaluate.add_argument("--steps", type=positive_int, default=50)
+    evaluate.add_argument("--vae", type=_existing_file, help="also report the VAE's PSNR on held-out images")
+    demo = commands.add_parser("demo", help="train the VAE and the latent DiT, write sample grids (make demo)")
+    demo.add_argument("--out", default="runs/demo/images")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _print_log(entry: dict) -> None:
+    print(f"step {entry['step']:>6}  loss {entry['loss']:.4f}  {entry.get('seconds', 0):.0f} s", flush=True)
+
+
+def command_train_vae(args) -> None:
+    config = VAERunConfig(dataset=args.dataset, data_seed=args.seed)
+    channels = make_dataset(args.dataset, 1).images.shape[1]
+    config.vae = vae_config(args.size, image_channels=channels)
+    for name, value in (("steps", args.steps), ("batch_size", args.batch_size)):
+        if value is not None:
+            setattr(config.train, name, value)
+    if args.num_images is not None:
+        config.num_train_images = args.num_images
+    config.train.device = args.device
+    config.train.progress = not args.quiet
+    run = train_vae(config, out_dir=args.out, on_log=_print_log)
+    print(f"trained the VAE in {run.seconds:.0f} s; latent scale {float(run.vae.latent_scale):.4f} "
+          f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
+
+
+def command_train(args) -> None:
+    config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed)
+    config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}))
+    for name, value in (("steps", args.steps), ("batch_size", args.batch_size), ("learning_rate", args.learning_rate)):
+        if value is not None:
+            setattr(config.train, name, value)
+    if args.num_images is not None:
+        config.num_train_images = args.num_images
+    config.train.device = args.device
+    config.train.mixed_precision = "bf16" if args.bf16 else "no"
+    config.train.progress = not args.quiet
+    run = train_image_diffusion(config, out_dir=args.out, on_log=_print_log)
+    print(f"trained the {args.space} DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
+
+
+def command_train_classifier(args) -> None:
+    if args.kind == "evaluation":
+        config = EvaluationRunConfig(dataset=args.dataset)
+        if args.steps:
+            config.train.steps = args.steps
+        config.train.progress = not args.quiet
+        train_evaluation_classifier(config, out_dir=args.out, on_log=_print_log)
+    else:
+        run = load_image_diffusion(args.checkpoint)
+        config = NoisyClassifierRunConfig()
+        if args.steps:
+            config.train.steps = args.steps
+        config.train.progress = not args.quiet
+        train_noisy_classifier(run, config, out_dir=args.out, on_log=_print_log)
+    print(f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
+
+
+def command_sample(args) -> None:
+    run = load_image_diffusion(args.checkpoint, vae_checkpoint=args.vae)
+    if args.prompt is not None:
+        labels = [run.class_index(args.prompt)] * args.num_samples
+    else:
+        labels = [i % len(run.class_names) for i in range(args.num_samples)]
+    classifier = load_noisy_classifier(args.classifier) if args.classifier else None
+    images = run.sample(labels=labels, guidance_scale=args.guidance, classifier=classifier, rescale=args.rescale,
+                        sampler=args.sampler, num_steps=args.steps, seed=args.seed)
+    out = Path(args.out)
+    if out.suffix == ".pt":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images, "labels": torch.tensor(labels)}, out)
+    elif out.suffix.lower() == ".png":
+        kind = "classifier guidance" if classifier is not None else "CFG"
+        title = f"{args.prompt or 'all classes'}, {kind} s = {args.guidance:g}"
+        save_image_grid(images, out, columns=min(8, len(labels)), title=title)
+    else:
+        raise UsageError(f"--out must end in .png (an image grid) or .pt (the tensor), got {args.out}")
+    print(f"wrote {len(labels)} images to {out}")
+
+
+def command_evaluate(args) -> None:
+    run = load_image_diffusion(args.checkpoint)
+    if not Path(args.classifier).exists():
+        raise UsageError(f"no evaluation classifier at {args.classifier}: train one with "
+                         f"python -m imagediff train-classifier --kind evaluation --out {Path(args.classifier).parent}")
+    grader = Grader.build(load_evaluation_classifier(args.classifier), dataset=run.config.dataset)
+    guide = load_noisy_classifier(args.guidance_classifier) if args.guidance_classifier else None
+    rows = guidance_sweep(run, grader, args.scales, per_class=args.per_class, classifier=guide, num_steps=args.steps)
+    title = "classifier scale" if guide is not None else "CFG scale"
+    print(format_sweep(rows, grader.reference, title))
+    if args.vae is not None:
+        vae = load_vae(args.vae).vae
+        held_out = make_dataset(run.config.dataset, 1000, seed=300).images
+        print("VAE reconstruction PSNR on 1000 held-out images:",
+              summarise_psnr(psnr(decode_latents(vae, encode_images(vae, held_out)), held_out)))
+
+
+def command_demo(args) -> None:
+    from imagediff.demo import run_demo
+
+    run_demo(Path(args.out), progress=not args.quiet)
+
+
+COMMANDS = {"demo": command_demo, "train-vae": command_train_vae, "train": command_train, "train-classifier": command_train_classifier,
+            "sample": command_sample, "evaluate": command_evaluate}
+
+
+def main(argv=None) -> int:
+    return run_cli("imagediff", build_parser(), COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

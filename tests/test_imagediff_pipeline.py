@@ -1,0 +1,256 @@
+"""Latent diffusion end to end: metrics, classifiers, the pipeline, guidance on images and the CLI.
+
+The trained fixtures are deliberately tiny (16x16 images of 2 shapes x 2 colours) so the whole module
+runs in well under a minute on 2 cores; the full-size figures are measured by `make bench`.
+"""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from imagediff.classifier import (
+    EvaluationClassifier, EvaluationClassifierConfig, EvaluationRunConfig, NoisyClassifierRunConfig,
+    NoisyLatentClassifier, load_evaluation_classifier, load_noisy_classifier, train_evaluation_classifier,
+    train_noisy_classifier,
+)
+from imagediff.cli import main
+from imagediff.dit import DiTConfig
+from imagediff.evaluation import Grader, balanced_request, guidance_sweep
+from imagediff.metrics import accuracy, frechet_distance, psnr
+from imagediff.pipeline import (
+    DiffusionRunConfig, VAERunConfig, encode_images, load_image_diffusion, load_vae, train_image_diffusion, train_vae,
+)
+from imagediff.vae import vae_config
+from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from toydiff.training import TrainConfig
+
+OPTIONS = {"shapes": ["circle", "square"], "colours": ["red", "blue"]}  # 4 classes
+SIZE = 16
+
+
+def quick(steps, batch_size, learning_rate=2e-3, **extra):
+    return TrainConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=20,
+                       ema_decay=0.99, log_every=50, checkpoint_every=0, progress=False, **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                           Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_psnr_matches_its_definition():
+    images = torch.zeros(3, 3, 8, 8)
+    off_by = images + 0.1  # MSE 0.01 over a range of 2: 10 log10(4 / 0.01)
+    assert torch.allclose(psnr(off_by, images), torch.full((3,), 10 * math.log10(400.0), dtype=torch.float64))
+    # Reconstructions are clamped to the range, as when they are saved: 5.0 counts as 1.0.
+    assert psnr(torch.full((1, 1, 2, 2), 5.0), torch.ones(1, 1, 2, 2)).item() > 150
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 4, 4))
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=generator, dtype=torch.float64)
+    b = torch.randn(20000, 3, generator=generator, dtype=torch.float64) * 2 + torch.tensor([1.0, 0.0, 0.0],
+                                                                                            dtype=torch.float64)
+    # Diagonal covariances: |μ_a - μ_b|² + Σ (σ_a - σ_b)² = 1 + 3 · (1 - 2)² = 4.
+    assert frechet_distance(a, b) == pytest.approx(4.0, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="same D"):
+        frechet_distance(a, b[:, :2])
+
+
+def test_accuracy_counts_the_argmax():
+    logits = torch.tensor([[0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    assert accuracy(logits, torch.tensor([1, 0, 0])) == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                          Classifiers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_noisy_classifier_is_a_function_of_x_t_and_t_with_a_gradient_in_x():
+    config = DiTConfig(input_size=(4, 4), in_channels=4, patch_size=1, hidden_dim=32, depth=1, num_heads=2)
+    classifier = NoisyLatentClassifier(config, num_labels=5)
+    torch.nn.init.normal_(classifier.blocks[0].adaln_modulation[-1].weight, std=0.1)  # leave adaLN-Zero's identity
+    x = torch.randn(3, 4, 4, 4, requires_grad=True)
+    t = torch.tensor([0, 500, 999])
+    logits = classifier(x, t)
+    assert logits.shape == (3, 5)
+    (gradient,) = torch.autograd.grad(logits[:, 0].sum(), x)
+    assert gradient.abs().sum() > 0  # classifier guidance follows this gradient
+    assert not torch.allclose(classifier(x, t), classifier(x, torch.tensor([999, 0, 500])))  # uses t
+    assert not hasattr(classifier, "final_layer")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        NoisyLatentClassifier(config, num_labels=1)
+
+
+def test_evaluation_classifier_checks_its_input():
+    classifier = EvaluationClassifier(EvaluationClassifierConfig(image_size=16, num_classes=4))
+    assert classifier(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+    assert classifier.features(torch.zeros(2, 3, 16, 16)).shape == (2, 128)
+    with pytest.raises(ValueError, match=r"expected images \(B, 3, 16, 16\)"):
+        classifier(torch.zeros(2, 3, 32, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+#                              A tiny latent diffusion run, end to end
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagediff")
+    vae_run = train_vae(VAERunConfig(num_train_images=2000, image_size=SIZE, dataset_options=OPTIONS,
+                                     vae=vae_config("tiny"), train=quick(250, 32)), out_dir=root / "vae")
+    config = DiffusionRunConfig(num_train_images=2000, image_size=SIZE, dataset_options=OPTIONS,
+                                vae_checkpoint=str(root / "vae" / "checkpoint.pt"),
+                                dit=DiTConfig(patch_size=1, hidden_dim=64, depth=2, num_heads=2),
+                                train=quick(400, 64, learning_rate=2e-3))
+    diffusion = train_image_diffusion(config, out_dir=root / "latent")
+    grader_net = train_evaluation_classifier(
+        EvaluationRunConfig(num_train_images=1000, image_size=SIZE, dataset_options=OPTIONS,
+                            classifier=EvaluationClassifierConfig(width=8), train=quick(150, 32)),
+        out_dir=root / "evaluation")
+    return {"root": root, "vae": vae_run, "diffusion": diffusion, "grader_net": grader_net}
+
+
+def test_latent_scale_is_measured_stored_and_gives_unit_std_latents(runs):
+    root, vae = runs["root"], runs["vae"].vae
+    stored = load_checkpoint(root / "vae" / "checkpoint.pt", kind="imagediff.vae")
+    assert stored["ema"]["model"]["latent_scale"].item() == pytest.approx(float(vae.latent_scale))
+    assert float(vae.latent_scale) != 1.0
+    reloaded = load_vae(root / "vae" / "checkpoint.pt").vae
+    from imagediff.data import make_dataset
+    images = make_dataset("shapes", 500, seed=0, image_size=SIZE, **OPTIONS).images
+    latents = encode_images(reloaded, images)
+    assert latents.shape == (500, 4, SIZE // 4, SIZE // 4)
+    assert latents.double().std().item() == pytest.approx(1.0, abs=0.1)  # measured on the training images
+
+
+def test_a_vae_without_a_measured_scale_is_refused(runs, tmp_path):
+    state = load_checkpoint(runs["root"] / "vae" / "checkpoint.pt")
+    del state["latent_scale_measured_on"]
+    save_checkpoint(tmp_path / "unfinished.pt", state)
+    with pytest.raises(CheckpointError, match="never measured"):
+        load_vae(tmp_path / "unfinished.pt")
+
+
+def test_sampling_reloads_the_run_and_is_reproducible(runs):
+    path = runs["root"] / "latent" / "checkpoint.pt"
+    run = load_image_diffusion(path)
+    images = run.sample(labels=["red circle", "blue square"], guidance_scale=3.0, num_steps=5, seed=7)
+    assert images.shape == (2, 3, SIZE, SIZE) and torch.isfinite(images).all()
+    again = runs["diffusion"].sample(labels=[run.class_index("red circle"), 3], guidance_scale=3.0, num_steps=5,
+                                     seed=7)
+    assert torch.equal(images, again)
+    _, latents = run.sample(labels=[0], num_steps=5, return_samples=True)
+    assert latents.shape == (1, 4, SIZE // 4, SIZE // 4)
+    with pytest.raises(ValueError, match="unknown prompt 'purple circle'.*red circle"):
+        run.sample(labels=["purple circle"])
+    with pytest.raises(ValueError, match="labels must lie in 0..3"):
+        run.sample(labels=[4])
+
+
+def test_a_diffusion_run_refuses_the_latents_of_another_vae(runs, tmp_path):
+    state = load_checkpoint(runs["root"] / "vae" / "checkpoint.pt")
+    for weights in (state["model"], state["ema"]["model"]):
+        weights["latent_scale"] = weights["latent_scale"] * 2
+    save_checkpoint(tmp_path / "other_vae.pt", state)
+    with pytest.raises(CheckpointError, match="different VAE"):
+        load_image_diffusion(runs["root"] / "latent" / "checkpoint.pt", vae_checkpoint=tmp_path / "other_vae.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_image_diffusion(runs["root"] / "latent" / "checkpoint.pt", vae_checkpoint=tmp_path / "missing.pt")
+
+
+def test_guided_samples_beat_unguided_ones_on_accuracy(runs):
+    grader = Grader.build(runs["grader_net"], num_images=400, image_size=SIZE, **OPTIONS)
+    assert grader.reference["accuracy"] > 0.95  # the grader itself works on real images
+    rows = guidance_sweep(runs["diffusion"], grader, scales=(0, 3), per_class=25, num_steps=20)
+    unguided, guided = rows
+    assert unguided["accuracy"] < 0.5  # s = 0 ignores the label: about 1 in 4 by chance
+    assert guided["accuracy"] > unguided["accuracy"] + 0.3
+    assert guided["accuracy"] > 0.7
+
+
+def test_classifier_guidance_on_noisy_latents_steers_towards_the_label(runs):
+    run = runs["diffusion"]
+    classifier = train_noisy_classifier(run, NoisyClassifierRunConfig(
+        dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2), train=quick(200, 64)),
+        out_dir=runs["root"] / "noisy")
+    reloaded = load_noisy_classifier(runs["root"] / "noisy" / "checkpoint.pt")
+    latents = encode_images(run.vae, torch.zeros(2, 3, SIZE, SIZE))
+    assert torch.equal(classifier(latents, torch.tensor([0, 10])), reloaded(latents, torch.tensor([0, 10])))
+    grader = Grader.build(runs["grader_net"], num_images=200, image_size=SIZE, **OPTIONS)
+    rows = guidance_sweep(run, grader, scales=(0, 10), per_class=15, classifier=reloaded, num_steps=20)
+    assert rows[1]["accuracy"] > rows[0]["accuracy"] + 0.2
+
+
+def test_guidance_rescale_keeps_images_finite_and_changes_them(runs):
+    run = runs["diffusion"]
+    plain = run.sample(labels=[0, 1], guidance_scale=7.0, num_steps=5)
+    rescaled = run.sample(labels=[0, 1], guidance_scale=7.0, num_steps=5, rescale=0.7)
+    assert torch.isfinite(rescaled).all() and not torch.equal(plain, rescaled)
+    assert torch.equal(run.sample(labels=[0], guidance_scale=1.0, num_steps=5, rescale=0.7),
+                       run.sample(labels=[0], guidance_scale=1.0, num_steps=5))  # s = 1 stays exact
+
+
+def test_balanced_request_asks_for_every_class_equally():
+    assert balanced_request(3, 2).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+#                                         Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def run_module(*args):
+    completed = subprocess.run([sys.executable, "-m", "imagediff", *args], capture_output=True, text=True, timeout=300)
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def test_cli_sample_writes_a_grid_for_a_prompt(runs, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--prompt", "red circle",
+                 "--guidance", "3", "--num-samples", "4", "--steps", "5", "--out", str(out)])
+    assert code == 0 and out.stat().st_size > 0
+    tensor_out = tmp_path / "images.pt"
+    assert main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--num-samples", "3",
+                 "--steps", "5", "--out", str(tensor_out)]) == 0
+    saved = torch.load(tensor_out, weights_only=True)
+    assert saved["images"].shape == (3, 3, SIZE, SIZE) and saved["labels"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--prompt", "purple circle"], "known class names are red circle, blue circle, red square, blue square"),
+    (["--guidance", "-1"], "expected a number >= 0"),
+    (["--rescale", "2"], "expected a number in [0, 1]"),
+    (["--num-samples", "0"], "expected a positive integer"),
+    (["--out", "grid.jpg"], "must end in .png"),
+])
+def test_cli_sample_rejects_bad_arguments_with_one_line(runs, tmp_path, capsys, arguments, message):
+    code = main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--steps", "2",
+                 "--num-samples", "2", *[a.replace("grid.jpg", str(tmp_path / "grid.jpg")) for a in arguments]])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_cli_missing_checkpoint_and_unknown_command_exit_2(tmp_path):
+    code, _, error = run_module("sample", "--checkpoint", str(tmp_path / "nope.pt"))
+    assert code == 2 and "no such file" in error and "Traceback" not in error
+    code, _, error = run_module("paint")
+    assert code == 2 and "invalid choice" in error
+    code, _, error = run_module("train", "--vae", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "run"),
+                                "--steps", "1", "--quiet")
+    assert code == 2 and "does not exist" in error and "train-vae" in error
+
+
+def test_cli_help_lists_the_commands():
+    code, out, _ = run_module("--help")
+    assert code == 0
+    for command in ("train-vae", "train", "train-classifier", "sample", "evaluate"):
+        assert command in out
