@@ -29,7 +29,7 @@ def solution(number: str) -> Path:
 
 
 def test_every_lesson_has_an_exercise_and_a_solution():
-    assert NUMBERS == ["01", "02", "03", "04"]
+    assert NUMBERS == ["01", "02", "03", "04", "05", "06", "07"]
     for number in NUMBERS:
         assert (EXERCISES / check.EXERCISES[number].file_name).is_file()
         assert solution(number).is_file()
@@ -71,6 +71,32 @@ MISTAKES = [
      "moves x̂_0 towards the class"),
     ("04", "noise_scale = per_example((1.0 - schedule.alpha_bar(t)).sqrt(), epsilon)",
      "noise_scale = per_example(schedule.alpha_bar(t).sqrt(), epsilon)", "linear classifier"),
+    ("05", "std = torch.exp(0.5 * logvar.clamp(logvar_min, logvar_max))", "std = torch.exp(0.5 * logvar)",
+     "sample clamps log σ²"),
+    ("05", "std = torch.exp(0.5 * logvar.clamp(logvar_min, logvar_max))",
+     "std = torch.exp(logvar.clamp(logvar_min, logvar_max))", "matches DiagonalGaussian.sample"),
+    ("05", "return mean + std * noise", "return mean.detach() + std.detach() * noise", "gradients reach μ"),
+    ("05", "per_dimension.flatten(start_dim=1).sum(dim=1)", "per_dimension.flatten(start_dim=1).mean(dim=1)",
+     "matches DiagonalGaussian.kl"),
+    ("05", "logvar = logvar.clamp(logvar_min, logvar_max)  # (B, ...)", "pass", "KL clamps log σ²"),
+    ("05", "std = latents.double().std()", "std = latents.double().std(correction=0)", "unbiased std"),
+    ("05", "std = latents.double().std()", "std = latents.std()", "computed in float64"),
+    ("05", "return (1.0 / std).item()", "return std.item()", "1 / std"),
+    ("06", "x.permute(0, 2, 4, 3, 5, 1)", "x.permute(0, 2, 4, 1, 3, 5)", "channels last"),
+    ("06", "x.permute(0, 2, 4, 3, 5, 1)", "x.permute(0, 4, 2, 3, 5, 1)", "non-square"),
+    ("06", "x.permute(0, 5, 1, 3, 2, 4)", "x.permute(0, 5, 1, 4, 2, 3)", "unpatchify equals the library"),
+    ("06", "x.permute(0, 5, 1, 3, 2, 4)", "x.permute(0, 5, 1, 4, 2, 3)", "unpatchify(patchify(x)) = x"),
+    ("06", "return x * (1 + scale) + shift", "return x * scale + shift", "zero modulation"),
+    ("07", "dims = tuple(range(1, guided.ndim))", "dims = tuple(range(0, guided.ndim))", "is per example"),
+    ("07", "dims = tuple(range(1, guided.ndim))", "dims = (2, 3)", "std of its conditional prediction"),
+    ("07", "return phi * rescaled + (1.0 - phi) * guided", "return (1.0 - phi) * rescaled + phi * guided",
+     "φ = 0 returns the guided prediction"),
+    ("07", "centred.T @ centred / (features.shape[0] - 1)", "centred.T @ centred / features.shape[0]",
+     "gaussian_statistics"),
+    ("07", "features = features.double()  # (N, D)", "pass", "two correlated sets"),
+    ("07", "- 2.0 * trace_of_root", "- trace_of_root", "shifted copy"),
+    ("07", "eigenvalues.clamp_min(0.0).sqrt()", "eigenvalues.sqrt()", "singular covariance"),
+    ("07", "return max(0.0, distance.item())", "return distance.item()", "never negative"),
 ]
 
 
@@ -85,6 +111,39 @@ def test_checker_catches_typical_mistakes(tmp_path, number, correct, mistake, ca
     assert status == 1, output
     failed = [line for line in output.splitlines() if line.startswith("FAIL")]
     assert any(caught_by in line for line in failed), output
+
+
+# (exercise, text in the reference answer, a typical mistake, words the reason for the failure must contain)
+MESSAGES = [
+    ("05", "std = latents.double().std()", "std = latents.double().std(correction=0)", "divide by n - 1"),
+    ("05", "return (1.0 / std).item()", "return std.item()", "the scale factor is 1 / std"),
+    ("05", "return mean + std * noise", "return mean.detach() + std.detach() * noise", "z has no gradient"),
+    ("06", "x.permute(0, 2, 4, 3, 5, 1)", "x.permute(0, 2, 4, 1, 3, 5)", "puts the channel LAST"),
+    ("06", "x.permute(0, 2, 4, 3, 5, 1)", "x.permute(0, 4, 2, 3, 5, 1)", "numbered column by column"),
+    # an order no pattern names: the checker says which pixel landed where
+    ("06", "x.permute(0, 2, 4, 3, 5, 1)", "x.permute(0, 2, 4, 5, 1, 3)",
+     "entry 1 holds (image 0, channel 0, row 1, column 0) but should hold (image 0, channel 1, row 0, column 0)"),
+    ("06", "x.permute(0, 5, 1, 3, 2, 4)", "x.permute(0, 5, 1, 4, 2, 3)",
+     "inside a patch the pixels go column by column"),
+    ("06", "return x * (1 + scale) + shift", "return x * scale + shift", "not x · scale + shift"),
+    ("07", "dims = tuple(range(1, guided.ndim))", "dims = tuple(range(0, guided.ndim))", "take the std per example"),
+    ("07", "return phi * rescaled + (1.0 - phi) * guided", "return (1.0 - phi) * rescaled + phi * guided",
+     "is φ on the right term?"),
+    ("07", "features = features.double()  # (N, D)", "pass", "convert the features with .double() first"),
+    ("07", "eigenvalues.clamp_min(0.0).sqrt()", "eigenvalues.sqrt()", "at 0 before"),
+    ("07", "return max(0.0, distance.item())", "return distance.item()", "clamp the result at 0"),
+]
+
+
+@pytest.mark.parametrize("number, correct, mistake, reason", MESSAGES,
+                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MESSAGES)])
+def test_failure_messages_say_what_is_wrong(tmp_path, number, correct, mistake, reason):
+    text = solution(number).read_text()
+    assert text.count(correct) == 1, f"the reference answer no longer contains {correct!r}"
+    wrong = tmp_path / f"ex{number}_work.py"
+    wrong.write_text(text.replace(correct, mistake))
+    status, output = run_checker(number, wrong)
+    assert status == 1 and reason in output, output
 
 
 def test_a_file_that_does_not_import_is_reported(tmp_path):
@@ -103,6 +162,9 @@ def test_command_line():
                             timeout=120)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "6/6 checks passed" in passed.stdout
-    unknown = subprocess.run(command + ["07"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    unknown = subprocess.run(command + ["99"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2
-    assert "unknown exercise '07'" in unknown.stderr
+    assert "unknown exercise '99'" in unknown.stderr
+    blank = subprocess.run(command + ["06"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert blank.returncode == 1, blank.stdout + blank.stderr
+    assert "not written yet (TODO:" in blank.stdout and "Traceback" not in blank.stdout + blank.stderr
