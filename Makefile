@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 EX     ?= 01
 
-.PHONY: install demo test test-slow lessons lessons-quick bench check check-all clean
+.PHONY: install demo test test-slow lessons lessons-quick bench check clean
 
 install: $(STAMP)
 

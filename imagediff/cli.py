@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--num-images", type=positive_int, help="training images to generate")
     vae.add_argument("--seed", type=int, default=0)
     vae.add_argument("--quiet", action="store_true", help="no progress bar")
+    vae.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     vae.add_argument("--out", default="runs/vae", help="folder of the run's checkpoint.pt")
     vae.add_argument("--device", default="auto")
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-images", type=positive_int, help="training images to generate")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent")
     train.add_argument("--device", default="auto")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
     classifier.add_argument("--steps", type=positive_int)
     classifier.add_argument("--quiet", action="store_true", help="no progress bar")
+    classifier.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     classifier.add_argument("--out", required=True)
 
     sample = commands.add_parser("sample", help="draw images for a prompt and save them as a grid")
@@ -148,7 +151,7 @@ def command_train_vae(args) -> None:
         config.num_train_images = args.num_images
     config.train.device = args.device
     config.train.progress = not args.quiet
-    run = train_vae(config, out_dir=args.out, on_log=_print_log)
+    run = train_vae(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
     print(f"trained the VAE in {run.seconds:.0f} s; latent scale {float(run.vae.latent_scale):.4f} "
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
@@ -164,7 +167,7 @@ def command_train(args) -> None:
     config.train.device = args.device
     config.train.mixed_precision = "bf16" if args.bf16 else "no"
     config.train.progress = not args.quiet
-    run = train_image_diffusion(config, out_dir=args.out, on_log=_print_log)
+    run = train_image_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
     print(f"trained the {args.space} DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 
@@ -174,14 +177,14 @@ def command_train_classifier(args) -> None:
         if args.steps:
             config.train.steps = args.steps
         config.train.progress = not args.quiet
-        train_evaluation_classifier(config, out_dir=args.out, on_log=_print_log)
+        train_evaluation_classifier(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
     else:
         run = load_image_diffusion(args.checkpoint)
         config = NoisyClassifierRunConfig()
         if args.steps:
             config.train.steps = args.steps
         config.train.progress = not args.quiet
-        train_noisy_classifier(run, config, out_dir=args.out, on_log=_print_log)
+        train_noisy_classifier(run, config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
     print(f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 

@@ -77,6 +77,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     middle = root_a @ covariance_b @ root_a
     trace_of_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
     distance = (mean_a - mean_b).pow(2).sum() + covariance_a.trace() + covariance_b.trace() - 2 * trace_of_root
+    if not torch.isfinite(distance):
+        raise ValueError("frechet_distance: the features contain NaN or inf (did the sampler diverge?)")
     return max(0.0, distance.item())  # rounding can leave -1e-12 for identical sets
 
 

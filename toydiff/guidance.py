@@ -60,7 +60,10 @@ def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -
     dims = tuple(range(1, guided.ndim))
     std_cond = cond.std(dim=dims, keepdim=True)      # (B, 1, ...)
     std_guided = guided.std(dim=dims, keepdim=True)  # (B, 1, ...)
-    rescaled = guided * (std_cond / std_guided.clamp_min(torch.finfo(guided.dtype).tiny))
+    # A constant guided prediction (std 0) has no spread to rescale: it is left as it is.
+    ratio = torch.where(std_guided > 0, std_cond / std_guided.clamp_min(torch.finfo(guided.dtype).tiny),
+                        torch.ones_like(std_guided))
+    rescaled = guided * ratio
     return rescale * rescaled + (1.0 - rescale) * guided
 
 
