@@ -19,3 +19,128 @@ def start_lesson(name: str) -> Path:
     # every step wait for it.
     torch.set_num_threads(1)
     return ROOT / name
+
+
+# ---------------------------------------------------------------------------------------------
+# The image lessons (05-07) share one recipe and four checkpoints.  Each is trained the first time
+# a lesson needs it and reused afterwards, so every lesson also runs on its own.
+# ---------------------------------------------------------------------------------------------
+VAE = ROOT / "vae"                          # lesson 05: the autoencoder (pixels <-> latents)
+LATENT = ROOT / "latent"                    # lesson 06: the DiT on latents
+EVALUATION = ROOT / "evaluation"            # lessons 06-07: the classifier that grades samples
+NOISY = ROOT / "noisy_classifier"           # lesson 07: p(label | noisy latent) for classifier guidance
+
+# Full mode: the library's defaults (32x32 images, all 42 classes).  Quick mode: 16x16 images of four
+# classes, a few hundred of them, and tiny step counts — it proves the lessons run, nothing more.
+IMAGE_SIZE = 16 if QUICK else 32
+DATASET_OPTIONS = {"shapes": ["circle", "square"], "colours": ["red", "blue"]} if QUICK else {}
+QUICK_TRAIN_IMAGES = 512
+# The prompts whose samples the figures show: one per shape in full mode, every class in quick mode.
+PROMPTS = (["red circle", "blue circle", "red square", "blue square"] if QUICK else
+           ["red circle", "green square", "blue triangle", "yellow cross", "cyan ring", "magenta diamond", "red star"])
+
+
+def vae_recipe():
+    """The VAERunConfig of lesson 05 (VAERunConfig() in full mode)."""
+    from dataclasses import replace
+
+    from imagediff.pipeline import VAERunConfig
+
+    recipe = VAERunConfig(image_size=IMAGE_SIZE, dataset_options=dict(DATASET_OPTIONS))
+    if QUICK:
+        recipe.num_train_images = QUICK_TRAIN_IMAGES
+        recipe.train = replace(recipe.train, steps=150, batch_size=32, warmup_steps=20, log_every=50,
+                               checkpoint_every=0, progress=False)
+    return recipe
+
+
+def latent_recipe():
+    """The DiffusionRunConfig of lesson 06: a DiT on the latents of the VAE in VAE/checkpoint.pt."""
+    from dataclasses import replace
+
+    from imagediff.dit import DiTConfig
+    from imagediff.pipeline import DiffusionRunConfig
+
+    recipe = DiffusionRunConfig(image_size=IMAGE_SIZE, dataset_options=dict(DATASET_OPTIONS),
+                                vae_checkpoint=str(VAE / "checkpoint.pt"))
+    if QUICK:
+        recipe.num_train_images = QUICK_TRAIN_IMAGES
+        recipe.dit = DiTConfig(patch_size=1, hidden_dim=64, depth=2, num_heads=2)  # 16x16 images: 4x4 latents
+        recipe.train = replace(recipe.train, steps=200, batch_size=64, warmup_steps=20, log_every=50,
+                               checkpoint_every=0, progress=False)
+    return recipe
+
+
+def evaluation_recipe():
+    """The EvaluationRunConfig of the grader (trained on real images of other seeds than the models')."""
+    from dataclasses import replace
+
+    from imagediff.classifier import EvaluationClassifierConfig, EvaluationRunConfig
+
+    recipe = EvaluationRunConfig(image_size=IMAGE_SIZE, dataset_options=dict(DATASET_OPTIONS))
+    if QUICK:
+        recipe.num_train_images = QUICK_TRAIN_IMAGES
+        recipe.classifier = EvaluationClassifierConfig(width=8)
+        recipe.train = replace(recipe.train, steps=150, warmup_steps=20, log_every=50, checkpoint_every=0,
+                               progress=False)
+    return recipe
+
+
+def noisy_classifier_recipe():
+    """The NoisyClassifierRunConfig of lesson 07's classifier guidance."""
+    from dataclasses import replace
+
+    from imagediff.classifier import NoisyClassifierRunConfig
+
+    recipe = NoisyClassifierRunConfig()
+    if QUICK:
+        recipe.dit = replace(recipe.dit, hidden_dim=64, num_heads=2)
+        recipe.train = replace(recipe.train, steps=150, batch_size=64, warmup_steps=20, log_every=50,
+                               checkpoint_every=0, progress=False)
+    return recipe
+
+
+def finished(checkpoint: Path, steps: int) -> bool:
+    """Whether ``checkpoint`` exists and holds a run that completed ``steps`` training steps."""
+    from toydiff.checkpoints import load_checkpoint
+
+    return checkpoint.exists() and int(load_checkpoint(checkpoint)["step"]) >= steps
+
+
+def shared_vae():
+    """Lesson 05's trained VAE (a TrainedVAE): loaded when finished, trained (or resumed) otherwise."""
+    from imagediff.pipeline import load_vae, train_vae
+
+    recipe, checkpoint = vae_recipe(), VAE / "checkpoint.pt"
+    if finished(checkpoint, recipe.train.steps):
+        return load_vae(checkpoint)
+    print(f"training the VAE of lesson 05 first ({recipe.train.steps} steps) -> {VAE}", flush=True)
+    return train_vae(recipe, out_dir=VAE)
+
+
+def shared_latent_model():
+    """Lesson 06's latent DiT (an ImageDiffusionModel): loaded when finished, trained otherwise."""
+    from imagediff.pipeline import load_image_diffusion, train_image_diffusion
+
+    recipe, checkpoint = latent_recipe(), LATENT / "checkpoint.pt"
+    if finished(checkpoint, recipe.train.steps):
+        return load_image_diffusion(checkpoint)
+    vae = shared_vae().vae
+    print(f"training the latent DiT of lesson 06 first ({recipe.train.steps} steps) -> {LATENT}", flush=True)
+    return train_image_diffusion(recipe, out_dir=LATENT, vae=vae)
+
+
+def shared_grader(num_images: int):
+    """The evaluation classifier (trained once) and the scores of ``num_images`` held-out real images.
+
+    Compare a Fréchet distance only with one computed from as many images: build the grader with
+    ``num_images`` equal to the number of samples you will score.
+    """
+    from imagediff.classifier import evaluation_classifier
+    from imagediff.evaluation import Grader
+
+    recipe, checkpoint = evaluation_recipe(), EVALUATION / "checkpoint.pt"
+    if not finished(checkpoint, recipe.train.steps):
+        print(f"training the evaluation classifier first ({recipe.train.steps} steps) -> {EVALUATION}", flush=True)
+    classifier = evaluation_classifier(checkpoint, recipe)
+    return Grader.build(classifier, recipe.dataset, num_images, IMAGE_SIZE, **DATASET_OPTIONS)

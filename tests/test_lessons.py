@@ -1,7 +1,8 @@
 """Every lesson runs to the end in quick mode (LESSON_QUICK=1) and writes its figures.
 
 The lessons run in subprocesses, in order, sharing one temporary output root (LESSON_OUTPUT_DIR): lesson
-02 trains the quick spiral model once and lessons 03 and 04 reuse it, as they do for a student.
+02 trains the quick spiral model once and lessons 03 and 04 reuse it, as they do for a student; likewise
+lesson 05 trains the quick VAE and lesson 06 the quick latent DiT and grader, which lesson 07 reuses.
 Nothing is written inside the repository.
 """
 from __future__ import annotations
@@ -24,6 +25,12 @@ LESSONS = {
                               "inversion.png"],
     "04_guidance": ["classifier_free_guidance.png", "classifier_guidance.png", "guidance_sweep.png",
                     "guidance_diversity.png", "guided_score_field.png"],
+    "05_images_and_the_vae": ["classes.png", "reconstructions.png", "latent_channels.png",
+                              "posterior_mean_vs_sample.png", "latent_scale.png", "latent_walk.png"],
+    "06_latent_diffusion_with_a_dit": ["patchify.png", "samples_over_training.png", "latent_vs_pixel.png",
+                                       "latent_vs_pixel_samples.png"],
+    "07_guidance_on_images": ["cfg_grid.png", "classifier_guidance_grid.png", "guidance_accuracy.png",
+                              "guidance_frechet_distance.png", "guidance_rescale.png", "steps_and_guidance.png"],
 }
 
 
