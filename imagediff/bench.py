@@ -126,7 +126,7 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
         for config in (vae_config, latent_config, grader_config):
             config.num_train_images = 1000
         vae_config.train = replace(vae_config.train, steps=60)
-        latent_config.train = replace(latent_config.train, steps=100, batch_size=32)
+        latent_config.train = replace(latent_config.train, steps=100, batch_size=32, log_every=25)
         grader_config.train = replace(grader_config.train, steps=60)
         grader_config.classifier = EvaluationClassifierConfig(width=8)
         noisy_config.train = replace(noisy_config.train, steps=30)
@@ -189,13 +189,14 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
     pixel_config.train = replace(latent_config.train)
     pixel_shape = (3, size, size)
     pixel_rate = dit_training_rate(pixel_config, pixel_shape, len(latent.class_names), repeats)
-    steps = max(2, int(latent.seconds / pixel_rate["step_seconds"]))
-    pixel_config.train.steps = steps
+    # As many steps as fit in the latent DiT's training time, logged 4 times and evaluated twice.
+    log_every = max(1, int(latent.seconds / pixel_rate["step_seconds"]) // 4)
+    steps = 4 * log_every
+    pixel_config.train = replace(pixel_config.train, steps=steps, log_every=log_every,
+                                 warmup_steps=min(pixel_config.train.warmup_steps, steps // 4))
     pixel_curve = AccuracyCurve(grader, curve_per_class, 25 if not quick else 5)
     pixel = train_image_diffusion(pixel_config, out_dir=out / "pixel", resume=False, evaluate=pixel_curve,
-                                  evaluate_every=max(pixel_config.train.log_every,
-                                                     (steps // 2) // pixel_config.train.log_every
-                                                     * pixel_config.train.log_every))
+                                  evaluate_every=2 * log_every)
     latent_curve, pixel_points = curve_points(latent.history), curve_points(pixel.history)
     report["latent_vs_pixel"] = {
         "guidance_scale": CURVE_SCALE, "samples_per_point": curve_per_class * len(latent.class_names),

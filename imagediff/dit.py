@@ -79,8 +79,10 @@ class DiTConfig:
     time_embedding_dim: int = 256   # width of the sinusoidal timestep features fed to the time MLP
     # Initial std of the label table. DiT uses 0.02, made for 400k-step runs: it makes emb(y) about
     # 0.02 per dimension, and the zero-initialised adaLN Linear must grow weights of order
-    # 1 / (0.02 · sqrt(D)) before a label can move the modulation: thousands of Adam steps.
-    label_init_std: float = 0.02
+    # 1 / (0.02 · sqrt(D)) before a label can move the modulation: thousands of Adam steps. With 1.0
+    # (PyTorch's own Embedding init) the tiny latent DiT, 1800 steps on the 42 shape classes, drew the
+    # requested class 42% of the time at CFG s = 3 instead of 38%, Fréchet distance 420 instead of 689.
+    label_init_std: float = 1.0
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.

@@ -165,8 +165,10 @@ class DiffusionRunConfig:
     label_dropout: float = 0.1                   # the null label's share of training batches (CFG)
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
+    # ~0.18 s per step on 2 cores: with the VAE, the whole chain fits in 10 minutes. A short run, so a
+    # high learning rate and a short EMA (0.999 would still average in the first, poor, weights).
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=3000, batch_size=128, learning_rate=1e-3, warmup_steps=100, ema_decay=0.999, log_every=100,
+        steps=2000, batch_size=128, learning_rate=2e-3, warmup_steps=100, ema_decay=0.995, log_every=100,
         checkpoint_every=500))
 
     def __post_init__(self) -> None:
