@@ -141,11 +141,7 @@ class NoisyLatentClassifier(DiT):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x_t: (B, C, H, W) noisy latents; t: (B,) int64. Returns logits (B, num_labels)."""
-        self.check_inputs(x_t, t, None)
-        x = self.embed_patches(x_t)  # (B, N, D)
-        c = self.embed_condition(t)  # (B, D)
-        for block in self.blocks:
-            x = block(x, c)  # (B, N, D)
+        x, _ = self.trunk(x_t, t)  # (B, N, D)
         return self.head(x.mean(dim=1))  # (B, num_labels)
 
     def config_dict(self) -> dict:
@@ -212,6 +208,11 @@ def evaluation_classifier(path, config: Optional[EvaluationRunConfig] = None, de
     config = config or EvaluationRunConfig()
     if path.exists():
         state = load_checkpoint(path, kind=EVALUATION_KIND)
+        stored = state["config"]
+        for key in ("dataset", "image_size", "dataset_options", "data_seed", "num_train_images"):
+            if stored.get(key, {} if key == "dataset_options" else None) != getattr(config, key):
+                raise CheckpointError(f"{path} grades other data ({key} = {stored.get(key)!r}, asked for "
+                                      f"{getattr(config, key)!r}): use another path or delete it")
         if state["step"] >= config.train.steps:
             return load_evaluation_classifier(path, device)
     return train_evaluation_classifier(config, out_dir=path.parent, on_log=on_log).to(device)
@@ -239,17 +240,31 @@ def train_noisy_classifier(run, config: Optional[NoisyClassifierRunConfig] = Non
     classifier = NoisyLatentClassifier(dit, data.num_classes)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     description = {**classifier.config_dict(), "diffusion": run.config.to_dict()}
+    if run.vae is not None:  # the latents of another VAE are another space: never resume across them
+        description["vae_latent_scale"] = float(run.vae.latent_scale)
     result = train(classifier, ClassifierObjective(run.schedule), TensorBatches(samples, data.labels), config.train,
                    checkpoint_path=checkpoint, run_config=description, resume=resume, checkpoint_kind=NOISY_KIND,
                    on_log=on_log)
     return result.ema_model.eval()
 
 
-def load_noisy_classifier(path, device: str = "cpu") -> NoisyLatentClassifier:
+def load_noisy_classifier(path, device: str = "cpu", run=None) -> NoisyLatentClassifier:
+    """The noisy classifier in ``path``; with ``run`` (an ImageDiffusionModel), check it was trained on that
+    run's space: the same classes, sample shape and (for latents) the same VAE."""
     state = load_checkpoint(path, kind=NOISY_KIND)
     try:
-        classifier = NoisyLatentClassifier(DiTConfig(**state["config"]["dit"]), state["config"]["num_labels"])
+        config = state["config"]
+        classifier = NoisyLatentClassifier(DiTConfig(**config["dit"]), config["num_labels"])
         classifier.load_state_dict(state["ema"]["model"])
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
         raise CheckpointError(f"{path} does not match this version's noisy classifier: {error}") from None
+    if run is not None:
+        expected = (run.model.config.in_channels, *run.model.config.input_size)
+        got = (classifier.config.in_channels, *classifier.config.input_size)
+        if classifier.num_labels != len(run.class_names) or got != expected:
+            raise CheckpointError(f"{path} classifies {classifier.num_labels} classes of samples {got}, but the "
+                                  f"diffusion model draws {len(run.class_names)} classes of samples {expected}")
+        stored = config.get("vae_latent_scale")
+        if run.vae is not None and stored is not None and abs(stored - float(run.vae.latent_scale)) > 1e-6 * stored:
+            raise CheckpointError(f"{path} was trained on the latents of a different VAE than this diffusion model's")
     return classifier.to(device).eval()

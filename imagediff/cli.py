@@ -189,24 +189,24 @@ def command_train_classifier(args) -> None:
 
 
 def command_sample(args) -> None:
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".pt"):
+        raise UsageError(f"--out must end in .png (an image grid) or .pt (the tensor), got {args.out}")
     run = load_image_diffusion(args.checkpoint, vae_checkpoint=args.vae)
     if args.prompt is not None:
         labels = [run.class_index(args.prompt)] * args.num_samples
     else:
         labels = [i % len(run.class_names) for i in range(args.num_samples)]
-    classifier = load_noisy_classifier(args.classifier) if args.classifier else None
+    classifier = load_noisy_classifier(args.classifier, run=run) if args.classifier else None
     images = run.sample(labels=labels, guidance_scale=args.guidance, classifier=classifier, rescale=args.rescale,
                         sampler=args.sampler, num_steps=args.steps, seed=args.seed)
-    out = Path(args.out)
-    if out.suffix == ".pt":
+    if out.suffix.lower() == ".pt":
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": images, "labels": torch.tensor(labels)}, out)
-    elif out.suffix.lower() == ".png":
+    else:
         kind = "classifier guidance" if classifier is not None else "CFG"
         title = f"{args.prompt or 'all classes'}, {kind} s = {args.guidance:g}"
         save_image_grid(images, out, columns=min(8, len(labels)), title=title)
-    else:
-        raise UsageError(f"--out must end in .png (an image grid) or .pt (the tensor), got {args.out}")
     print(f"wrote {len(labels)} images to {out}")
 
 
@@ -215,8 +215,11 @@ def command_evaluate(args) -> None:
     if not Path(args.classifier).exists():
         raise UsageError(f"no evaluation classifier at {args.classifier}: train one with "
                          f"python -m imagediff train-classifier --kind evaluation --out {Path(args.classifier).parent}")
-    grader = Grader.build(load_evaluation_classifier(args.classifier), dataset=run.config.dataset)
-    guide = load_noisy_classifier(args.guidance_classifier) if args.guidance_classifier else None
+    samples_per_scale = args.per_class * len(run.class_names)
+    grader = Grader.build(load_evaluation_classifier(args.classifier), dataset=run.config.dataset,
+                          num_images=samples_per_scale, image_size=run.config.image_size,
+                          **run.config.dataset_options)
+    guide = load_noisy_classifier(args.guidance_classifier, run=run) if args.guidance_classifier else None
     rows = guidance_sweep(run, grader, args.scales, per_class=args.per_class, classifier=guide, num_steps=args.steps)
     title = "classifier scale" if guide is not None else "CFG scale"
     print(format_sweep(rows, grader.reference, title))

@@ -17,7 +17,7 @@ from imagediff.evaluation import balanced_request
 from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, train_image_diffusion, \
     train_vae
-from imagediff.plots import save_image_grid, save_labelled_rows
+from imagediff.plots import columns_per_class_grid, save_image_grid, save_labelled_rows
 
 
 def run_demo(out: Path, progress: bool = True) -> dict:
@@ -44,8 +44,8 @@ def run_demo(out: Path, progress: bool = True) -> dict:
         started = time.perf_counter()
         images = run.sample(labels=labels, guidance_scale=scale, num_steps=50, seed=1)
         report["sampling_seconds"][str(scale)] = time.perf_counter() - started
-        save_image_grid(images, out / f"samples_cfg_{scale:g}.png", columns=7,
-                        title=f"one sample per class (rows: colours within shapes), CFG s = {scale:g}")
+        save_image_grid(images, out / f"samples_cfg_{scale:g}.png", columns=columns_per_class_grid(run.class_names),
+                        title=f"one sample per class (rows: shapes, columns: colours), CFG s = {scale:g}")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"   wrote reconstructions.png, samples_cfg_*.png and report.json under {out}")
     return report

@@ -494,14 +494,19 @@ class DiT(nn.Module):
 
         Returns the prediction (B, C, H, W).
         """
-        self.check_inputs(x_t, t, labels)
         config = self.config
+        x, c = self.trunk(x_t, t, labels)  # (B, N, D), (B, D)
+        x = self.final_layer(x, c)  # (B, N, p·p·C)
+        return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
+
+    def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        """Everything before the output head: tokens (B, N, D) after the last block, and c (B, D)."""
+        self.check_inputs(x_t, t, labels)
         x = self.embed_patches(x_t)  # (B, N, D)
         c = self.embed_condition(t, labels)  # (B, D)
         for block in self.blocks:
             x = block(x, c)  # (B, N, D)
-        x = self.final_layer(x, c)  # (B, N, p·p·C)
-        return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
+        return x, c
 
     # -- interpretability -----------------------------------------------------------------------
 

@@ -33,27 +33,61 @@ def balanced_request(num_classes: int, per_class: int) -> torch.Tensor:
 
 @dataclass
 class Grader:
+    """Scores samples against held-out real images, with reference values computed at the same size.
+
+    The Fréchet distance is biased upwards for small sets, so a distance is only comparable with one
+    computed from as many images: ``score`` compares N samples with the first N real images, and
+    reports next to it the distance between the first N of two independent real sets.
+    """
+
     classifier: EvaluationClassifier
-    reference_features: torch.Tensor     # (N, feature_dim) of held-out real images
-    reference: dict                      # what real images score: accuracy, frechet_distance
+    real_features: torch.Tensor          # (M, feature_dim) of held-out real images
+    second_features: torch.Tensor        # (M, feature_dim) of another held-out set
+    real_accuracy: float                 # the classifier's accuracy on the first set: the ceiling
 
     @classmethod
     def build(cls, classifier: EvaluationClassifier, dataset: str = "shapes", num_images: int = 1000,
               image_size: int = 32, **dataset_options) -> "Grader":
-        """Score two held-out sets of ``num_images`` real images: the reference values."""
+        """Featurise two held-out sets of ``num_images`` real images (the most ``score`` can compare)."""
         first = make_dataset(dataset, num_images, seed=REFERENCE_SEEDS[0], image_size=image_size, **dataset_options)
         second = make_dataset(dataset, num_images, seed=REFERENCE_SEEDS[1], image_size=image_size, **dataset_options)
+        if classifier.config.num_classes != first.num_classes or classifier.config.image_size != image_size:
+            raise ValueError(f"the evaluation classifier grades {classifier.config.num_classes} classes of "
+                             f"{classifier.config.image_size}px images, but the {dataset} data asked for has "
+                             f"{first.num_classes} classes of {image_size}px: train a grader on that data")
         logits, features = classifier.predict(first.images)
         _, second_features = classifier.predict(second.images)
-        reference = {"accuracy": accuracy(logits, first.labels),
-                     "frechet_distance": frechet_distance(second_features, features)}
-        return cls(classifier, features, reference)
+        return cls(classifier, features, second_features, accuracy(logits, first.labels))
+
+    @property
+    def num_images(self) -> int:
+        return self.real_features.shape[0]
+
+    def reference_at(self, count: int) -> dict:
+        """What real images score with ``count`` images: accuracy, and the Fréchet distance between two
+        independent real sets of that size (the floor that finite samples alone give)."""
+        if not 2 <= count <= self.num_images:
+            raise ValueError(f"the grader holds {self.num_images} real images; it can compare 2..{self.num_images} "
+                             f"samples, got {count}: build it with num_images >= {count}")
+        return {"accuracy": self.real_accuracy,
+                "frechet_distance": frechet_distance(self.second_features[:count], self.real_features[:count])}
+
+    @property
+    def reference(self) -> dict:
+        return self.reference_at(self.num_images)
 
     def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        """images (N, C, H, W) in [-1, 1] (clamped here, as a saved image would be); labels (N,) asked for."""
+        """images (N, C, H, W) in [-1, 1] (clamped here, as a saved image would be); labels (N,) asked for.
+
+        Returns accuracy, the Fréchet distance to N real images, and real_frechet_distance: the same
+        distance between two real sets of N images.
+        """
+        count = images.shape[0]
+        reference = self.reference_at(count)
         logits, features = self.classifier.predict(images.clamp(-1, 1))
-        return {"accuracy": accuracy(logits, labels), "frechet_distance": frechet_distance(features,
-                                                                                            self.reference_features)}
+        return {"accuracy": accuracy(logits, labels),
+                "frechet_distance": frechet_distance(features, self.real_features[:count]),
+                "real_frechet_distance": reference["frechet_distance"]}
 
 
 def guidance_sweep(run, grader: Grader, scales: Sequence[float] = (0, 1, 3, 5, 7), per_class: int = 12,
@@ -77,9 +111,12 @@ def guidance_sweep(run, grader: Grader, scales: Sequence[float] = (0, 1, 3, 5, 7
 
 
 def format_sweep(rows: list[dict], reference: Optional[dict] = None, title: str = "guidance scale") -> str:
-    lines = [f"{title:>16} | accuracy | Fréchet distance"]
+    """A table of a sweep; each Fréchet distance is shown next to real images' at the same size."""
+    lines = [f"{title:>18} | accuracy | Fréchet distance (real images, same N)"]
     for row in rows:
-        lines.append(f"{row['scale']:>16g} | {row['accuracy']:8.3f} | {row['frechet_distance']:10.2f}")
+        real = row.get("real_frechet_distance")
+        lines.append(f"{row['scale']:>18g} | {row['accuracy']:8.3f} | {row['frechet_distance']:10.2f}"
+                     + (f" ({real:.2f})" if real is not None else ""))
     if reference is not None:
-        lines.append(f"{'real images':>16} | {reference['accuracy']:8.3f} | {reference['frechet_distance']:10.2f}")
+        lines.append(f"{'real images':>18} | {reference['accuracy']:8.3f} |")
     return "\n".join(lines)

@@ -27,14 +27,13 @@ from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.guidance import guided_denoiser
 from toydiff.losses import DiffusionObjective
-from toydiff.samplers import ddim_sample, ddpm_sample
+from toydiff.samplers import SAMPLERS, sample
 from toydiff.schedules import make_schedule
 from toydiff.training import TensorBatches, TrainConfig, train
 
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
-SAMPLERS = ("ddim", "ddpm")
 
 
 def _from_dict(cls, description: dict, **nested):
@@ -236,7 +235,8 @@ class ImageDiffusionModel:
     @torch.no_grad()
     def sample(self, labels=None, num_samples: Optional[int] = None, guidance_scale: float = 1.0,
                classifier=None, rescale: float = 0.0, sampler: str = "ddim", num_steps: int = 50,
-               eta: float = 0.0, seed: int = 0, callback=None, return_samples: bool = False,
+               eta: float = 0.0, spacing: str = "trailing", seed: int = 0, callback=None,
+               return_samples: bool = False,
                batch_size: int = 500):
         """Draw images (N, C, H, W) in [-1, 1] (not clamped).
 
@@ -265,13 +265,9 @@ class ImageDiffusionModel:
                               device=self.device)  # (b, c, h, w)
             batch_labels = label_tensor[start:start + size] if label_tensor is not None else None
             model = self.denoiser(batch_labels, guidance_scale, classifier, rescale)
-            if sampler == "ddpm":
-                drawn.append(ddpm_sample(model, x_T, self.schedule, prediction_type=self.config.prediction_type,
-                                         generator=generator, callback=callback))
-            else:
-                drawn.append(ddim_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta,
-                                         prediction_type=self.config.prediction_type, generator=generator,
-                                         callback=callback))
+            drawn.append(sample(model, x_T, self.schedule, sampler=sampler, num_steps=num_steps, eta=eta,
+                                spacing=spacing, prediction_type=self.config.prediction_type, generator=generator,
+                                callback=callback))
         samples = torch.cat(drawn)  # (N, c, h, w); latents are never clipped (pitfall 11)
         images = self.to_images(samples)
         return (images, samples) if return_samples else images

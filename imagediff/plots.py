@@ -38,6 +38,14 @@ def image_grid(images: torch.Tensor, columns: int = 8, padding: int = 1) -> np.n
     return grid
 
 
+def columns_per_class_grid(class_names) -> int:
+    """Columns for a grid of one image per class. The shapes classes ("red circle", …) run shape-major,
+    colour-minor, so one column per colour puts one shape on each row; other data sets get 8."""
+    if all(len(name.split()) == 2 for name in class_names):
+        return len({name.split()[0] for name in class_names})
+    return 8
+
+
 def save_image_grid(images: torch.Tensor, path, columns: int = 8, title: Optional[str] = None,
                     scale: float = 0.35) -> Path:
     """Write a grid of images (N, C, H, W) in [-1, 1] as a PNG, with an optional title."""

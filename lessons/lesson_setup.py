@@ -33,10 +33,10 @@ NOISY = ROOT / "noisy_classifier"           # lesson 07: p(label | noisy latent)
 # Full mode: the library's defaults (32x32 images, all 42 classes).  Quick mode: 16x16 images of four
 # classes, a few hundred of them, and tiny step counts — it proves the lessons run, nothing more.
 IMAGE_SIZE = 16 if QUICK else 32
-DATASET_OPTIONS = {"shapes": ["circle", "square"], "colours": ["red", "blue"]} if QUICK else {}
+DATASET_OPTIONS = {"shapes": ["ring", "cross"], "colours": ["red", "blue"]} if QUICK else {}
 QUICK_TRAIN_IMAGES = 512
 # The prompts whose samples the figures show: one per shape in full mode, every class in quick mode.
-PROMPTS = (["red circle", "blue circle", "red square", "blue square"] if QUICK else
+PROMPTS = (["red ring", "blue ring", "red cross", "blue cross"] if QUICK else
            ["red circle", "green square", "blue triangle", "yellow cross", "cyan ring", "magenta diamond", "red star"])
 
 

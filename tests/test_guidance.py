@@ -96,7 +96,9 @@ def test_classifier_guidance_adds_the_scaled_classifier_gradient_to_the_score():
 
 def test_guidance_rescale_matches_the_conditional_std_and_blends():
     cond = torch.randn(4, 3, 8, 8)
-    guided = cond * 3.0 + 0.5  # a guided prediction with an inflated spread
+    # A guided prediction whose spread is inflated by a different factor per example: a rescale that
+    # took one std over the whole batch would fail the per-example check below.
+    guided = cond * torch.arange(1.0, 5.0).view(4, 1, 1, 1) * 1.5 + 0.5
     assert torch.equal(rescale_guidance(guided, cond, 0.0), guided)
     full = rescale_guidance(guided, cond, 1.0)
     # φ = 1: each example's std over all its channels and positions equals the conditional one.
@@ -127,4 +129,16 @@ def test_guided_denoiser_picks_the_guidance_asked_for():
         guided_denoiser(model, labels, null_label=None)
     with pytest.raises(ValueError, match="schedule"):
         guided_denoiser(model, labels, null_label=4, classifier=lambda x, t: x)
-    assert schedule.num_timesteps == 1000
+    with pytest.raises(ValueError, match="rescale"):
+        guided_denoiser(model, labels, null_label=4, classifier=lambda x, t: x, schedule=schedule, rescale=0.5)
+    # Classifier guidance steers the *unconditional* (null-label) pass.
+    classifier = MLPDenoiser(MLPConfig(data_dim=3, hidden_dim=16, num_blocks=1)).eval()
+    classifier.output = torch.nn.Linear(16, 4)
+
+    def logits(x_t, t):
+        return classifier(x_t, t)[:, :3] @ torch.ones(3, 4) + x_t @ torch.arange(12.0).view(3, 4)
+
+    steered = guided_denoiser(model, labels, null_label=4, guidance_scale=2.0, classifier=logits, schedule=schedule)
+    expected = classifier_guidance(lambda x_t, t: model(x_t, t, None), logits, labels, 2.0, schedule)
+    torch.testing.assert_close(steered(x, t), expected(x, t))
+    assert not torch.allclose(steered(x, t), model(x, t, None))

@@ -26,7 +26,7 @@ from imagediff.vae import vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.training import TrainConfig
 
-OPTIONS = {"shapes": ["circle", "square"], "colours": ["red", "blue"]}  # 4 classes
+OPTIONS = {"shapes": ["ring", "cross"], "colours": ["red", "blue"]}  # 4 classes, easy to tell apart at 16 px
 SIZE = 16
 
 
@@ -113,7 +113,7 @@ def runs(tmp_path_factory):
     diffusion = train_image_diffusion(config, out_dir=root / "latent")
     grader_net = train_evaluation_classifier(
         EvaluationRunConfig(num_train_images=1000, image_size=SIZE, dataset_options=OPTIONS,
-                            classifier=EvaluationClassifierConfig(width=8), train=quick(150, 32)),
+                            classifier=EvaluationClassifierConfig(width=16), train=quick(300, 32)),
         out_dir=root / "evaluation")
     return {"root": root, "vae": vae_run, "diffusion": diffusion, "grader_net": grader_net}
 
@@ -129,6 +129,7 @@ def test_latent_scale_is_measured_stored_and_gives_unit_std_latents(runs):
     latents = encode_images(reloaded, images)
     assert latents.shape == (500, 4, SIZE // 4, SIZE // 4)
     assert latents.double().std().item() == pytest.approx(1.0, abs=0.1)  # measured on the training images
+    assert latents.abs().max() > 1.5  # scaled, never clipped to [-1, 1] like pixels (pitfall 11)
 
 
 def test_a_vae_without_a_measured_scale_is_refused(runs, tmp_path):
@@ -142,14 +143,14 @@ def test_a_vae_without_a_measured_scale_is_refused(runs, tmp_path):
 def test_sampling_reloads_the_run_and_is_reproducible(runs):
     path = runs["root"] / "latent" / "checkpoint.pt"
     run = load_image_diffusion(path)
-    images = run.sample(labels=["red circle", "blue square"], guidance_scale=3.0, num_steps=5, seed=7)
+    images = run.sample(labels=["red ring", "blue cross"], guidance_scale=3.0, num_steps=5, seed=7)
     assert images.shape == (2, 3, SIZE, SIZE) and torch.isfinite(images).all()
-    again = runs["diffusion"].sample(labels=[run.class_index("red circle"), 3], guidance_scale=3.0, num_steps=5,
+    again = runs["diffusion"].sample(labels=[run.class_index("red ring"), 3], guidance_scale=3.0, num_steps=5,
                                      seed=7)
     assert torch.equal(images, again)
     _, latents = run.sample(labels=[0], num_steps=5, return_samples=True)
     assert latents.shape == (1, 4, SIZE // 4, SIZE // 4)
-    with pytest.raises(ValueError, match="unknown prompt 'purple circle'.*red circle"):
+    with pytest.raises(ValueError, match="unknown prompt 'purple circle'.*red ring"):
         run.sample(labels=["purple circle"])
     with pytest.raises(ValueError, match="labels must lie in 0..3"):
         run.sample(labels=[4])
@@ -166,8 +167,23 @@ def test_a_diffusion_run_refuses_the_latents_of_another_vae(runs, tmp_path):
         load_image_diffusion(runs["root"] / "latent" / "checkpoint.pt", vae_checkpoint=tmp_path / "missing.pt")
 
 
+def test_grader_compares_frechet_distances_at_the_same_size(runs):
+    grader = Grader.build(runs["grader_net"], num_images=300, image_size=SIZE, **OPTIONS)
+    from imagediff.data import make_dataset
+    real = make_dataset("shapes", 50, seed=999, image_size=SIZE, **OPTIONS)
+    score = grader.score(real.images, real.labels)
+    assert score["real_frechet_distance"] == pytest.approx(grader.reference_at(50)["frechet_distance"])
+    # Fewer images, larger bias: the floor at 50 images lies above the floor at 300.
+    assert grader.reference_at(50)["frechet_distance"] > grader.reference["frechet_distance"]
+    assert score["frechet_distance"] < 3 * score["real_frechet_distance"]  # real images score like real images
+    with pytest.raises(ValueError, match="build it with num_images >= 301"):
+        grader.score(torch.zeros(301, 3, SIZE, SIZE), torch.zeros(301, dtype=torch.int64))
+    with pytest.raises(ValueError, match="grades 4 classes of 16px"):
+        Grader.build(runs["grader_net"], num_images=10, image_size=SIZE)  # all 42 classes
+
+
 def test_guided_samples_beat_unguided_ones_on_accuracy(runs):
-    grader = Grader.build(runs["grader_net"], num_images=400, image_size=SIZE, **OPTIONS)
+    grader = Grader.build(runs["grader_net"], num_images=100, image_size=SIZE, **OPTIONS)
     assert grader.reference["accuracy"] > 0.95  # the grader itself works on real images
     rows = guidance_sweep(runs["diffusion"], grader, scales=(0, 3), per_class=25, num_steps=20)
     unguided, guided = rows
@@ -184,9 +200,16 @@ def test_classifier_guidance_on_noisy_latents_steers_towards_the_label(runs):
     reloaded = load_noisy_classifier(runs["root"] / "noisy" / "checkpoint.pt")
     latents = encode_images(run.vae, torch.zeros(2, 3, SIZE, SIZE))
     assert torch.equal(classifier(latents, torch.tensor([0, 10])), reloaded(latents, torch.tensor([0, 10])))
-    grader = Grader.build(runs["grader_net"], num_images=200, image_size=SIZE, **OPTIONS)
+    grader = Grader.build(runs["grader_net"], num_images=60, image_size=SIZE, **OPTIONS)
     rows = guidance_sweep(run, grader, scales=(0, 10), per_class=15, classifier=reloaded, num_steps=20)
     assert rows[1]["accuracy"] > rows[0]["accuracy"] + 0.2
+    assert load_noisy_classifier(runs["root"] / "noisy" / "checkpoint.pt", run=run) is not None
+    other = DiffusionRunConfig(num_train_images=100, image_size=SIZE, dataset_options={"colours": ["red", "blue"]},
+                               space="pixel", dit=DiTConfig(patch_size=4, hidden_dim=32, depth=1, num_heads=2),
+                               train=quick(2, 8))
+    pixel_run = train_image_diffusion(other)
+    with pytest.raises(CheckpointError, match="classifies 4 classes of samples"):
+        load_noisy_classifier(runs["root"] / "noisy" / "checkpoint.pt", run=pixel_run)
 
 
 def test_guidance_rescale_keeps_images_finite_and_changes_them(runs):
@@ -214,7 +237,7 @@ def run_module(*args):
 
 def test_cli_sample_writes_a_grid_for_a_prompt(runs, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    code = main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--prompt", "red circle",
+    code = main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--prompt", "red ring",
                  "--guidance", "3", "--num-samples", "4", "--steps", "5", "--out", str(out)])
     assert code == 0 and out.stat().st_size > 0
     tensor_out = tmp_path / "images.pt"
@@ -225,7 +248,7 @@ def test_cli_sample_writes_a_grid_for_a_prompt(runs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--prompt", "purple circle"], "known class names are red circle, blue circle, red square, blue square"),
+    (["--prompt", "purple circle"], "known class names are red ring, blue ring, red cross, blue cross"),
     (["--guidance", "-1"], "expected a number >= 0"),
     (["--rescale", "2"], "expected a number in [0, 1]"),
     (["--num-samples", "0"], "expected a positive integer"),
@@ -237,6 +260,15 @@ def test_cli_sample_rejects_bad_arguments_with_one_line(runs, tmp_path, capsys, 
     error = capsys.readouterr().err
     assert code == 2
     assert message in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_cli_evaluate_prints_the_sweep_next_to_real_images(runs, capsys):
+    code = main(["evaluate", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"),
+                 "--classifier", str(runs["root"] / "evaluation" / "checkpoint.pt"), "--scales", "0,3",
+                 "--per-class", "3", "--steps", "4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "CFG scale" in out and "real images" in out and len(out.strip().splitlines()) == 4
 
 
 def test_cli_missing_checkpoint_and_unknown_command_exit_2(tmp_path):

@@ -189,3 +189,12 @@ def test_evaluation_hook_sees_the_ema_model_and_its_time_is_not_training_time(tm
     with pytest.raises(ValueError, match="multiple of log_every"):
         train(model, DiffusionObjective(SCHEDULE), TensorBatches(points), config, evaluate=evaluate,
               evaluate_every=15)
+
+
+def test_training_seconds_carry_over_a_resume(tmp_path):
+    first = tiny_run(tmp_path, steps=20)
+    stored = load_checkpoint(tmp_path / "checkpoint.pt")["seconds"]
+    assert stored == pytest.approx(first.history[-1]["seconds"], abs=0.05)
+    resumed = tiny_run(tmp_path, steps=40)
+    assert resumed.history[-1]["seconds"] > stored  # cumulative, not restarted from 0
+    assert resumed.history[-1]["seconds"] == pytest.approx(stored + resumed.seconds, abs=0.05)

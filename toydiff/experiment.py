@@ -20,13 +20,12 @@ from toydiff.data import get_dataset, make_dataset
 from toydiff.guidance import guided_denoiser
 from toydiff.losses import ClassifierObjective, DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser, NoisyClassifier
-from toydiff.samplers import ddim_sample, ddpm_sample
+from toydiff.samplers import SAMPLERS, sample
 from toydiff.schedules import make_schedule
 from toydiff.training import TensorBatches, TrainConfig, train
 
 DENOISER_KIND = "toydiff.denoiser"
 CLASSIFIER_KIND = "toydiff.noisy_classifier"
-SAMPLERS = ("ddpm", "ddim")
 
 
 @dataclass
@@ -128,11 +127,8 @@ class ToyModel:
             label_generator = torch.Generator().manual_seed(seed + 1)
             label = torch.multinomial(self.class_prior, num_samples, replacement=True, generator=label_generator)
         model = self.denoiser(label, guidance_scale, classifier, num_samples)
-        if sampler == "ddpm":
-            return ddpm_sample(model, x_T, self.schedule, prediction_type=self.config.prediction_type,
-                               generator=generator, callback=callback)
-        return ddim_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, spacing=spacing,
-                           prediction_type=self.config.prediction_type, generator=generator, callback=callback)
+        return sample(model, x_T, self.schedule, sampler=sampler, num_steps=num_steps, eta=eta, spacing=spacing,
+                      prediction_type=self.config.prediction_type, generator=generator, callback=callback)
 
 
 def build_denoiser(config: ToyRunConfig) -> MLPDenoiser:

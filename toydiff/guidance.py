@@ -161,6 +161,8 @@ def guided_denoiser(model: Callable, labels: Optional[torch.Tensor], *, null_lab
             raise ValueError("classifier guidance needs a label to steer towards")
         return conditional(model, None)
     if classifier is not None:
+        if rescale:
+            raise ValueError("guidance rescale applies to classifier-free guidance, not to classifier guidance")
         if schedule is None:
             raise ValueError("classifier guidance needs the noise schedule to turn the gradient into ε")
         return classifier_guidance(conditional(model, None), classifier, labels, guidance_scale, schedule,

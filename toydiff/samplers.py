@@ -237,6 +237,23 @@ def ddim_sample(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, *, num
     return x
 
 
+SAMPLERS = ("ddim", "ddpm")
+
+
+def sample(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, *, sampler: str = "ddim", num_steps: int = 50,
+           eta: float = 0.0, spacing: str = "trailing", prediction_type: str = "epsilon",
+           generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
+    """Draw x_0 (B, ...) from x_T with the named sampler: "ddim" (``num_steps``, ``eta``, ``spacing``) or
+    "ddpm" (all T steps). The one entry point every layer's ``sample`` method calls."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    if sampler == "ddpm":
+        return ddpm_sample(model, x_T, schedule, prediction_type=prediction_type, generator=generator,
+                           callback=callback)
+    return ddim_sample(model, x_T, schedule, num_steps=num_steps, eta=eta, spacing=spacing,
+                       prediction_type=prediction_type, generator=generator, callback=callback)
+
+
 @torch.no_grad()
 def ddim_invert(model: Model, x_0: torch.Tensor, schedule: NoiseSchedule, *, num_steps: int = 50,
                 spacing: str = "trailing", prediction_type: str = "epsilon", callback: Callback = None,

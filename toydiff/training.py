@@ -206,7 +206,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     generator = torch.Generator(device=device)
     # Each process draws different batches; rank 0 of a single-process run uses the seed itself.
     generator.manual_seed(config.seed + 1_000_003 * context.rank)
-    start_step, history = 0, []
+    start_step, history, resumed_seconds = 0, [], 0.0
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
@@ -220,6 +220,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = int(state["step"]), list(state.get("history", []))
+        resumed_seconds = float(state.get("seconds", history[-1].get("seconds", 0.0) if history else 0.0))
         generators = state["rng"]["generators"]
         if len(generators) == context.world_size:
             generator.set_state(generators[context.rank].to(generator.get_state().device))
@@ -243,6 +244,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 "step": step,
                 "rng": {"generators": generator_states, "torch_cpu": torch.get_rng_state()},
                 "history": history,
+                "seconds": training_seconds(),  # training time up to this step, over all sessions
             })
         barrier(context)
 
@@ -251,9 +253,12 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     bins = _LossByTimestep(config.loss_bins, num_timesteps)
     window_loss, window_steps = 0.0, 0
     # Training seconds so far: carried over a resume, and excluding time spent in `evaluate`.
-    seconds_before = float(history[-1].get("seconds", 0.0)) if history else 0.0
     evaluation_seconds = 0.0
     started = time.perf_counter()
+
+    def training_seconds() -> float:
+        return resumed_seconds + time.perf_counter() - started - evaluation_seconds
+
     model.train()
     progress = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
                     disable=not (config.progress and context.is_main), desc="train", leave=False)
@@ -285,7 +290,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             if completed % config.log_every == 0 or completed == config.steps:
                 entry = {"step": completed, "loss": window_loss / window_steps, "lr": lr,
                          "loss_by_t": bins.means() if num_timesteps else [],
-                         "seconds": seconds_before + time.perf_counter() - started - evaluation_seconds}
+                         "seconds": training_seconds()}
                 if evaluate is not None and completed % evaluate_every == 0 and context.is_main:
                     evaluation_started = time.perf_counter()
                     entry["evaluation"] = evaluate(ema.model, completed)
