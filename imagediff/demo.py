@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from imagediff.data import make_dataset
@@ -20,20 +21,30 @@ from imagediff.pipeline import DiffusionRunConfig, VAERunConfig, decode_latents,
 from imagediff.plots import columns_per_class_grid, save_image_grid, save_labelled_rows
 
 
-def run_demo(out: Path, progress: bool = True) -> dict:
+QUICK_OPTIONS = {"shapes": ["ring", "cross"], "colours": ["red", "blue"]}
+
+
+def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
+    """quick: the same steps on 16x16 images of 4 classes with a few dozen training steps (for tests)."""
     out.mkdir(parents=True, exist_ok=True)
-    vae_config = VAERunConfig()
+    size, options = (16, QUICK_OPTIONS) if quick else (32, {})
+    vae_config = VAERunConfig(image_size=size, dataset_options=options)
+    config = DiffusionRunConfig(image_size=size, dataset_options=options,
+                                vae_checkpoint=str(out / "vae" / "checkpoint.pt"))
+    if quick:
+        vae_config.num_train_images = config.num_train_images = 500
+        vae_config.train = replace(vae_config.train, steps=30, checkpoint_every=0, log_every=10)
+        config.train = replace(config.train, steps=30, batch_size=32, checkpoint_every=0, log_every=10)
     vae_config.train.progress = progress
     print(f"== imagediff: training the VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
     vae_run = train_vae(vae_config, out_dir=out / "vae")
-    held_out = make_dataset(vae_config.dataset, 1000, seed=300).images
+    held_out = make_dataset(vae_config.dataset, 1000, seed=300, image_size=size, **options).images
     reconstructions = decode_latents(vae_run.vae, encode_images(vae_run.vae, held_out))
     values = psnr(reconstructions, held_out)
     print(f"   latent scale {float(vae_run.vae.latent_scale):.4f} (measured); held-out PSNR {summarise_psnr(values)}")
     save_labelled_rows([held_out[:10], reconstructions[:10]], ["images", "VAE"], out / "reconstructions.png",
                        f"VAE reconstructions of held-out images, PSNR {values.mean().item():.1f} dB")
 
-    config = DiffusionRunConfig(vae_checkpoint=str(out / "vae" / "checkpoint.pt"))
     config.train.progress = progress
     print(f"== imagediff: training the latent DiT ({config.train.steps} steps) -> {out / 'latent'}", flush=True)
     run = train_image_diffusion(config, out_dir=out / "latent", vae=vae_run.vae)

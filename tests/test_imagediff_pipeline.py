@@ -286,3 +286,12 @@ def test_cli_help_lists_the_commands():
     assert code == 0
     for command in ("train-vae", "train", "train-classifier", "sample", "evaluate"):
         assert command in out
+
+
+def test_demo_trains_both_models_and_writes_its_figures(tmp_path, capsys):
+    from imagediff.demo import run_demo
+    report = run_demo(tmp_path, progress=False, quick=True)
+    for name in ("reconstructions.png", "samples_cfg_0.png", "samples_cfg_1.png", "samples_cfg_3.png", "report.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert report["psnr_db"] > 5 and report["dit_train_seconds"] > 0  # 30 VAE steps: blurry, but finite
+    assert (tmp_path / "vae" / "checkpoint.pt").exists() and (tmp_path / "latent" / "checkpoint.pt").exists()
