@@ -10,9 +10,9 @@
 # builds that autoencoder — a VAE — and looks at its latents; lesson 06 diffuses them.
 #
 # Run:   python lessons/05_images_and_the_vae.py      (figures in runs/lessons/05_images_and_the_vae/)
-# Time:  about 4 min (estimate, to be measured) on a 2-core laptop CPU the first time (training the
-#        VAE: about 3 min), about 20 s once runs/lessons/vae/checkpoint.pt exists (LESSON_QUICK=1:
-#        about 20 s, measured on a busy 2-core machine).
+# Time:  about 3.5 min on a 2-core laptop CPU the first time (measured: 216 s, most of it training
+#        the VAE), about 20 s once runs/lessons/vae/checkpoint.pt exists (LESSON_QUICK=1: about
+#        20 s, measured on a busy 2-core machine).
 #
 # The VAE trained here is shared by lessons 06 and 07: it is trained once.
 

@@ -10,11 +10,11 @@
 # pixels for the same wall time, to measure what the latent space buys.
 #
 # Run:   python lessons/06_latent_diffusion_with_a_dit.py   (figures in runs/lessons/06_latent_diffusion_with_a_dit/)
-# Time:  about 20 min (estimate, to be measured) on a 2-core laptop CPU the first time, with lesson
-#        05's VAE present (the evaluation classifier: about 5 min, the latent DiT: about 8 min, the
-#        pixel DiT: 3 min of training plus its samples), about 6 min afterwards, since the pixel DiT
-#        is trained every time (LESSON_QUICK=1: about 30 s after lesson 05, measured on a busy 2-core
-#        machine).
+# Time:  about 25 min on a 2-core laptop CPU the first time, with lesson 05's VAE present (partly
+#        measured on the one thread lessons use: the evaluation classifier 7.8 min, the latent DiT
+#        about 9.5 min with its snapshots; the pixel DiT, 3 min of training plus samples, estimated),
+#        about 6 min afterwards, since the pixel DiT is trained every time (LESSON_QUICK=1: about 30 s
+#        after lesson 05, measured on a busy 2-core machine).
 #
 # The latent DiT trained here is shared with lesson 07: it is trained once.
 
