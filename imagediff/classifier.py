@@ -28,7 +28,7 @@ from imagediff.data import make_dataset
 from imagediff.dit import DiT, DiTConfig
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.losses import ClassifierObjective
-from toydiff.training import TensorBatches, TrainConfig, train
+from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
 # ---------------------------------------------------------------------------------------------
 #                                The evaluation classifier
@@ -157,7 +157,7 @@ NOISY_KIND = "imagediff.noisy_classifier"
 
 
 @dataclass
-class EvaluationRunConfig:
+class EvaluationRunConfig(RunConfig):
     dataset: str = "shapes"
     num_train_images: int = 20_000
     # Not the diffusion model's seed: the grader learns from other images than the generator did.
@@ -168,11 +168,6 @@ class EvaluationRunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1500, batch_size=64, learning_rate=2e-3, warmup_steps=50, ema_decay=0.995, log_every=100,
         checkpoint_every=500))  # held-out real images: 100% after 1500 steps, only 91% after 600
-
-    def to_dict(self) -> dict:
-        description = asdict(self)
-        description.pop("train")
-        return description
 
 
 def train_evaluation_classifier(config: EvaluationRunConfig, out_dir=None, resume: bool = True,

@@ -15,7 +15,7 @@ a sample back into an image.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,18 +29,11 @@ from toydiff.guidance import guided_denoiser
 from toydiff.losses import DiffusionObjective
 from toydiff.samplers import SAMPLERS, sample
 from toydiff.schedules import make_schedule
-from toydiff.training import TensorBatches, TrainConfig, train
+from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
-
-
-def _from_dict(cls, description: dict, **nested):
-    """Rebuild a run config from its plain-type description, ignoring keys it does not know."""
-    known = {f.name for f in fields(cls)}
-    values = {k: v for k, v in description.items() if k in known and k not in nested and k != "train"}
-    return cls(**values, **nested)
 
 
 def _training_data(config) -> ImageDataset:
@@ -56,7 +49,7 @@ def _training_data(config) -> ImageDataset:
 
 
 @dataclass
-class VAERunConfig:
+class VAERunConfig(RunConfig):
     dataset: str = "shapes"
     num_train_images: int = 20_000
     data_seed: int = 0
@@ -68,14 +61,9 @@ class VAERunConfig:
         steps=1500, batch_size=32, learning_rate=2e-3, warmup_steps=50, ema_decay=0.995, log_every=100,
         checkpoint_every=200))
 
-    def to_dict(self) -> dict:
-        description = asdict(self)
-        description.pop("train")
-        return description
-
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VAERunConfig":
-        return _from_dict(cls, description, vae=VAEConfig(**description["vae"]), train=train or TrainConfig())
+        return cls.from_plain(description, train, vae=VAEConfig(**description["vae"]))
 
 
 @dataclass
@@ -147,7 +135,7 @@ def decode_latents(vae: VAE, latents: torch.Tensor, batch_size: int = 500) -> to
 
 
 @dataclass
-class DiffusionRunConfig:
+class DiffusionRunConfig(RunConfig):
     dataset: str = "shapes"
     num_train_images: int = 20_000
     data_seed: int = 0
@@ -176,14 +164,9 @@ class DiffusionRunConfig:
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
 
-    def to_dict(self) -> dict:
-        description = asdict(self)
-        description.pop("train")
-        return description
-
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "DiffusionRunConfig":
-        return _from_dict(cls, description, dit=DiTConfig(**description["dit"]), train=train or TrainConfig())
+        return cls.from_plain(description, train, dit=DiTConfig(**description["dit"]))
 
 
 @dataclass

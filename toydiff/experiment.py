@@ -8,7 +8,7 @@ This is the glue the command line, the lessons and the benchmarks share:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Optional
@@ -22,14 +22,14 @@ from toydiff.losses import ClassifierObjective, DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser, NoisyClassifier
 from toydiff.samplers import SAMPLERS, sample
 from toydiff.schedules import make_schedule
-from toydiff.training import TensorBatches, TrainConfig, train
+from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
 DENOISER_KIND = "toydiff.denoiser"
 CLASSIFIER_KIND = "toydiff.noisy_classifier"
 
 
 @dataclass
-class ToyRunConfig:
+class ToyRunConfig(RunConfig):
     dataset: str = "spiral"
     num_train_points: int = 20_000
     data_seed: int = 0
@@ -50,17 +50,9 @@ class ToyRunConfig:
                                                                fourier_frequencies=16, fourier_scale=0.3))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=512, learning_rate=3e-3))
 
-    def to_dict(self) -> dict:
-        """Plain types only (for checkpoints); the training settings are stored separately."""
-        description = asdict(self)
-        description.pop("train")
-        return description
-
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "ToyRunConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in description.items() if k in known and k not in ("model", "train")}
-        return cls(**values, model=MLPConfig(**description["model"]), train=train or TrainConfig())
+        return cls.from_plain(description, train, model=MLPConfig(**description["model"]))
 
 
 @dataclass

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -64,6 +64,26 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+
+
+class RunConfig:
+    """Mixin for a run's ``@dataclass`` description that has a ``train: TrainConfig`` field.
+
+    ``to_dict`` gives the plain types stored in a checkpoint (the training settings are stored
+    separately, so a resumed run may change them); ``from_plain`` rebuilds the dataclass, ignoring
+    keys it does not know, with the nested dataclasses passed in already built.
+    """
+
+    def to_dict(self) -> dict:
+        description = asdict(self)
+        description.pop("train")
+        return description
+
+    @classmethod
+    def from_plain(cls, description: dict, train: Optional[TrainConfig] = None, **nested):
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in description.items() if k in known and k not in nested and k != "train"}
+        return cls(**values, **nested, train=train or TrainConfig())
 
 
 class TensorBatches:
