@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 EX     ?= 01
 
-.PHONY: install demo test test-slow lessons lessons-quick bench check clean
+.PHONY: install demo test test-slow lessons lessons-quick notebooks bench check clean
 
 install: $(STAMP)
 
@@ -28,11 +28,17 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# Runs every lesson in order, then prints each one's measured time next to the time its header states.
 lessons: $(STAMP)
-	@for f in lessons/[0-9][0-9]_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	$(PY) lessons/run_all.py
 
 lessons-quick: $(STAMP)
-	@for f in lessons/[0-9][0-9]_*.py; do echo "== $$f (quick)"; LESSON_QUICK=1 $(PY) $$f || exit 1; done
+	LESSON_QUICK=1 $(PY) lessons/run_all.py
+
+# Writes a Jupyter notebook beside each lesson script; the `# %%` scripts stay the source.
+notebooks: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[notebooks]'
+	$(PY) -m jupytext --to ipynb lessons/[0-9][0-9]_*.py
 
 bench: $(STAMP)
 	$(PY) -m toydiff.bench

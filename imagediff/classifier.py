@@ -5,8 +5,9 @@
                             the Fréchet distance is measured (imagediff.metrics).
     NoisyLatentClassifier   p(y | z_t, t) on *noisy latents* at every noise level, for classifier
                             guidance (Dhariwal & Nichol 2021): its gradient ∇ log p(y | z_t) steers
-                            the sampler. Built from the DiT's own pieces: patches, positions, the
-                            timestep embedding and adaLN-Zero blocks, with a pooled linear head.
+                            the sampler. It holds a DiT trunk (imagediff.dit.DiTTrunk: patches,
+                            positions, the timestep embedding and adaLN-Zero blocks) and pools its
+                            tokens into a linear head.
 
 A sampler guided by the network that also grades it would be rewarded for fooling that network, not
 for drawing the right thing, which is why grading uses a separately trained classifier on pixels.
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from imagediff.data import make_dataset
-from imagediff.dit import DiT, DiTConfig
+from imagediff.dit import DiTConfig, DiTTrunk
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.losses import ClassifierObjective
 from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
@@ -122,24 +123,25 @@ class CrossEntropyObjective:
 # ---------------------------------------------------------------------------------------------
 
 
-class NoisyLatentClassifier(DiT):
+class NoisyLatentClassifier(nn.Module):
     """p(y | z_t, t): a DiT trunk whose tokens are averaged and mapped to class logits.
 
     The trunk is conditioned on t only (it has no label input: the label is what it predicts), so
-    it is a DiT with num_classes = 0; ``num_labels`` is the number of classes it outputs.
+    it is built with num_classes = 0; ``num_labels`` is the number of classes it outputs.
     Called as ``classifier(z_t, t) -> (B, num_labels)``, the signature toydiff's classifier_guidance uses.
     """
 
     def __init__(self, config: DiTConfig, num_labels: int) -> None:
-        super().__init__(replace(config, num_classes=0))
+        super().__init__()
         if num_labels < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got num_labels={num_labels}")
+        self.config = replace(config, num_classes=0)
         self.num_labels = num_labels
-        del self.final_layer  # the denoiser's per-token output; a classifier pools instead
+        self.trunk = DiTTrunk(self.config)
         hidden = self.config.hidden_dim
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, num_labels))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t: (B, C, H, W) noisy latents; t: (B,) int64. Returns logits (B, num_labels)."""
         x, _ = self.trunk(x_t, t)  # (B, N, D)
         return self.head(x.mean(dim=1))  # (B, num_labels)
@@ -234,7 +236,9 @@ def train_noisy_classifier(run, config: Optional[NoisyClassifierRunConfig] = Non
     torch.manual_seed(config.train.seed + 1)
     classifier = NoisyLatentClassifier(dit, data.num_classes)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    description = {**classifier.config_dict(), "diffusion": run.config.to_dict()}
+    # The class names, in label order, so that loading can check them against the run it steers.
+    description = {**classifier.config_dict(), "class_names": list(data.class_names),
+                   "diffusion": run.config.to_dict()}
     if run.vae is not None:  # the latents of another VAE are another space: never resume across them
         description["vae_latent_scale"] = float(run.vae.latent_scale)
     result = train(classifier, ClassifierObjective(run.schedule), TensorBatches(samples, data.labels), config.train,
@@ -250,15 +254,31 @@ def load_noisy_classifier(path, device: str = "cpu", run=None) -> NoisyLatentCla
     try:
         config = state["config"]
         classifier = NoisyLatentClassifier(DiTConfig(**config["dit"]), config["num_labels"])
-        classifier.load_state_dict(state["ema"]["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        weights = state["ema"]["model"]
+    except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} does not match this version's noisy classifier: {error}") from None
+    layout = classifier.state_dict().keys()
+    missing, unexpected = sorted(layout - weights.keys()), sorted(weights.keys() - layout)
+    if missing or unexpected:  # e.g. the trunk's weights stored without the "trunk." of this layout
+        raise CheckpointError(
+            f"{path} holds a noisy classifier of another layout than this version's (missing {len(missing)} "
+            f"weights such as {(missing or ['-'])[0]!r}, unexpected {len(unexpected)} such as "
+            f"{(unexpected or ['-'])[0]!r}): train it again with python -m imagediff train-classifier --kind noisy")
+    try:
+        classifier.load_state_dict(weights)
+    except RuntimeError as error:  # the right names, the wrong shapes
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not match this version's noisy classifier: {reason}") from None
     if run is not None:
         expected = (run.model.config.in_channels, *run.model.config.input_size)
         got = (classifier.config.in_channels, *classifier.config.input_size)
         if classifier.num_labels != len(run.class_names) or got != expected:
             raise CheckpointError(f"{path} classifies {classifier.num_labels} classes of samples {got}, but the "
                                   f"diffusion model draws {len(run.class_names)} classes of samples {expected}")
+        names = config.get("class_names")
+        if names is not None and list(names) != list(run.class_names):
+            raise CheckpointError(f"{path} classifies the classes {', '.join(names)}, but the diffusion model "
+                                  f"draws {', '.join(run.class_names)} (in this label order)")
         stored = config.get("vae_latent_scale")
         if run.vae is not None and stored is not None and abs(stored - float(run.vae.latent_scale)) > 1e-6 * stored:
             raise CheckpointError(f"{path} was trained on the latents of a different VAE than this diffusion model's")

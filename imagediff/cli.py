@@ -1,6 +1,6 @@
 """Command line: ``python -m imagediff train-vae|train|train-classifier|sample|evaluate|demo``.
 
-    python -m imagediff train-vae --out runs/vae                       # ~3 min on 2 cores
+    python -m imagediff train-vae --out runs/vae
     python -m imagediff train --vae runs/vae/checkpoint.pt --out runs/latent
     python -m imagediff sample --checkpoint runs/latent/checkpoint.pt --prompt "red circle" \
         --guidance 3 --num-samples 16 --out grid.png
@@ -61,77 +61,102 @@ def _existing_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The defaults that --help shows are the recipes' own.
+    vae_recipe, diffusion_recipe, evaluation_recipe = VAERunConfig(), DiffusionRunConfig(), EvaluationRunConfig()
+    noisy_steps = NoisyClassifierRunConfig().train.steps
     parser = OneLineParser(prog="imagediff", description="Latent image diffusion: a VAE, a class-conditional DiT, "
                                                          "guidance and its evaluation.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     vae = commands.add_parser("train-vae", help="train the autoencoder and measure its latent scale")
-    vae.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
+    vae.add_argument("--dataset", choices=sorted(GENERATORS), default=vae_recipe.dataset,
+                     help="the generated images to train on")
     vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
-    vae.add_argument("--steps", type=positive_int)
-    vae.add_argument("--batch-size", type=positive_int)
-    vae.add_argument("--num-images", type=positive_int, help="training images to generate")
-    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
+    vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
+                     help="images per training step")
+    vae.add_argument("--num-images", type=positive_int, default=vae_recipe.num_train_images,
+                     help="training images to generate")
+    vae.add_argument("--seed", type=int, default=vae_recipe.data_seed, help="seed of the generated training images")
     vae.add_argument("--quiet", action="store_true", help="no progress bar")
     vae.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     vae.add_argument("--out", default="runs/vae", help="folder of the run's checkpoint.pt")
-    vae.add_argument("--device", default="auto")
+    vae.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
 
     train = commands.add_parser("train", help="train the DiT on VAE latents (or on pixels)")
-    train.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
-    train.add_argument("--space", choices=SPACES, default="latent")
-    train.add_argument("--vae", default="runs/vae/checkpoint.pt", help="VAE checkpoint (for --space latent)")
-    train.add_argument("--dit-size", choices=list(DIT_SIZES), default="tiny")
-    train.add_argument("--patch-size", type=positive_int)
-    train.add_argument("--steps", type=positive_int)
-    train.add_argument("--batch-size", type=positive_int)
-    train.add_argument("--learning-rate", type=non_negative_float)
-    train.add_argument("--num-images", type=positive_int, help="training images to generate")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dataset", choices=sorted(GENERATORS), default=diffusion_recipe.dataset,
+                       help="the generated images to learn")
+    train.add_argument("--space", choices=SPACES, default=diffusion_recipe.space,
+                       help="latent: diffuse the VAE's scaled latents; pixel: diffuse the images themselves")
+    train.add_argument("--vae", default=diffusion_recipe.vae_checkpoint, help="VAE checkpoint (for --space latent)")
+    train.add_argument("--dit-size", choices=list(DIT_SIZES), default="tiny", help="the DiT registry entry")
+    train.add_argument("--patch-size", type=positive_int,
+                       help="side p of the square patch each token covers (default: the --dit-size entry's)")
+    train.add_argument("--steps", type=positive_int, default=diffusion_recipe.train.steps, help="training steps")
+    train.add_argument("--batch-size", type=positive_int, default=diffusion_recipe.train.batch_size,
+                       help="images (latents) per training step")
+    train.add_argument("--learning-rate", type=non_negative_float, default=diffusion_recipe.train.learning_rate,
+                       help="peak AdamW learning rate (after warm-up, before the cosine decay)")
+    train.add_argument("--num-images", type=positive_int, default=diffusion_recipe.num_train_images,
+                       help="training images to generate")
+    train.add_argument("--seed", type=int, default=diffusion_recipe.data_seed,
+                       help="seed of the generated training images")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    train.add_argument("--out", default="runs/latent")
-    train.add_argument("--device", default="auto")
+    train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
+    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
 
     classifier = commands.add_parser("train-classifier",
                                      help="train the evaluation classifier (real pixels) or the noisy one (guidance)")
-    classifier.add_argument("--kind", choices=("evaluation", "noisy"), required=True)
+    classifier.add_argument("--kind", choices=("evaluation", "noisy"), required=True,
+                            help="evaluation: grades samples, trained on real pixels; noisy: p(y | z_t, t) for "
+                                 "classifier guidance, trained on a diffusion run's noised latents")
     classifier.add_argument("--checkpoint", default="runs/latent/checkpoint.pt",
                             help="the diffusion run whose latents the noisy classifier learns (--kind noisy)")
-    classifier.add_argument("--dataset", choices=sorted(GENERATORS), default="shapes")
-    classifier.add_argument("--steps", type=positive_int)
+    classifier.add_argument("--dataset", choices=sorted(GENERATORS), default=evaluation_recipe.dataset,
+                            help="the images the evaluation classifier learns (--kind evaluation)")
+    classifier.add_argument("--steps", type=positive_int,
+                            help=f"training steps (default: {evaluation_recipe.train.steps} for --kind evaluation, "
+                                 f"{noisy_steps} for --kind noisy)")
     classifier.add_argument("--quiet", action="store_true", help="no progress bar")
     classifier.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    classifier.add_argument("--out", required=True)
+    classifier.add_argument("--out", required=True, help="folder of the run's checkpoint.pt")
 
     sample = commands.add_parser("sample", help="draw images for a prompt and save them as a grid")
-    sample.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt")
+    sample.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt",
+                        help="the diffusion run to sample")
     sample.add_argument("--prompt", help='a class name such as "red circle" (default: cycle through all classes)')
     sample.add_argument("--guidance", type=non_negative_float, default=3.0,
                         help="classifier-free guidance scale s (1 = the conditional model)")
     sample.add_argument("--rescale", type=_fraction, default=0.0, help="guidance rescale φ in [0, 1]")
     sample.add_argument("--classifier", type=_existing_file,
-                        help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead")
-    sample.add_argument("--num-samples", type=positive_int, default=16)
-    sample.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+                        help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead "
+                             "(default: none, classifier-free guidance)")
+    sample.add_argument("--num-samples", type=positive_int, default=16, help="images to draw")
+    sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--vae", type=_existing_file, help="the VAE checkpoint, if it moved since training")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the starting noise (same seed, same images)")
+    sample.add_argument("--vae", type=_existing_file,
+                        help="the VAE checkpoint, if it moved since training (default: the path stored in the run)")
     sample.add_argument("--out", default="grid.png", help="a .png grid (or .pt for the raw tensor)")
 
     evaluate = commands.add_parser("evaluate", help="accuracy and Fréchet distance over guidance scales")
-    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt")
+    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt",
+                          help="the diffusion run to evaluate")
     evaluate.add_argument("--classifier", default="runs/evaluation/checkpoint.pt",
                           help="the evaluation classifier (trained on real images)")
     evaluate.add_argument("--guidance-classifier", type=_existing_file,
-                          help="a noisy classifier: sweep classifier guidance instead of classifier-free")
-    evaluate.add_argument("--scales", type=_scales, default=[0, 1, 3, 5, 7])
-    evaluate.add_argument("--per-class", type=positive_int, default=12)
-    evaluate.add_argument("--steps", type=positive_int, default=50)
-    evaluate.add_argument("--vae", type=_existing_file, help="also report the VAE's PSNR on held-out images")
+                          help="a noisy classifier: sweep classifier guidance instead of classifier-free "
+                               "(default: none, classifier-free guidance)")
+    evaluate.add_argument("--scales", type=_scales, default="0,1,3,5,7",
+                          help="the guidance scales to sweep, comma-separated")
+    evaluate.add_argument("--per-class", type=positive_int, default=12, help="samples drawn per class and scale")
+    evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
+    evaluate.add_argument("--vae", type=_existing_file,
+                          help="also report this VAE's PSNR on held-out images (default: no VAE report)")
     demo = commands.add_parser("demo", help="train the VAE and the latent DiT, write sample grids (make demo)")
-    demo.add_argument("--out", default="runs/demo/images")
+    demo.add_argument("--out", default="runs/demo/images", help="output folder of the figures")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -141,14 +166,10 @@ def _print_log(entry: dict) -> None:
 
 
 def command_train_vae(args) -> None:
-    config = VAERunConfig(dataset=args.dataset, data_seed=args.seed)
+    config = VAERunConfig(dataset=args.dataset, data_seed=args.seed, num_train_images=args.num_images)
     channels = make_dataset(args.dataset, 1).images.shape[1]
     config.vae = vae_config(args.size, image_channels=channels)
-    for name, value in (("steps", args.steps), ("batch_size", args.batch_size)):
-        if value is not None:
-            setattr(config.train, name, value)
-    if args.num_images is not None:
-        config.num_train_images = args.num_images
+    config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.device = args.device
     config.train.progress = not args.quiet
     run = train_vae(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
@@ -157,13 +178,11 @@ def command_train_vae(args) -> None:
 
 
 def command_train(args) -> None:
-    config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed)
+    config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed,
+                                num_train_images=args.num_images)
     config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}))
-    for name, value in (("steps", args.steps), ("batch_size", args.batch_size), ("learning_rate", args.learning_rate)):
-        if value is not None:
-            setattr(config.train, name, value)
-    if args.num_images is not None:
-        config.num_train_images = args.num_images
+    config.train.steps, config.train.batch_size = args.steps, args.batch_size
+    config.train.learning_rate = args.learning_rate
     config.train.device = args.device
     config.train.mixed_precision = "bf16" if args.bf16 else "no"
     config.train.progress = not args.quiet

@@ -1,6 +1,6 @@
 """``make demo``, the image part: train the VAE and the latent DiT, then draw guided samples.
 
-    python -m imagediff demo --out runs/demo/images       # about 10 minutes on 2 CPU cores
+    python -m imagediff demo --out runs/demo/images       # its run time: README, "Two commands"
 
 Checkpoints under OUT are reused (training resumes where it stopped), so a second run only samples.
 Writes reconstructions, a grid of one sample per class at CFG s = 0, 1 and 3, and report.json.

@@ -19,7 +19,7 @@ Each block is three lines (DiT Figure 3, "adaLN-Zero"):
 
 The modulation Linear starts at zero, so every gate starts at zero and every block starts as the
 identity; the final projection starts at zero too, so the untrained model outputs exactly zeros
-(pitfall 9). See `DiT.initialize_weights` for why training still gets going.
+(docs/pitfalls.md, pitfall 9). See `DiT.initialize_weights` for why training still gets going.
 
 Notation
     B batch, C channels of the latent, H, W its height and width, p the patch size,
@@ -32,7 +32,9 @@ Written to be extended, not copied, by the video layer:
     - `DiT.embed_condition(t, labels)` accepts t of any shape (B, ...), e.g. (B, F) per frame;
     - `DiT.embed_patches` is the one place that adds the (here 2-D sincos) positional encoding;
     - every zero-initialisation lives in `DiT.initialize_weights`; blocks live in `DiT.blocks`
-      (a ModuleList), so forward hooks on `model.blocks[i]` see the residual stream.
+      (a ModuleList), so forward hooks on `model.blocks[i]` see the residual stream;
+    - `DiTTrunk` is the DiT without its output head (DiT is the trunk plus `FinalLayer`): a model
+      with another head holds a trunk, as the noisy classifier of imagediff.classifier does.
 
 What is left out of the original: `learn_sigma` (a doubled output whose second half predicts the
 variance interpolation of improved DDPM); our samplers use fixed variances, so the output has exactly
@@ -79,9 +81,9 @@ class DiTConfig:
     time_embedding_dim: int = 256   # width of the sinusoidal timestep features fed to the time MLP
     # Initial std of the label table. DiT uses 0.02, made for 400k-step runs: it makes emb(y) about
     # 0.02 per dimension, and the zero-initialised adaLN Linear must grow weights of order
-    # 1 / (0.02 · sqrt(D)) before a label can move the modulation: thousands of Adam steps. With 1.0
-    # (PyTorch's own Embedding init) the tiny latent DiT, 1800 steps on the 42 shape classes, drew the
-    # requested class 42% of the time at CFG s = 3 instead of 38%, Fréchet distance 420 instead of 689.
+    # 1 / (0.02 · sqrt(D)) before a label can move the modulation: thousands of Adam steps, more than
+    # a short CPU run has. With 1.0 (PyTorch's own Embedding init) a short run of the tiny latent DiT
+    # on the shape classes drew the requested class more often, with a lower Fréchet distance.
     label_init_std: float = 1.0
 
     def __post_init__(self) -> None:
@@ -194,7 +196,7 @@ def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def unpatchify(tokens: torch.Tensor, patch_size: int, height: int, width: int, channels: int) -> torch.Tensor:
-    """The exact inverse of `patchify` (pitfall 10): (B, N, p·p·C) -> (B, C, H, W).
+    """The exact inverse of `patchify` (docs/pitfalls.md, pitfall 10): (B, N, p·p·C) -> (B, C, H, W).
 
     The image size must be given: N alone cannot tell a 4x16 grid from an 8x8 one.
     """
@@ -374,10 +376,19 @@ class FinalLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class DiT(nn.Module):
-    """The latent denoiser: ``model(x_t, t, labels=None) -> output`` of x_t's shape (ε, x_0 or v)."""
+class DiTTrunk(nn.Module):
+    """A DiT without its output head: ``trunk(x_t, t, labels=None) -> (x (B, N, D), c (B, D))``.
 
-    def __init__(self, config: Optional[DiTConfig] = None) -> None:
+    Patches and their positions, the condition c = emb(t) + emb(label), and the stack of blocks:
+    everything up to the residual stream after the last block. Two models are built on it:
+    `DiT`, which adds the FinalLayer that maps each token back to a patch of the prediction, and
+    `imagediff.classifier.NoisyLatentClassifier`, which holds a trunk and pools its tokens into
+    class logits.
+    """
+
+    def __init__(self, config: Optional[DiTConfig] = None, initialize: bool = True) -> None:
+        """initialize=False leaves the weights to a model that adds layers first (DiT), so that its
+        ``initialize_weights`` draws every weight, the trunk's and its own, in one pass."""
         super().__init__()
         self.config = config if config is not None else DiTConfig()
         config = self.config
@@ -398,22 +409,15 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(
             DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
-        self.final_layer = FinalLayer(config.hidden_dim, config.patch_size, config.out_channels)
-        self.initialize_weights()
+        if initialize:
+            self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Every initialisation in one place (DiT's `initialize_weights`).
+        """The trunk's part of the original DiT's `initialize_weights` (DiT adds the final layer's).
 
         - Linears: Xavier-uniform weights, zero biases (the patch embedding too, as DiT does for its conv).
-        - Timestep MLP and label table: normal, std 0.02.
-        - adaLN-Zero: every modulation Linear zero, so every gate is 0 and every block the identity;
-          the final Linear zero, so the model outputs exactly 0.
-
-        Why training still starts: the final Linear's gradient is (output error) ⊗ (features), and the
-        features are not zero, so the first step moves it. Only then does any gradient flow further
-        back (through the now non-zero final Linear), reaching first the gates and the final
-        modulation, then the shifts and scales and everything beneath them. At the very first
-        backward pass all parameters other than the final Linear have zero (not missing) gradients.
+        - Timestep MLP: normal, std 0.02; label table: normal, std ``config.label_init_std``.
+        - adaLN-Zero: every modulation Linear zero, so every gate is 0 and every block the identity.
         """
 
         def xavier(module: nn.Module) -> None:
@@ -430,10 +434,6 @@ class DiT(nn.Module):
         for block in self.blocks:
             nn.init.zeros_(block.adaln_modulation[-1].weight)
             nn.init.zeros_(block.adaln_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaln_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaln_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
 
     @property
     def null_label(self) -> Optional[int]:
@@ -455,7 +455,8 @@ class DiT(nn.Module):
             got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(
                 f"DiT expected timesteps t as an int64 tensor of shape ({x_t.shape[0]},), got a {got}; "
-                "timesteps are integers (pitfall 13), e.g. torch.full((B,), t, dtype=torch.int64)."
+                "timesteps are integers (docs/pitfalls.md, pitfall 13), "
+                "e.g. torch.full((B,), t, dtype=torch.int64)."
             )
         if labels is None:
             return
@@ -466,6 +467,15 @@ class DiT(nn.Module):
                 f"DiT expected labels as an int64 tensor of shape ({x_t.shape[0]},) with values in "
                 f"0..{config.num_classes} ({config.num_classes} = null), "
                 f"got a {labels.dtype} tensor of shape {tuple(labels.shape)}."
+            )
+        # The label table has rows 0..num_classes; any other index would fail deep inside the
+        # embedding (an IndexError on CPU, a device-side assert on CUDA). On a GPU, `any()` waits
+        # for the labels: one host sync per call, as the training loop's loss.item() already does.
+        outside = (labels < 0) | (labels > config.num_classes)  # (B,)
+        if outside.any():
+            raise ValueError(
+                f"DiT labels must lie in 0..{config.num_classes} (classes 0..{config.num_classes - 1}, "
+                f"{config.num_classes} = null), got {sorted(set(labels[outside].tolist()))}."
             )
 
     # -- the pieces of forward, each reusable by the video layer -------------------------------
@@ -489,24 +499,21 @@ class DiT(nn.Module):
         label = self.label_embedding(labels)  # (B, D)
         return c + label.view(label.shape[0], *([1] * (t.ndim - 1)), label.shape[-1])  # (B, ..., D)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
-
-        Returns the prediction (B, C, H, W).
-        """
-        config = self.config
-        x, c = self.trunk(x_t, t, labels)  # (B, N, D), (B, D)
-        x = self.final_layer(x, c)  # (B, N, p·p·C)
-        return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
-
     def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        """Everything before the output head: tokens (B, N, D) after the last block, and c (B, D)."""
+        """Everything before the output head: tokens (B, N, D) after the last block, and c (B, D).
+
+        x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
+        """
         self.check_inputs(x_t, t, labels)
         x = self.embed_patches(x_t)  # (B, N, D)
         c = self.embed_condition(t, labels)  # (B, D)
         for block in self.blocks:
             x = block(x, c)  # (B, N, D)
         return x, c
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        """The trunk on its own: ``(x (B, N, D), c (B, D))``, see `trunk`."""
+        return self.trunk(x_t, t, labels)
 
     # -- interpretability -----------------------------------------------------------------------
 
@@ -519,6 +526,47 @@ class DiT(nn.Module):
     def attention_patterns(self) -> list[Optional[torch.Tensor]]:
         """The pattern (B, heads, N, N) each block kept in its last forward (None where not recorded)."""
         return [block.attention.attention_pattern for block in self.blocks]
+
+
+class DiT(DiTTrunk):
+    """The latent denoiser: ``model(x_t, t, labels=None) -> output`` of x_t's shape (ε, x_0 or v).
+
+    The trunk (`DiTTrunk`) followed by the FinalLayer, whose tokens are unpatchified into an image.
+    """
+
+    def __init__(self, config: Optional[DiTConfig] = None) -> None:
+        super().__init__(config, initialize=False)
+        config = self.config
+        self.final_layer = FinalLayer(config.hidden_dim, config.patch_size, config.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Every initialisation in one place (DiT's `initialize_weights`): the trunk's
+        (`DiTTrunk.initialize_weights`: Xavier Linears, normal embeddings, every adaLN modulation
+        zero, so every block starts as the identity), then the final layer's: its modulation and its
+        Linear zero, so the model outputs exactly 0.
+
+        Why training still starts: the final Linear's gradient is (output error) ⊗ (features), and the
+        features are not zero, so the first step moves it. Only then does any gradient flow further
+        back (through the now non-zero final Linear), reaching first the gates and the final
+        modulation, then the shifts and scales and everything beneath them. At the very first
+        backward pass all parameters other than the final Linear have zero (not missing) gradients.
+        """
+        super().initialize_weights()  # Xavier reaches the final layer too; its zeros follow
+        nn.init.zeros_(self.final_layer.adaln_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaln_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
+
+        Returns the prediction (B, C, H, W).
+        """
+        config = self.config
+        x, c = self.trunk(x_t, t, labels)  # (B, N, D), (B, D)
+        x = self.final_layer(x, c)  # (B, N, p·p·C)
+        return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
 
 
 # ---------------------------------------------------------------------------------------------

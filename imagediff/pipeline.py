@@ -25,6 +25,7 @@ from imagediff.data import DataError, ImageDataset, make_dataset
 from imagediff.dit import DiT, DiTConfig, dit_config
 from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from toydiff.distributed import barrier, setup_process
 from toydiff.guidance import guided_denoiser
 from toydiff.losses import DiffusionObjective
 from toydiff.samplers import SAMPLERS, sample
@@ -56,7 +57,7 @@ class VAERunConfig(RunConfig):
     image_size: int = 32
     dataset_options: dict = field(default_factory=dict)  # e.g. {"colours": ["red", "blue"]} for shapes
     vae: VAEConfig = field(default_factory=lambda: vae_config("tiny"))
-    # Measured on 2 cores: ~0.13 s per step at batch 32, 1500 steps in ~190 s, 29 dB PSNR (imagediff.bench).
+    # Its training time and PSNR on 2 cores are measured by `make bench` (imagediff.bench; README).
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1500, batch_size=32, learning_rate=2e-3, warmup_steps=50, ema_decay=0.995, log_every=100,
         checkpoint_every=200))
@@ -87,14 +88,18 @@ def train_vae(config: VAERunConfig, out_dir=None, resume: bool = True, on_log=No
                    checkpoint_path=checkpoint, run_config=config.to_dict(), resume=resume,
                    checkpoint_kind=VAE_KIND, on_log=on_log)
     trained = result.ema_model.eval()
-    # Pitfall 11: the scale is measured on the data (the first few thousand training images), not assumed.
+    # Pitfall 11 (docs/pitfalls.md): the scale is measured on the first few thousand training images.
     scale = trained.measure_latent_scale(data.images[:4096])
-    if checkpoint is not None:
+    # Under torchrun every process gets here with the same EMA weights, hence the same scale; one
+    # of them writes it (two writers would race on the file), and the others wait until it is on disk.
+    context = setup_process(config.train.device)
+    if checkpoint is not None and context.is_main:
         state = load_checkpoint(checkpoint, kind=VAE_KIND)
         for weights in (state["model"], state["ema"]["model"]):
             weights["latent_scale"] = torch.tensor(scale, dtype=weights["latent_scale"].dtype)
         state["latent_scale_measured_on"] = min(4096, len(data))
         save_checkpoint(checkpoint, state)
+    barrier(context)
     return TrainedVAE(config, trained, result.history, result.seconds)
 
 
@@ -152,7 +157,7 @@ class DiffusionRunConfig(RunConfig):
     label_dropout: float = 0.1                   # the null label's share of training batches (CFG)
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
-    # ~0.18 s per step on 2 cores: with the VAE, the whole chain fits in 10 minutes. A short run, so a
+    # Sized so that the VAE and this DiT together meet the bench's time target. A short run, so a
     # high learning rate and a short EMA (0.999 would still average in the first, poor, weights).
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=2000, batch_size=128, learning_rate=2e-3, warmup_steps=100, ema_decay=0.995, log_every=100,
@@ -251,7 +256,7 @@ class ImageDiffusionModel:
             drawn.append(sample(model, x_T, self.schedule, sampler=sampler, num_steps=num_steps, eta=eta,
                                 spacing=spacing, prediction_type=self.config.prediction_type, generator=generator,
                                 callback=callback))
-        samples = torch.cat(drawn)  # (N, c, h, w); latents are never clipped (pitfall 11)
+        samples = torch.cat(drawn)  # (N, c, h, w); latents are never clipped (docs/pitfalls.md, pitfall 11)
         images = self.to_images(samples)
         return (images, samples) if return_samples else images
 
@@ -302,7 +307,9 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = DiffusionObjective(schedule, config.prediction_type, config.weighting, label_dropout=config.label_dropout,
                                    null_label=model.null_label)
-    run_config = config.to_dict()
+    # The class names, in label order, go into the checkpoint with the rest of the description, so
+    # that loading it gives the names without regenerating the data.
+    run_config = {**config.to_dict(), "class_names": list(data.class_names)}
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
@@ -343,10 +350,13 @@ def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
         if stored is not None and abs(float(vae.latent_scale) - stored) > 1e-6 * abs(stored):
             raise CheckpointError(f"{path} was trained on the latents of a different VAE (latent scale {stored:.6g}) "
                                   f"than the one in {config.vae_checkpoint} ({float(vae.latent_scale):.6g})")
-    class_names = make_dataset(config.dataset, 1, seed=0, image_size=config.image_size,
-                               **config.dataset_options).class_names
+    class_names, source = state["config"].get("class_names"), "the checkpoint names"
+    if class_names is None:  # a checkpoint that does not store them: the names of a one-image data set
+        class_names = make_dataset(config.dataset, 1, seed=0, image_size=config.image_size,
+                                   **config.dataset_options).class_names
+        source = f"the {config.dataset} data set has"
     if len(class_names) != config.dit.num_classes:
-        raise CheckpointError(f"{path}: the model has {config.dit.num_classes} classes but the {config.dataset} "
-                              f"data set has {len(class_names)}")
+        raise CheckpointError(f"{path}: the model has {config.dit.num_classes} classes but {source} "
+                              f"{len(class_names)}")
     return ImageDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
-                               class_names, vae, state.get("history", []))
+                               list(class_names), vae, state.get("history", []))

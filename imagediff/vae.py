@@ -41,11 +41,12 @@ class VAEConfig:
 
     image_channels: int = 3
     latent_channels: int = 4
-    base_channels: int = 32
+    # The defaults are the registered size "tiny" (VAE_SIZES below), the one the pipeline trains.
+    base_channels: int = 8
     # One entry per resolution, highest first; resolution i has base_channels * multiplier[i]
-    # channels. Between consecutive resolutions the image is halved, so (1, 2, 2) means two
+    # channels. Between consecutive resolutions the image is halved, so (1, 2, 4) means two
     # downsamplings: 32x32 -> 16x16 -> 8x8, a downsampling factor of 4.
-    channel_multipliers: tuple[int, ...] = (1, 2, 2)
+    channel_multipliers: tuple[int, ...] = (1, 2, 4)
     residual_blocks_per_resolution: int = 1
     norm_groups: int = 8
     # Weight of the KL term, with both loss terms measured per pixel value (see VAELoss). Not used
@@ -92,7 +93,7 @@ class VAEConfig:
 # cost is in the full-resolution convolutions: at batch 64 one step of base_channels 16 took 0.44 s,
 # of base_channels 8 0.19 s, and 8-32-64 channels (more width at low resolution) was slower still.
 VAE_SIZES: dict[str, VAEConfig] = {
-    # The default: reaches ~28 dB PSNR on the shapes data in ~2.5 minutes on a 2-core laptop.
+    # The default, the fastest: its training time and PSNR are measured by `make bench` (README).
     "tiny": VAEConfig(base_channels=8, channel_multipliers=(1, 2, 4), residual_blocks_per_resolution=1),
     # Sharper reconstructions for a longer CPU run or a GPU.
     "small": VAEConfig(base_channels=16, channel_multipliers=(1, 2, 4), residual_blocks_per_resolution=1),
@@ -281,6 +282,35 @@ class Decoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+#                                     The latent scale factor
+# ---------------------------------------------------------------------------------------------
+
+
+def latent_scale_of(latents: torch.Tensor) -> float:
+    """1 / std of a batch of latents: the factor that gives them unit standard deviation.
+
+    latents: (N, ...) with N >= 2, e.g. posterior modes (N, latent_channels, h, w). Returns a
+    Python float. One scalar over every value of every latent, about their common mean (as in
+    Stable Diffusion, not one per channel), unbiased (divides by n - 1, like torch.std), and
+    computed in float64, whatever the latents' dtype. VAE.measure_latent_scale encodes images and
+    calls this; see it for why diffusion wants latents of unit std.
+    """
+    if latents.ndim < 1 or latents.shape[0] < 2:
+        raise ValueError(
+            f"latent_scale_of expected a batch of at least 2 latents (N, ...), got shape {tuple(latents.shape)}."
+        )
+    latents = latents.detach().double()  # (N, ...)
+    if not torch.isfinite(latents).all():
+        raise ValueError("latent_scale_of: the latents contain NaN or inf; did the VAE's training diverge?")
+    if latents.max() == latents.min():  # exact, where a rounded std of a constant may be 1e-17, not 0
+        raise ValueError(
+            f"latent_scale_of: every latent value is {latents.flatten()[0].item():.6g} (zero variance), so no "
+            "scale can make their std 1. Are all the images identical?"
+        )
+    return 1.0 / latents.std().item()  # std over all values, unbiased
+
+
+# ---------------------------------------------------------------------------------------------
 #                                       The autoencoder
 # ---------------------------------------------------------------------------------------------
 
@@ -297,7 +327,7 @@ class VAE(nn.Module):
         self.config = config if config is not None else VAEConfig()
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
-        # Multiplies latents before diffusion sees them (pitfall 11 of DESIGN.md): measured from
+        # Multiplies latents before diffusion sees them (docs/pitfalls.md, pitfall 11): measured from
         # data by measure_latent_scale, never a magic constant like Stable Diffusion's 0.18215,
         # which belongs to their VAE and their data. A persistent buffer, so it is saved in
         # state_dict and therefore in every checkpoint together with the weights it was measured for.
@@ -358,7 +388,8 @@ class VAE(nn.Module):
 
         Uses the posterior mode, as measure_latent_scale does, so the scale measured is the scale
         diffusion sees. Gradients are not disabled here; wrap the call in torch.no_grad() when the
-        VAE is frozen. Latents are never clipped (pitfall 11): their range is whatever the data gives.
+        VAE is frozen. Latents are never clipped (docs/pitfalls.md, pitfall 11): their range is whatever
+        the data gives.
         """
         return self.encode(x).mode() * self.latent_scale  # (B, latent_channels, H/f, W/f)
 
@@ -385,8 +416,10 @@ class VAE(nn.Module):
         against 1.2 for "tiny" on the shapes data), so a sample would give almost the same number;
         the LDM code measures on samples, which matters only while the posterior is still wide.
 
-        The std is taken over every latent value of every image, about their common mean (one
-        scalar, as in Stable Diffusion), computed in float64.
+        The std is latent_scale_of's: over every latent value of every image, about their common
+        mean (one scalar, as in Stable Diffusion), unbiased, computed in float64. The images are
+        encoded batch by batch (the encoder's activations are what is large); their latents, with
+        latent_channels / (C f²) as many values as the images, are kept to take the std in one place.
         """
         if images.ndim != 4 or images.shape[0] < 2:
             raise ValueError(
@@ -396,22 +429,12 @@ class VAE(nn.Module):
         was_training = self.training
         self.eval()  # nothing here behaves differently in training mode today; dropout would
         device = self.latent_scale.device
-        total, total_of_squares, count = 0.0, 0.0, 0
+        latents = []
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device=device, dtype=self.encoder.stem.weight.dtype)
-            z = self.encode(batch).mode().double()  # (b, latent_channels, H/f, W/f)
-            total += z.sum().item()
-            total_of_squares += z.pow(2).sum().item()
-            count += z.numel()
+            latents.append(self.encode(batch).mode().double())  # (b, latent_channels, H/f, W/f)
         self.train(was_training)
-        mean = total / count
-        variance = (total_of_squares - count * mean**2) / (count - 1)  # unbiased, like torch.std
-        if not variance > 0:
-            raise ValueError(
-                "VAE.measure_latent_scale: the latents of these images have zero variance, so no scale "
-                "can make their std 1. Are all the images identical?"
-            )
-        scale = 1.0 / variance**0.5
+        scale = latent_scale_of(torch.cat(latents))  # of (N, latent_channels, H/f, W/f)
         self.latent_scale.fill_(scale)
         return scale
 

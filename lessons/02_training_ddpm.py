@@ -100,7 +100,7 @@ print(f"loss of the untrained network, DiffusionObjective (target {recipe.predic
 # %%
 run = train_toy_model(recipe, out_dir=SPIRAL)
 final = run.history[-1]
-print(f"trained {final['step']} steps ({run.seconds:.0f} s this time); final loss {final['loss']:.4f} "
+print(f"trained {final['step']} steps ({run.seconds:.0f} s of training in all sessions); final loss {final['loss']:.4f} "
       f"(the ε̂ = 0 baseline is 1)")
 
 # %% [markdown]

@@ -14,7 +14,7 @@
 #        the VAE), about 20 s once runs/lessons/vae/checkpoint.pt exists (LESSON_QUICK=1: about
 #        20 s, measured on a busy 2-core machine).
 #
-# The VAE trained here is shared by lessons 06 and 07: it is trained once.
+# The VAE and the grader trained here are shared by lessons 06 and 07: each is trained once.
 
 # %%
 import time
@@ -30,7 +30,7 @@ from imagediff.plots import save_curves, save_image_grid, save_labelled_rows
 from toydiff.schedules import make_schedule
 
 from lesson_setup import (DATASET_OPTIONS, IMAGE_SIZE, QUICK, VAE, finished, latent_recipe,  # noqa: E402
-                          start_lesson, vae_recipe)
+                          shared_grader, start_lesson, vae_recipe)
 
 OUT = start_lesson("05_images_and_the_vae")
 NUM_HELD_OUT = 200 if QUICK else 1000
@@ -236,6 +236,23 @@ print("wrote", save_labelled_rows([walk, crossfade], ["latent walk,\ndecoded", "
                                   OUT / "latent_walk.png",
                                   f"From a {names[held_out.labels[a]]} to a {names[held_out.labels[b]]}: "
                                   "mixing latents, and mixing pixels"))
+
+# %% [markdown]
+# ## How generated images will be graded
+# Lessons 06 and 07 will draw images and must say how good they are.  Looking is not a measurement,
+# so we train a *grader* now, once: a small CNN that classifies real pixels, trained on images of
+# another seed than any generator sees, and never used to steer sampling (a sampler steered by its
+# judge would be graded on fooling it).  It gives two numbers for a set of samples: the share
+# classified as the class that was asked for (accuracy), and the Fréchet distance between its
+# features of the samples and of real images.  Each is only meaningful next to what real images
+# score: the grader's accuracy on held-out real images is the ceiling, and the Fréchet distance
+# between two independent sets of real images of the same size is the floor.
+
+# %%
+grader = shared_grader(num_images=data.num_classes * 6)
+print(f"grader on {data.num_classes * 6} held-out real images: accuracy {grader.reference['accuracy']:.3f} "
+      f"(the ceiling for samples); Fréchet distance between two real sets of that size "
+      f"{grader.reference['frechet_distance']:.2f} (the floor)")
 
 # %% [markdown]
 # ## What to remember

@@ -41,17 +41,18 @@ GUIDANCE = 3.0                           # the classifier-free guidance scale of
 PER_CLASS = 8 if QUICK else 2            # samples per class at each evaluation during training
 SAMPLING_STEPS = 10 if QUICK else 15     # DDIM steps of those samples (enough to follow progress)
 EVALUATE_EVERY = 50 if QUICK else 300    # training steps between evaluations (a multiple of log_every)
-PIXEL_BUDGET_CAP = 180.0                 # seconds: the pixel DiT's budget is the latent DiT's time, at most this
+PIXEL_BUDGET_CAP = 120.0                 # seconds: the pixel DiT's budget is the latent DiT's time, at most this
 started = time.perf_counter()
 
 # %% [markdown]
 # ## What we start from
-# The VAE of lesson 05 (trained now if it is missing), and a grader: the evaluation classifier, a
-# small CNN trained on *real pixels* of other seeds than the generators saw.  It is never used to
-# steer sampling, only to measure it: the share of samples it assigns to the class that was asked
-# for (accuracy), and the Fréchet distance between its features of samples and of real images.
-# Both are printed next to what real held-out images score: accuracy on real images is the ceiling,
-# the Fréchet distance between two independent sets of real images of the same size is the floor.
+# The VAE of lesson 05 and its grader (each trained now if it is missing): the evaluation
+# classifier, a small CNN trained on *real pixels* of other seeds than the generators saw.  It is
+# never used to steer sampling, only to measure it: the share of samples it assigns to the class
+# that was asked for (accuracy), and the Fréchet distance between its features of samples and of
+# real images.  Both are printed next to what real held-out images score: accuracy on real images
+# is the ceiling, the Fréchet distance between two independent sets of real images of the same
+# size is the floor.
 
 # %%
 vae = shared_vae().vae
@@ -190,7 +191,7 @@ print(f"columns: {', '.join(PROMPTS)}")
 # ## The trained model uses t and the label
 # After training, the gates are no longer zero, and they depend on the noise level: adaptive
 # LayerNorm lets one set of weights behave differently at t = 50 and t = 950.  The output changes
-# with t (pitfall 14 of DESIGN.md: a model that ignored t could not denoise) and with the label.
+# with t (docs/pitfalls.md, pitfall 14: a model that ignored t could not denoise) and with the label.
 
 # %%
 with torch.no_grad():
@@ -212,7 +213,7 @@ with torch.no_grad():
 # Now the same DiT (same width, depth and patch size) denoises the images themselves, 3 x 32 x 32:
 # 16 times as many tokens, so each step costs about 20 times the FLOPs (lesson 05).  What that means
 # in seconds depends on the machine: both are measured here, a few training steps each, the same
-# way.  The pixel model then trains for the same wall time the latent model had (at most three
+# way.  The pixel model then trains for the same wall time the latent model had (at most two
 # minutes), and is graded the same way.  (Its warm-up is shortened to a tenth of its steps.)
 
 # %%

@@ -158,7 +158,7 @@ print("wrote", save_labelled_rows(rescale_rows, titles, OUT / "guidance_rescale.
 
 # %% [markdown]
 # ## Guidance does not reduce the number of steps
-# The primer this course follows says that classifier-free guidance "accelerates the sampling
+# A popular primer says that classifier-free guidance "accelerates the sampling
 # process".  It does not.  Guidance changes the *direction* of each step (towards the prompt); how
 # many steps the sampler needs to follow its path accurately is a property of the sampler and of
 # the path's curvature.  Compare each scale with itself: few steps are worse than many whatever s is —

@@ -1,4 +1,4 @@
-"""What every lesson sets up first: quick mode, where its figures go, and one CPU thread.
+"""What every lesson sets up first: quick mode, where its figures go, and how many CPU threads.
 
 Lessons import it as a sibling module (``from lesson_setup import ...``): running
 ``python lessons/NN_name.py`` puts the lessons folder on the import path.
@@ -14,10 +14,14 @@ SPIRAL = ROOT / "spiral"  # the one checkpoint lessons 02-04 share
 
 
 def start_lesson(name: str) -> Path:
-    """Use one thread, and return the lesson's output folder (created by the first figure saved)."""
-    # The networks of these lessons are small: a second thread gains little and, on a busy CPU, makes
-    # every step wait for it.
-    torch.set_num_threads(1)
+    """Set the number of CPU threads, and return the lesson's output folder (created by the first figure saved).
+
+    The lessons use every core torch finds (its default); ``LESSON_THREADS=N`` sets another number.
+    """
+    threads = int(os.environ.get("LESSON_THREADS", "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    print(f"lesson {name}: {'quick mode, ' if QUICK else ''}{torch.get_num_threads()} CPU thread(s)", flush=True)
     return ROOT / name
 
 

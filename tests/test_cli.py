@@ -1,10 +1,15 @@
-"""The command line: the documented commands work, and every bad argument exits 2 with one clear line."""
+"""The command line: the documented commands work, every bad argument exits 2 with one clear line, and
+every option of both command lines (toydiff, imagediff) says in --help what it does and its default."""
+import argparse
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from imagediff.cli import build_parser as imagediff_parser
+from toydiff.cli import build_parser as toydiff_parser
 from toydiff.cli import main
 
 
@@ -85,3 +90,74 @@ def test_help_lists_the_commands():
     assert code == 0
     for command in ("train", "sample", "data", "plot"):
         assert command in stdout
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  --help of both command lines
+# ---------------------------------------------------------------------------------------------
+
+
+def _options(parser: argparse.ArgumentParser):
+    """(command, its parser, option, whether a required mutually exclusive group holds it), for every
+    option of every subcommand of ``parser``."""
+    (subcommands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    for command, subparser in subcommands.choices.items():
+        required_groups = [group for group in subparser._mutually_exclusive_groups if group.required]
+        for action in subparser._actions:
+            yield command, subparser, action, any(action in group._group_actions for group in required_groups)
+
+
+@pytest.mark.parametrize("build_parser", [toydiff_parser, imagediff_parser], ids=["toydiff", "imagediff"])
+def test_every_option_of_every_command_says_what_it_does_and_its_default(build_parser):
+    parser = build_parser()
+    (subcommands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert all(choice.help for choice in subcommands._choices_actions)  # each command in `prog --help`
+    checked = 0
+    for command, subparser, action, in_required_group in _options(parser):
+        where = f"{parser.prog} {command} {'/'.join(action.option_strings)}"
+        assert action.help and action.help != argparse.SUPPRESS, f"{where} has no help text"
+        shown = subparser._get_formatter()._expand_help(action)  # the text --help prints for it
+        takes_a_value = action.nargs != 0  # not a flag such as --quiet
+        if takes_a_value and not action.required and not in_required_group:
+            assert "default" in shown, f"{where}: --help does not say its default: {shown!r}"
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in shown, f"{where}: --help hides its default {action.default!r}"
+        checked += 1
+    assert checked > 30
+
+
+def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
+    from toydiff.cli import _recipe
+    from toydiff.experiment import ToyRunConfig
+
+    # Nothing given but the output folder: the toy recipe itself.
+    assert _recipe(toydiff_parser().parse_args(["train", "--out", "x"])) == ToyRunConfig()
+
+    import imagediff.cli
+    from imagediff.pipeline import DiffusionRunConfig, VAERunConfig
+
+    started = {}
+
+    def stand_in(name, result):
+        def train(config, **_):
+            started[name] = config
+            return result
+        return train
+
+    monkeypatch.setattr(imagediff.cli, "train_vae",
+                        stand_in("vae", SimpleNamespace(seconds=0.0, vae=SimpleNamespace(latent_scale=1.0))))
+    monkeypatch.setattr(imagediff.cli, "train_image_diffusion", stand_in("diffusion", SimpleNamespace(seconds=0.0)))
+    assert imagediff.cli.main(["train-vae", "--out", str(tmp_path)]) == 0
+    assert imagediff.cli.main(["train", "--out", str(tmp_path)]) == 0
+    assert started["vae"] == VAERunConfig() and started["diffusion"] == DiffusionRunConfig()
+
+
+def test_help_prints_each_option_with_its_default():
+    completed = subprocess.run([sys.executable, "-m", "imagediff", "train", "--help"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0
+    text = " ".join(completed.stdout.split())  # argparse wraps long lines
+    from imagediff.pipeline import DiffusionRunConfig
+
+    assert f"training steps (default: {DiffusionRunConfig().train.steps})" in text
+    assert "seed of the generated training images (default: 0)" in text

@@ -168,3 +168,30 @@ def test_command_line():
     blank = subprocess.run(command + ["06"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert blank.returncode == 1, blank.stdout + blank.stderr
     assert "not written yet (TODO:" in blank.stdout and "Traceback" not in blank.stdout + blank.stderr
+
+
+def test_every_exercise_has_one_checks_module_and_one_solution_and_each_is_registered():
+    """Adding exercise NN means adding exNN_topic.py in exercises/, solutions/ and checks/: the
+    checker finds the checks module by its name, so no file may lack its partners."""
+    def names(folder: Path) -> set[str]:
+        return {path.name for path in folder.glob("ex[0-9][0-9]_*.py")}
+
+    exercises = names(EXERCISES)
+    assert names(EXERCISES / "checks") == exercises
+    assert names(EXERCISES / "solutions") == exercises
+    assert {exercise.file_name for exercise in check.EXERCISES.values()} == exercises
+    for number, exercise in check.EXERCISES.items():
+        assert exercise.file_name.startswith(f"ex{number}_") and exercise.topic and exercise.library
+
+
+def test_a_crash_is_located_in_the_students_file_never_in_the_checker(tmp_path):
+    # The checks module has the exercise's own file name: naming it would send the student to the
+    # wrong file.
+    text = solution("03").read_text()
+    assert text.count("    return x_prev\n") == 1
+    wrong = tmp_path / "ex03_work.py"
+    wrong.write_text(text.replace("    return x_prev\n", "    return x_prev.tolist()\n"))
+    status, output = run_checker("03", wrong)
+    assert status == 1
+    assert "AttributeError: 'list' object has no attribute 'dtype' (at ex03_work.py:" in output  # student's code
+    assert "ex03_ddim_step.py" not in output and "assertions.py" not in output and "check.py" not in output

@@ -1,6 +1,7 @@
 """Tests of imagediff/dit.py: patches and positions (pitfall 10), adaLN-Zero at init and how gradients
 reach the zeroed layers (pitfall 9), use of t and labels (pitfall 14), the two attention paths,
-per-token conditioning, training on a few latents, guidance (pitfall 8), sizes and FLOPs, errors."""
+per-token conditioning, training on a few latents, guidance (pitfall 8), sizes and FLOPs, errors.
+Pitfall numbers are those of docs/pitfalls.md."""
 
 import pytest
 import torch
@@ -244,6 +245,26 @@ def test_explicit_attention_agrees_with_sdpa_and_keeps_a_normalised_pattern():
     assert torch.equal(model(x, t, labels), fused)
 
 
+def test_self_attention_equals_pytorchs_multi_head_attention_with_the_same_weights():
+    # An independent implementation: nn.MultiheadAttention packs the projection as [W_q; W_k; W_v] and
+    # splits each into heads of contiguous columns, as DiT's (timm's) attention does. A qkv split in
+    # another order, heads cut differently or a missing 1/sqrt(head_dim) would all differ from it.
+    torch.manual_seed(0)
+    attention = perturbed(small_dit(), std=0.1).blocks[0].attention
+    reference = torch.nn.MultiheadAttention(32, num_heads=4, batch_first=True)
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(attention.qkv.weight)
+        reference.in_proj_bias.copy_(attention.qkv.bias)
+        reference.out_proj.weight.copy_(attention.projection.weight)
+        reference.out_proj.bias.copy_(attention.projection.bias)
+    tokens = torch.randn(3, 16, 32)
+    expected, expected_pattern = reference(tokens, tokens, tokens, average_attn_weights=False)
+    assert torch.allclose(attention(tokens), expected, atol=1e-5)
+    attention.record_attention = True
+    assert torch.allclose(attention(tokens), expected, atol=1e-5)
+    assert torch.allclose(attention.attention_pattern, expected_pattern, atol=1e-6)  # (B, heads, N, N)
+
+
 def test_per_token_condition_with_equal_tokens_equals_the_per_example_condition():
     model = perturbed(small_dit(), std=0.1)
     tokens, c = torch.randn(3, 16, 32), torch.randn(3, 32)
@@ -332,27 +353,37 @@ def test_every_registered_size_builds_and_its_parameters_are_accounted_for(size)
     assert dit_config(size) == DIT_SIZES[size]
 
 
-def test_training_flops_match_a_count_of_the_actual_matrix_products():
-    config = DiTConfig(**SMALL, num_classes=NUM_CLASSES)
+# Configurations that move each term of the formula on its own: the token count N (non-square
+# grids, patch sizes 1 and 4), the width D, the MLP ratio, the time-feature width and the depth.
+FLOP_CASES = [
+    dict(SMALL, num_classes=NUM_CLASSES),
+    dict(input_size=(4, 12), in_channels=3, patch_size=1, hidden_dim=48, depth=3, num_heads=3, mlp_ratio=2.0,
+         time_embedding_dim=16, num_classes=0),
+    dict(input_size=(8, 16), patch_size=4, hidden_dim=64, depth=1, num_heads=2, mlp_ratio=3.0,
+         time_embedding_dim=96, num_classes=5),
+]
+
+
+@pytest.mark.parametrize("case", FLOP_CASES, ids=["small", "patch1-nonsquare", "patch4-wide"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_training_flops_match_a_count_of_the_actual_matrix_products(case, batch):
+    # PyTorch's FlopCounterMode counts the products the model really runs, forward and backward; the
+    # library's formula must agree exactly, whatever the shape.
+    config = DiTConfig(**case)
     torch.manual_seed(0)
     model = DiT(config)
     model.record_attention(True)  # PyTorch's FLOP counter sees the explicit matmuls, not CPU SDPA
-    x, t, labels = inputs(batch=2)
-    x.requires_grad_(True)  # so the patch embedding also computes its input gradient, as 6·P·N assumes
+    height, width = config.input_size
+    x = torch.randn(batch, config.in_channels, height, width, requires_grad=True)  # so the patch
+    # embedding also computes its input gradient, as 6·P·N assumes
+    t = torch.randint(0, 1000, (batch,))
+    labels = torch.randint(0, config.num_classes, (batch,)) if config.num_classes else None
     with FlopCounterMode(display=False) as counter:
         model(x, t, labels).square().sum().backward()
-    # The only product without an input gradient: the time MLP's first Linear reads fixed sinusoids.
-    expected = training_flops(config, 2) - 2 * 2 * config.time_embedding_dim * config.hidden_dim
+    # The only product without an input gradient: the time MLP's first Linear reads fixed sinusoids,
+    # so its backward pass skips 2 · B · time_embedding_dim · D of the 4 · B · time_embedding_dim · D.
+    expected = training_flops(config, batch) - 2 * batch * config.time_embedding_dim * config.hidden_dim
     assert counter.get_total_flops() == expected
-
-
-def test_training_flops_formula_for_a_known_case():
-    config = DiTConfig(input_size=8, in_channels=4, patch_size=2, hidden_dim=64, depth=2, num_heads=4,
-                       time_embedding_dim=64)
-    N, D, L, P = 16, 64, 2, 16
-    per_token = P * D + L * 12 * D * D + D * P
-    per_example = 64 * D + D * D + L * 6 * D * D + 2 * D * D
-    assert training_flops(config, 5) == 5 * (6 * (N * per_token + per_example) + 12 * L * N * N * D)
 
 
 # ---------------------------------------------------------------------------------------------

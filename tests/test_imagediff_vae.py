@@ -1,5 +1,5 @@
 """Tests of imagediff/vae.py: the posterior's mathematics, the autoencoder's shapes and wiring,
-the measured latent scale (pitfall 11), the loss, and the errors a user sees."""
+the measured latent scale (docs/pitfalls.md, pitfall 11), the loss, and the errors a user sees."""
 
 import math
 
@@ -320,3 +320,30 @@ def test_the_vae_trains_through_toydiffs_shared_loop_unchanged(tmp_path):
         after = F.mse_loss(result.model.decode(result.model.encode(held_out).mode()), held_out).item()
     assert after < 0.5 * before
     assert load_checkpoint(tmp_path / "vae.pt", kind="imagediff.vae")["step"] == 60
+
+
+def test_latent_scale_of_is_one_over_the_unbiased_float64_std_of_every_value_and_is_what_the_vae_measures():
+    from imagediff.vae import latent_scale_of
+
+    # A known value: 1, 2, 3, 4 have mean 2.5 and unbiased variance 5/3, so the scale is √(3/5). One
+    # scalar over all values: 1/std per column would be 1/√2, the biased 1/std 1/√(5/4), the std √(5/3).
+    assert latent_scale_of(torch.tensor([[1.0, 2.0], [3.0, 4.0]])) == pytest.approx(math.sqrt(3 / 5), rel=1e-12)
+    # In float64 whatever comes in: float32 latents far from 0 lose digits in a float32 std.
+    latents = 3.0 + 0.7 * torch.randn(256, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # float32
+    assert latent_scale_of(latents) == pytest.approx(1 / latents.double().std().item(), rel=1e-12)
+    # VAE.measure_latent_scale is this function of the posterior modes, encoded in batches of 4 or all
+    # at once (float32 convolutions of other batch sizes round differently: 1e-6, where a biased or
+    # per-channel std would be off by 1e-4 or more).
+    vae = make_vae()
+    images = random_blobs(9)
+    with torch.no_grad():
+        modes = vae.encode(images).mode()  # (9, 4, 8, 8)
+    assert vae.measure_latent_scale(images) == latent_scale_of(modes)
+    assert vae.measure_latent_scale(images, batch_size=4) == pytest.approx(latent_scale_of(modes), rel=1e-6)
+    # Errors that say what was wrong.
+    with pytest.raises(ValueError, match=r"every latent value is 0.1 \(zero variance\).*Are all the images identical"):
+        latent_scale_of(torch.full((4, 4, 2, 2), 0.1))
+    with pytest.raises(ValueError, match=r"at least 2 latents \(N, \.\.\.\), got shape \(1, 4, 2, 2\)"):
+        latent_scale_of(torch.randn(1, 4, 2, 2))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        latent_scale_of(torch.tensor([1.0, float("nan"), 2.0]))

@@ -4,6 +4,13 @@ The lessons run in subprocesses, in order, sharing one temporary output root (LE
 02 trains the quick spiral model once and lessons 03 and 04 reuse it, as they do for a student; likewise
 lesson 05 trains the quick VAE and lesson 06 the quick latent DiT and grader, which lesson 07 reuses.
 Nothing is written inside the repository.
+
+Each lesson's printed numbers are then read back and checked (``LESSON_CHECKS`` below): numbers that
+must equal what the library computes (ᾱ_T of each schedule, the timesteps a spacing visits, a latent
+scale that gives unit variance), and comparisons that a wrong library or a wrong lesson would turn
+around (DDIM's round trip shrinks with the steps, guidance at s = 1 is the conditional model, trained
+beats untrained). Quick mode trains for a few hundred steps only: nothing here asks for the quality
+that full mode reaches.
 """
 from __future__ import annotations
 
@@ -14,7 +21,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+
+from imagediff.pipeline import DiffusionRunConfig
+from toydiff.experiment import ToyRunConfig
+from toydiff.samplers import sampling_timesteps
+from toydiff.schedules import make_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +55,7 @@ def output_root(tmp_path_factory) -> Path:
 def run_lesson(name: str, output_root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "LESSON_QUICK": "1", "LESSON_OUTPUT_DIR": str(output_root), "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, str(REPO / "lessons" / f"{name}.py")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_lesson_files_match_the_list():
@@ -72,5 +85,229 @@ def test_lesson_runs_in_quick_mode_and_writes_its_figures(name, output_root):
     written = re.findall(r"^wrote (.+)$", result.stdout, re.MULTILINE)
     assert len(written) == len(LESSONS[name])
     assert all(Path(p).resolve().is_relative_to(output_root.resolve()) for p in written)
-    # the metrics are printed next to their floors
-    assert "floor" in result.stdout
+    # the numbers the lesson prints say what the lesson says they say
+    LESSON_CHECKS[name](result.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a lesson's printout
+# ---------------------------------------------------------------------------------------------
+
+NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)"
+
+
+def lines(stdout: str, pattern: str, count: int | None = None) -> list[tuple[str, ...]]:
+    """The groups of every line that matches ``pattern`` (NUMBER stands for a number), at least one."""
+    found = [m.groups() for m in re.finditer(pattern.replace("NUMBER", NUMBER), stdout, re.MULTILINE)]
+    assert found, f"the lesson printed no line matching {pattern!r}"
+    if count is not None:
+        assert len(found) == count, f"expected {count} lines matching {pattern!r}, found {len(found)}"
+    return found
+
+
+def number(stdout: str, pattern: str) -> float:
+    """The one number that ``pattern`` captures (the last such line if several match)."""
+    return float(lines(stdout, pattern)[-1][0])
+
+
+def comparison(text: str) -> dict[str, tuple[float, float]]:
+    """Parse toydiff.metrics.format_comparison: {'energy_distance': (value, floor), ...}."""
+    pairs = re.findall(rf"(\w+) {NUMBER} \(floor {NUMBER}\)", text)
+    assert pairs, f"no 'name value (floor f)' in {text!r}"
+    return {name: (float(value), float(floor)) for name, value, floor in pairs}
+
+
+def energy(text: str) -> float:
+    return comparison(text)["energy_distance"][0]
+
+
+def sweep_table(stdout: str, title: str) -> dict[float, tuple[float, float]]:
+    """Parse imagediff.evaluation.format_sweep: {scale: (accuracy, Fréchet distance)}."""
+    rows = lines(stdout, rf"^ *{title} \|.*\n((?: +NUMBER \| +NUMBER \| +NUMBER.*\n)+)")[0][0]
+    table = {}
+    for scale, accuracy, distance in re.findall(rf"^ +{NUMBER} \| +{NUMBER} \| +{NUMBER}", rows, re.MULTILINE):
+        table[float(scale)] = (float(accuracy), float(distance))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# What each lesson's numbers must satisfy (in quick mode)
+# ---------------------------------------------------------------------------------------------
+
+def check_01_forward_process(out: str) -> None:
+    # The loop of t single steps and the closed form give one distribution: at the sampling floor.
+    (text,) = lines(out, r"^t = \d+: step-by-step vs closed form: (.*)$", count=1)[0]
+    value, floor = comparison(text)["energy_distance"]
+    assert value < 3 * floor, text
+    # The table of ᾱ_T is toydiff's, to the printed digits; only the too-short schedule stays away from N(0, I).
+    for kind in ("linear", "scaled_linear", "cosine", "sigmoid"):
+        alpha_bar, root, text = lines(out, rf"^{kind}, T = 1000 +(\S+) +NUMBER +(.*)$", count=1)[0]
+        expected = make_schedule(kind, 1000).alphas_cumprod[-1].item()
+        assert float(alpha_bar) == pytest.approx(expected, rel=5e-3), kind
+        assert float(root) == pytest.approx(expected**0.5, abs=5e-4), kind
+        value, floor = comparison(text)["energy_distance"]
+        assert value < 2 * floor, (kind, text)
+    alpha_bar, text = lines(out, r"^DDPM β range over T = 100 +(\S+) +\S+ +(.*)$", count=1)[0]
+    unscaled = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100, dtype=torch.float64), 0)[-1].item()
+    assert float(alpha_bar) == pytest.approx(unscaled, rel=5e-3)
+    value, floor = comparison(text)["energy_distance"]
+    assert value > 2 * floor, f"x_T of one arm should stay visibly away from N(0, I): {text}"
+    assert number(out, r"^scaled_linear \+ zero terminal SNR +NUMBER ") == 0.0
+    assert number(out, r"^linear, T = 20: largest β = NUMBER") == pytest.approx(1.0, abs=1e-3)
+    lines(out, r"^linear, T = 10: refused: every beta must lie in \(0, 1\]", count=1)
+
+
+def check_02_training_ddpm(out: str) -> None:
+    baseline = number(out, r"^loss of always predicting ε̂ = 0: NUMBER")
+    assert 0.85 < baseline < 1.15  # E‖ε‖² / D = 1, on one batch of 512 points
+    steps = number(out, r"^training: NUMBER steps")
+    assert number(out, r"^trained NUMBER steps") == steps
+    final = number(out, r"final loss NUMBER")
+    assert final < 0.95 * baseline, f"after {steps:.0f} steps the loss {final} should be below the ε̂ = 0 baseline"
+    by_t = [float(v) for (v,) in lines(out, r"^  t in \[ *\d+, *\d+\]: NUMBER$", count=10)]
+    assert all(0 < v < 2 for v in by_t), by_t
+    start = comparison(lines(out, r"^N\(0, I\), the start: +(.*)$", count=1)[0][0])
+    ddpm = comparison(lines(out, r"^DDPM, \d+ steps: +(.*)$", count=1)[0][0])
+    # Even briefly trained, DDPM's samples are closer to the data than the Gaussian they start from.
+    for distance in ("energy_distance", "sliced_wasserstein"):
+        assert ddpm[distance][0] < start[distance][0], (distance, start, ddpm)
+
+
+def check_03_ddim_and_inversion(out: str) -> None:
+    table = {(int(n), int(eta)): energy(text)
+             for n, eta, _, text in lines(out, r"^ +(\d+) +(\d) +NUMBER +(energy_distance.*)$", count=12)}
+    # The naive shortcut (a DDPM step at 50 of the 1000 timesteps) leaves noise that DDIM's 50 steps remove.
+    naive = energy(lines(out, r"^DDPM step at 50 of the \d+ timesteps: (.*)$", count=1)[0][0])
+    assert naive > 3 * table[50, 0], (naive, table[50, 0])
+    # One step lands on x̂_0 whatever η (σ = 0 where ᾱ_prev = 1); many steps are far better than one.
+    assert table[1, 0] == table[1, 1]
+    assert table[1, 0] > 3 * table[50, 0], table
+    # Each spacing visits toydiff's timesteps, and the printed √ᾱ is the schedule's.
+    recipe = ToyRunConfig()
+    schedule = make_schedule(recipe.schedule, recipe.num_timesteps)
+    for n, spacing, first, root, visited in lines(
+            out, r"^ ?(\d+) steps, (\w+) +starts at t = +(\d+) \(√ᾱ = NUMBER\), visits (\[.*\])$", count=6):
+        expected = sampling_timesteps(schedule.num_timesteps, int(n), spacing)
+        assert visited == str(expected) and int(first) == expected[0], (spacing, visited)
+        assert float(root) == pytest.approx(schedule.alpha_bar(expected[0]).sqrt().item(), abs=5e-4)
+    # DDIM inversion then sampling returns the data; the error shrinks with the steps.
+    errors = {int(n): float(mean) for n, mean in lines(out, r"^ +(\d+) steps: round-trip error mean NUMBER")}
+    counts = sorted(errors)
+    assert len(counts) >= 2 and all(errors[a] > errors[b] for a, b in zip(counts, counts[1:])), errors
+    assert errors[counts[-1]] < 0.25, errors  # the data's spread is 1 per coordinate
+
+
+def check_04_guidance(out: str) -> None:
+    assert number(out, r"^real data of arm 0: NUMBER% on arm 0") >= 95
+    lines(out, r"^CFG at s = 1 equals the conditional model bit for bit: True$", count=1)
+    on_arm = {(kind, float(s)): (float(share) / 100, text) for kind, s, share, text in lines(
+        out, r"^(classifier-free|classifier guidance), s = NUMBER +on arm 0: +NUMBER%   against arm-0 data: (.*)$",
+        count=8)}
+    # s = 0 of either kind is the unconditional model, drawn from the same noise: the same samples.
+    assert on_arm["classifier-free", 0.0] == on_arm["classifier guidance", 0.0]
+    unconditional = on_arm["classifier-free", 0.0][0]
+    assert 0.15 < unconditional < 0.6, "the unconditional model fills all three arms"
+    assert on_arm["classifier-free", 1.0][0] > unconditional
+    assert max(on_arm["classifier-free", s][0] for s in (1.0, 2.0, 4.0)) > unconditional + 0.15, on_arm
+    assert min(on_arm["classifier guidance", s][0] for s in (1.0, 2.0, 4.0)) > unconditional + 0.2, on_arm
+    # Guidance cuts no steps: at each scale, 5 steps are farther from the arm's data than 50.
+    by_steps = {(int(n), float(s)): energy(text) for n, s, text in lines(
+        out, r"^ ?(\d+) steps, s = NUMBER \(.*\) +on arm 0: .*against arm-0 data: (.*)$", count=4)}
+    for scale in (1.0, 4.0):
+        assert by_steps[5, scale] > by_steps[50, scale], by_steps
+    accuracy = {int(t): float(a) / 100 for t, a in lines(
+        out, r"^classifier accuracy on points noised to t = +(\d+): NUMBER%$", count=3)}
+    assert all(0 <= a <= 1 for a in accuracy.values())
+    assert accuracy[0] > 0.8 and accuracy[0] > accuracy[max(accuracy)], accuracy
+
+
+def check_05_images_and_the_vae(out: str) -> None:
+    held_out = number(out, r"^VAE, held-out images: +NUMBER dB")
+    training = number(out, r"^VAE, training images: +NUMBER dB")
+    floor = number(out, r"^floor, resize by \d+ and back: NUMBER dB")
+    # Quick mode trains 150 steps: near the resizing floor, not above it (full mode is above).
+    assert held_out > floor - 3, (held_out, floor)
+    assert abs(held_out - training) < 1.5, "held-out and training images reconstruct about equally"
+    # encode_images / decode_latents (scaled latents) and decoding the posterior mean are the same map.
+    assert number(out, r"^decoding the mean: +NUMBER dB") == pytest.approx(held_out, abs=0.011)
+    assert number(out, r"^decoding a sample: +NUMBER dB") > held_out - 1
+    posterior_std, spread = (float(v) for v in lines(
+        out, r"^posterior std, averaged: NUMBER;  std of the posterior means over the data: NUMBER", count=1)[0])
+    assert posterior_std < 0.5 * spread
+    # The measured scale brings the latents to unit standard deviation.
+    scale = number(out, r"^latent_scale = NUMBER")
+    before, after = (float(v) for v in lines(out, r"^std of the latents: NUMBER before scaling, NUMBER after", 1)[0])
+    assert after == pytest.approx(1.0, abs=0.05) and after == pytest.approx(before * scale, abs=0.005)
+    # Where signal and noise cross: σ² ᾱ_t / (1 - ᾱ_t) = 1, on the latent recipe's schedule.
+    recipe = DiffusionRunConfig()
+    snr = make_schedule(recipe.schedule, recipe.num_timesteps).snr(torch.arange(recipe.num_timesteps))
+    for std in (1.0, 5.5, 0.2):
+        printed = number(out, rf"^[^\n]*std {std:g}\)? *: signal and noise equal at t = NUMBER")
+        assert printed == int(torch.nonzero(std**2 * snr < 1)[0, 0]), std
+    reference = number(out, r"^grader on \d+ held-out real images: accuracy NUMBER")
+    assert 0.9 <= reference <= 1.0, "the grader classifies real images well: its ceiling is high"
+
+
+def check_06_latent_diffusion_with_a_dit(out: str) -> None:
+    assert 0.9 <= number(out, r"^real held-out images: accuracy NUMBER") <= 1.0
+    lines(out, r"^unpatchify\(patchify\(z\)\) == z exactly: True$", count=1)
+    # adaLN-Zero: at initialisation every gate is 0, every block the identity, the output 0 ...
+    for gate, change in lines(out, r"^block \d+: max \|gate\| = NUMBER, max \|block\(x\) - x\| = NUMBER"):
+        assert float(gate) == 0.0 and float(change) == 0.0
+    assert number(out, r"^model output: max \|output\| = NUMBER") == 0.0
+    # ... and the gradient wakes the layers one after another: final projection, then gates, then attention.
+    norms = {int(step): (float(final), float(gates), float(attention)) for step, final, gates, attention in lines(
+        out, r"^step (\d): gradient norms final projection NUMBER, block 0 adaLN \(gates\) NUMBER, "
+             r"block 0 attention NUMBER", count=3)}
+    assert norms[1][0] > 0 and norms[1][1] == 0 and norms[1][2] == 0, norms
+    assert norms[2][1] > 0 and norms[2][2] == 0, norms
+    assert norms[3][2] > 0, norms
+    # Training lowers the loss; every accuracy is a share.
+    history = [(float(loss), float(accuracy)) for loss, accuracy, _ in lines(
+        out, r"^ +\d+ +\d+ +NUMBER +NUMBER +NUMBER$")]
+    assert history[-1][0] < history[0][0], history
+    assert all(0 <= accuracy <= 1 for _, accuracy in history)
+    # Pitfall 14: the trained model's output depends on t and on the label.
+    change_t, change_label = (float(v) for v in lines(
+        out, r"^relative change of the output: t \+ 200: NUMBER;  null label instead of the class: NUMBER", 1)[0])
+    assert change_t > 0.05 and change_label > 0.05
+
+
+def check_07_guidance_on_images(out: str) -> None:
+    reference = number(out, r"^real held-out images: accuracy NUMBER")
+    assert 0.9 <= reference <= 1.0
+    chance = number(out, r"^chance accuracy: NUMBER")
+    cfg, classifier = sweep_table(out, "CFG scale"), sweep_table(out, "classifier scale")
+    for table in (cfg, classifier):
+        assert all(0 <= accuracy <= 1 and distance > 0 for accuracy, distance in table.values()), table
+    # s = 0 of either kind is the unconditional model from the same noise: the same samples, the same grades.
+    assert cfg[0.0] == classifier[0.0]
+    # Asking for a class helps even a briefly trained model: guided accuracy beats unguided and chance.
+    assert max(accuracy for scale, (accuracy, _) in cfg.items() if scale >= 1) > max(cfg[0.0][0], chance)
+    for accuracy in lines(out, r"^noisy-latent classifier at t = +\d+: accuracy NUMBER", count=4):
+        assert 0 <= float(accuracy[0]) <= 1
+    # Guidance rescale pulls the spread of the latents at the largest s back towards the unguided one;
+    # without rescale (φ = 0) the same request and seed grade exactly as in the sweep.
+    rescaled = {(float(s), float(phi)): (float(std), float(accuracy), float(distance))
+                for s, phi, std, _, accuracy, distance in lines(
+                    out, r"^s = NUMBER, φ = NUMBER: std of the sampled latents NUMBER \(real latents: NUMBER\); "
+                         r"accuracy NUMBER, Fréchet distance NUMBER", count=3)}
+    largest = max(s for s, _ in rescaled)
+    assert rescaled[largest, 0.7][0] < rescaled[largest, 0.0][0], rescaled
+    for scale in (1.0, largest):
+        assert rescaled[scale, 0.0][1:] == cfg[scale], (rescaled, cfg)
+
+
+LESSON_CHECKS = {
+    "01_forward_process": check_01_forward_process,
+    "02_training_ddpm": check_02_training_ddpm,
+    "03_ddim_and_inversion": check_03_ddim_and_inversion,
+    "04_guidance": check_04_guidance,
+    "05_images_and_the_vae": check_05_images_and_the_vae,
+    "06_latent_diffusion_with_a_dit": check_06_latent_diffusion_with_a_dit,
+    "07_guidance_on_images": check_07_guidance_on_images,
+}
+
+
+def test_every_lesson_has_its_checks():
+    assert list(LESSON_CHECKS) == list(LESSONS)

@@ -1,4 +1,7 @@
-"""Pitfall 14 and the MLP's contract: the output depends on t and on the label; shapes; bad input."""
+"""Pitfall 14 (docs/pitfalls.md) and the MLP's contract: the output depends on t and on the label;
+shapes; bad input."""
+import math
+
 import pytest
 import torch
 
@@ -10,6 +13,23 @@ def test_timestep_embedding_is_sinusoidal_and_distinct():
     assert e.shape == (3, 64)
     torch.testing.assert_close(e[0], torch.cat([torch.ones(32), torch.zeros(32)]))
     assert (e[1] - e[2]).abs().max() > 0.1
+    # Integer timesteps, not t / T: the fastest pair is (cos t, sin t) itself, the slowest turns by
+    # about 1/10000 of that per step (max_period 10000).
+    assert e[1, 0].item() == pytest.approx(math.cos(1.0), abs=1e-6)
+    assert e[1, 32].item() == pytest.approx(math.sin(1.0), abs=1e-6)
+    assert 5e-5 < math.atan2(e[1, 63].item(), e[1, 31].item()) < 2e-4
+
+
+def test_timestep_embedding_inner_products_depend_only_on_the_time_difference():
+    # [cos(t f), sin(t f)] · [cos(s f), sin(s f)] = Σ cos((t - s) f): the same for every shift, and
+    # largest at t = s (each cos and sin of one frequency must pair up for this to hold).
+    e = timestep_embedding(torch.arange(1000), 64).double()
+    gram = e @ e.T  # (1000, 1000)
+    for difference in (0, 1, 7, 100):
+        diagonal = torch.diagonal(gram, offset=difference)
+        torch.testing.assert_close(diagonal, torch.full_like(diagonal, diagonal[0].item()), rtol=0, atol=2e-3)
+    assert gram[500, 500] == pytest.approx(32.0, abs=1e-4)
+    assert gram[500].argmax().item() == 500
 
 
 def test_model_output_changes_with_t_and_label():

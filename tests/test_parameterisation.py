@@ -1,4 +1,4 @@
-"""Pitfalls 6 and 12: eps / x0 / v conversions, the score, and the training targets."""
+"""Pitfalls 6 and 12 of docs/pitfalls.md: eps / x0 / v conversions, the score, and the training targets."""
 import itertools
 
 import pytest

@@ -1,10 +1,13 @@
-"""Pitfalls 3, 4, 5 and 7: sampling timesteps, DDPM's last step, DDIM's σ(η), inversion."""
+"""Pitfalls 3, 4, 5 and 7 of docs/pitfalls.md: sampling timesteps, DDPM's last step, DDIM's σ(η), inversion."""
 import pytest
 import torch
 
 from toydiff.samplers import (SPACINGS, ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddpm_sample, ddpm_step,
                               sampling_timesteps)
 from toydiff.schedules import make_schedule
+
+# Small tensors and many sequential steps: a second thread only adds contention (see conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- which timesteps -----------------------------------------------------------------------------
@@ -138,73 +141,166 @@ def test_ddim_step_broadcasts_per_frame_timesteps():
             torch.testing.assert_close(together[b, f], alone)
 
 
-# ---- oracle models and inversion -------------------------------------------------------------
+# ---- the Gaussian oracle: a closed form for every step ---------------------------------------
 
-def delta_oracle(schedule, x_star):
-    """The exact ε-prediction when the data is the single point x_star (per example)."""
+class GaussianData:
+    """Data x_0 ~ N(m, diag(s²)), whose exact denoiser and probability-flow map are known in closed form.
 
-    def model(x, t):
-        a = schedule.alpha_bar(t).view(-1, *[1] * (x.ndim - 1))
-        return (x - a.sqrt() * x_star) / (1 - a).sqrt()
+    The forward process is linear, so x_t ~ N(√ᾱ m, V) per coordinate with V = ᾱ s² + 1 - ᾱ, and
+        E[ε   | x_t] = √(1-ᾱ) (x_t - √ᾱ m) / V
+        E[x_0 | x_t] = m + √ᾱ s² (x_t - √ᾱ m) / V
+        v            = √ᾱ E[ε | x_t] - √(1-ᾱ) E[x_0 | x_t]
+    Deterministic DDIM discretises the probability-flow ODE, which for Gaussian data is the monotone map
+    between the marginals:  x at level ᾱ = √ᾱ m + √V (x_0 - m) / s.
+    Unlike a single point (a delta distribution), whose exact x̂_0 is that point from anywhere, this
+    oracle's x̂_0 depends on x_t, so a step taken from the wrong x_t or with the wrong t shows up.
+    Each prediction type is written from its own formula, not through the library's conversions.
+    """
 
-    return model
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(mean, dtype=torch.float64)  # (D,)
+        self.std = torch.tensor(std, dtype=torch.float64)    # (D,)
 
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        noise = torch.randn(n, self.mean.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        return self.mean + self.std * noise  # (n, D)
+
+    def at_level(self, x_0: torch.Tensor, a) -> torch.Tensor:
+        """Where the probability-flow ODE carries x_0 (B, D) at noise level ᾱ = a."""
+        return a**0.5 * self.mean + (a * self.std**2 + 1 - a) ** 0.5 * (x_0 - self.mean) / self.std
+
+    def from_level(self, x: torch.Tensor, a) -> torch.Tensor:
+        """The inverse map: the x_0 that the ODE carries to x (B, D) at level ᾱ = a."""
+        return self.mean + self.std * (x - a**0.5 * self.mean) / (a * self.std**2 + 1 - a) ** 0.5
+
+    def posterior_mean(self, x_t: torch.Tensor, a) -> torch.Tensor:
+        """E[x_0 | x_t] at level ᾱ = a (Tweedie)."""
+        return self.mean + a**0.5 * self.std**2 * (x_t - a**0.5 * self.mean) / (a * self.std**2 + 1 - a)
+
+    def model(self, schedule, prediction_type: str = "epsilon"):
+        """The exact ``model(x_t, t)`` for ``prediction_type``, in float64."""
+
+        def exact(x, t):
+            a = schedule.alpha_bar(t).view(-1, *[1] * (x.ndim - 1))  # (B, 1)
+            variance = a * self.std**2 + 1 - a                        # (B, D)
+            epsilon = (1 - a).sqrt() * (x - a.sqrt() * self.mean) / variance
+            x0 = self.mean + a.sqrt() * self.std**2 * (x - a.sqrt() * self.mean) / variance
+            return {"epsilon": epsilon, "x0": x0, "v": a.sqrt() * epsilon - (1 - a).sqrt() * x0}[prediction_type]
+
+        return exact
+
+
+# A mean off the origin and one coordinate wider than N(0, 1): a map that ignored m or s would show.
+DATA = GaussianData([0.8, -1.2], [0.5, 1.5])
+PREDICTION_TYPES = ("epsilon", "x0", "v")
+STEP_COUNTS = (10, 30, 100, 300)
+
+
+def max_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def assert_first_order_convergence(errors: list[float], label: str) -> None:
+    """DDIM is an Euler step of the ODE: the error falls like 1/N. From N = 10 to N = 300 (30 times the
+    steps) it must fall at least 15 times and at every refinement; a step that is wrong, not merely
+    coarse, leaves an error that does not vanish."""
+    assert all(fine < coarse for coarse, fine in zip(errors, errors[1:])), (label, errors)
+    assert errors[-1] < errors[0] / 15, (label, errors)
+
+
+# ---- inversion ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spacing", SPACINGS)
-@pytest.mark.parametrize("num_steps", [1, 10, 50])
-def test_ddim_inversion_then_sampling_returns_the_input(spacing, num_steps):
-    # Pitfall 7, with an oracle: exact up to float64 rounding.
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_ddim_inversion_follows_the_probability_flow_of_gaussian_data(prediction_type, spacing):
+    # Pitfall 7. Inversion of x_0 must land where the ODE carries it: the closed form at the highest
+    # visited timestep; and sampling back from there must return x_0. Both errors shrink with N.
     schedule = make_schedule("cosine")
-    x_star = torch.randn(16, 2, dtype=torch.float64)
-    model = delta_oracle(schedule, x_star)
-    noise = ddim_invert(model, x_star, schedule, num_steps=num_steps, spacing=spacing)
-    back = ddim_sample(model, noise, schedule, num_steps=num_steps, spacing=spacing)
-    torch.testing.assert_close(back, x_star, rtol=0, atol=1e-9)
+    model = DATA.model(schedule, prediction_type)
+    x_0 = DATA.sample(256)
+    inversion_errors, round_trip_errors = [], []
+    for num_steps in STEP_COUNTS:
+        top = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)[0]
+        exact_noise = DATA.at_level(x_0, schedule.alpha_bar(top))  # (256, 2)
+        noise = ddim_invert(model, x_0, schedule, num_steps=num_steps, spacing=spacing,
+                            prediction_type=prediction_type)
+        back = ddim_sample(model, noise, schedule, num_steps=num_steps, spacing=spacing,
+                           prediction_type=prediction_type)
+        inversion_errors.append(max_error(noise, exact_noise))
+        round_trip_errors.append(max_error(back, x_0))
+    assert_first_order_convergence(inversion_errors, "inversion")
+    assert_first_order_convergence(round_trip_errors, "round trip")
+    # At 300 steps: within 3 % (inversion) and 5 % (round trip) of the data's largest spread s = 1.5.
+    assert inversion_errors[-1] < 0.045 and round_trip_errors[-1] < 0.075, (inversion_errors, round_trip_errors)
 
 
-def test_samplers_recover_the_point_of_a_delta_distribution():
+def test_ddim_inversion_reports_every_step_going_up():
+    schedule = make_schedule("cosine")
+    states = []
+    x_0 = DATA.sample(8)
+    ddim_invert(DATA.model(schedule, "v"), x_0, schedule, num_steps=5, prediction_type="v", callback=states.append)
+    ascending = sampling_timesteps(1000, 5, "trailing")[::-1]
+    assert [(s.t, s.t_next) for s in states] == list(zip([-1] + ascending[:-1], ascending))
+    torch.testing.assert_close(states[0].pred_x0, x_0)  # at the clean start x̂_0 is x_0 itself
+
+
+# ---- sampling from noise -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_ddim_sampling_follows_the_probability_flow_of_gaussian_data(prediction_type):
+    # From x_T, deterministic DDIM must reach the x_0 that the ODE map gives, closer with more steps.
     schedule = make_schedule("linear")
-    x_star = torch.tensor([[1.5, -0.5]], dtype=torch.float64).repeat(8, 1)
-    model = delta_oracle(schedule, x_star)
-    x_T = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(ddim_sample(model, x_T, schedule, num_steps=20), x_star)
-    generator = torch.Generator().manual_seed(2)
-    torch.testing.assert_close(ddpm_sample(model, x_T, schedule, generator=generator), x_star)
+    model = DATA.model(schedule, prediction_type)
+    x_T = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = DATA.from_level(x_T, schedule.alphas_cumprod[-1])  # trailing spacing starts at T - 1
+    errors = [max_error(ddim_sample(model, x_T, schedule, num_steps=n, prediction_type=prediction_type), exact)
+              for n in STEP_COUNTS]
+    assert_first_order_convergence(errors, prediction_type)
+    assert errors[-1] < 0.045, errors
 
 
-def test_ddpm_on_gaussian_data_gives_gaussian_samples():
-    # For data N(m, s²) the exact ε is linear in x_t; DDPM samples must have the data's moments.
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_ddpm_on_gaussian_data_gives_gaussian_samples(prediction_type):
+    # Ancestral sampling is stochastic: its samples must have the data's moments, per coordinate.
     schedule = make_schedule("linear")
-    m, s = 1.0, 0.5
-
-    def model(x, t):
-        a = schedule.alpha_bar(t).view(-1, 1).to(x.dtype)
-        variance = a * s**2 + (1 - a)
-        # E[ε | x_t] = sqrt(1-ᾱ) (x_t - sqrt(ᾱ) m) / Var(x_t)
-        return (1 - a).sqrt() * (x - a.sqrt() * m) / variance
-
     generator = torch.Generator().manual_seed(0)
-    x_T = torch.randn(20_000, 1, dtype=torch.float64, generator=generator)
-    samples = ddpm_sample(model, x_T, schedule, generator=generator)
-    assert samples.mean().item() == pytest.approx(m, abs=0.02)
-    assert samples.std().item() == pytest.approx(s, rel=0.03)
-    # Deterministic DDIM follows the probability-flow ODE, which for Gaussian data is the linear map
-    # x_T -> m + s x_T. Few steps under-disperse (discretisation error); many steps converge.
-    coarse = ddim_sample(model, x_T, schedule, num_steps=10)
-    fine = ddim_sample(model, x_T, schedule, num_steps=1000)
-    torch.testing.assert_close(fine, m + s * x_T, rtol=0, atol=0.02)
-    assert (fine - (m + s * x_T)).abs().max() < (coarse - (m + s * x_T)).abs().max()
+    x_T = torch.randn(20_000, 2, dtype=torch.float64, generator=generator)
+    samples = ddpm_sample(DATA.model(schedule, prediction_type), x_T, schedule, prediction_type=prediction_type,
+                          generator=generator)
+    # Standard errors: s / √N ≤ 0.011 for the mean, about s / √(2N) ≤ 0.008 for the std.
+    torch.testing.assert_close(samples.mean(0), DATA.mean, rtol=0, atol=0.04)
+    torch.testing.assert_close(samples.std(0), DATA.std, rtol=0.03, atol=0)
+    # Independent coordinates stay independent.
+    assert abs(torch.corrcoef(samples.T)[0, 1].item()) < 0.03
+
+
+def test_ddim_eta_one_with_skipped_steps_has_the_forward_process_conditional_variance():
+    # DDIM with η = 1 samples q(x_prev | x_t, x_0) of the Markov forward process also when it skips
+    # steps. That variance follows from Gaussian conditioning of the joint (x_prev, x_t) given x_0:
+    # Var(x_prev) = 1 - ᾱ_prev, Var(x_t) = 1 - ᾱ_t, Cov = √(ᾱ_t / ᾱ_prev) (1 - ᾱ_prev).
+    schedule = make_schedule("cosine")
+    for t, t_prev in ((999, 899), (500, 400), (300, 0), (50, 49)):
+        a, a_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+        covariance = (a / a_prev).sqrt() * (1 - a_prev)
+        conditional_variance = (1 - a_prev) - covariance**2 / (1 - a)
+        torch.testing.assert_close(ddim_sigma(schedule, t, t_prev, 1.0) ** 2, conditional_variance,
+                                   rtol=1e-9, atol=1e-15)
 
 
 def test_callback_reports_every_step_with_pred_x0():
+    # The x̂_0 of each state is the model's estimate at the x the step started from and its t.
     schedule = make_schedule("linear")
     states = []
-    x_star = torch.randn(4, 2, dtype=torch.float64)
-    ddim_sample(delta_oracle(schedule, x_star), torch.randn(4, 2, dtype=torch.float64), schedule, num_steps=5,
-                callback=states.append)
-    assert [s.step for s in states] == list(range(5))
-    for state in states:
-        torch.testing.assert_close(state.pred_x0, x_star)
+    x_T = torch.randn(4, 2, dtype=torch.float64)
+    out = ddim_sample(DATA.model(schedule, "v"), x_T, schedule, num_steps=5, prediction_type="v",
+                      callback=states.append)
+    steps = sampling_timesteps(1000, 5, "trailing")
+    assert [s.step for s in states] == list(range(5)) and all(s.num_steps == 5 for s in states)
+    assert [(s.t, s.t_next) for s in states] == list(zip(steps, steps[1:] + [-1]))
+    starts = [x_T] + [s.x for s in states[:-1]]
+    for state, x_t in zip(states, starts):
+        torch.testing.assert_close(state.pred_x0, DATA.posterior_mean(x_t, schedule.alpha_bar(state.t)))
+    assert torch.equal(states[-1].x, out)
 
 
 def test_samplers_refuse_epsilon_on_zero_terminal_snr():
@@ -213,15 +309,14 @@ def test_samplers_refuse_epsilon_on_zero_terminal_snr():
         ddim_sample(lambda x, t: x, torch.zeros(2, 2), schedule, num_steps=5)
 
 
-def test_v_prediction_on_zero_terminal_snr_samples_cleanly():
+@pytest.mark.parametrize("prediction_type", ["v", "x0"])
+def test_zero_terminal_snr_samples_follow_the_probability_flow(prediction_type):
+    # At ᾱ_T = 0 the start is pure noise and x̂_0 = m exactly; the ODE map is then x_0 = m + s x_T.
     schedule = make_schedule("cosine", zero_terminal_snr=True)
-    x_star = torch.randn(4, 2, dtype=torch.float64)
-
-    def v_oracle(x, t):
-        a = schedule.alpha_bar(t).view(-1, 1)
-        epsilon = (x - a.sqrt() * x_star) / (1 - a).sqrt()
-        return a.sqrt() * epsilon - (1 - a).sqrt() * x_star
-
-    out = ddim_sample(v_oracle, torch.randn(4, 2, dtype=torch.float64), schedule, num_steps=10,
-                      prediction_type="v")
-    torch.testing.assert_close(out, x_star)
+    model = DATA.model(schedule, prediction_type)
+    x_T = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    errors = [max_error(ddim_sample(model, x_T, schedule, num_steps=n, prediction_type=prediction_type),
+                        DATA.mean + DATA.std * x_T)
+              for n in STEP_COUNTS]
+    assert_first_order_convergence(errors, prediction_type)
+    assert errors[-1] < 0.045, errors

@@ -1,4 +1,4 @@
-"""Pitfalls 1, 2, 6, 12, 13 of DESIGN.md for the noise schedules."""
+"""Pitfalls 1, 2, 6, 12, 13 of docs/pitfalls.md for the noise schedules."""
 import math
 
 import pytest
@@ -27,6 +27,17 @@ def test_linear_schedule_matches_ddpm_paper():
     schedule = make_schedule("linear", 1000)
     assert schedule.betas[0].item() == pytest.approx(1e-4)
     assert schedule.betas[-1].item() == pytest.approx(0.02)
+    # Linear in between: equal increments (a geometric or cosine ramp between the same ends is not).
+    increments = schedule.betas.diff()
+    torch.testing.assert_close(increments, torch.full_like(increments, (0.02 - 1e-4) / 999), rtol=1e-9, atol=0)
+
+
+def test_scaled_linear_schedule_has_stable_diffusions_published_terminal_signal():
+    # Lin et al. 2024, sec. 3.1: Stable Diffusion's schedule (linear in sqrt(β) from 0.00085 to 0.012,
+    # T = 1000) ends at sqrt(ᾱ_T) = 0.068265, SNR 0.004682. Betas linear in β itself end near 0.04.
+    schedule = make_schedule("scaled_linear")
+    assert schedule.alphas_cumprod[-1].sqrt().item() == pytest.approx(0.068265, abs=5e-7)
+    assert schedule.snr(999).item() == pytest.approx(0.004682, abs=5e-7)
 
 
 def test_linear_schedule_for_tiny_T_is_refused_with_a_clear_error():
@@ -57,6 +68,11 @@ def test_zero_terminal_snr_rescaling(kind):
     assert rescaled.has_zero_terminal_snr and not original.has_zero_terminal_snr
     assert rescaled.alphas_cumprod[0].item() == pytest.approx(original.alphas_cumprod[0].item(), rel=1e-12)
     assert (rescaled.betas > 0).all() and (rescaled.betas <= 1).all()
+    # Lin et al. 2024, Algorithm 1 moves sqrt(ᾱ), not ᾱ, by one affine map: every point of the new
+    # sqrt(ᾱ) curve lies on the line through (old, new) at the first and the last step.
+    old, new = original.alphas_cumprod.sqrt(), rescaled.alphas_cumprod.sqrt()
+    slope = (new[0] - new[-1]) / (old[0] - old[-1])
+    torch.testing.assert_close(new, new[-1] + slope * (old - old[-1]), rtol=0, atol=1e-12)
 
 
 def test_minus_one_means_clean_and_out_of_range_is_refused():
@@ -110,9 +126,13 @@ def test_invalid_betas_and_options_are_refused():
         make_schedule("cosine", 0)
 
 
-def test_posterior_log_variance_is_finite_at_t0():
-    # Pitfall 4: β̃_0 = 0, its log must not be -inf.
+def test_posterior_variance_is_gaussian_conditioning_and_zero_at_t0():
+    # Pitfall 4: β̃_0 = 0 exactly, so the last DDPM step adds no noise.
     schedule = make_schedule("linear")
-    values = schedule.posterior_log_variance_clipped(torch.arange(1000))
-    assert torch.isfinite(values).all()
     assert schedule.posterior_variance(0).item() == 0.0
+    # Given x_0, (x_{t-1}, x_t) is jointly Gaussian with Var x_{t-1} = 1 - ᾱ_{t-1}, Var x_t = 1 - ᾱ_t and
+    # Cov = sqrt(α_t)(1 - ᾱ_{t-1}); conditioning on x_t leaves Var - Cov² / Var x_t.
+    t = torch.arange(1, 1000)
+    a, a_prev, alpha = schedule.alphas_cumprod[t], schedule.alphas_cumprod[t - 1], 1 - schedule.betas[t]
+    conditioned = (1 - a_prev) - alpha * (1 - a_prev) ** 2 / (1 - a)
+    torch.testing.assert_close(schedule.posterior_variance(t), conditioned, rtol=1e-9, atol=1e-15)

@@ -191,10 +191,29 @@ def test_evaluation_hook_sees_the_ema_model_and_its_time_is_not_training_time(tm
               evaluate_every=15)
 
 
-def test_training_seconds_carry_over_a_resume(tmp_path):
-    first = tiny_run(tmp_path, steps=20)
+def test_training_seconds_carry_over_a_resume_in_the_history_and_the_result(tmp_path):
+    import time
+
+    def slow_first_session(entry):  # on_log time is training time: the first session lasts >= 0.4 s
+        if entry["step"] == 10:
+            time.sleep(0.4)
+
+    first = tiny_run(tmp_path, steps=20, on_log=slow_first_session)
     stored = load_checkpoint(tmp_path / "checkpoint.pt")["seconds"]
+    assert stored >= 0.4
     assert stored == pytest.approx(first.history[-1]["seconds"], abs=0.05)
+    assert first.seconds == pytest.approx(stored, abs=0.05)
+    assert first.session_seconds == first.seconds  # nothing resumed: the run is this session
+
     resumed = tiny_run(tmp_path, steps=40)
     assert resumed.history[-1]["seconds"] > stored  # cumulative, not restarted from 0
-    assert resumed.history[-1]["seconds"] == pytest.approx(stored + resumed.seconds, abs=0.05)
+    # The result says what the history says: the whole run's seconds, the first session included…
+    assert resumed.seconds == pytest.approx(resumed.history[-1]["seconds"], abs=0.05)
+    assert resumed.seconds == pytest.approx(load_checkpoint(tmp_path / "checkpoint.pt")["seconds"], abs=0.05)
+    # …and this call's own share separately.
+    assert resumed.session_seconds == pytest.approx(resumed.seconds - stored, abs=0.05)
+    assert resumed.session_seconds < resumed.seconds - 0.35
+
+    finished = tiny_run(tmp_path, steps=40)  # nothing left to train: the run's time, this call's ~0
+    assert finished.seconds == pytest.approx(resumed.seconds, abs=0.05)
+    assert finished.session_seconds < 0.05

@@ -20,6 +20,7 @@ import torch
 
 from toydiff.checkpoints import CheckpointError
 from toydiff.data import DATASETS, get_dataset, make_dataset
+from toydiff.experiment import ToyRunConfig
 from toydiff.losses import WEIGHTINGS
 from toydiff.parameterisation import PREDICTION_TYPES
 from toydiff.samplers import SPACINGS
@@ -30,7 +31,23 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit status 2."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default after its help text, as argparse-based tools do, except
+    where there is no value to show: a flag (off unless given), or an option whose default is None,
+    whose help says in words what happens without it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit status 2) and whose help shows defaults."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
     def error(self, message):  # one line instead of usage + message
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -56,61 +73,74 @@ def non_negative_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    recipe = ToyRunConfig()  # the defaults of `train` are the recipe's
     parser = OneLineParser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = commands.add_parser("train", help="train a denoiser; writes OUT/checkpoint.pt (resumes if present)")
-    train.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
+    train.add_argument("--dataset", default=recipe.dataset, choices=sorted(DATASETS), help="the 2-D data set to learn")
     train.add_argument("--out", required=True, help="output folder for checkpoint.pt")
-    train.add_argument("--steps", type=positive_int, help="training steps (default from the recipe)")
-    train.add_argument("--batch-size", type=positive_int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--schedule", choices=SCHEDULE_KINDS)
-    train.add_argument("--num-timesteps", type=positive_int)
-    train.add_argument("--zero-terminal-snr", action="store_true")
-    train.add_argument("--prediction-type", choices=PREDICTION_TYPES)
-    train.add_argument("--weighting", choices=WEIGHTINGS)
+    train.add_argument("--steps", type=positive_int, default=recipe.train.steps, help="training steps")
+    train.add_argument("--batch-size", type=positive_int, default=recipe.train.batch_size,
+                       help="points per training step")
+    train.add_argument("--learning-rate", type=float, default=recipe.train.learning_rate,
+                       help="peak AdamW learning rate (after warm-up, before the cosine decay)")
+    train.add_argument("--seed", type=int, default=recipe.train.seed, help="seed of the initial weights and batches")
+    train.add_argument("--schedule", choices=SCHEDULE_KINDS, default=recipe.schedule, help="the noise schedule β_t")
+    train.add_argument("--num-timesteps", type=positive_int, default=recipe.num_timesteps,
+                       help="T, the number of diffusion steps")
+    train.add_argument("--zero-terminal-snr", action="store_true",
+                       help="rescale the schedule so that ᾱ_T = 0 (pure noise at t = T)")
+    train.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=recipe.prediction_type,
+                       help="what the network predicts: the noise ε, the clean x0, or the velocity v")
+    train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
+                       help="how the loss weighs the timesteps (min_snr: Hang et al. 2023)")
     train.add_argument("--unconditional", action="store_true", help="train without class labels")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    train.add_argument("--device", default="auto",
+                       help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--classifier", action="store_true",
                        help="also train a noisy classifier (OUT/classifier.pt) for classifier guidance")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint into a .npy file (N, 2)")
-    sample.add_argument("--checkpoint", required=True)
-    sample.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"))
+    sample.add_argument("--checkpoint", required=True, help="a checkpoint of train (the file or its folder)")
+    sample.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"), help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (DDPM always uses all T)")
-    sample.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise, in [0, 1]")
-    sample.add_argument("--spacing", default="trailing", choices=SPACINGS)
-    sample.add_argument("--num-samples", type=positive_int, default=4000)
-    sample.add_argument("--label", type=int, help="class index to ask for (e.g. the spiral arm)")
+    sample.add_argument("--eta", type=non_negative_float, default=0.0,
+                        help="DDIM noise, in [0, 1] (0 deterministic, 1 as much noise as DDPM)")
+    sample.add_argument("--spacing", default="trailing", choices=SPACINGS,
+                        help="how the DDIM steps are spread over 0..T-1")
+    sample.add_argument("--num-samples", type=positive_int, default=4000, help="points to draw")
+    sample.add_argument("--label", type=int,
+                        help="class index to ask for, e.g. the spiral arm (default: none, draw from p(x))")
     sample.add_argument("--guidance", type=non_negative_float, default=1.0,
                         help="guidance scale s: 0 unconditional, 1 conditional, >1 sharper")
-    sample.add_argument("--classifier", help="classifier checkpoint: use classifier guidance instead of CFG")
+    sample.add_argument("--classifier",
+                        help="classifier checkpoint: use classifier guidance instead of CFG (default: none, CFG)")
     sample.add_argument("--null-label", action="store_true",
                         help="without --label, sample the model's null-label (unconditional) pass instead of "
                              "drawing each point's class from the data's class frequencies first")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=int, default=0, help="seed of the starting noise (same seed, same samples)")
     sample.add_argument("--out", required=True, help="output .npy file")
 
     data = commands.add_parser("data", help="write fresh data points to a .npy file (N, 2)")
-    data.add_argument("--dataset", default="spiral", choices=sorted(DATASETS))
-    data.add_argument("--num-samples", type=positive_int, default=4000)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--out", required=True)
-    data.add_argument("--labels-out", help="also write the class labels (N,) to this .npy file")
+    data.add_argument("--dataset", default="spiral", choices=sorted(DATASETS), help="the 2-D data set to draw")
+    data.add_argument("--num-samples", type=positive_int, default=4000, help="points to draw")
+    data.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    data.add_argument("--out", required=True, help="output .npy file")
+    data.add_argument("--labels-out", help="also write the class labels (N,) to this .npy file (default: not written)")
 
     plot = commands.add_parser("plot", help="write figures: of a data set, or of a trained checkpoint")
     source = plot.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint")
-    source.add_argument("--dataset", choices=sorted(DATASETS))
+    source.add_argument("--checkpoint", help="plot this trained model (one of --checkpoint or --dataset)")
+    source.add_argument("--dataset", choices=sorted(DATASETS),
+                        help="plot this data set (one of --checkpoint or --dataset)")
     plot.add_argument("--out", required=True, help="output folder")
 
     demo = commands.add_parser("demo", help="train the spiral model, measure it, write its figures")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -118,22 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands
 # ----------------------------------------------------------------------------------------------
 
-def _recipe(args):
-    from toydiff.experiment import ToyRunConfig
-
-    config = ToyRunConfig(dataset=args.dataset)
-    overrides = {"schedule": args.schedule, "num_timesteps": args.num_timesteps,
-                 "prediction_type": args.prediction_type, "weighting": args.weighting}
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(config, name, value)
-    config.zero_terminal_snr = args.zero_terminal_snr
-    config.conditional = not args.unconditional
+def _recipe(args) -> ToyRunConfig:
+    """The recipe with the command line's values (whose defaults are the recipe's own)."""
+    config = ToyRunConfig(dataset=args.dataset, schedule=args.schedule, num_timesteps=args.num_timesteps,
+                          zero_terminal_snr=args.zero_terminal_snr, prediction_type=args.prediction_type,
+                          weighting=args.weighting, conditional=not args.unconditional)
     train = config.train
-    for name, value in {"steps": args.steps, "batch_size": args.batch_size,
-                        "learning_rate": args.learning_rate}.items():
-        if value is not None:
-            setattr(train, name, value)
+    train.steps, train.batch_size, train.learning_rate = args.steps, args.batch_size, args.learning_rate
     train.seed, train.device, train.progress = args.seed, args.device, not args.quiet
     return config
 

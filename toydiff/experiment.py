@@ -40,8 +40,9 @@ class ToyRunConfig(RunConfig):
     num_timesteps: int = 1000
     zero_terminal_snr: bool = False
     # v, not ε: with ε-prediction x̂_0 = (x_t - sqrt(1-ᾱ) ε̂) / sqrt(ᾱ) amplifies small errors at high
-    # noise, and on the spiral ~0.5% of DDIM samples (those starting in the tail of x_T) ran away to
-    # |x| > 4 (measured: 9-28 of 4000). v-prediction bounds x̂_0 and reached the metric's floor.
+    # noise, and on the spiral a few DDIM samples in a thousand (those starting in the tail of x_T) ran
+    # away to |x| > 4 (lesson 02 gives the measurement). v-prediction bounds x̂_0 and reached the
+    # metric's floor.
     prediction_type: str = "v"
     weighting: str = "uniform"
     conditional: bool = True          # learn p(x | arm) and p(x) together (label dropout below)

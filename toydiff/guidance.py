@@ -3,7 +3,7 @@
 Both are written as *model wrappers*: they take a conditional denoiser and return a plain
 ``model(x_t, t)`` that any sampler of :mod:`toydiff.samplers` accepts unchanged.
 
-One convention, everywhere (DESIGN.md): with guidance scale s,
+One convention, everywhere in this project: with guidance scale s,
 
     ε̃ = ε_uncond + s · (ε_cond - ε_uncond)
 
@@ -16,8 +16,8 @@ from typing import Callable, Optional
 
 import torch
 
-from toydiff.parameterisation import convert_prediction, score_from_epsilon
-from toydiff.schedules import NoiseSchedule, as_timesteps, broadcast_to_sample
+from toydiff.parameterisation import convert_prediction, epsilon_from_score, score_from_epsilon
+from toydiff.schedules import NoiseSchedule
 
 
 def drop_labels(labels: torch.Tensor, probability: float, null_label: int,
@@ -36,7 +36,7 @@ def drop_labels(labels: torch.Tensor, probability: float, null_label: int,
 def combine_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
     """uncond + s (cond - uncond), written as cond + (s - 1)(cond - uncond) so s = 1 returns cond exactly.
 
-    Applied to the whole output tensor: every channel is guided (pitfall 8).
+    Applied to the whole output tensor: every channel is guided (docs/pitfalls.md, pitfall 8).
     """
     return cond + (scale - 1.0) * (cond - uncond)
 
@@ -124,10 +124,8 @@ def classifier_guidance(model: Callable, classifier: Callable, labels: torch.Ten
             chosen = log_probs.gather(1, labels.view(-1, 1)).sum()
             (gradient,) = torch.autograd.grad(chosen, x)  # ∇_x log p(y | x_t), (B, ...)
         epsilon = convert_prediction(schedule, output, t, x_t, prediction_type, "epsilon")
-        noise_scale = broadcast_to_sample(
-            (1.0 - schedule.alpha_bar(as_timesteps(t, x_t.device))).sqrt(), x_t
-        )
-        guided_epsilon = epsilon - scale * noise_scale * gradient
+        # A score added to the score is -sqrt(1 - ᾱ_t) times it added to ε.
+        guided_epsilon = epsilon + scale * epsilon_from_score(schedule, gradient, t)
         return convert_prediction(schedule, guided_epsilon, t, x_t, "epsilon", prediction_type)
 
     return guided

@@ -39,7 +39,7 @@ class DiffusionObjective:
 
     batch: (x0,) or (x0, labels); x0: (B, ...), labels: (B,) int64.
     label_dropout: probability of replacing a label by ``null_label`` — in training mode only, so an
-    evaluation pass with ``model.eval()`` always sees the real labels (pitfall 8).
+    evaluation pass with ``model.eval()`` always sees the real labels (docs/pitfalls.md, pitfall 8).
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", weighting: str = "uniform",

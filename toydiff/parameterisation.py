@@ -21,7 +21,7 @@ PREDICTION_TYPES = ("epsilon", "x0", "v")
 
 
 def check_prediction_type(prediction_type: str, schedule: NoiseSchedule | None = None) -> None:
-    """Refuse unknown prediction types, and ε-prediction on a zero-terminal-SNR schedule (pitfall 12).
+    """Refuse unknown prediction types, and ε-prediction where ᾱ_T = 0 (docs/pitfalls.md, pitfall 12).
 
     At ᾱ_T = 0 the input is pure noise, so predicting ε is trivial (ε = x_T) and x_0 = (x_T - ε) / 0 is
     undefined: the sampler's first step would divide by zero.

@@ -81,6 +81,12 @@ def _draw_noise(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _check_clip_x0(clip_x0: Optional[float]) -> None:
+    if clip_x0 is not None and not float(clip_x0) > 0:
+        raise ValueError(f"clip_x0 must be a positive bound (x̂_0 is clamped to [-clip_x0, clip_x0]) or None, "
+                         f"got {clip_x0!r}")
+
+
 def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t, x_t: torch.Tensor,
               noise: Optional[torch.Tensor] = None, prediction_type: str = "epsilon",
               variance: str = "small", generator: Optional[torch.Generator] = None,
@@ -91,10 +97,13 @@ def ddpm_step(schedule: NoiseSchedule, model_output: torch.Tensor, t, x_t: torch
     noise: the z of the step (drawn with ``generator`` when None).  No noise is added where t = 0.
     variance: "small" uses the posterior variance β̃_t (right for deterministic data),
               "large" uses β_t (right for data ~ N(0, I)); DDPM sec. 3.2.
+    clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] before the posterior mean, as DDPM's image code does with
+             1 for pixels in [-1, 1]; None (the default) for data without a fixed range, such as latents.
     Returns x_{t-1}, same shape and dtype as x_t.
     """
     if variance not in VARIANCES:
         raise ValueError(f"unknown variance {variance!r}; expected one of {', '.join(VARIANCES)}")
+    _check_clip_x0(clip_x0)
     t = as_timesteps(t, x_t.device)
     schedule.check_timesteps(t, allow_minus_one=False)
     x0 = predict_x0(schedule, model_output, t, x_t, prediction_type)
@@ -143,10 +152,13 @@ def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_
     ((B,) per sample, (B, F) per video frame).  t_prev = -1 means the clean end, ᾱ = 1.
     eta ∈ [0, 1] scales the fresh noise; noise (z) is drawn with ``generator`` when None and η > 0.
     With t_prev > t the same formula moves *up* the noise levels: that is DDIM inversion.
+    clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] (1 for pixels in [-1, 1]; None for latents) and take ε̂
+             from the clamped x̂_0, so that the step stays on the DDIM path through it.
     Returns x_{t_prev}, same shape and dtype as x_t.
     """
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+    _check_clip_x0(clip_x0)
     t, t_prev = as_timesteps(t, x_t.device), as_timesteps(t_prev, x_t.device)
     schedule.check_timesteps(t)
     schedule.check_timesteps(t_prev)
@@ -165,7 +177,8 @@ def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_
     # 2. σ_t(η), eq. 16, and the "direction pointing to x_t" sqrt(1 - ᾱ_prev - σ²) ε̂.
     a_prev = schedule.alpha_bar(t_prev)
     sigma = ddim_sigma(schedule, t, t_prev, eta)
-    direction = (1.0 - a_prev - sigma**2).clamp_min(0.0).sqrt()  # real for η ∈ [0, 1] (pitfall 5)
+    # Real for η ∈ [0, 1]; the clamp removes rounding residue (docs/pitfalls.md, pitfall 5).
+    direction = (1.0 - a_prev - sigma**2).clamp_min(0.0).sqrt()
     x_prev = shaped(a_prev.sqrt()) * x0 + shaped(direction) * epsilon
     # 3. Fresh noise, only when η > 0.
     if float(eta) > 0.0:
@@ -224,7 +237,8 @@ def ddim_sample(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, *, num
     timesteps = sampling_timesteps(schedule.num_timesteps, num_steps, spacing)
     x = x_T
     for i, t in enumerate(tqdm(timesteps, desc="DDIM", disable=not progress)):
-        # 3.1 in pitfalls: the previous timestep is the next entry of the list, -1 after the last one.
+        # The previous timestep is the next entry of the list, and -1 (ᾱ = 1) after the last one, never
+        # t - T // N (docs/pitfalls.md, pitfall 3).
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         t_batch = _batch_timesteps(t, x)
         output = model(x, t_batch)
@@ -242,16 +256,18 @@ SAMPLERS = ("ddim", "ddpm")
 
 def sample(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, *, sampler: str = "ddim", num_steps: int = 50,
            eta: float = 0.0, spacing: str = "trailing", prediction_type: str = "epsilon",
-           generator: Optional[torch.Generator] = None, callback: Callback = None) -> torch.Tensor:
+           generator: Optional[torch.Generator] = None, callback: Callback = None,
+           clip_x0: Optional[float] = None) -> torch.Tensor:
     """Draw x_0 (B, ...) from x_T with the named sampler: "ddim" (``num_steps``, ``eta``, ``spacing``) or
-    "ddpm" (all T steps). The one entry point every layer's ``sample`` method calls."""
+    "ddpm" (all T steps); ``clip_x0`` goes to every step of either. The one entry point every layer's
+    ``sample`` method calls."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if sampler == "ddpm":
         return ddpm_sample(model, x_T, schedule, prediction_type=prediction_type, generator=generator,
-                           callback=callback)
+                           callback=callback, clip_x0=clip_x0)
     return ddim_sample(model, x_T, schedule, num_steps=num_steps, eta=eta, spacing=spacing,
-                       prediction_type=prediction_type, generator=generator, callback=callback)
+                       prediction_type=prediction_type, generator=generator, callback=callback, clip_x0=clip_x0)
 
 
 @torch.no_grad()

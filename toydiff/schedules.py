@@ -11,7 +11,7 @@ Notation, used in every module of this project
 - velocity               v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0                       (Salimans & Ho 2022)
 - ``t = -1``             the step after the last sampling step: no noise at all, ᾱ_{-1} = 1.
 
-Everything is built in float64 (pitfall 6 of DESIGN.md: ᾱ near 1 and near 0 loses digits in float32)
+Everything is built in float64 (docs/pitfalls.md, pitfall 6: ᾱ near 1 and near 0 loses digits in float32)
 and only cast to the sample's dtype at the moment it is used.
 
 Timesteps ``t`` may be a Python int or an int64 tensor whose shape is a prefix of the sample's shape:
@@ -25,15 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULE_KINDS = ("linear", "scaled_linear", "cosine", "sigmoid")
-
 
 # ----------------------------------------------------------------------------------------------
 # Indexing helpers
 # ----------------------------------------------------------------------------------------------
 
 def as_timesteps(t, device=None) -> torch.Tensor:
-    """Turn an int or tensor of timesteps into an int64 tensor (pitfall 13: never through bf16)."""
+    """Turn an int or tensor of timesteps into an int64 tensor, never through bf16 (docs/pitfalls.md,
+    pitfall 13)."""
     if isinstance(t, torch.Tensor):
         if t.is_floating_point() or t.is_complex():
             raise TypeError(
@@ -153,21 +152,14 @@ class NoiseSchedule:
 
     # -- the posterior q(x_{t-1} | x_t, x_0), used by DDPM ---------------------------------------
     def posterior_variance(self, t) -> torch.Tensor:
-        """β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)   (DDPM eq. 7); zero at t = 0."""
+        """β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)   (DDPM eq. 7), float64, shaped like ``t``.
+
+        Exactly zero at t = 0 (ᾱ_{-1} = 1): the last DDPM step adds no noise, and log β̃_0 = -inf, so
+        code that takes the log (a likelihood) must treat t = 0 apart (docs/pitfalls.md, pitfall 4).
+        """
         t = as_timesteps(t)
         a, a_prev = self.alpha_bar(t), self.alpha_bar(t - 1)
         return self.beta(t) * (1.0 - a_prev) / (1.0 - a)
-
-    def posterior_log_variance_clipped(self, t) -> torch.Tensor:
-        """log β̃_t with the t = 0 entry replaced by log β̃_1, so it is finite everywhere (pitfall 4).
-
-        The value at t = 0 is never used to add noise (the last DDPM step adds none), but a finite
-        number keeps likelihood computations and plots free of -inf.
-        """
-        t = as_timesteps(t)
-        safe_t = torch.where(t == 0, torch.ones_like(t), t) if self.num_timesteps > 1 else t
-        variance = self.posterior_variance(safe_t)
-        return torch.log(variance.clamp_min(1e-20))
 
     def to_dict(self) -> dict:
         """Plain-type description, enough for :func:`schedule_from_dict` (used in checkpoints)."""
@@ -179,7 +171,7 @@ def schedule_from_dict(description: dict) -> NoiseSchedule:
 
 
 def validate_betas(betas: torch.Tensor) -> None:
-    """Refuse betas that do not describe a valid forward process (pitfall 2)."""
+    """Refuse betas that do not describe a valid forward process (docs/pitfalls.md, pitfall 2)."""
     if not isinstance(betas, torch.Tensor) or betas.ndim != 1 or betas.numel() == 0:
         raise ValueError("betas must be a non-empty 1-D tensor")
     if betas.dtype != torch.float64:
@@ -244,7 +236,8 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Shift and scale sqrt(ᾱ) so the last step has ᾱ_T = 0 exactly (Lin et al. 2024, Algorithm 1).
 
     The first ᾱ is kept; sqrt(ᾱ) is moved linearly so its last value becomes 0. Pair it with
-    v- or x0-prediction: ε-prediction is meaningless where there is no signal left (pitfall 12).
+    v- or x0-prediction: ε-prediction is meaningless where there is no signal left (docs/pitfalls.md,
+    pitfall 12).
     """
     alphas_bar_sqrt = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
@@ -260,6 +253,7 @@ _BUILDERS = {
     "cosine": cosine_betas,
     "sigmoid": sigmoid_betas,
 }
+SCHEDULE_KINDS = tuple(_BUILDERS)  # the names make_schedule accepts, read off the table above
 
 
 def make_schedule(kind: str = "cosine", num_timesteps: int = 1000, zero_terminal_snr: bool = False,

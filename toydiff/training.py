@@ -117,11 +117,20 @@ class TensorBatches:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns.
+
+    ``seconds`` counts the whole run's training time, over every session that a resume continued,
+    like the "seconds" of each history entry and of the checkpoint; ``session_seconds`` counts only
+    this call's. Neither includes the time spent in ``evaluate``. A run resumed from a finished
+    checkpoint has ``session_seconds`` near 0 and ``seconds`` equal to the training it loaded.
+    """
+
     model: nn.Module                   # the trained (raw) model
     ema_model: nn.Module               # its exponential moving average: sample from this one
     step: int
     history: list = field(default_factory=list)  # one dict per log interval
-    seconds: float = 0.0
+    seconds: float = 0.0               # training seconds of the whole run, resumed sessions included
+    session_seconds: float = 0.0       # training seconds of this call only
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -329,7 +338,8 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 progress.close()
                 raise KeyboardInterrupt(f"stopped at step {completed}; checkpoint written to {checkpoint_path}")
     progress.close()
+    total_seconds = training_seconds()  # read before the last write, like the last history entry
     if checkpoint_path is not None and (completed > start_step or not checkpoint_path.exists()):
         write_checkpoint(completed)
-    return TrainResult(_unwrap(model), ema.model, completed, history,
-                       time.perf_counter() - started - evaluation_seconds)
+    return TrainResult(_unwrap(model), ema.model, completed, history, seconds=total_seconds,
+                       session_seconds=total_seconds - resumed_seconds)

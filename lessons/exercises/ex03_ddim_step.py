@@ -12,7 +12,7 @@ earlier one: that is how DDIM skips steps) is eq. 12 of the paper, written in ou
 (The DDIM paper writes ᾱ as α; same quantity.)  The same formula with t_prev > t moves *up* the
 noise levels: that is DDIM inversion, which starts from clean data at t = -1 (ᾱ = 1).
 
-Your task: write ``ddim_sigma`` and ``ddim_step``.  Two numerical traps (DESIGN.md, pitfall 5):
+Your task: write ``ddim_sigma`` and ``ddim_step``.  Two numerical traps (docs/pitfalls.md, pitfall 5):
 - with η = 0, σ must be exactly 0 even where 1 - ᾱ_t = 0 (t = -1): 0 / 0 is NaN, 0 · NaN too;
 - 1 - ᾱ_prev - σ² can come out as -1e-17 from rounding: clamp it at 0 before the square root.
 

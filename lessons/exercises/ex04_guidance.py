@@ -9,7 +9,7 @@ Classifier-free guidance (Ho & Salimans 2022).  One model trained with and witho
 
 s = 0 is the unconditional model, s = 1 *exactly* the conditional model, s > 1 sharpens the condition.
 "Exactly" is meant bit for bit: ε_uncond + 1 · (ε_cond - ε_uncond) rounds differently from ε_cond in
-float32, so write the same formula in a form whose s = 1 case is ε_cond itself (DESIGN.md, pitfall 8).
+float32, so write the same formula in a form whose s = 1 case is ε_cond itself (docs/pitfalls.md, pitfall 8).
 
 Classifier guidance (Dhariwal & Nichol 2021).  A classifier p(y | x_t, t) trained on noisy points
 adds its gradient to the score, score = -ε / sqrt(1 - ᾱ_t):

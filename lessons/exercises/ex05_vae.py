@@ -38,7 +38,7 @@ Three small formulas make it work.
    measured once on the data: ONE scalar over every value of every latent (all images, channels
    and positions together), the unbiased std (divide by n − 1, as torch.std does), in float64 (a
    data set has millions of latent values; float32 loses digits).  It is measured, never a
-   constant copied from another model (DESIGN.md, pitfall 11).
+   constant copied from another model (docs/pitfalls.md, pitfall 11).
 
 Your task: write the three functions below.  Every ``todo(...)`` is an expression to replace; the
 comment above it says which formula it is.
@@ -49,8 +49,9 @@ Check your work (from the repository root):
     python -m lessons.exercises.check 05 lessons/exercises/ex05_work.py
 
 The checker compares your functions with ``imagediff.vae.DiagonalGaussian`` (``sample`` with a
-seeded generator, ``mode``, ``kl``) and with ``VAE.measure_latent_scale``, on random inputs, on
-log-variances far outside the clamp range, and on the prior itself.  Reference answer:
+seeded generator, ``mode``, ``kl``) and with ``imagediff.vae.latent_scale_of`` (what
+``VAE.measure_latent_scale`` computes its scale with), on random inputs, on log-variances far outside
+the clamp range, and on the prior itself.  Reference answer:
 ``solutions/ex05_vae.py`` — try first.
 """
 import torch

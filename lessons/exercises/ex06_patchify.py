@@ -7,7 +7,7 @@ p × p patches and flatten each patch into one vector.
     patchify:    (B, C, H, W)  ->  (B, N, p·p·C),     N = (H/p) · (W/p)
 
 Two orders must be fixed, and the model's output is only an image again if ``unpatchify`` undoes
-both exactly (DESIGN.md, pitfall 10):
+both exactly (docs/pitfalls.md, pitfall 10):
 
 - the order of the TOKENS: patches are numbered row by row, left to right then top to bottom (the
   order of the position table, ``sincos_position_embedding_2d``);

@@ -5,8 +5,8 @@
     latent_scale = 1 / std(z)                                  (one scalar, unbiased, float64)
 
 The library's versions are ``imagediff.vae.DiagonalGaussian`` (``sample``, ``mode``, ``kl``), which
-draws ε itself from a generator, and ``VAE.measure_latent_scale``, which encodes the images batch
-by batch and accumulates the sums so that a whole data set never has to sit in memory at once.
+draws ε itself from a generator, and ``imagediff.vae.latent_scale_of``, which
+``VAE.measure_latent_scale`` applies to the latents of images it encodes batch by batch.
 """
 import torch
 
