@@ -1,4 +1,5 @@
-"""Latent diffusion end to end: metrics, classifiers, the pipeline, guidance on images and the CLI.
+"""Latent diffusion end to end: metrics, classifiers, the pipeline (also as two processes under
+torchrun), guidance on images and the CLI.
 
 The trained fixtures are deliberately tiny (16x16 images of 2 shapes x 2 colours) so the whole module
 runs in well under a minute on 2 cores; the full-size figures are measured by `make bench`.
@@ -260,11 +261,17 @@ def test_classifier_guidance_on_noisy_latents_steers_towards_the_label(runs, tmp
         load_noisy_classifier(tmp_path / "reordered.pt", run=run)
 
 
-def test_guidance_rescale_keeps_images_finite_and_changes_them(runs):
+def test_guidance_rescale_pulls_the_spread_of_guided_latents_back(runs):
     run = runs["diffusion"]
-    plain = run.sample(labels=[0, 1], guidance_scale=7.0, num_steps=5)
-    rescaled = run.sample(labels=[0, 1], guidance_scale=7.0, num_steps=5, rescale=0.7)
-    assert torch.isfinite(rescaled).all() and not torch.equal(plain, rescaled)
+    labels = balanced_request(len(run.class_names), 4)
+    _, plain = run.sample(labels=labels, guidance_scale=7.0, num_steps=10, return_samples=True)
+    _, rescaled = run.sample(labels=labels, guidance_scale=7.0, num_steps=10, rescale=0.7, return_samples=True)
+    _, conditional = run.sample(labels=labels, guidance_scale=1.0, num_steps=10, return_samples=True)
+    assert torch.isfinite(rescaled).all()
+    # s = 7 extrapolates: its latents spread wider than the conditional model's; rescaling towards the
+    # conditional prediction's std must bring them closer to it (a rescale towards any other std would not).
+    assert plain.std() > conditional.std()
+    assert abs(rescaled.std() - conditional.std()) < 0.7 * abs(plain.std() - conditional.std())
     assert torch.equal(run.sample(labels=[0], guidance_scale=1.0, num_steps=5, rescale=0.7),
                        run.sample(labels=[0], guidance_scale=1.0, num_steps=5))  # s = 1 stays exact
 

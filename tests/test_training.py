@@ -1,4 +1,6 @@
 """The shared training loop: it learns, checkpoints atomically, resumes exactly, survives Ctrl-C, runs DDP."""
+import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -16,11 +18,14 @@ from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.schedules import make_schedule
 from toydiff.training import TensorBatches, TrainConfig, learning_rate_at, train
 
+# One thread: on the 2-core machine, busy with another test run, this file took 82-89 s on two threads
+# and 6-7 s on one (the tiny MLP gains nothing from a second thread that waits on the first).
+pytestmark = pytest.mark.usefixtures("one_thread")
 SCHEDULE = make_schedule("linear")
 
 
 def tiny_run(tmp_path, steps=60, on_log=None, resume=True, seed=0, run_config=None):
-    torch.manual_seed(seed)
+    torch.manual_seed(0)  # the same initial weights whatever the seed: `seed` is the training loop's own
     model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2, num_classes=3))
     points, labels = make_dataset("spiral", 2000, seed=0)
     objective = DiffusionObjective(SCHEDULE, label_dropout=0.1, null_label=3)
@@ -46,14 +51,24 @@ def test_same_seed_same_numbers(tmp_path):
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     for p, q in zip(a.ema_model.parameters(), b.ema_model.parameters()):
         assert torch.equal(p, q)
+    # The seed drives the batches and the noise: from the same initial weights, another seed trains otherwise.
+    c = tiny_run(tmp_path / "c", steps=30, seed=1)
+    assert [h["loss"] for h in c.history] != [h["loss"] for h in a.history]
 
 
 def test_checkpoint_holds_everything_needed_and_loads_without_code(tmp_path):
-    tiny_run(tmp_path, steps=20)
+    result = tiny_run(tmp_path, steps=20)
     state = load_checkpoint(tmp_path / "checkpoint.pt", kind="toydiff.run")
     assert state["step"] == 20 and state["config"] == {"name": "tiny"}
     for key in ("model", "ema", "optimizer", "rng", "history", "train_config", "format_version"):
         assert key in state
+    # Each slot holds what its name says, as of the last step: the raw weights, their average, 20 updates.
+    for name, weights in result.model.state_dict().items():
+        assert torch.equal(state["model"][name], weights)
+    for name, weights in result.ema_model.state_dict().items():
+        assert torch.equal(state["ema"]["model"][name], weights)
+    assert state["ema"]["num_updates"] == 20
+    assert any(not torch.equal(weights, state["ema"]["model"][name]) for name, weights in state["model"].items())
     # Nothing in it is pickled code: weights_only loading succeeded above.
 
 
@@ -70,6 +85,9 @@ def test_ctrl_c_writes_a_checkpoint_and_resuming_continues_with_identical_losses
     resumed = tiny_run(tmp_path / "split", steps=60)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in uninterrupted.history]
     for p, q in zip(resumed.model.parameters(), uninterrupted.model.parameters()):
+        assert torch.equal(p, q)
+    # The average resumes too (its weights and its update count, which sets the warmed-up decay).
+    for p, q in zip(resumed.ema_model.parameters(), uninterrupted.ema_model.parameters()):
         assert torch.equal(p, q)
 
 
@@ -109,20 +127,157 @@ def test_corrupt_missing_foreign_and_mismatched_checkpoints_are_named(tmp_path):
 
 
 def test_learning_rate_warms_up_then_decays():
+    # Warm-up: step n (counted from 0) gets (n + 1)/100 of the peak, so the first step is not wasted at
+    # lr 0 and step 99 reaches the peak. Then half a cosine from the peak down to the floor 0.1:
+    # lr = 0.1 + 0.9 · ½(1 + cos(π · progress)), progress = (step - 100)/900.
     config = TrainConfig(steps=1000, learning_rate=1.0, warmup_steps=100, min_lr_fraction=0.1)
-    assert learning_rate_at(config, 0) == pytest.approx(0.01)
-    assert learning_rate_at(config, 99) == pytest.approx(1.0)
-    assert learning_rate_at(config, 999) == pytest.approx(0.1, abs=1e-4)
+    known = {
+        0: 0.01,
+        49: 0.5,
+        99: 1.0,
+        100: 1.0,                                               # progress 0: the top of the cosine
+        325: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)),     # progress ¼: ≈ 0.868 (a line gives 0.775)
+        550: 0.55,                                              # progress ½: halfway to the floor
+        775: 0.1 + 0.9 * 0.5 * (1 + math.cos(3 * math.pi / 4)),  # progress ¾: ≈ 0.232 (a line gives 0.325)
+        999: 0.1,                                               # the floor, not 0
+    }
+    for step, lr in known.items():
+        assert learning_rate_at(config, step) == pytest.approx(lr, abs=1e-5), f"step {step}"
+    constant = TrainConfig(steps=1000, learning_rate=1.0, warmup_steps=100, lr_schedule="constant")
+    assert [learning_rate_at(constant, step) for step in (0, 99, 100, 999)] == pytest.approx([0.01, 1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0).validate()
 
 
 def test_min_snr_weights_are_the_same_weighting_in_every_parameterisation():
     snr = torch.tensor([0.01, 1.0, 5.0, 100.0], dtype=torch.float64)
-    x0_weight = min_snr_weight(snr, 5.0, "x0")
+    # Known values, γ = 5 (Hang et al. 2023): the x_0-error weight is min(snr, γ)…
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "x0"), torch.tensor([0.01, 1.0, 5.0, 5.0], dtype=torch.float64))
+    # …the ε-error weight min(snr, γ)/snr = min(1, γ/snr): 1 below γ, γ/snr above…
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 1.0, 0.05], dtype=torch.float64))
+    # …and the v-error weight min(snr, γ)/(snr + 1).
+    torch.testing.assert_close(min_snr_weight(snr, 5.0, "v"),
+                               torch.tensor([0.01 / 1.01, 0.5, 5 / 6, 5 / 101], dtype=torch.float64))
     # ε-error = snr · x0-error and v-error = (snr + 1) · x0-error, so the effective x0 weights agree.
+    x0_weight = min_snr_weight(snr, 5.0, "x0")
     torch.testing.assert_close(min_snr_weight(snr, 5.0, "epsilon") * snr, x0_weight)
     torch.testing.assert_close(min_snr_weight(snr, 5.0, "v") * (snr + 1), x0_weight)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "x0", "v"])
+def test_the_objective_weights_each_example_by_min_snr_of_its_own_timestep(prediction_type):
+    t = torch.tensor([0, 100, 300, 500, 999])
+    alpha_bar = SCHEDULE.alphas_cumprod[t]                      # (5,)
+    snr = alpha_bar / (1 - alpha_bar)                           # ≈ 1e4, 8.5, 0.65, 0.084, 4e-5: both sides of γ
+    clipped = snr.clamp(max=5.0)                                # γ = 5, the paper's choice and the default
+    expected = {"epsilon": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction_type]
+    objective = DiffusionObjective(SCHEDULE, prediction_type=prediction_type, weighting="min_snr")
+    torch.testing.assert_close(objective.loss_weight(t).double(), expected.double())
+    assert torch.equal(DiffusionObjective(SCHEDULE, prediction_type=prediction_type).loss_weight(t),
+                       torch.ones(5, dtype=torch.float64))
+    # The loss is the weighted mean of the per-example errors, not their plain mean.
+    objective.sample_timesteps = lambda x0, generator: t
+    zero_model = lambda x_t, t: torch.zeros_like(x_t)
+    loss, logs = objective(zero_model, (torch.randn(5, 2, generator=torch.Generator().manual_seed(0)),))
+    torch.testing.assert_close(loss, (logs["per_example_loss"] * expected.float()).mean())
+
+
+class TwoWeights(torch.nn.Module):
+    """θ = (a, b) in two separate tensors, so that clipping their joint norm differs from clipping each."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor([1.0]))
+        self.b = torch.nn.Parameter(torch.tensor([-0.5]))
+
+
+# Step n's loss is s_n · (3a + 4b): its gradient s_n · (3, 4) has norm 5 s_n, above the clip of 1 for some
+# steps and below it for others, so the trajectory shows whether, when and how gradients were clipped.
+GRADIENT_SCALES = [10.0, 0.05, 3.0, 0.02, 0.5, 8.0, 0.1, 1.0, 0.03, 4.0, 0.2, 0.01]
+# Per-example logs at t = 0, 4 | 5 | 47, 49 of T = 50: with 10 bins of width 5, bins 0, 1 and 9.
+LOGGED_T = torch.tensor([0, 4, 5, 47, 49])
+LOGGED_LOSSES = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def train_two_weights(**overrides):
+    """Train TwoWeights on the losses above; return its config, the result and each step's loss."""
+    settings = dict(steps=len(GRADIENT_SCALES), learning_rate=0.1, warmup_steps=3, min_lr_fraction=0.2,
+                    weight_decay=0.1, grad_clip=1.0, ema_decay=0.5, log_every=4, checkpoint_every=0,
+                    progress=False, device="cpu")
+    config = TrainConfig(**{**settings, **overrides})
+    losses = []
+
+    def objective(model, batch, generator):
+        n = len(losses)
+        loss = GRADIENT_SCALES[n] * (3 * model.a + 4 * model.b).sum()
+        losses.append(loss.item())
+        return loss, {"t": LOGGED_T, "per_example_loss": LOGGED_LOSSES * (n + 1)}
+
+    result = train(TwoWeights(), objective, TensorBatches(torch.zeros(8, 1)), config, num_timesteps=50)
+    return config, result, losses
+
+
+def adamw_with_clipping_by_hand(config):
+    """The raw and EMA weights after each step, from the textbook formulas, in float64.
+
+    Clip: g ← g · min(1, c/‖g‖) with ‖g‖ over all parameters.  AdamW (Loshchilov & Hutter 2019):
+    θ ← θ(1 - lr·λ), m ← β₁m + (1-β₁)g, v ← β₂v + (1-β₂)g², θ ← θ - lr · m̂ / (√v̂ + ε) with m̂, v̂ bias-corrected.
+    EMA after update k (counted from 1): θ_ema ← d θ_ema + (1 - d) θ, d = min(decay, (1 + k)/(10 + k)).
+    """
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    theta = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    ema, m, v = theta.clone(), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    raw_trajectory, ema_trajectory = [], []
+    for n, scale in enumerate(GRADIENT_SCALES[:config.steps]):
+        gradient = scale * torch.tensor([3.0, 4.0], dtype=torch.float64)
+        if config.grad_clip > 0:
+            gradient = gradient * min(1.0, config.grad_clip / gradient.norm().item())
+        lr = learning_rate_at(config, n)  # the schedule's own values are checked in the test above
+        theta = theta * (1 - lr * config.weight_decay)
+        m = beta1 * m + (1 - beta1) * gradient
+        v = beta2 * v + (1 - beta2) * gradient**2
+        m_hat, v_hat = m / (1 - beta1 ** (n + 1)), v / (1 - beta2 ** (n + 1))
+        theta = theta - lr * m_hat / (v_hat.sqrt() + eps)
+        k = n + 1
+        decay = min(config.ema_decay, (1 + k) / (10 + k))
+        ema = decay * ema + (1 - decay) * theta
+        raw_trajectory.append(theta)
+        ema_trajectory.append(ema)
+    return raw_trajectory, ema_trajectory
+
+
+def weights_of(model):
+    return torch.cat([model.a.detach(), model.b.detach()]).double()
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0])
+def test_each_step_is_adamw_on_the_clipped_gradient_at_the_scheduled_learning_rate(grad_clip):
+    config, result, _ = train_two_weights(grad_clip=grad_clip)
+    raw, _ = adamw_with_clipping_by_hand(config)
+    torch.testing.assert_close(weights_of(result.model), raw[-1], rtol=1e-5, atol=1e-6)
+    # The other clipping setting ends elsewhere, so this trajectory tells clipped from unclipped.
+    other, _ = adamw_with_clipping_by_hand(dataclasses.replace(config, grad_clip=1.0 - grad_clip))
+    assert (other[-1] - raw[-1]).abs().max() > 1e-2
+
+
+def test_the_ema_follows_its_warmed_up_decay_step_by_step():
+    config, result, _ = train_two_weights()
+    _, ema = adamw_with_clipping_by_hand(config)
+    torch.testing.assert_close(weights_of(result.ema_model), ema[-1], rtol=1e-5, atol=1e-6)
+    assert (ema[-1] - weights_of(result.model)).abs().min() > 1e-2  # the average lags: not a copy of θ
+
+
+def test_the_log_holds_each_window_mean_loss_its_last_lr_and_its_losses_by_bin_of_t():
+    config, result, losses = train_two_weights()
+    assert [entry["step"] for entry in result.history] == [4, 8, 12]
+    for window, entry in enumerate(result.history):
+        steps = range(4 * window, 4 * window + 4)
+        assert entry["loss"] == pytest.approx(sum(losses[n] for n in steps) / 4)
+        assert entry["lr"] == pytest.approx(learning_rate_at(config, steps[-1]))
+        # Each window's bins start empty: logged losses were scaled by n + 1, whose window mean is 4w + 2.5.
+        factor = 4 * window + 2.5
+        expected = [1.5 * factor, 3.0 * factor] + [math.nan] * 7 + [4.5 * factor]
+        assert entry["loss_by_t"] == pytest.approx(expected, nan_ok=True)
 
 
 DDP_SCRIPT = textwrap.dedent("""
@@ -160,7 +315,9 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count(" ok ") == 2
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 40
-    assert len(load_checkpoint(tmp_path / "checkpoint.pt")["rng"]["generators"]) == 2
+    generators = load_checkpoint(tmp_path / "checkpoint.pt")["rng"]["generators"]
+    assert len(generators) == 2
+    assert not torch.equal(generators[0], generators[1])  # each process drew its own share, not the same batch
 
 
 def test_evaluation_hook_sees_the_ema_model_and_its_time_is_not_training_time(tmp_path):
