@@ -8,8 +8,8 @@
 # the signal fades — including why a short linear schedule never reaches noise.
 #
 # Run:   python lessons/01_forward_process.py      (figures in runs/lessons/01_forward_process/)
-# Time:  about 10 s on a 2-core laptop CPU (LESSON_QUICK=1: about 5 s).  No training.  Measured on
-#        a shared 2-core machine; when it was busy, about twice as long.
+# Time:  about 5 s on a 2-core CPU (measured: 3.7 s).  No training.
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #
 # Notation (toydiff/schedules.py): β_t is the variance added at step t, α_t = 1 - β_t, and
 # ᾱ_t = α_0 α_1 … α_t (the DDIM paper calls it α_t).  Timesteps run 0 … T-1.

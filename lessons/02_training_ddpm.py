@@ -7,9 +7,9 @@
 # in all, re-noising slightly after each step (Algorithm 2) — and lands on the spiral.
 #
 # Run:   python lessons/02_training_ddpm.py      (figures in runs/lessons/02_training_ddpm/)
-# Time:  about 1.5 min on a 2-core laptop CPU the first time (training: about 1 min), about 30 s
-#        once runs/lessons/spiral/checkpoint.pt exists (LESSON_QUICK=1: about 15 s).  Measured on a
-#        shared 2-core machine; when it was busy, about twice as long.
+# Time:  about 25 s on a 2-core CPU the first time (measured: 21 s, training included), 9.5 s once
+#        runs/lessons/spiral/checkpoint.pt exists.
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #
 # The checkpoint trained here is shared by lessons 03 and 04: it is trained once.
 

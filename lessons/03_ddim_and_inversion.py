@@ -17,9 +17,9 @@
 # score — an Euler step of the probability-flow ODE, which is why few, large steps still work.
 #
 # Run:   python lessons/03_ddim_and_inversion.py   (figures in runs/lessons/03_ddim_and_inversion/)
-# Time:  about 1 min on a 2-core laptop CPU with the checkpoint of lesson 02 present (add about
-#        1 min to train it otherwise; LESSON_QUICK=1: about 11 s).  Measured on a shared 2-core
-#        machine; when it was busy, about 1.5 times as long.
+# Time:  about 20 s on a 2-core CPU with the checkpoint of lesson 02 present (measured: 18.5 s;
+#        it is trained first if it is missing).
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 
 # %%
 import time

@@ -15,10 +15,9 @@
 # even costs two network passes instead of one.
 #
 # Run:   python lessons/04_guidance.py      (figures in runs/lessons/04_guidance/)
-# Time:  about 1 min on a 2-core laptop CPU the first time, with the checkpoint of lesson 02
-#        present (the noisy classifier is trained once: about 40 s of it), about 15 s afterwards
-#        (LESSON_QUICK=1: about 10 s).  Measured on a shared 2-core machine; when it was busy,
-#        about 1.5 times as long.
+# Time:  about 15 s on a 2-core CPU the first time, with the checkpoint of lesson 02 present
+#        (measured: 14 s, the noisy classifier's training included).
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 
 # %%
 import time

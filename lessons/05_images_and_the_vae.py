@@ -10,9 +10,10 @@
 # builds that autoencoder — a VAE — and looks at its latents; lesson 06 diffuses them.
 #
 # Run:   python lessons/05_images_and_the_vae.py      (figures in runs/lessons/05_images_and_the_vae/)
-# Time:  about 3.5 min on a 2-core laptop CPU the first time (measured: 216 s, most of it training
-#        the VAE), about 20 s once runs/lessons/vae/checkpoint.pt exists (LESSON_QUICK=1: about
-#        20 s, measured on a busy 2-core machine).
+# Time:  about 4.5 min on a 2-core CPU the first time (measured: 251 s: the VAE 101 s of training,
+#        the grader 139 s), 5 s once runs/lessons/vae/ and runs/lessons/evaluation/ hold their
+#        checkpoints.
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #
 # The VAE and the grader trained here are shared by lessons 06 and 07: each is trained once.
 

@@ -15,10 +15,9 @@
 # (guidance rescale corrects it), and guidance does not let the sampler take fewer steps.
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
-# Time:  about 7 min (estimate, to be measured) on a 2-core laptop CPU the first time, with the
-#        checkpoints of lessons 05 and 06 present (the noisy-latent classifier is trained once:
-#        about 3 min of it), about 4 min afterwards (LESSON_QUICK=1: about 15 s after lesson 06,
-#        about 45 s alone, measured on a busy 2-core machine).
+# Time:  about 1.5 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06
+#        present (measured: 88 s, the noisy-latent classifier's training included), 50 s once it exists.
+#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 
 # %%
 import time

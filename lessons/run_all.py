@@ -60,14 +60,14 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         code = subprocess.call([sys.executable, str(lesson)])
         seconds = time.perf_counter() - started
-        trained = sorted(str(p.relative_to(root).parent) for p in checkpoints(root) - before)
+        trained = sorted(str(p.relative_to(root)) for p in checkpoints(root) - before)
         rows.append((lesson.stem, seconds, stated_seconds(lesson), trained))
         if code != 0:
             print(f"{lesson.name} failed with exit status {code}", file=sys.stderr)
             break
     cores = os.cpu_count()
     print(f"\nlesson run times on this machine ({cores} cores{', quick mode' if quick else ''}):")
-    print(f"{'lesson':34s} {'measured':>9s} {'header':>9s}  trained here")
+    print(f"{'lesson':34s} {'measured':>9s} {'header':>9s}  checkpoints it trained")
     for name, seconds, stated, trained in rows:
         flag = "" if quick or seconds <= LIMIT_SECONDS else "  OVER 10 MIN"
         print(f"{name:34s} {seconds / 60:7.1f} m {stated / 60:7.1f} m  {', '.join(trained) or '-'}{flag}")

@@ -311,3 +311,27 @@ LESSON_CHECKS = {
 
 def test_every_lesson_has_its_checks():
     assert list(LESSON_CHECKS) == list(LESSONS)
+
+
+def test_every_header_states_a_full_mode_time_within_ten_minutes():
+    sys.path.insert(0, str(REPO / "lessons"))
+    try:
+        from run_all import LIMIT_SECONDS, stated_seconds
+    finally:
+        sys.path.remove(str(REPO / "lessons"))
+    for name in LESSONS:
+        seconds = stated_seconds(REPO / "lessons" / f"{name}.py")
+        assert 0 < seconds <= LIMIT_SECONDS, f"{name} states {seconds:.0f} s"
+
+
+def test_make_lessons_prints_the_measured_time_next_to_the_header(tmp_path):
+    env = {**os.environ, "LESSON_QUICK": "1", "LESSON_OUTPUT_DIR": str(tmp_path), "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(REPO / "lessons" / "run_all.py"), "01"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = re.search(r"^01_forward_process\s+([0-9.]+) m\s+([0-9.]+) m", result.stdout, re.MULTILINE)
+    assert row is not None, result.stdout[-2000:]
+    assert float(row.group(2)) == pytest.approx(5 / 60, abs=0.05)  # the header's "about 5 s"
+    bad = subprocess.run([sys.executable, str(REPO / "lessons" / "run_all.py"), "99"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown lesson" in bad.stderr
