@@ -1,4 +1,4 @@
-"""``make bench`` for the image layer: the targets of the imagediff issue, measured on this machine.
+"""``make bench`` for the image layer: the image layer's speed and quality targets, measured on this machine.
 
 1. The whole chain with the default configuration — VAE, then the latent DiT — and its wall time
    (target ≤ 10 minutes on 2 cores). Then, on held-out images:

@@ -7,7 +7,7 @@
 # in all, re-noising slightly after each step (Algorithm 2) — and lands on the spiral.
 #
 # Run:   python lessons/02_training_ddpm.py      (figures in runs/lessons/02_training_ddpm/)
-# Time:  about 25 s on a 2-core CPU the first time (measured: 21 s, training included), 9.5 s once
+# Time:  about 25 s on a 2-core CPU the first time (measured: 21 s, training included), about 10 s once
 #        runs/lessons/spiral/checkpoint.pt exists.
 #        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #

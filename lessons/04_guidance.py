@@ -119,7 +119,7 @@ print("wrote", plots.save_figure(figure, OUT / "classifier_free_guidance.png"))
 # the distance to the arm's real data stops improving or grows).
 #
 # ## Guidance does not reduce the number of steps
-# A popular primer says guidance "accelerates" sampling.  It does not: it changes the
+# Some introductions to diffusion say guidance "accelerates" sampling.  It does not: it changes the
 # direction of each step, not how many steps the sampler needs to follow its path accurately.
 # Compare each s with itself: 5 steps are worse than 50 whatever the scale, so guidance lets you cut
 # no steps — and every guided step (s other than 0 and 1) runs the network twice, conditional and

@@ -11,7 +11,7 @@
 #
 # Run:   python lessons/05_images_and_the_vae.py      (figures in runs/lessons/05_images_and_the_vae/)
 # Time:  about 4.5 min on a 2-core CPU the first time (measured: 251 s: the VAE 101 s of training,
-#        the grader 139 s), 5 s once runs/lessons/vae/ and runs/lessons/evaluation/ hold their
+#        the grader 139 s), about 5 s once runs/lessons/vae/ and runs/lessons/evaluation/ hold their
 #        checkpoints.
 #        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #

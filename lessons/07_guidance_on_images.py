@@ -16,7 +16,7 @@
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
 # Time:  about 1.5 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06
-#        present (measured: 88 s, the noisy-latent classifier's training included), 50 s once it exists.
+#        present (measured: 88 s, the noisy-latent classifier's training included), about 50 s once it exists.
 #        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 
 # %%
@@ -157,7 +157,7 @@ print("wrote", save_labelled_rows(rescale_rows, titles, OUT / "guidance_rescale.
 
 # %% [markdown]
 # ## Guidance does not reduce the number of steps
-# A popular primer says that classifier-free guidance "accelerates the sampling
+# Some introductions to diffusion say that classifier-free guidance "accelerates the sampling
 # process".  It does not.  Guidance changes the *direction* of each step (towards the prompt); how
 # many steps the sampler needs to follow its path accurately is a property of the sampler and of
 # the path's curvature.  Compare each scale with itself: few steps are worse than many whatever s is —

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 QUICK = os.environ.get("LESSON_QUICK") == "1"  # a smoke run (CI): a few hundred training steps, fewer points
-ROOT = Path(os.environ.get("LESSON_OUTPUT_DIR", "runs")) / ("lessons_quick" if QUICK else "lessons")
+# runs/ at the top of the repository, wherever the lesson is started from (a notebook runs in lessons/).
+OUTPUT_DIR = Path(os.environ.get("LESSON_OUTPUT_DIR", Path(__file__).resolve().parents[1] / "runs"))
+ROOT = OUTPUT_DIR / ("lessons_quick" if QUICK else "lessons")
 SPIRAL = ROOT / "spiral"  # the one checkpoint lessons 02-04 share
 
 
@@ -18,7 +20,10 @@ def start_lesson(name: str) -> Path:
 
     The lessons use every core torch finds (its default); ``LESSON_THREADS=N`` sets another number.
     """
-    threads = int(os.environ.get("LESSON_THREADS", "0"))
+    value = os.environ.get("LESSON_THREADS", "").strip()
+    if value and not (value.isdigit() and int(value) > 0):
+        raise SystemExit(f"LESSON_THREADS must be a positive whole number of CPU threads, got {value!r}")
+    threads = int(value) if value else 0
     if threads > 0:
         torch.set_num_threads(threads)
     print(f"lesson {name}: {'quick mode, ' if QUICK else ''}{torch.get_num_threads()} CPU thread(s)", flush=True)
@@ -31,7 +36,7 @@ def start_lesson(name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 VAE = ROOT / "vae"                          # lesson 05: the autoencoder (pixels <-> latents)
 LATENT = ROOT / "latent"                    # lesson 06: the DiT on latents
-EVALUATION = ROOT / "evaluation"            # lessons 06-07: the classifier that grades samples
+EVALUATION = ROOT / "evaluation"            # lesson 05: the classifier that grades samples in 06-07
 NOISY = ROOT / "noisy_classifier"           # lesson 07: p(label | noisy latent) for classifier guidance
 
 # Full mode: the library's defaults (32x32 images, all 42 classes).  Quick mode: 16x16 images of four

@@ -77,8 +77,8 @@ def test_classifier_guidance_steers_an_unconditional_sample(small_run, reference
 
 
 @pytest.mark.slow
-def test_default_recipe_reaches_the_issue_target():
-    # The toydiff issue's target: 4000 DDIM-50 samples within energy distance 0.003 of fresh data.
+def test_default_recipe_reaches_the_toy_layers_quality_target():
+    # The toy layer's quality target (toydiff/bench.py): 4000 DDIM-50 samples within energy distance 0.003 of fresh data.
     run = train_toy_model(ToyRunConfig())
     fresh, _ = make_dataset("spiral", 4000, seed=1001)
     distances = sorted(energy_distance(run.sample(4000, num_steps=50, seed=s), fresh) for s in range(3))

@@ -72,3 +72,16 @@ def test_clip_x0_must_be_a_positive_bound():
         ddim_sample(far_out_model, x_T, SCHEDULE, num_steps=5, prediction_type="x0", clip_x0=0)
     with pytest.raises(ValueError, match="clip_x0"):
         ddpm_sample(far_out_model, x_T, SCHEDULE, prediction_type="x0", clip_x0=-2)
+
+
+def test_clip_x0_at_the_clean_end_gives_a_finite_step():
+    # t = -1 (ᾱ = 1) is where DDIM inversion starts; recovering ε from a clipped x̂_0 there divides by
+    # √(1 - ᾱ) = 0 unless the step keeps the model's own ε.
+    from toydiff.samplers import ddim_step
+    from toydiff.schedules import make_schedule
+
+    schedule = make_schedule("linear", 1000)
+    x = 3 * torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    step = ddim_step(schedule, torch.randn(4, 2), torch.full((4,), -1), torch.full((4,), 10), x,
+                     prediction_type="epsilon", clip_x0=1.0)
+    assert torch.isfinite(step).all()

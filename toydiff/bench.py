@@ -1,4 +1,4 @@
-"""``make bench`` for the toy layer: the targets of the toydiff issue, measured here, as medians.
+"""``make bench`` for the toy layer: the toy layer's speed and quality targets, measured here, as medians.
 
 1. Wall time of the default ``python -m toydiff train --dataset spiral`` (target ≤ 30 s on 2 cores),
    and the energy distance of 4000 DDIM-50 samples to fresh data (target ≤ 0.003), with DDPM-1000 too.

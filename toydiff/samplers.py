@@ -173,7 +173,8 @@ def ddim_step(schedule: NoiseSchedule, model_output: torch.Tensor, t, t_prev, x_
         # Keep ε consistent with the clipped x̂_0, otherwise the step leaves the DDIM path.
         x0 = x0.clamp(-clip_x0, clip_x0)
         a = shaped(schedule.alpha_bar(t))
-        epsilon = (x_t - a.sqrt() * x0) / (1.0 - a).sqrt()
+        # At t = -1 (ᾱ = 1, where inversion starts) x_t is x_0 itself and carries no noise to recover.
+        epsilon = torch.where(a < 1, (x_t - a.sqrt() * x0) / (1.0 - a).clamp_min(1e-20).sqrt(), epsilon)
     # 2. σ_t(η), eq. 16, and the "direction pointing to x_t" sqrt(1 - ᾱ_prev - σ²) ε̂.
     a_prev = schedule.alpha_bar(t_prev)
     sigma = ddim_sigma(schedule, t, t_prev, eta)

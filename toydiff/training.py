@@ -240,10 +240,14 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, kind=checkpoint_kind)
-        if state.get("config", {}) != run_config:
+        stored = state.get("config", {})
+        if stored != run_config:
+            differing = sorted(key for key in set(stored) | set(run_config or {})
+                               if stored.get(key, "<absent>") != (run_config or {}).get(key, "<absent>"))
             raise CheckpointError(
-                f"{checkpoint_path} was written by a run with a different configuration; "
-                "use another output folder, or delete the checkpoint to start over"
+                f"{checkpoint_path} was written by a run with a different configuration (differs in: "
+                f"{', '.join(differing) or 'everything'}); use another output folder, or delete the checkpoint "
+                "to start over"
             )
         _unwrap(model).load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
