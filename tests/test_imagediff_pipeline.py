@@ -311,6 +311,7 @@ TORCHRUN_VAE_SCRIPT = textwrap.dedent("""
     measured = load_vae(sys.argv[1] + "/checkpoint.pt").vae.latent_scale  # refused if not yet measured
     assert float(measured) == float(run.vae.latent_scale) != 1.0
     print("rank", dist.get_rank(), "writes", len(writes))
+    dist.barrier()  # both ranks done before either tears gloo down (else it can abort)
     dist.destroy_process_group()
 """)
 
