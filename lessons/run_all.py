@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from lesson_setup import QUICK, ROOT  # sibling module: this script runs from lessons/
+
 LESSONS = Path(__file__).resolve().parent
 HEADER_TIME = re.compile(r"^# Time:\s+about ([0-9.]+) (s|min)\b", re.MULTILINE)
 LIMIT_SECONDS = 600.0  # every lesson promises at most 10 minutes in full mode on 2 cores
@@ -44,9 +46,6 @@ def checkpoints(root: Path) -> set[Path]:
 
 
 def main(argv: list[str]) -> int:
-    quick = os.environ.get("LESSON_QUICK") == "1"
-    output_dir = Path(os.environ.get("LESSON_OUTPUT_DIR", LESSONS.parent / "runs"))  # as lesson_setup.py
-    root = output_dir / ("lessons_quick" if quick else "lessons")
     lessons = sorted(LESSONS.glob("[0-9][0-9]_*.py"))
     if argv:
         unknown = [a for a in argv if not any(p.name.startswith(a) for p in lessons)]
@@ -61,23 +60,23 @@ def main(argv: list[str]) -> int:
         return 2
     rows, code = [], 0
     for lesson in lessons:
-        print(f"== {lesson.name}{' (quick)' if quick else ''}", flush=True)
-        before = checkpoints(root)
+        print(f"== {lesson.name}{' (quick)' if QUICK else ''}", flush=True)
+        before = checkpoints(ROOT)
         started = time.perf_counter()
         code = subprocess.call([sys.executable, str(lesson)])
         seconds = time.perf_counter() - started
-        trained = sorted(str(p.relative_to(root)) for p in checkpoints(root) - before)
+        trained = sorted(str(p.relative_to(ROOT)) for p in checkpoints(ROOT) - before)
         rows.append((lesson.stem, seconds, stated[lesson], trained))
         if code != 0:
             print(f"{lesson.name} failed with exit status {code}", file=sys.stderr)
             break
     cores = os.cpu_count()
-    print(f"\nlesson run times on this machine ({cores} cores{', quick mode' if quick else ''}):")
+    print(f"\nlesson run times on this machine ({cores} cores{', quick mode' if QUICK else ''}):")
     print(f"{'lesson':34s} {'measured':>9s} {'header':>9s}  checkpoints it trained")
     over = []
     for name, seconds, header_seconds, trained in rows:
         flag = ""
-        if not quick and seconds > LIMIT_SECONDS:
+        if not QUICK and seconds > LIMIT_SECONDS:
             flag, over = "  OVER 10 MIN", over + [name]
         print(f"{name:34s} {seconds:7.1f} s {header_seconds:7.0f} s  {', '.join(trained) or '-'}{flag}")
     if over:

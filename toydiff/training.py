@@ -242,8 +242,10 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
         state = load_checkpoint(checkpoint_path, kind=checkpoint_kind)
         stored = state.get("config", {})
         if stored != run_config:
-            differing = sorted(key for key in set(stored) | set(run_config or {})
-                               if stored.get(key, "<absent>") != (run_config or {}).get(key, "<absent>"))
+            asked = run_config or {}
+            absent = object()  # a key one side lacks differs even from a stored None
+            differing = sorted(key for key in stored.keys() | asked.keys()
+                               if stored.get(key, absent) != asked.get(key, absent))
             raise CheckpointError(
                 f"{checkpoint_path} was written by a run with a different configuration (differs in: "
                 f"{', '.join(differing) or 'everything'}); use another output folder, or delete the checkpoint "

@@ -22,13 +22,19 @@ def require(module, *names: str) -> None:
 # Tensors
 # ----------------------------------------------------------------------------------------------
 
-def assert_close(actual, expected, what: str, atol: float = 1e-10, rtol: float = 1e-8) -> None:
-    """Same shape, finite, and within tolerance of the reference; else say what differs."""
+def assert_tensor_of_shape(actual, shape, what: str, layout: str = "") -> None:
+    """`actual` is a tensor of `shape`; else say what came back (and the `layout`, e.g. "(B, N, D)")."""
     if not isinstance(actual, torch.Tensor):
         raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
+    if actual.shape != shape:
+        raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(shape)}"
+                          + (f" = {layout}" if layout else ""))
+
+
+def assert_close(actual, expected, what: str, atol: float = 1e-10, rtol: float = 1e-8) -> None:
+    """Same shape, finite, and within tolerance of the reference; else say what differs."""
     expected = torch.as_tensor(expected)
-    if actual.shape != expected.shape:
-        raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    assert_tensor_of_shape(actual, expected.shape, what)
     if not torch.isfinite(actual).all():
         raise CheckFailed(f"{what}: contains NaN or inf (a 0/0, or a square root of a negative number?)")
     difference = (actual.double() - expected.double()).abs()

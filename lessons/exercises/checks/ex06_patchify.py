@@ -14,7 +14,7 @@ from einops import rearrange
 
 from imagediff import dit
 
-from .assertions import CheckFailed, assert_close, require
+from .assertions import CheckFailed, assert_close, assert_tensor_of_shape, require
 from .inputs import seeded_generator
 
 TOPIC = "DiT tokens: patchify, unpatchify and adaLN's modulate"
@@ -71,10 +71,7 @@ def checks(student) -> list[tuple[str, Callable[[], None]]]:
     def compare_patchify(x: torch.Tensor, p: int, what: str) -> None:
         expected = dit.patchify(x, p)  # (B, N, p·p·C)
         actual = student.patchify(x.clone(), p)
-        if not isinstance(actual, torch.Tensor):
-            raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
-        if actual.shape != expected.shape:
-            raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)} = (B, N, p·p·C)")
+        assert_tensor_of_shape(actual, expected.shape, what, "(B, N, p·p·C)")
         if torch.equal(actual, expected):
             return
         for pattern, mistake in _WRONG_PATCH_ORDERS.items():
@@ -96,10 +93,7 @@ def checks(student) -> list[tuple[str, Callable[[], None]]]:
         _, channels, height, width = shape
         expected = dit.unpatchify(tokens, p, height, width, channels)  # (B, C, H, W)
         actual = student.unpatchify(tokens.clone(), p, height, width, channels)
-        if not isinstance(actual, torch.Tensor):
-            raise CheckFailed(f"{what}: expected a tensor, got {type(actual).__name__}")
-        if actual.shape != expected.shape:
-            raise CheckFailed(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)} = (B, C, H, W)")
+        assert_tensor_of_shape(actual, expected.shape, what, "(B, C, H, W)")
         if torch.equal(actual, expected):
             return
         for pattern, mistake in _WRONG_PATCH_ORDERS.items():
