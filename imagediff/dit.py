@@ -263,14 +263,33 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
-def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
+def check_condition(x: torch.Tensor, c: torch.Tensor, where: str) -> None:
+    """c must be (B, D), one condition per example, or (B, G, D) with G dividing N: one condition per
+    group of N / G consecutive tokens (G = N: per token; G = F frames of a time-major video: per frame)."""
+    batch, tokens, dim = x.shape
+    if c.ndim not in (2, 3) or c.shape[0] != batch or c.shape[-1] != dim or (
+        c.ndim == 3 and (c.shape[1] < 1 or tokens % c.shape[1])
+    ):
+        raise ValueError(
+            f"{where} expected a condition of shape ({batch}, {dim}) or ({batch}, G, {dim}) with G dividing "
+            f"the {tokens} tokens (G = {tokens}: one per token), got {tuple(c.shape)}."
+        )
+
+
+def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: int,
+                     num_tokens: Optional[int] = None) -> tuple[torch.Tensor, ...]:
     """Split the output of an adaLN Linear into `chunks` tensors that broadcast against (B, N, D).
 
     condition (B, D) gives modulation (B, chunks·D) -> each (B, 1, D);
-    condition (B, N, D) gives modulation (B, N, chunks·D) -> each (B, N, D).
+    condition (B, N, D) gives modulation (B, N, chunks·D) -> each (B, N, D);
+    condition (B, G, D) with G < N = num_tokens: each group's modulation is repeated over its N / G
+    consecutive tokens -> each (B, N, D). The Linear ran G times, not N times: for a video, once per
+    frame rather than once per token (it costs 6·D² per row, half as much as the block's own matmuls).
     """
     if condition.ndim == 2:
         modulation = modulation.unsqueeze(1)  # (B, 1, chunks·D)
+    elif num_tokens is not None and condition.shape[1] != num_tokens:
+        modulation = modulation.repeat_interleave(num_tokens // condition.shape[1], dim=1)  # (B, N, chunks·D)
     return modulation.chunk(chunks, dim=-1)
 
 
@@ -323,9 +342,10 @@ class FeedForward(nn.Module):
 class DiTBlock(nn.Module):
     """A transformer block conditioned by adaLN-Zero (DiT section 3.2).
 
-    c: (B, D), one condition for all tokens of an example, or (B, N, D), one per token (the video
-    layer gives every frame's tokens that frame's noise level). With (B, N, D) whose tokens are all
-    equal, the output equals that of the (B, D) call.
+    c: (B, D), one condition for all tokens of an example; (B, N, D), one per token; or (B, G, D),
+    one per group of N / G consecutive tokens (the video layer passes one per frame, G = F, so every
+    frame's tokens get that frame's noise level). Conditions that are all equal give the output of
+    the (B, D) call.
     """
 
     def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
@@ -339,17 +359,10 @@ class DiTBlock(nn.Module):
         self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rotary: Optional[Rotary] = None) -> torch.Tensor:
-        """x: (B, N, D); c: (B, D) or (B, N, D); rotary: see SelfAttention. Returns (B, N, D)."""
-        if c.ndim not in (2, 3) or c.shape[0] != x.shape[0] or c.shape[-1] != x.shape[-1] or (
-            c.ndim == 3 and c.shape[1] != x.shape[1]
-        ):
-            batch, tokens, dim = x.shape
-            raise ValueError(
-                f"DiTBlock expected a condition of shape ({batch}, {dim}) or ({batch}, {tokens}, {dim}), "
-                f"got {tuple(c.shape)}."
-            )
+        """x: (B, N, D); c: (B, D), (B, N, D) or (B, G, D); rotary: see SelfAttention. Returns (B, N, D)."""
+        check_condition(x, c, "DiTBlock")
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = split_modulation(
-            self.adaln_modulation(c), c, 6
+            self.adaln_modulation(c), c, 6, x.shape[1]
         )  # each (B, 1, D) or (B, N, D)
         x = x + gate_attn * self.attention(modulate(self.norm1(x), shift_attn, scale_attn), rotary)  # (B, N, D)
         x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D)
@@ -366,8 +379,9 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_dim, patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D); c: (B, D) or (B, N, D). Returns (B, N, p·p·out_channels)."""
-        shift, scale = split_modulation(self.adaln_modulation(c), c, 2)  # each (B, 1, D) or (B, N, D)
+        """x: (B, N, D); c: (B, D), (B, N, D) or (B, G, D), see DiTBlock. Returns (B, N, p·p·out_channels)."""
+        check_condition(x, c, "FinalLayer")
+        shift, scale = split_modulation(self.adaln_modulation(c), c, 2, x.shape[1])  # each (B, 1, D) or (B, N, D)
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
 
 
@@ -392,15 +406,10 @@ class DiTTrunk(nn.Module):
         super().__init__()
         self.config = config if config is not None else DiTConfig()
         config = self.config
-        grid_height, grid_width = config.grid_size
         # A Linear on flattened patches: the same map as DiT's Conv2d with stride p, written with patchify.
         self.patch_embedding = nn.Linear(config.patch_dim, config.hidden_dim)
         # Fixed, not learned; derived from the config, so not saved (persistent=False).
-        self.register_buffer(
-            "position_embedding",
-            sincos_position_embedding_2d(grid_height, grid_width, config.hidden_dim).unsqueeze(0),  # (1, N, D)
-            persistent=False,
-        )
+        self.register_buffer("position_embedding", self.build_position_embedding(), persistent=False)
         self.timestep_embedder = TimestepEmbedder(config.hidden_dim, config.time_embedding_dim)
         # num_classes + 1 rows: the last one is the reserved null label ("no label") of CFG.
         self.label_embedding = (
@@ -411,6 +420,15 @@ class DiTTrunk(nn.Module):
         )
         if initialize:
             self.initialize_weights()
+
+    def build_position_embedding(self) -> Optional[torch.Tensor]:
+        """The fixed table added to the patch embeddings, (1, N, D): 2-D sincos over the token grid.
+
+        A model that encodes positions otherwise (the video DiT rotates queries and keys instead)
+        returns None here and adds nothing in `embed_patches`.
+        """
+        grid_height, grid_width = self.config.grid_size
+        return sincos_position_embedding_2d(grid_height, grid_width, self.config.hidden_dim).unsqueeze(0)  # (1, N, D)
 
     def initialize_weights(self) -> None:
         """The trunk's part of the original DiT's `initialize_weights` (DiT adds the final layer's).

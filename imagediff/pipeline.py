@@ -75,21 +75,28 @@ class TrainedVAE:
     seconds: float = 0.0
 
 
-def train_vae(config: VAERunConfig, out_dir=None, resume: bool = True, on_log=None) -> TrainedVAE:
-    """Train the VAE with toydiff's loop, then measure its latent scale and store it in the checkpoint."""
+def train_vae(config: VAERunConfig, out_dir=None, resume: bool = True, on_log=None,
+              images: Optional[torch.Tensor] = None) -> TrainedVAE:
+    """Train the VAE with toydiff's loop, then measure its latent scale and store it in the checkpoint.
+
+    images: (N, C, H, W) in [-1, 1] to train on instead of generating ``config.dataset`` — how the
+    video layer trains this VAE on video frames (frames as a batch); ``config`` then only describes
+    them (its dataset name and options go into the checkpoint, and a resume must describe the same).
+    """
     torch.manual_seed(config.train.seed)
-    data = _training_data(config)
-    if data.images.shape[1] != config.vae.image_channels:
-        raise DataError(f"the {config.dataset} images have {data.images.shape[1]} channels but the VAE expects "
-                        f"image_channels={config.vae.image_channels}")
+    if images is None:
+        images = _training_data(config).images
+    if images.ndim != 4 or images.shape[1] != config.vae.image_channels:
+        raise DataError(f"the {config.dataset} images have shape {tuple(images.shape)} but the VAE expects "
+                        f"(N, {config.vae.image_channels}, H, W) (image_channels={config.vae.image_channels})")
     vae = VAE(config.vae)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    result = train(vae, VAELoss(config.vae.kl_weight), TensorBatches(data.images), config.train,
+    result = train(vae, VAELoss(config.vae.kl_weight), TensorBatches(images), config.train,
                    checkpoint_path=checkpoint, run_config=config.to_dict(), resume=resume,
                    checkpoint_kind=VAE_KIND, on_log=on_log)
     trained = result.ema_model.eval()
     # Pitfall 11 (docs/pitfalls.md): the scale is measured on the first few thousand training images.
-    scale = trained.measure_latent_scale(data.images[:4096])
+    scale = trained.measure_latent_scale(images[:4096])
     # Under torchrun every process gets here with the same EMA weights, hence the same scale; one
     # of them writes it (two writers would race on the file), and the others wait until it is on disk.
     context = setup_process(config.train.device)
@@ -97,7 +104,7 @@ def train_vae(config: VAERunConfig, out_dir=None, resume: bool = True, on_log=No
         state = load_checkpoint(checkpoint, kind=VAE_KIND)
         for weights in (state["model"], state["ema"]["model"]):
             weights["latent_scale"] = torch.tensor(scale, dtype=weights["latent_scale"].dtype)
-        state["latent_scale_measured_on"] = min(4096, len(data))
+        state["latent_scale_measured_on"] = min(4096, len(images))
         save_checkpoint(checkpoint, state)
     barrier(context)
     return TrainedVAE(config, trained, result.history, result.seconds)

@@ -1,5 +1,5 @@
 """The command line: the documented commands work, every bad argument exits 2 with one clear line, and
-every option of both command lines (toydiff, imagediff) says in --help what it does and its default."""
+every option of every command line (toydiff, imagediff, videodiff) says in --help what it does and its default."""
 import argparse
 import subprocess
 import sys
@@ -10,6 +10,7 @@ import pytest
 
 from imagediff.cli import build_parser as imagediff_parser
 from toydiff.cli import build_parser as toydiff_parser
+from videodiff.cli import build_parser as videodiff_parser
 from toydiff.cli import main
 
 
@@ -107,7 +108,8 @@ def _options(parser: argparse.ArgumentParser):
             yield command, subparser, action, any(action in group._group_actions for group in required_groups)
 
 
-@pytest.mark.parametrize("build_parser", [toydiff_parser, imagediff_parser], ids=["toydiff", "imagediff"])
+@pytest.mark.parametrize("build_parser", [toydiff_parser, imagediff_parser, videodiff_parser],
+                         ids=["toydiff", "imagediff", "videodiff"])
 def test_every_option_of_every_command_says_what_it_does_and_its_default(build_parser):
     parser = build_parser()
     (subcommands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]

@@ -277,6 +277,21 @@ def test_per_token_condition_with_equal_tokens_equals_the_per_example_condition(
     assert not torch.allclose(model.blocks[0](tokens, varied), model.blocks[0](tokens, c), atol=1e-3)
 
 
+def test_per_group_condition_equals_the_per_token_condition_repeated_over_each_group():
+    # The video layer passes one condition per frame, (B, G, D): group g must modulate exactly the
+    # tokens g·N/G .. (g+1)·N/G - 1 (a repeat instead of a repeat_interleave would mix the frames).
+    model = perturbed(small_dit(), std=0.1)
+    tokens, per_group = torch.randn(3, 16, 32), torch.randn(3, 4, 32)
+    per_token = per_group.repeat_interleave(4, dim=1)  # (3, 16, 32): tokens 0-3 get group 0, ...
+    for block in model.blocks:
+        assert torch.allclose(block(tokens, per_group), block(tokens, per_token), atol=1e-6)
+    assert torch.allclose(model.final_layer(tokens, per_group), model.final_layer(tokens, per_token), atol=1e-6)
+    assert not torch.allclose(model.blocks[0](tokens, per_group),
+                              model.blocks[0](tokens, per_group.repeat(1, 4, 1)), atol=1e-3)
+    with pytest.raises(ValueError, match=r"FinalLayer expected a condition .* G dividing the 16 tokens"):
+        model.final_layer(tokens, torch.randn(3, 5, 32))
+
+
 def test_embed_condition_accepts_one_timestep_per_frame():
     # The video layer's case: t (B, F); each example's label is added to all its frames.
     model = perturbed(small_dit())
@@ -406,7 +421,7 @@ def test_bad_inputs_give_errors_naming_expected_and_got():
         model(x, t, labels.float())
     with pytest.raises(ValueError, match="unconditional"):
         small_dit(num_classes=0)(x, t, labels)
-    with pytest.raises(ValueError, match=r"DiTBlock expected a condition of shape \(3, 32\) or \(3, 16, 32\)"):
+    with pytest.raises(ValueError, match=r"DiTBlock expected a condition of shape \(3, 32\) or \(3, G, 32\) with G dividing the 16 tokens"):
         model.blocks[0](torch.zeros(3, 16, 32), torch.zeros(3, 5, 32))
 
 

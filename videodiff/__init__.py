@@ -1,8 +1,13 @@
-"""videodiff: diffusion forcing on procedural physics videos with a space-time DiT — not built yet.
+"""videodiff: autoregressive video diffusion with diffusion forcing, on procedural physics videos.
 
-Planned: the VAE of imagediff applied per frame; imagediff's DiT blocks with 3-D RoPE and per-frame
-noise levels (``DiTBlock`` already takes per-token conditioning and a rotary hook); toydiff's
-``ddim_step`` called with (B, F) timesteps for diffusion forcing, whose noise schedules must keep the
-invariants of docs/pitfalls.md, pitfall 15; and tools for interpretability. Nothing here is importable
-beyond this docstring.
+    videodiff.data      balls under gravity, their states per frame, matched impossible twins
+    videodiff.dit       the video DiT: imagediff's DiT over (frame, row, column) with 3-D RoPE and one
+                        noise level per frame
+    videodiff.training  diffusion forcing: how noise levels are drawn per frame
+    videodiff.sampling  scheduling matrices, one window, history guidance, sliding-window rollouts
+    videodiff.metrics   balls tracked by colour and compared with the true physics
+    videodiff.pipeline  the per-frame VAE (imagediff's), training and rolling out end to end
+
+Everything diffusion-specific (schedule, objective, DDIM step, guidance's combination, training loop)
+is toydiff's; the VAE and the transformer blocks are imagediff's.
 """

@@ -1,0 +1,131 @@
+"""videodiff's command line and demo: the documented commands write what they promise (a short
+end-to-end rollout on a model trained for a few steps), and every bad request exits 2 with one line."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import videodiff.cli
+from videodiff.cli import main
+from videodiff.data import PhysicsVideos
+from videodiff.demo import run_demo
+from videodiff.pipeline import VideoDiffusionRunConfig, load_video_diffusion, video_vae_run_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo's quick mode: a VAE and a one-block video DiT trained for 20 steps on 12-frame videos."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("video_demo")
+    report = run_demo(out, progress=False, quick=True)
+    torch.set_num_threads(threads)
+    return out, report
+
+
+def test_the_quick_demo_writes_its_gif_metrics_and_stage_times(demo_run):
+    out, report = demo_run
+    for name in ("rollout.gif", "metrics.json", "report.json", "vae/checkpoint.pt", "dit/checkpoint.pt"):
+        assert (out / name).exists(), name
+    assert all(report[key] >= 0 for key in ("vae_seconds", "dit_seconds", "rollout_seconds"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["position_error_per_frame"]) == 5
+
+
+def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path):
+    out, _ = demo_run
+    target = tmp_path / "roll"
+    code = main(["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "3", "--context", "2",
+                 "--length", "7", "--guidance", "vanilla", "--scale", "2", "--steps", "4", "--out", str(target)])
+    assert code == 0
+    frames, truth = np.load(target / "frames.npy"), np.load(target / "truth.npy")
+    assert frames.dtype == np.uint8 and frames.shape == (3, 9, 32, 32, 3) and truth.shape == frames.shape
+    # The context frames come back as the VAE reconstructs the true ones.
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    assert np.array_equal(frames[:, :2], run.decode(run.encode(truth[:, :2])))
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["request"]["guidance"] == "vanilla" and len(metrics["position_error_per_frame"]) == 7
+    assert (target / "rollout.gif").stat().st_size > 1000
+    # Same seed, same video.
+    again = tmp_path / "again"
+    main(["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "3", "--context", "2",
+          "--length", "7", "--guidance", "vanilla", "--scale", "2", "--steps", "4", "--out", str(again)])
+    assert np.array_equal(np.load(again / "frames.npy"), frames)
+
+
+def test_data_writes_videos_and_matched_pairs(tmp_path):
+    path = tmp_path / "v.npz"
+    assert main(["data", "--num-videos", "5", "--seed", "3", "--num-frames", "16", "--out", str(path)]) == 0
+    videos = PhysicsVideos.load(path)
+    assert videos.frames.shape == (5, 16, 32, 32, 3) and videos.positions.shape[:2] == (5, 16)
+    pairs = tmp_path / "p.npz"
+    assert main(["data", "--num-videos", "7", "--impossible", "--out", str(pairs)]) == 0
+    plausible, impossible = PhysicsVideos.load(pairs), PhysicsVideos.load(tmp_path / "p-impossible.npz")
+    table = json.loads((tmp_path / "p-pairs.json").read_text())
+    assert len(plausible) == len(impossible) == len(table["kinds"]) == 7
+    for index, event in enumerate(table["event_frames"]):
+        assert np.array_equal(plausible.frames[index, :event], impossible.frames[index, :event])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["rollout", "--context", "8"], "does not fit the model's window of 4 frames"),
+    (["rollout", "--guidance", "sideways"], "invalid choice: 'sideways'"),
+    (["rollout", "--length", "0"], "expected a positive integer, got 0"),
+    (["rollout", "--context", "2", "--guidance", "fractional", "--fractional-level", "5000"],
+     "fractional_level must be a timestep"),
+    (["rollout", "--context", "2", "--guidance", "temporal", "--temporal-windows", "1,2,all"],
+     "give one weight per sub-window"),
+    (["data", "--num-videos", "2", "--out", "x.txt"], "--out must be a .npz file"),
+])
+def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
+    out, _ = demo_run
+    if args[0] == "rollout":
+        args = [*args, "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_checkpoints_of_another_layer_or_corrupt_ones_are_refused(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    for checkpoint, message in ((out / "vae" / "checkpoint.pt", "imagediff.vae"), (corrupt, "corrupt.pt")):
+        assert main(["rollout", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "r")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1, error
+    assert main(["rollout", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
+    started = {}
+
+    def stand_in(name, result):
+        def train(config, **_):
+            started[name] = config
+            return result
+        return train
+
+    monkeypatch.setattr(videodiff.cli, "train_video_vae",
+                        stand_in("vae", SimpleNamespace(seconds=0.0, vae=SimpleNamespace(latent_scale=1.0))))
+    monkeypatch.setattr(videodiff.cli, "train_video_diffusion", stand_in("dit", SimpleNamespace(seconds=0.0)))
+    assert main(["train-vae", "--out", str(tmp_path)]) == 0
+    assert main(["train", "--out", str(tmp_path)]) == 0
+    assert started["vae"] == video_vae_run_config() and started["dit"] == VideoDiffusionRunConfig()
+
+
+def test_help_lists_the_commands():
+    completed = subprocess.run([sys.executable, "-m", "videodiff", "--help"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0
+    for command in ("data", "train-vae", "train", "rollout", "evaluate", "demo"):
+        assert command in completed.stdout
+    assert Path(videodiff.cli.__file__).exists()

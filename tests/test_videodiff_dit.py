@@ -1,0 +1,228 @@
+"""The video DiT: 3-D RoPE (relative, covering the head dimension), per-frame adaLN-Zero, no attention
+mask, time-major tokens, sizes and errors."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from imagediff.dit import patchify
+from videodiff.dit import (
+    VideoDiT, VideoDiTConfig, apply_rotary, make_video_dit, rope_angles, rope_split, video_dit_config,
+    video_training_flops,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def small_video_dit(**overrides) -> VideoDiT:
+    settings = dict(input_size=(4, 4), in_channels=3, patch_size=2, hidden_dim=48, depth=2, num_heads=2,
+                    num_frames=4)
+    settings.update(overrides)
+    return VideoDiT(VideoDiTConfig(**settings))
+
+
+def perturbed(model, std=0.05):
+    """Random weights everywhere, so that no zero-initialised layer hides a path."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * std)
+    return model
+
+
+def video_inputs(batch=2, frames=4):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, frames, 3, 4, 4, generator=generator)
+    t = torch.randint(0, 1000, (batch, frames), generator=generator)
+    return x, t
+
+
+# ---------------------------------------------------------------------------------------------
+#                                          3-D RoPE
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head_dim", [6, 8, 24, 32, 64, 66])
+def test_rope_split_covers_the_head_dimension(head_dim):
+    pairs_t, pairs_h, pairs_w = rope_split(head_dim)
+    assert pairs_t + pairs_h + pairs_w == head_dim // 2
+    assert pairs_h == pairs_w >= 1 and pairs_t >= pairs_h
+    assert rope_angles(3, 2, 2, head_dim).shape == (12, head_dim // 2)
+
+
+def test_rope_angles_are_time_major_and_turn_each_axis_on_its_own_pairs():
+    head_dim = 32  # pairs (6, 5, 5)
+    angles = rope_angles(frames=3, height=2, width=4, head_dim=head_dim)
+    token = lambda f, r, c: (f * 2 + r) * 4 + c  # noqa: E731  time-major index
+    # Moving one column changes only the column pairs (the last 5), by their frequencies.
+    step = angles[token(1, 1, 3)] - angles[token(1, 1, 2)]
+    assert torch.equal(step[:11], torch.zeros(11))
+    assert torch.allclose(step[11:], 10_000.0 ** (-torch.arange(5.0) / 5))
+    # Moving one frame changes only the first 6 pairs; the first one turns by one radian.
+    step = angles[token(2, 0, 0)] - angles[token(1, 0, 0)]
+    assert torch.equal(step[6:], torch.zeros(10)) and step[0] == 1.0
+    step = angles[token(0, 1, 0)] - angles[token(0, 0, 0)]
+    assert torch.equal(step[:6], torch.zeros(6)) and torch.equal(step[11:], torch.zeros(5)) and step[6] == 1.0
+
+
+def test_rotation_keeps_norms_and_makes_scores_depend_only_on_position_differences():
+    # RoPE is relative: shifting every position along one axis leaves q·k unchanged, for each axis.
+    torch.manual_seed(0)
+    head_dim, frames, height, width = 12, 6, 3, 3
+    q, k = torch.randn(2, head_dim), torch.randn(2, head_dim)
+
+    def score(pos_q, pos_k):
+        angles = rope_angles(frames, height, width, head_dim)
+        index = lambda f, r, c: (f * height + r) * width + c  # noqa: E731
+        a_q, a_k = angles[index(*pos_q)], angles[index(*pos_k)]
+        rq = apply_rotary(q[None, None, :1], a_q.cos()[None], a_q.sin()[None])
+        rk = apply_rotary(k[None, None, :1], a_k.cos()[None], a_k.sin()[None])
+        assert torch.allclose(rq.norm(), q[:1].norm())
+        return (rq * rk).sum()
+
+    base = score((1, 0, 1), (3, 1, 0))
+    assert torch.allclose(score((3, 0, 1), (5, 1, 0)), base, atol=1e-5)  # frames + 2
+    assert torch.allclose(score((1, 1, 1), (3, 2, 0)), base, atol=1e-5)  # rows + 1
+    assert torch.allclose(score((1, 0, 2), (3, 1, 1)), base, atol=1e-5)  # columns + 1
+    assert not torch.allclose(score((1, 0, 1), (4, 1, 0)), base, atol=1e-3)  # a different offset
+
+
+def test_attention_scores_of_the_model_are_unchanged_when_a_window_starts_later():
+    # The model's own path: the RoPE hook on real queries and keys. Tokens of frames 0..3 at
+    # positions 0..3, or the same tokens at positions 2..5, give the same attention pattern.
+    model = perturbed(small_video_dit())
+    x, t = video_inputs()
+    model.record_attention(True)
+    model(x, t)
+    pattern = model.attention_patterns()[0]
+    shifted = model.rotary(6, x.device, x.dtype)
+    tokens_per_frame = 4
+    late = slice(2 * tokens_per_frame, 6 * tokens_per_frame)
+    attention = model.blocks[0].attention
+    shifted.cos, shifted.sin = shifted.cos[late], shifted.sin[late]
+    model._rotary_cache[(4, str(x.device), x.dtype)] = shifted
+    model(x, t)
+    assert torch.allclose(model.attention_patterns()[0], pattern, atol=1e-5)
+    assert attention.record_attention
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  Per-frame noise levels, no mask
+# ---------------------------------------------------------------------------------------------
+
+
+def test_at_init_the_model_outputs_zeros_and_every_block_is_the_identity():
+    model = small_video_dit()
+    x, t = video_inputs()
+    assert torch.equal(model(x, t), torch.zeros_like(x))
+    tokens, c = torch.randn(2, 16, 48), torch.randn(2, 4, 48)
+    rotary = model.rotary(4, tokens.device, tokens.dtype)
+    for block in model.blocks:
+        assert torch.equal(block(tokens, c, rotary), tokens)
+
+
+def test_a_frames_noise_level_modulates_only_that_frames_tokens():
+    # Without blocks, nothing mixes frames: changing frame 2's level changes frame 2's output only.
+    model = perturbed(small_video_dit(depth=0))
+    x, t = video_inputs()
+    changed = t.clone()
+    changed[:, 2] = (t[:, 2] + 500) % 1000
+    before, after = model(x, t), model(x, changed)
+    assert torch.equal(before[:, [0, 1, 3]], after[:, [0, 1, 3]])
+    assert not torch.allclose(before[:, 2], after[:, 2], atol=1e-3)
+
+
+def test_there_is_no_attention_mask_every_frame_sees_every_other_one():
+    # Frames are told apart only by their levels: the first frame's output depends on the last
+    # frame's content and level (a causal mask would cut the first, any mask the second).
+    model = perturbed(small_video_dit())
+    x, t = video_inputs()
+    later = x.clone()
+    later[:, 3] += 1.0
+    assert not torch.allclose(model(x, t)[:, 0], model(later, t)[:, 0], atol=1e-4)
+    relevelled = t.clone()
+    relevelled[:, 3] = (t[:, 3] + 500) % 1000
+    assert not torch.allclose(model(x, t)[:, 0], model(x, relevelled)[:, 0], atol=1e-4)
+    model.record_attention(True)
+    model(x, t)
+    assert (model.attention_patterns()[0] > 0).all()
+
+
+def test_tokens_are_time_major_and_each_frame_is_patchified_like_an_image():
+    # Frame f's N tokens sit at f·N .. (f+1)·N - 1, each the image DiT's patch of that frame alone.
+    model = perturbed(small_video_dit())
+    x, _ = video_inputs()
+    tokens = model.embed_patches(x)  # (B, F·N, D), N = 4
+    for frame in range(4):
+        expected = model.patch_embedding(patchify(x[:, frame], 2))  # (B, N, D)
+        assert torch.allclose(tokens[:, 4 * frame:4 * (frame + 1)], expected, atol=1e-6)
+    assert model.position_embedding is None  # positions enter by rotation only
+
+
+def test_any_window_length_up_to_and_beyond_training_runs():
+    model = perturbed(small_video_dit())
+    for frames in (1, 3, 4, 7):
+        x, t = video_inputs(frames=frames)
+        assert model(x, t).shape == x.shape
+
+
+def test_a_video_dit_trains_a_step():
+    model = small_video_dit()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, t = video_inputs()
+    losses = []
+    for _ in range(5):
+        loss = (model(x, t) - x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  Sizes, FLOPs and errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_registry_sizes_and_overrides():
+    config = video_dit_config("small", num_frames=16)
+    assert (config.hidden_dim, config.depth, config.num_heads, config.num_frames) == (384, 12, 6, 16)
+    assert video_dit_config("base").hidden_dim == 768
+    assert make_video_dit("tiny").config.num_frames == 8
+    with pytest.raises(ValueError, match="Unknown video DiT size 'huge'"):
+        video_dit_config("huge")
+
+
+@pytest.mark.parametrize("frames", [2, 4])
+def test_training_flops_match_pytorchs_flop_counter(frames):
+    # PyTorch counts the products the model really runs, forward and backward. The explicit attention
+    # path, because the counter does not see inside CPU SDPA; x requires a gradient so that the patch
+    # embedding computes its input gradient, as 6·P·N assumes. The one product without an input
+    # gradient: the time MLP's first Linear reads fixed sinusoids, once per frame.
+    model = perturbed(small_video_dit())
+    model.record_attention(True)
+    x, t = video_inputs(batch=3, frames=frames)
+    x.requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        model(x, t).square().sum().backward()
+    config = model.config
+    expected = video_training_flops(config, 3, frames) - 2 * 3 * frames * config.time_embedding_dim * config.hidden_dim
+    assert counter.get_total_flops() == expected
+
+
+def test_bad_inputs_and_configs_are_refused():
+    model = small_video_dit()
+    x, t = video_inputs()
+    with pytest.raises(ValueError, match=r"\(B, F, 3, 4, 4\).*got \(2, 3, 4, 4\)"):
+        model(x[:, 0], t[:, 0])
+    with pytest.raises(ValueError, match=r"int64 tensor of shape \(2, 4\) \(one per frame\), got a torch.int64 tensor of shape \(2,\)"):
+        model(x, t[:, 0])
+    with pytest.raises(ValueError, match="unconditional"):
+        model(x, t, torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="head_dim .* even and >= 6"):
+        VideoDiTConfig(hidden_dim=16, num_heads=4)
+    with pytest.raises(ValueError, match="num_frames must be >= 1"):
+        VideoDiTConfig(num_frames=0)
+    with pytest.raises(TypeError, match="VideoDiTConfig"):
+        VideoDiT(video_dit_config("tiny").__class__.__mro__[1]())

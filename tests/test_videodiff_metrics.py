@@ -1,0 +1,248 @@
+"""Tests of videodiff.metrics: the colour tracker and the physics scores of a continuation.
+
+Every "generated" video here is made from the true one in a known way (frozen, shifted, smeared,
+erased, an extra ball, noise, blur), so the score each should get is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
+from videodiff.metrics import colour_labels, physics_metrics, track_balls, well_formed
+
+SIZE, CONTEXT = 32, 8
+
+
+@pytest.fixture(scope="module")
+def truth() -> PhysicsVideos:
+    """Videos with an occluder in about half of them."""
+    return make_videos(24, seed=5, config=PhysicsConfig(occluder_probability=0.5))
+
+
+@pytest.fixture(scope="module")
+def open_truth() -> PhysicsVideos:
+    """Videos with no occluder, so that every ball is always in view."""
+    return make_videos(24, seed=6, config=PhysicsConfig(occluder_probability=0.0))
+
+
+def rendered(videos: PhysicsVideos, positions=None, present=None, colours=None, radii=None) -> np.ndarray:
+    """The frames of ``videos`` drawn again with some of its states replaced."""
+    return render_videos(
+        videos.positions if positions is None else positions, videos.radii if radii is None else radii,
+        videos.colours if colours is None else colours, videos.present if present is None else present,
+        videos.occluders, SIZE,
+    )
+
+
+def from_context_on(array: np.ndarray) -> np.ndarray:
+    """A boolean (F,) mask broadcast against ``array`` (N, F, ...): True for the generated frames."""
+    mask = np.zeros(array.shape[1], dtype=bool)
+    mask[CONTEXT:] = True
+    return mask.reshape((1, -1) + (1,) * (array.ndim - 2))
+
+
+def summary(metrics: dict) -> dict:
+    return {name: value for name, value in metrics.items() if not name.endswith("per_frame")}
+
+
+# ---------------------------------------------------------------------------------------------
+#                                          The tracker
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_palette_colour_is_recognised_dimmed_or_washed_out_and_grey_is_not():
+    dim = PALETTE[:, None, None, :] * np.array([0.3, 0.6, 1.0])[None, :, None, None]  # (6, 3, 1, 3)
+    labels, _ = colour_labels(dim.reshape(6, 3, 1, 3) / 255)
+    np.testing.assert_array_equal(labels[..., 0], np.repeat(np.arange(6)[:, None], 3, axis=1))
+    # A decoder's blur mixes a little of a neighbour's colour in: red with some green is still red.
+    washed = np.array([[[[1.0, 0.35, 0.1]], [[0.2, 0.9, 0.85]]]])  # reddish, cyan-ish
+    np.testing.assert_array_equal(colour_labels(washed)[0][..., 0], [[0, 4]])
+    grey_and_black = np.array([[[[0.5, 0.5, 0.5]], [[0.0, 0.0, 0.0]], [[0.1, 0.0, 0.0]]]])
+    np.testing.assert_array_equal(colour_labels(grey_and_black)[0][..., 0], [[-1, -1, -1]])
+
+
+def test_tracker_finds_every_ball_at_its_stored_position(open_truth):
+    tracks = track_balls(open_truth.frames, open_truth.colours)
+    positions, radii, present = open_truth.positions, open_truth.radii[:, None, :], open_truth.present
+    # Balls well inside the picture, in frames where no two balls touch (overlapping edges blend into
+    # a third hue that the tracker may give to another ball).
+    x, y = positions[..., 0], positions[..., 1]
+    inside = (x - radii > 1) & (x + radii < SIZE - 1) & (y - radii > 1) & (y + radii < SIZE - 1)
+    gap = np.linalg.norm(positions[:, :, :, None] - positions[:, :, None, :], axis=-1)
+    touching = (gap < radii[..., :, None] + radii[..., None, :] + 1) & present[:, :, :, None] & present[:, :, None, :]
+    touching &= ~np.eye(3, dtype=bool)
+    apart = ~touching.any(axis=(2, 3))[..., None]  # (N, F, 1)
+    clear = present & inside & apart
+    assert clear.sum() > 500
+
+    error = np.linalg.norm(tracks.positions - positions, axis=-1)
+    assert error[clear].max() < 0.3
+    assert tracks.found[present & apart].all() and not tracks.found[~present].any()
+    np.testing.assert_allclose(tracks.areas[clear], np.broadcast_to(math.pi * radii**2, clear.shape)[clear], rtol=0.1)
+    assert 0.9 < tracks.compactness[clear].min() and tracks.compactness[clear].max() < 1.15  # a disc's is 1
+    assert (tracks.stray_areas[apart[..., 0]] == 0).all()
+    # Floats in [0, 1] are read like the uint8 frames they come from.
+    again = track_balls(open_truth.frames[:4] / 255.0, open_truth.colours[:4, 0])
+    np.testing.assert_allclose(again.positions, tracks.positions[:4], atol=1e-4)
+
+
+def test_well_formed_needs_the_expected_area_and_a_compact_blob(open_truth):
+    tracks = track_balls(open_truth.frames[:4], open_truth.colours[:4])
+    disc_areas = math.pi * open_truth.radii[:4, None, :] ** 2
+    # Whole discs are well formed, wherever another ball does not cover part of them.
+    assert well_formed(tracks, disc_areas)[open_truth.present[:4]].mean() > 0.9
+    whole = tracks.areas > 0.9 * disc_areas
+    assert not well_formed(tracks, 3 * disc_areas)[whole].any()  # the blobs are a third of that area
+    assert not well_formed(tracks, disc_areas / 3)[whole].any()
+    assert not well_formed(tracks, disc_areas, expected_compactness=0.5)[whole].any()  # too spread for that
+
+
+# ---------------------------------------------------------------------------------------------
+#                                       The physics scores
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_truth_scores_perfectly_and_dumps_to_json(truth):
+    metrics = physics_metrics(truth.frames, truth, CONTEXT)
+    assert len(metrics["position_error_per_frame"]) == 32 - CONTEXT
+    assert all(error == 0 for error in metrics["position_error_per_frame"])
+    assert metrics["position_error_first"] == 0 and metrics["found_share"] == 1
+    assert metrics["well_formed_share"] == 1 and metrics["stray_frame_share"] == 0
+    assert metrics["moves"] is True and metrics["motion_ratio"] == pytest.approx(1)
+    assert metrics["colour_kept"] > 0.99
+    assert json.loads(json.dumps(metrics)) == metrics
+
+
+def test_a_frozen_rollout_fails_the_motion_check(truth):
+    frozen = truth.frames.copy()
+    frozen[:, CONTEXT:] = truth.frames[:, CONTEXT - 1:CONTEXT]  # the last context frame, repeated
+    metrics = physics_metrics(frozen, truth, CONTEXT)
+    assert metrics["moves"] is False and metrics["motion_ratio"] < 0.01
+    errors = metrics["position_error_per_frame"]
+    assert errors[0] < 3 < errors[8]  # the balls fall behind as the truth moves on
+
+
+def test_balls_shifted_by_two_pixels_are_two_pixels_off(open_truth):
+    positions = open_truth.positions.copy()
+    towards_the_middle = np.where(positions[..., 0] < SIZE / 2, 2.0, -2.0)  # never into a wall
+    positions[..., 0] += towards_the_middle * from_context_on(positions[..., 0])
+    metrics = physics_metrics(rendered(open_truth, positions=positions), open_truth, CONTEXT)
+    assert metrics["position_error"] == pytest.approx(2, abs=0.1)
+    assert metrics["position_error_first"] == pytest.approx(2, abs=0.1)
+    assert all(abs(error - 2) < 0.3 for error in metrics["position_error_per_frame"])
+    assert metrics["found_share"] == 1 and metrics["moves"] is True
+    assert metrics["well_formed_share"] > 0.9  # shifted, but still whole balls
+
+
+def test_an_erased_ball_is_missed_and_its_frames_are_wrong(open_truth):
+    present = open_truth.present.copy()
+    present[:, :, 0] &= ~from_context_on(present[:, :, 0])  # ball 0 (always present) erased
+    metrics = physics_metrics(rendered(open_truth, present=present), open_truth, CONTEXT)
+    balls = open_truth.present[:, CONTEXT:]  # (N, G, K) every ball is in view in an open box, nearly always
+    assert metrics["found_share"] == pytest.approx(1 - balls[..., 0].sum() / balls.sum(), abs=0.02)
+    assert metrics["well_formed_share"] < 0.1  # only frames where ball 0 hid behind another ball anyway
+    assert metrics["position_error"] < 0.1  # the balls that are left are where they should be
+
+
+def test_a_ball_smeared_into_a_streak_is_not_well_formed(open_truth):
+    # Ball 0 smeared over 12 px sideways (the mean of 9 copies), as a blurry rollout might draw it.
+    streak = np.zeros(open_truth.frames.shape)
+    for shift in np.linspace(-6, 6, 9):
+        positions = open_truth.positions.copy()
+        positions[:, :, 0, 0] += shift
+        streak += rendered(open_truth, positions=positions)
+    generated = rendered(open_truth)
+    generated[:, CONTEXT:] = np.rint(streak / 9)[:, CONTEXT:]
+    truth_tracks = track_balls(open_truth.frames, open_truth.colours)
+    generated_tracks = track_balls(generated, open_truth.colours)
+    good = well_formed(generated_tracks, truth_tracks.areas, truth_tracks.compactness)
+    assert good[:, CONTEXT:, 0].mean() < 0.1  # the streak
+    metrics = physics_metrics(generated, open_truth, CONTEXT)
+    assert metrics["well_formed_share"] < 0.1
+
+
+def test_a_ball_blurred_into_a_big_smear_is_not_well_formed_but_a_slight_blur_is(open_truth):
+    def blurred(frames, sigma):
+        taps = np.arange(-8, 9)
+        kernel = np.exp(-taps**2 / (2 * sigma**2))
+        kernel /= kernel.sum()
+        out = frames.astype(np.float64)
+        for axis in (2, 3):  # rows, then columns; zeros beyond the border
+            padded = np.pad(out, [(8, 8) if a == axis else (0, 0) for a in range(5)])
+            out = sum(weight * np.take(padded, np.arange(SIZE) + 8 + tap, axis=axis)
+                      for tap, weight in zip(taps, kernel))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    open_truth = open_truth[:12]
+    assert physics_metrics(blurred(open_truth.frames, 0.7), open_truth, CONTEXT)["well_formed_share"] > 0.9
+    smeared = physics_metrics(blurred(open_truth.frames, 3.0), open_truth, CONTEXT)
+    assert smeared["well_formed_share"] < 0.1
+    assert smeared["moves"] is True  # the blobs still move: only their form is wrong
+
+
+def test_an_extra_ball_breaks_the_count(open_truth):
+    # A fourth ball of a colour no slot has, in every generated frame.
+    unused = np.array([np.setdiff1d(np.arange(6), row)[0] for row in open_truth.colours[:, 0]])
+    positions = np.concatenate([open_truth.positions, np.full(open_truth.positions[:, :, :1].shape, 16.0)], axis=2)
+    colours = np.concatenate([open_truth.colours, np.broadcast_to(unused[:, None, None], (24, 32, 1))], axis=2)
+    stranger_present = np.broadcast_to(from_context_on(open_truth.present), (24, 32, 1))  # generated frames only
+    present = np.concatenate([open_truth.present, stranger_present], axis=2)
+    radii = np.concatenate([open_truth.radii, np.full((24, 1), 3.5)], axis=1)
+    with_stranger = render_videos(positions, radii, colours, present, open_truth.occluders, SIZE)
+    metrics = physics_metrics(with_stranger, open_truth, CONTEXT)
+    assert metrics["stray_frame_share"] > 0.95 and metrics["well_formed_share"] < 0.05
+
+    # A ball spawned in an empty slot: its colour is expected in the video, but not in view.
+    spare = ~open_truth.present[:, 0, 2]  # (N,) videos with fewer than three balls
+    assert spare.sum() >= 5
+    present = open_truth.present.copy()
+    present[:, :, 2] |= from_context_on(present[:, :, 2])
+    metrics = physics_metrics(rendered(open_truth, present=present)[spare], open_truth[spare], CONTEXT)
+    assert metrics["well_formed_share"] < 0.05 and metrics["stray_frame_share"] == 0
+
+
+def test_a_colour_change_is_caught(open_truth):
+    pairs = make_impossible_pairs(6, seed=1, config=open_truth.config, kinds=["colour_change"])
+    metrics = physics_metrics(pairs.impossible.frames, pairs.plausible, CONTEXT)
+    assert (pairs.event_frames >= CONTEXT).all()  # the change happens in the scored frames
+    # From the change on, the ball is missing under its own colour and its new colour is a stranger.
+    assert metrics["found_per_frame"][-1] < 1 and metrics["stray_frame_share"] > 0.3
+    assert metrics["colour_kept"] < 0.95
+    assert physics_metrics(pairs.plausible.frames, pairs.plausible, CONTEXT)["colour_kept"] == 1
+
+
+def test_noise_raises_the_error_gradually_and_heavy_noise_is_flagged(open_truth):
+    open_truth = open_truth[:12]
+    rng = np.random.default_rng(0)
+    scores = {}
+    for sigma in (5, 20, 30, 80):  # out of 255
+        noisy = np.clip(open_truth.frames + rng.normal(0, sigma, open_truth.frames.shape), 0, 255).astype(np.uint8)
+        scores[sigma] = physics_metrics(noisy, open_truth, CONTEXT)
+    assert scores[5]["position_error"] < 0.1 and scores[5]["well_formed_share"] > 0.95
+    assert scores[5]["position_error"] < scores[20]["position_error"] < scores[80]["position_error"]
+    assert scores[20]["well_formed_share"] > 0.5
+    assert scores[30]["stray_frame_share"] < 0.1  # dim coloured specks are not a spawned ball
+    assert scores[80]["well_formed_share"] < 0.05 and scores[80]["stray_frame_share"] > 0.9
+    # Through all of it the balls are still found, and still seen to move.
+    assert all(score["found_share"] > 0.99 and score["moves"] for score in scores.values())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda frames: frames[:, :, :, :16], "must match the truth"),
+    (lambda frames: frames.transpose(0, 1, 4, 2, 3), "RGB last"),
+    (lambda frames: frames / 127.5 - 1, r"\(x \+ 1\) / 2"),
+])
+def test_bad_inputs_are_refused_with_the_fix(truth, change, message):
+    with pytest.raises(ValueError, match=message):
+        physics_metrics(change(truth.frames[:2]), truth[:2], CONTEXT)
+
+
+@pytest.mark.parametrize("num_context", [0, 32])
+def test_the_context_must_leave_frames_to_score(truth, num_context):
+    with pytest.raises(ValueError, match="num_context"):
+        physics_metrics(truth.frames[:2], truth[:2], num_context)

@@ -1,0 +1,121 @@
+"""Diffusion-forcing training: how the per-frame noise levels are drawn, the context's zero loss,
+random clips, and a video DiT trained by toydiff's loop."""
+
+import pytest
+import torch
+
+from toydiff.schedules import make_schedule
+from toydiff.training import TrainConfig, train
+from videodiff.dit import VideoDiT, VideoDiTConfig
+from videodiff.training import CLEAN_LEVEL, VideoClips, VideoDiffusionObjective
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCHEDULE = make_schedule("linear", 1000)
+
+
+def clips(batch=256, frames=6):
+    return torch.randn(batch, frames, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+
+
+def test_diffusion_forcing_draws_an_independent_uniform_level_for_every_frame():
+    objective = VideoDiffusionObjective(SCHEDULE)
+    t = objective.sample_timesteps(clips(), torch.Generator().manual_seed(1))
+    assert t.shape == (256, 6) and t.dtype == torch.int64
+    assert t.min() >= 0 and t.max() <= 999
+    # Independent: frames of one clip differ, and neighbouring frames' levels are uncorrelated.
+    assert (t != t[:, :1]).any(dim=1).float().mean() > 0.99
+    correlation = torch.corrcoef(torch.stack([t[:, 0].double(), t[:, 1].double()]))[0, 1]
+    assert abs(correlation) < 0.2
+    assert abs(t.double().mean() - 499.5) < 25  # uniform over 0..999: mean 499.5, sd of the mean ~12
+
+
+def test_full_sequence_shares_one_level_per_clip():
+    objective = VideoDiffusionObjective(SCHEDULE, noise_mode="full_sequence")
+    t = objective.sample_timesteps(clips(), torch.Generator().manual_seed(1))
+    assert torch.equal(t, t[:, :1].expand_as(t))
+    assert t[:, 0].unique().numel() > 100
+
+
+def test_clean_context_holds_the_first_frames_clean_and_gives_them_no_loss():
+    objective = VideoDiffusionObjective(SCHEDULE, noise_mode="clean_context", context_frames=2)
+    t = objective.sample_timesteps(clips(), torch.Generator().manual_seed(1))
+    assert (t[:, :2] == CLEAN_LEVEL).all()
+    assert torch.equal(t[:, 2:], t[:, 2:3].expand(-1, 4))
+    # The loss does not depend on what the model outputs for context frames.
+    output = torch.zeros(8, 6, 2, 4, 4, requires_grad=True)
+
+    def model(x_t, t):
+        return x_t * 0 + output
+
+    loss, logs = objective(model, (clips(batch=8),), torch.Generator().manual_seed(2))
+    loss.backward()
+    assert torch.equal(output.grad[:, :2], torch.zeros_like(output.grad[:, :2]))
+    assert (output.grad[:, 2:].abs().sum(dim=(2, 3, 4)) > 0).all()
+    assert logs["per_example_loss"].shape == (8, 6)
+
+
+def test_the_per_frame_loss_is_each_frames_own_error():
+    # With the exact target on frames 0..2 and a wrong one on 3..5, only the last frames carry loss.
+    objective = VideoDiffusionObjective(SCHEDULE, prediction_type="epsilon")
+    x0 = clips(batch=4)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    t = objective.sample_timesteps(x0, generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    generator.set_state(state)
+
+    def model(x_t, t_seen):
+        assert torch.equal(t_seen, t)
+        out = noise.clone()
+        out[:, 3:] += 1.0
+        return out
+
+    loss, logs = objective(model, (x0,), generator)
+    per_frame = logs["per_example_loss"]
+    assert torch.allclose(per_frame[:, :3], torch.zeros(4, 3), atol=1e-10)
+    assert torch.allclose(per_frame[:, 3:], torch.ones(4, 3))
+    assert torch.isclose(loss, torch.tensor(0.5))
+
+
+def test_bad_objective_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown noise_mode 'causal'"):
+        VideoDiffusionObjective(SCHEDULE, noise_mode="causal")
+    with pytest.raises(ValueError, match="context_frames >= 1"):
+        VideoDiffusionObjective(SCHEDULE, noise_mode="clean_context")
+    objective = VideoDiffusionObjective(SCHEDULE, noise_mode="clean_context", context_frames=6)
+    with pytest.raises(ValueError, match="leaves no frame to learn"):
+        objective.sample_timesteps(clips(), None)
+
+
+def test_video_clips_are_consecutive_frames_of_one_video_with_its_label():
+    # Video n, frame f holds the number 100·n + f everywhere, so a clip shows where it came from.
+    videos = (100 * torch.arange(5)[:, None] + torch.arange(10)[None, :]).float()[:, :, None, None].expand(5, 10, 2, 3)
+    labels = torch.arange(5) + 7
+    data = VideoClips(videos.contiguous(), window=4, labels=labels)
+    batch, batch_labels = data.sample(400, torch.Generator().manual_seed(0))
+    assert batch.shape == (400, 4, 2, 3)
+    values = batch[:, :, 0, 0]  # (B, 4)
+    video, start = values[:, 0] // 100, values[:, 0] % 100
+    assert torch.equal(values, video[:, None] * 100 + start[:, None] + torch.arange(4))
+    assert torch.equal(batch_labels, video.long() + 7)
+    assert set(start.long().tolist()) == set(range(7))  # every start 0..L-window is drawn
+    with pytest.raises(ValueError, match=r"window must lie in 1\.\.10"):
+        VideoClips(videos, window=11)
+
+
+def test_a_video_dit_learns_with_toydiffs_loop_on_random_clips(tmp_path):
+    torch.manual_seed(0)
+    # Two videos of a bright dot moving right: the model must learn where the dot is at every level.
+    videos = torch.zeros(2, 8, 2, 4, 4)
+    for frame in range(8):
+        videos[:, frame, :, 1, frame % 4] = 1.0
+    model = VideoDiT(VideoDiTConfig(input_size=(4, 4), in_channels=2, patch_size=2, hidden_dim=48, depth=2,
+                                    num_heads=2, num_frames=4))
+    objective = VideoDiffusionObjective(SCHEDULE, prediction_type="v")
+    config = TrainConfig(steps=150, batch_size=16, learning_rate=3e-3, warmup_steps=10, log_every=50,
+                         checkpoint_every=0, progress=False, ema_decay=0.9)
+    result = train(model, objective, VideoClips(videos, window=4), config, checkpoint_path=tmp_path / "c.pt")
+    losses = [entry["loss"] for entry in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert (tmp_path / "c.pt").exists()

@@ -1,0 +1,5 @@
+import sys
+
+from videodiff.cli import main
+
+sys.exit(main())

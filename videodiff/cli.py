@@ -1,0 +1,332 @@
+"""Command line: ``python -m videodiff data|train-vae|train|rollout|evaluate|demo``.
+
+    python -m videodiff data --num-videos 100 --seed 0 --out physics.npz
+    python -m videodiff train-vae --out runs/video/vae
+    python -m videodiff train --vae runs/video/vae/checkpoint.pt --out runs/video/dit
+    python -m videodiff rollout --checkpoint runs/video/dit/checkpoint.pt --num-videos 32 --context 4 \
+        --length 64 --guidance vanilla --scale 2 --out runs/video/rollout
+    python -m videodiff evaluate --checkpoint runs/video/dit/checkpoint.pt
+
+A bad argument (context longer than the window, an unknown guidance mode, a length <= 0, a checkpoint
+of another layer or a corrupt one…) ends the program with status 2 and one line saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from imagediff.vae import VAE_SIZES, vae_config
+from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, run_cli
+from videodiff.data import make_impossible_pairs, make_videos
+from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
+from videodiff.pipeline import (
+    VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, physics_config, train_video_diffusion,
+    train_video_vae, video_vae_run_config,
+)
+from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
+from videodiff.training import NOISE_MODES
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _windows(text: str) -> tuple:
+    """'2,all' -> (2, None): the history sub-windows of temporal guidance (all = the whole history)."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            values.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected sub-window lengths such as 2,all, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected sub-window lengths >= 1 or 'all', got {text!r}")
+        values.append(value)
+    return tuple(values)
+
+
+def _weights(text: str) -> tuple:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated weights such as 1,1, got {text!r}") from None
+    if any(not value > 0 for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive weights, got {text!r}")
+    return values
+
+
+def add_guidance_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--guidance", choices=GUIDANCE_MODES, default="none",
+                        help="history guidance: none, vanilla (history vs. fully noised history), fractional "
+                             "(vs. history noised to --fractional-level) or temporal (several history sub-windows)")
+    parser.add_argument("--scale", type=non_negative_float, default=1.0,
+                        help="history guidance scale (1 = the conditional model)")
+    parser.add_argument("--fractional-level", type=int, default=500,
+                        help="k_H, the timestep of the partly noised history of fractional guidance")
+    parser.add_argument("--temporal-windows", type=_windows, default=(2, None),
+                        help="temporal guidance: history sub-windows, most recent frames, 'all' = the whole history")
+    parser.add_argument("--temporal-weights", type=_weights, default=(1.0, 1.0),
+                        help="temporal guidance: relative weight of each sub-window")
+    parser.add_argument("--stabilization", type=int, default=0,
+                        help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
+    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="pyramid",
+                        help="the scheduling matrix of each window")
+    parser.add_argument("--steps", type=positive_int, default=20, help="sampling steps per frame")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
+
+
+def guidance_from(args) -> HistoryGuidance:
+    if args.guidance == "temporal":
+        if len(args.temporal_windows) != len(args.temporal_weights):
+            raise UsageError(f"--temporal-windows has {len(args.temporal_windows)} entries but --temporal-weights "
+                             f"{len(args.temporal_weights)}: give one weight per sub-window")
+        return HistoryGuidance("temporal", args.scale, temporal_windows=args.temporal_windows,
+                               temporal_weights=args.temporal_weights)
+    if args.guidance == "fractional":
+        return HistoryGuidance("fractional", args.scale, fractional_level=args.fractional_level)
+    return HistoryGuidance(args.guidance, args.scale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    recipe = VideoDiffusionRunConfig()
+    vae_recipe = video_vae_run_config()
+    parser = OneLineParser(prog="videodiff", description="Diffusion forcing on physics videos: data, a per-frame "
+                                                         "VAE, a video DiT, rollouts with history guidance.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    data = commands.add_parser("data", help="generate physics videos (frames and states) into a .npz file")
+    data.add_argument("--num-videos", type=positive_int, default=100, help="videos to generate")
+    data.add_argument("--seed", type=int, default=0, help="seed of the videos")
+    data.add_argument("--num-frames", type=positive_int, default=32, help="frames per video")
+    data.add_argument("--impossible", action="store_true",
+                      help="write matched pairs instead: OUT with the plausible videos, OUT-impossible.npz with "
+                           "their impossible twins, OUT-pairs.json with each pair's kind and event frame")
+    data.add_argument("--out", required=True, help="the .npz file to write")
+
+    vae = commands.add_parser("train-vae", help="train imagediff's VAE on video frames and measure its latent scale")
+    vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
+    vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
+    vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
+                     help="frames per training step")
+    vae.add_argument("--num-videos", type=positive_int, default=vae_recipe.dataset_options["num_videos"],
+                     help="training videos whose frames the VAE learns")
+    vae.add_argument("--seed", type=int, default=vae_recipe.data_seed, help="seed of the training videos")
+    vae.add_argument("--quiet", action="store_true", help="no progress bar")
+    vae.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    vae.add_argument("--out", default="runs/video/vae", help="folder of the run's checkpoint.pt")
+    vae.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+
+    train = commands.add_parser("train", help="train the video DiT with diffusion forcing on the VAE's latents")
+    train.add_argument("--vae", default=recipe.vae_checkpoint, help="the VAE checkpoint (train-vae)")
+    train.add_argument("--dit-size", choices=VIDEO_DIT_SIZES, default="tiny", help="the video DiT registry entry")
+    train.add_argument("--window", type=positive_int, default=recipe.dit.num_frames,
+                       help="frames per training clip (the model's window)")
+    train.add_argument("--noise-mode", choices=NOISE_MODES, default=recipe.noise_mode,
+                       help="diffusion_forcing: a level per frame; full_sequence: one per clip; clean_context: "
+                            "--context-frames clean, one level on the rest")
+    train.add_argument("--context-frames", type=positive_int, default=recipe.context_frames,
+                       help="clean frames per clip for --noise-mode clean_context")
+    train.add_argument("--steps", type=positive_int, default=recipe.train.steps, help="training steps")
+    train.add_argument("--batch-size", type=positive_int, default=recipe.train.batch_size, help="clips per step")
+    train.add_argument("--learning-rate", type=non_negative_float, default=recipe.train.learning_rate,
+                       help="peak AdamW learning rate (after warm-up, before the cosine decay)")
+    train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
+                       help="training videos to generate")
+    train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt")
+    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+
+    roll = commands.add_parser("rollout", help="continue held-out videos from real context frames")
+    roll.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+                      help="the video diffusion run")
+    roll.add_argument("--num-videos", type=positive_int, default=32, help="held-out videos to continue")
+    roll.add_argument("--context", type=positive_int, default=4, help="real context frames (fewer than the window)")
+    roll.add_argument("--length", type=positive_int, default=64, help="frames to generate")
+    add_guidance_options(roll)
+    roll.add_argument("--out", default="runs/video/rollout",
+                      help="folder for rollout.gif, frames.npy, truth.npy and metrics.json")
+
+    evaluate = commands.add_parser("evaluate", help="physics metrics of rollouts for every history guidance")
+    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+                          help="the video diffusion run")
+    evaluate.add_argument("--num-videos", type=positive_int, default=32, help="held-out videos")
+    evaluate.add_argument("--context", type=positive_int, default=4, help="real context frames")
+    evaluate.add_argument("--length", type=positive_int, default=64, help="frames to generate")
+    evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
+    evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
+    evaluate.add_argument("--steps", type=positive_int, default=20, help="sampling steps per frame")
+    evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
+
+    demo = commands.add_parser("demo", help="train the VAE and the video DiT, write a rollout GIF (make demo)")
+    demo.add_argument("--out", default="runs/demo/video", help="output folder")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _print_log(entry: dict) -> None:
+    print(f"step {entry['step']:>6}  loss {entry['loss']:.4f}  {entry.get('seconds', 0):.0f} s", flush=True)
+
+
+def command_data(args) -> None:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise UsageError(f"--out must be a .npz file, got {args.out}")
+    config = physics_config({"num_frames": args.num_frames})
+    if not args.impossible:
+        videos = make_videos(args.num_videos, seed=args.seed, config=config)
+        videos.save(out)
+        print(f"wrote {len(videos)} videos of {args.num_frames} frames to {out}")
+        return
+    pairs = make_impossible_pairs(args.num_videos, seed=args.seed, config=config)
+    pairs.plausible.save(out)
+    twin = out.with_name(out.stem + "-impossible.npz")
+    pairs.impossible.save(twin)
+    table = out.with_name(out.stem + "-pairs.json")
+    table.write_text(json.dumps({"kinds": [str(kind) for kind in pairs.kinds],
+                                 "event_frames": np.asarray(pairs.event_frames).tolist(),
+                                 "pair_ids": np.asarray(pairs.pair_ids).tolist()}, indent=1))
+    print(f"wrote {len(pairs.plausible)} plausible videos to {out}, their impossible twins to {twin}, "
+          f"and each pair's kind and event frame to {table}")
+
+
+def command_train_vae(args) -> None:
+    config = video_vae_run_config(num_videos=args.num_videos, seed=args.seed)
+    config.vae = vae_config(args.size)
+    config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, device=args.device,
+                           progress=not args.quiet)
+    run = train_video_vae(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    print(f"trained the VAE in {run.seconds:.0f} s; latent scale {float(run.vae.latent_scale):.4f} "
+          f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
+
+
+def command_train(args) -> None:
+    config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
+                                     context_frames=args.context_frames, num_train_videos=args.num_videos,
+                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
+    if args.noise_mode == "clean_context" and args.context_frames >= args.window:
+        raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
+    config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           device=args.device, mixed_precision="bf16" if args.bf16 else "no", progress=not args.quiet)
+    run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    print(f"trained the video DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
+
+
+def _check_rollout_request(run, context: int, length: int) -> None:
+    if context >= run.window:
+        raise UsageError(f"--context {context} does not fit the model's window of {run.window} frames: "
+                         f"pass at most {run.window - 1} context frames")
+    if length < 1:
+        raise UsageError(f"--length must be >= 1, got {length}")
+
+
+def rollout_and_score(run, num_videos: int, context: int, length: int, guidance: HistoryGuidance, **options):
+    """Continue ``num_videos`` held-out videos; returns (generated, truth PhysicsVideos, metrics)."""
+    from videodiff.metrics import physics_metrics
+
+    truth = held_out_videos(run.config, num_videos, num_frames=context + length)
+    generated = run.rollout(truth.frames[:, :context], length, guidance, **options)
+    return generated, truth, physics_metrics(generated, truth, num_context=context)
+
+
+def command_rollout(args) -> None:
+    from videodiff.plots import save_rollout_gif
+
+    run = load_video_diffusion(args.checkpoint)
+    _check_rollout_request(run, args.context, args.length)
+    guidance = guidance_from(args)
+    guidance.check_levels(run.schedule.num_timesteps)
+    generated, truth, metrics = rollout_and_score(
+        run, args.num_videos, args.context, args.length, guidance, num_steps=args.steps, scheduling=args.scheduling,
+        stabilization_level=args.stabilization, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "frames.npy", generated)
+    np.save(out / "truth.npy", truth.frames)
+    save_rollout_gif(generated[:16], truth.frames[:16], out / "rollout.gif", num_context=args.context)
+    metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
+                          "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
+                          "scheduling": args.scheduling, "steps": args.steps, "seed": args.seed}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
+          f"well-formed frames {metrics['well_formed_share']:.1%}; moves: {metrics['moves']}")
+    print(f"wrote rollout.gif, frames.npy, truth.npy and metrics.json to {out}")
+
+
+GUIDANCE_ROWS = (
+    ("none", lambda s: HistoryGuidance("none"), False),
+    ("vanilla", lambda s: HistoryGuidance("vanilla", s), False),
+    ("fractional", lambda s: HistoryGuidance("fractional", s, fractional_level=500), False),
+    ("temporal", lambda s: HistoryGuidance("temporal", s, temporal_windows=(2, None), temporal_weights=(1.0, 1.0)),
+     False),
+    ("none + stabilised", lambda s: HistoryGuidance("none"), True),
+    ("vanilla + stabilised", lambda s: HistoryGuidance("vanilla", s), True),
+)
+
+
+def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
+                     num_steps: int, rows=GUIDANCE_ROWS) -> list[dict]:
+    """The physics metrics of rollouts under each history guidance, one dict per row."""
+    table = []
+    for name, make, stabilised in rows:
+        _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
+                                          stabilization_level=stabilization if stabilised else 0)
+        table.append({"guidance": name, **{key: metrics[key] for key in (
+            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves")}})
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    lines = [f"{'guidance':<22} {'err first 8 (px)':>16} {'err all (px)':>12} {'found':>6} {'well-formed':>11} "
+             f"{'motion':>7} moves"]
+    for row in table:
+        def number(key, digits=2):
+            value = row[key]
+            return "   -" if value is None else f"{value:.{digits}f}"
+        lines.append(f"{row['guidance']:<22} {number('position_error_first'):>16} {number('position_error'):>12} "
+                     f"{number('found_share'):>6} {number('well_formed_share'):>11} {number('motion_ratio'):>7} "
+                     f"{row['moves']}")
+    return "\n".join(lines)
+
+
+def command_evaluate(args) -> None:
+    run = load_video_diffusion(args.checkpoint)
+    _check_rollout_request(run, args.context, args.length)
+    table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
+                             args.steps)
+    print(format_table(table))
+    if args.out:
+        Path(args.out).write_text(json.dumps(table, indent=2))
+
+
+def command_demo(args) -> None:
+    from videodiff.demo import run_demo
+
+    run_demo(Path(args.out), progress=not args.quiet)
+
+
+COMMANDS = {"data": command_data, "train-vae": command_train_vae, "train": command_train, "rollout": command_rollout,
+            "evaluate": command_evaluate, "demo": command_demo}
+
+
+def main(argv=None) -> int:
+    return run_cli("videodiff", build_parser(), COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The video DiT: imagediff's DiT over space *and* time, with one noise level per frame.
+
+A window of F frames of latents is cut into patches frame by frame, and all F · h · w tokens go
+through the same transformer blocks as the image DiT, attending to each other freely:
+
+  x_t (B, F, C, H, W) ──patchify each frame──► (B, F·N, p·p·C), time-major: frame 0's N tokens, then frame 1's…
+                       ──patch_embedding──► x (B, F·N, D)              (no position table is added)
+
+  t (B, F) ──timestep_embedding──► MLP ──► c (B, F, D)    one condition per frame (+ the label's, if any)
+
+  x ──► DiTBlock(x, c, rotary) × depth ──► FinalLayer(x, c) ──► (B, F·N, p·p·C) ──unpatchify──► (B, F, C, H, W)
+
+What makes it a *video* model, and what makes it a *diffusion-forcing* model:
+
+1. Positions by rotation (3-D RoPE, Su et al. 2021). Every query and key is rotated by angles
+   proportional to its token's (frame, row, column): the head dimension's d/2 frequency pairs are
+   split three ways, one share per axis (`rope_split`). The score q·k then depends on positions only
+   through their differences, so a window can start anywhere in a video: positions restart at 0 in
+   every window of a rollout and the model cannot tell.
+2. Each frame's own noise level. c has one row per frame; `DiTBlock` repeats each row's shift, scale
+   and gate over that frame's N tokens (adaLN-Zero, per frame). Context frames are clean (level 0,
+   `videodiff.sampling.CLEAN_LEVEL`), frames to generate are noisy, and nothing else tells them apart:
+   there is **no attention mask**, every token sees every other one, in both directions of time.
+   Training draws an independent level for every frame (Diffusion Forcing, Chen et al. 2024), so the
+   same network predicts the future (clean past, noisy future), interpolates, or denoises a clip.
+
+Notation
+    B batch, F frames in the window, C latent channels, H x W the latent, p the patch size,
+    N = (H/p)(W/p) tokens per frame, D = hidden_dim, heads · d = D (d = head_dim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from imagediff.dit import DIT_SIZES, DiT, DiTConfig, matmul_parameter_counts, patchify, unpatchify
+
+# ---------------------------------------------------------------------------------------------
+#                                         Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoDiTConfig(DiTConfig):
+    """The image DiT's configuration plus what time adds. Saved in checkpoints as plain types."""
+
+    # The training window: clips of this many frames. Any window of 1.. frames can be fed (RoPE has
+    # no table to run out of), but the model only learns the spans it was trained on.
+    num_frames: int = 8
+    # RoPE's base θ: axis pair i turns by position · θ^(-i / pairs of that axis). 10 000 as in RoFormer;
+    # positions here are below 64, so only the first few pairs of each axis turn much.
+    rope_base: float = 10_000.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_frames < 1:
+            raise ValueError(f"VideoDiTConfig.num_frames must be >= 1, got {self.num_frames}.")
+        if self.head_dim % 2 or self.head_dim // 2 < 3:
+            raise ValueError(
+                f"VideoDiTConfig: 3-D RoPE rotates pairs of the head dimension, at least one pair per axis, so "
+                f"head_dim = hidden_dim / num_heads must be even and >= 6; got {self.hidden_dim} / "
+                f"{self.num_heads} = {self.hidden_dim / self.num_heads:g}."
+            )
+        if self.rope_base <= 1:
+            raise ValueError(f"VideoDiTConfig.rope_base must be > 1, got {self.rope_base}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.num_heads
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.num_tokens
+
+
+# The image DiT's registry, as video models: "tiny" is the CPU lessons' model; "small" and "base"
+# are DiT-S and DiT-B, GPU sizes (DFoT's models are of these widths).
+VIDEO_DIT_SIZES = ("tiny", "mini", "small", "base", "large", "xlarge")
+
+
+def video_dit_config(size: str = "tiny", **overrides) -> VideoDiTConfig:
+    """The VideoDiTConfig of a registered size, with any field replaced by ``overrides``."""
+    if size not in VIDEO_DIT_SIZES:
+        raise ValueError(f"Unknown video DiT size {size!r}; the registered sizes are {list(VIDEO_DIT_SIZES)}.")
+    return VideoDiTConfig(**{**asdict(DIT_SIZES[size]), **overrides})
+
+
+def make_video_dit(size: str = "tiny", **overrides) -> "VideoDiT":
+    """A freshly initialised video DiT, e.g. ``make_video_dit("tiny", num_frames=8)``."""
+    return VideoDiT(video_dit_config(size, **overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+#                                   3-D rotary position embedding
+# ---------------------------------------------------------------------------------------------
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """How many of the head dimension's d/2 frequency pairs go to (frame, row, column).
+
+    Rows and columns get the same share, a third each rounded down; time gets the rest (the most
+    when d/2 is not a multiple of 3). d = 32: 16 pairs -> (6, 5, 5). The three always sum to d/2.
+    """
+    pairs = head_dim // 2
+    spatial = pairs // 3
+    return pairs - 2 * spatial, spatial, spatial
+
+
+def rope_angles(frames: int, height: int, width: int, head_dim: int, base: float = 10_000.0) -> torch.Tensor:
+    """The rotation angle of every (token, pair), float32 (frames · height · width, head_dim / 2).
+
+    Tokens are time-major (frame, then row, then column), as `VideoDiT` lays them out. Pair i of an
+    axis with P pairs turns by position · base^(-i / P): the first pair one radian per step, the
+    last ones slowly. Positions count from 0 in every call: a window's first frame is frame 0.
+    """
+    pairs_t, pairs_h, pairs_w = rope_split(head_dim)
+    frame, row, column = torch.meshgrid(
+        torch.arange(frames), torch.arange(height), torch.arange(width), indexing="ij"
+    )  # each (F, h, w)
+    angles = []
+    for position, pairs in ((frame, pairs_t), (row, pairs_h), (column, pairs_w)):
+        frequencies = base ** (-torch.arange(pairs, dtype=torch.float64) / pairs)  # (P,)
+        angles.append(position.reshape(-1, 1).double() * frequencies)  # (F·h·w, P)
+    return torch.cat(angles, dim=-1).float()  # (F·h·w, d/2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i + d/2}) of the last dimension by its angle.
+
+    x: (B, heads, N, d); cos, sin: (N, d/2). Pair i holds the features i and i + d/2 (the "rotate half"
+    layout of GPT-NeoX, the same rotation as adjacent pairs with the features permuted, and cheaper).
+    """
+    first, second = x.chunk(2, dim=-1)  # (B, heads, N, d/2) each
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)  # (B, heads, N, d)
+
+
+class Rotary3D:
+    """The `rotary(q, k) -> (q, k)` hook of `imagediff.dit.SelfAttention` for one window's token grid."""
+
+    def __init__(self, frames: int, height: int, width: int, head_dim: int, base: float, device, dtype) -> None:
+        angles = rope_angles(frames, height, width, head_dim, base).to(device)  # (N, d/2)
+        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.cos.to(q.dtype), self.sin.to(q.dtype)  # bf16 under autocast
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                            The model
+# ---------------------------------------------------------------------------------------------
+
+
+class VideoDiT(DiT):
+    """The video denoiser: ``model(x_t, t, labels=None) -> prediction`` of x_t's shape.
+
+    x_t: (B, F, C, H, W) latents of a window of F frames; t: (B, F) int64, every frame's own noise
+    level in 0..T-1 (a clean context frame: level 0 and its clean latent); labels: (B,) or None.
+    Everything that is not about time — patches, blocks, final layer, initialisation, the label
+    table and the null label of guidance — is the image DiT's, inherited.
+    """
+
+    config: VideoDiTConfig
+
+    def __init__(self, config: Optional[VideoDiTConfig] = None) -> None:
+        config = config if config is not None else VideoDiTConfig()
+        if not isinstance(config, VideoDiTConfig):
+            raise TypeError(f"VideoDiT needs a VideoDiTConfig, got {type(config).__name__}; "
+                            "build one with videodiff.dit.video_dit_config(size, ...).")
+        super().__init__(config)
+        self._rotary_cache: dict = {}
+
+    def build_position_embedding(self) -> None:
+        """No table: positions enter through the rotation of queries and keys (3-D RoPE)."""
+        return None
+
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, H, W) -> tokens (B, F·N, D), time-major; no positions are added here."""
+        frames = x.shape[1]
+        tokens = patchify(rearrange(x, "b f c h w -> (b f) c h w"), self.config.patch_size)  # (B·F, N, p·p·C)
+        tokens = rearrange(tokens, "(b f) n e -> b (f n) e", f=frames)  # (B, F·N, p·p·C)
+        return self.patch_embedding(tokens)  # (B, F·N, D)
+
+    def rotary(self, frames: int, device, dtype) -> Rotary3D:
+        """The RoPE hook for a window of ``frames`` frames (cached: it depends only on the grid)."""
+        key = (frames, str(device), dtype)
+        if key not in self._rotary_cache:
+            grid_height, grid_width = self.config.grid_size
+            self._rotary_cache[key] = Rotary3D(frames, grid_height, grid_width, self.config.head_dim,
+                                               self.config.rope_base, device, dtype)
+        return self._rotary_cache[key]
+
+    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+        config = self.config
+        expected = (config.in_channels, config.height, config.width)
+        if x_t.ndim != 5 or tuple(x_t.shape[2:]) != expected or x_t.shape[1] < 1:
+            raise ValueError(
+                f"VideoDiT expected latents of shape (B, F, {', '.join(map(str, expected))}) — a batch of "
+                f"windows of F frames — got {tuple(x_t.shape)}."
+            )
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.shape != x_t.shape[:2]:
+            got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(
+                f"VideoDiT expected noise levels t as an int64 tensor of shape {tuple(x_t.shape[:2])} "
+                f"(one per frame), got a {got}."
+            )
+        # Labels: the image DiT's checks, on the batch dimension.
+        super().check_inputs(x_t[:, 0], t[:, 0], labels)
+
+    def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        """Tokens after the last block (B, F·N, D) and the per-frame condition c (B, F, D)."""
+        self.check_inputs(x_t, t, labels)
+        x = self.embed_patches(x_t)  # (B, F·N, D)
+        c = self.embed_condition(t, labels)  # (B, F, D): frame f's noise level (+ the label)
+        rotary = self.rotary(x_t.shape[1], x.device, x.dtype)
+        for block in self.blocks:
+            x = block(x, c, rotary)  # (B, F·N, D); c is repeated over each frame's N tokens
+        return x, c
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x_t: (B, F, C, H, W); t: (B, F) int64; labels: (B,) or None. Returns (B, F, C, H, W)."""
+        config = self.config
+        frames = x_t.shape[1]
+        x, c = self.trunk(x_t, t, labels)  # (B, F·N, D), (B, F, D)
+        x = self.final_layer(x, c)  # (B, F·N, p·p·C)
+        x = rearrange(x, "b (f n) e -> (b f) n e", f=frames)  # (B·F, N, p·p·C)
+        out = unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B·F, C, H, W)
+        return rearrange(out, "(b f) c h w -> b f c h w", f=frames)  # (B, F, C, H, W)
+
+
+def video_training_flops(config: VideoDiTConfig, batch_size: int, frames: Optional[int] = None) -> int:
+    """FLOPs of one training step on clips of ``frames`` frames, matrix products only.
+
+    As `imagediff.dit.training_flops` with N = F · tokens per frame, except that the modulation
+    Linears and the time MLP run once per *frame*, not once per example.
+    """
+    frames = frames or config.num_frames
+    counts = matmul_parameter_counts(config)
+    tokens = frames * config.num_tokens
+    weights = 6 * batch_size * (tokens * counts["per_token"] + frames * counts["per_example"])
+    attention = 12 * batch_size * config.depth * tokens * tokens * config.hidden_dim
+    return weights + attention

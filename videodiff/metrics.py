@@ -1,0 +1,280 @@
+"""Does a generated continuation obey the physics? Balls tracked by colour, with no pretrained network.
+
+Every ball of a physics video (videodiff.data.physics) has its own saturated colour on a black
+background, so it can be found without a detector: a pixel belongs to the ball whose palette hue is
+nearest to its own hue, provided it is bright and saturated enough (the grey occluder and the black
+background are neither). From those pixels, weighted by their brightness, come three numbers per ball:
+
+    area         sum of the brightness of its pixels, ≈ the coverage of an anti-aliased disc, π r²
+    position     the brightness-weighted centroid (x, y), in the pixel convention of the data
+    compactness  the weighted mean squared distance to the centroid divided by a disc's, area / (2π):
+                 1 for a disc, larger for a smear, a streak or a ball split in two
+
+Bright saturated pixels of a colour no ball of the video has are "stray": a rollout that spawns a
+ball, or paints noise, shows up there.
+
+``physics_metrics`` runs the same tracker on the true continuation and on the generated one and
+compares the two, so what the occluder hides (or another ball covers) is expected to be hidden in both:
+a ball is *in view* in a true frame when at least half its disc shows. Hue survives a decoder's blur
+(mixing a colour with black dims it but keeps its hue), which is why hue, not exact RGB, is matched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from videodiff.data.physics import PALETTE, PhysicsVideos
+
+# A pixel belongs to a ball only if it is this bright (its largest channel, in [0, 1]) and this
+# saturated ((max - min) / max); both are low enough to keep most of a disc's one-pixel edge ramp.
+VALUE_THRESHOLD = 0.25
+SATURATION_THRESHOLD = 0.5
+MIN_AREA = 1.0  # a ball counts as found if its pixels add up to at least one fully lit pixel
+# Stray pixels count only if this bright: a spawned ball has a core of fully lit pixels, whereas a
+# little noise, or the blend of two overlapping balls' edges, is dim.
+STRAY_VALUE_THRESHOLD = 0.5
+
+
+def hue_value_saturation(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HSV of RGB pixels (..., 3) in [0, 1]: hue in degrees [0, 360), value = max channel and
+    saturation = (max - min) / max (0 for black). Returns three arrays (...)."""
+    red, green, blue = frames[..., 0], frames[..., 1], frames[..., 2]
+    value = np.maximum(np.maximum(red, green), blue)
+    chroma = value - np.minimum(np.minimum(red, green), blue)
+    safe_chroma = np.where(chroma > 0, chroma, 1)
+    # The hue hexagon: which channel is largest picks the sector, the other two place it within.
+    hue = np.where(value == red, ((green - blue) / safe_chroma) % 6,
+                   np.where(value == green, (blue - red) / safe_chroma + 2, (red - green) / safe_chroma + 4))
+    saturation = chroma / np.where(value > 0, value, 1)
+    return 60 * hue, value, saturation
+
+
+# The palette's hues are the six multiples of 60°, so the palette colour nearest in hue to a pixel is
+# found by rounding its hue to a multiple of 60° and looking the multiple up in this table.
+PALETTE_HUES = hue_value_saturation(PALETTE.astype(np.float64) / 255)[0]  # (6,) 0, 120, 240, 60, 180, 300
+assert sorted(PALETTE_HUES.tolist()) == [0, 60, 120, 180, 240, 300], "the palette must hold the six hues 60° apart"
+PALETTE_OF_HUE_SECTOR = np.argsort(PALETTE_HUES)  # sector s (hue ≈ 60 s) -> palette index
+
+
+def colour_labels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Palette index of every pixel (..., H, W), -1 for pixels too dark or grey to be a ball, and the
+    pixel brightness (..., H, W) used as its weight. frames (..., H, W, 3) float in [0, 1]."""
+    hue, value, saturation = hue_value_saturation(frames)
+    sector = np.rint(hue / 60).astype(np.int64) % 6  # (..., H, W) the nearest multiple of 60°
+    coloured = (value > VALUE_THRESHOLD) & (saturation > SATURATION_THRESHOLD)
+    return np.where(coloured, PALETTE_OF_HUE_SECTOR[sector], -1), value
+
+
+def as_unit_frames(frames) -> np.ndarray:
+    """Frames (N, F, H, W, 3) as float32 in [0, 1]: uint8 is divided by 255, floats must already be in
+    [0, 1] (model outputs in [-1, 1] map there by (x + 1) / 2). Torch tensors are accepted."""
+    frames = np.asarray(frames)
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames (N, F, H, W, 3) with RGB last, got shape {frames.shape}; "
+                         f"a model's (N, F, 3, H, W) becomes that with .permute(0, 1, 3, 4, 2)")
+    if frames.dtype == np.uint8:
+        return frames.astype(np.float32) / 255
+    if frames.size and (frames.min() < -0.01 or frames.max() > 1.01):
+        raise ValueError(f"float frames must lie in [0, 1], got values in [{frames.min():.3f}, {frames.max():.3f}]; "
+                         f"map model outputs in [-1, 1] with (x + 1) / 2")
+    return np.clip(frames, 0, 1).astype(np.float32)
+
+
+@dataclass
+class BallTracks:
+    """What the tracker saw of every ball slot.
+
+    positions    (N, F, K, 2) float64, (x, y) px, NaN where not found
+    found        (N, F, K) bool: the ball's colour covers at least MIN_AREA
+    areas        (N, F, K) float64: summed brightness of the ball's pixels (≈ π r² for a whole disc)
+    compactness  (N, F, K) float64: 1 for a disc, larger for a smear or split blob; NaN where not found
+    stray_areas  (N, F) float64: summed brightness of bright coloured pixels of a colour no slot has
+    """
+
+    positions: np.ndarray
+    found: np.ndarray
+    areas: np.ndarray
+    compactness: np.ndarray
+    stray_areas: np.ndarray
+
+
+def track_balls(frames, colours: np.ndarray) -> BallTracks:
+    """Find every ball by its colour in every frame.
+
+    frames (N, F, H, W, 3) uint8, or float in [0, 1]; colours (N, K) or (N, F, K) palette indices
+    (PhysicsVideos.colours), one per ball slot, empty slots included. Returns BallTracks.
+
+    Each ball's pixels are all the pixels of its colour, wherever they are: a ball drawn twice gets
+    one centroid between the two and a large compactness. Where two balls overlap, the blend of their
+    edges can take a third palette hue; the truth has the same blends, which is why physics_metrics
+    compares generated tracks with the truth's tracks rather than with fixed expectations.
+    """
+    frames = as_unit_frames(frames)
+    num_videos, num_frames, height, width, _ = frames.shape
+    colours = np.asarray(colours)
+    if colours.ndim == 2:
+        colours = np.repeat(colours[:, None], num_frames, axis=1)  # (N, F, K)
+    if colours.shape[:2] != (num_videos, num_frames):
+        raise ValueError(f"colours must be (N, K) or (N, F, K) for {num_videos} videos of {num_frames} frames, "
+                         f"got shape {colours.shape}")
+    labels, brightness = colour_labels(frames)  # (N, F, H, W) each
+    x = np.arange(width) + 0.5  # (W,) pixel centres, the convention of the data
+    y = np.arange(height)[:, None] + 0.5  # (H, 1)
+
+    num_balls = colours.shape[2]
+    positions = np.full((num_videos, num_frames, num_balls, 2), np.nan)
+    areas = np.zeros((num_videos, num_frames, num_balls))
+    compactness = np.full((num_videos, num_frames, num_balls), np.nan)
+    expected = np.zeros(labels.shape, dtype=bool)  # (N, F, H, W) pixels of some slot's colour
+    for ball in range(num_balls):
+        mine = labels == colours[:, :, ball, None, None]  # (N, F, H, W)
+        expected |= mine
+        weight = np.where(mine, brightness, 0).astype(np.float64)  # (N, F, H, W)
+        area = weight.sum(axis=(2, 3))  # (N, F)
+        safe_area = np.maximum(area, 1e-12)
+        centre_x = (weight * x).sum(axis=(2, 3)) / safe_area  # (N, F)
+        centre_y = (weight * y).sum(axis=(2, 3)) / safe_area
+        # Weighted mean squared distance to the centroid; a uniform disc of area A has A / (2π).
+        squared_distance = (x - centre_x[..., None, None]) ** 2 + (y - centre_y[..., None, None]) ** 2  # (N, F, H, W)
+        spread = (weight * squared_distance).sum(axis=(2, 3)) / safe_area  # (N, F)
+        seen = area >= MIN_AREA
+        areas[:, :, ball] = area
+        positions[:, :, ball] = np.where(seen[..., None], np.stack([centre_x, centre_y], axis=-1), np.nan)
+        compactness[:, :, ball] = np.where(seen, spread / (safe_area / (2 * math.pi)), np.nan)
+    stray = (labels >= 0) & ~expected & (brightness > STRAY_VALUE_THRESHOLD)  # (N, F, H, W)
+    stray_areas = np.where(stray, brightness, 0).sum(axis=(2, 3)).astype(np.float64)
+    return BallTracks(positions, areas >= MIN_AREA, areas, compactness, stray_areas)
+
+
+def well_formed(
+    tracks: BallTracks,
+    expected_areas: np.ndarray,
+    expected_compactness: np.ndarray | float = 1.0,
+    area_factor: float = 2.0,
+    compactness_factor: float = 1.5,
+) -> np.ndarray:
+    """(N, F, K) bool: the ball was found, its area lies within a factor ``area_factor`` of the
+    expected one, and it is no more spread than ``compactness_factor`` times the expected compactness.
+
+    expected_areas broadcasts to (N, F, K): π r² for whole discs (radii (N, K) -> π radii[:, None]²),
+    or the areas the tracker measured in the true frames (what a partly hidden ball really shows).
+    """
+    with np.errstate(invalid="ignore"):
+        ratio = tracks.areas / np.maximum(expected_areas, 1e-12)
+        return (tracks.found & (ratio >= 1 / area_factor) & (ratio <= area_factor)
+                & (tracks.compactness <= compactness_factor * np.asarray(expected_compactness)))
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def physics_metrics(
+    generated,
+    truth: PhysicsVideos,
+    num_context: int,
+    first_frames: int = 8,
+    min_motion_ratio: float = 0.25,
+    stray_tolerance: float = 3.0,
+) -> dict:
+    """Score generated videos against the true continuation, frame by frame after the context.
+
+    generated (N, F, H, W, 3) uint8 (or float in [0, 1]): the whole videos, context frames included;
+    truth: the PhysicsVideos they continue, with the same N and F; num_context: how many leading frames
+    were given to the model (they are not scored). Returns a dict of plain floats, lists and bools:
+
+    position_error_per_frame   mean distance (px) between a ball in the generated frame and the same
+                               ball in the true frame, one entry per generated frame, over the balls in
+                               view in the truth AND found in the generated frame (None if there are
+                               none): a missing ball does not count as an error here, but below
+    found_per_frame            the share of the balls in view that were found, per generated frame
+    position_error_first       the mean error over the first ``first_frames`` generated frames
+    position_error             the mean error over all generated frames
+    found_share                the share of (frame, ball in view) that were found
+    well_formed_share          the share of generated frames that hold the right balls: every ball in
+                               view is found and well formed (area and compactness close to the
+                               truth's), no ball wholly hidden in the truth is found, and stray
+                               colours add up to at most ``stray_tolerance`` px more than the truth's
+    stray_frame_share          the share of generated frames with too many stray coloured pixels
+    motion_ratio, moves        mean displacement of the tracked balls between consecutive generated
+                               frames divided by the truth's, over balls in view and found in both
+                               frames; moves = ratio >= ``min_motion_ratio`` (a frozen rollout has
+                               ratio ≈ 0); both None if the true balls do not move
+    colour_kept                of the balls in view with something coloured drawn within r + 1 px of
+                               their true place, the share where that colour is their own
+    """
+    generated = as_unit_frames(generated)
+    if generated.shape != truth.frames.shape:
+        raise ValueError(f"generated frames {generated.shape} must match the truth's {truth.frames.shape} "
+                         f"(N, F, H, W, 3), context frames included")
+    num_frames = generated.shape[1]
+    if not 1 <= num_context < num_frames:
+        raise ValueError(f"num_context must lie in [1, {num_frames - 1}] so that some frames are generated, "
+                         f"got {num_context}")
+    true_tracks = track_balls(truth.frames, truth.colours)
+    generated_tracks = track_balls(generated, truth.colours)
+    scored = slice(num_context, num_frames)  # the generated frames
+
+    # Which balls the truth shows: in view (at least half the disc), or wholly hidden (or absent).
+    disc_areas = math.pi * truth.radii.astype(np.float64)[:, None, :] ** 2  # (N, 1, K)
+    in_view = true_tracks.areas >= 0.5 * disc_areas  # (N, F, K)
+    hidden = ~true_tracks.found
+
+    # Position error, over balls in view and found.
+    error = np.linalg.norm(generated_tracks.positions - true_tracks.positions, axis=-1)  # (N, F, K), NaN if not found
+    scored_balls = (in_view & generated_tracks.found)[:, scored]  # (N, G, K)
+    errors = error[:, scored]
+    per_frame = [_mean_or_none(errors[:, g][scored_balls[:, g]]) for g in range(errors.shape[1])]
+    found_per_frame = [float(scored_balls[:, g].sum() / max(in_view[:, scored][:, g].sum(), 1))
+                       for g in range(errors.shape[1])]
+    first = slice(0, first_frames)
+
+    # Right balls, well formed, nothing extra.
+    good_balls = well_formed(generated_tracks, true_tracks.areas, true_tracks.compactness)  # (N, F, K)
+    too_much_stray = generated_tracks.stray_areas > true_tracks.stray_areas + stray_tolerance  # (N, F)
+    right_frame = ((good_balls | ~in_view).all(axis=2) & (~generated_tracks.found | ~hidden).all(axis=2)
+                   & ~too_much_stray)  # (N, F)
+
+    # Motion between consecutive generated frames.
+    both = (in_view[:, :-1] & in_view[:, 1:] & generated_tracks.found[:, :-1] & generated_tracks.found[:, 1:])
+    both[:, :num_context] = False  # only steps between two generated frames
+    true_steps = np.linalg.norm(np.diff(true_tracks.positions, axis=1), axis=-1)[both]
+    generated_steps = np.linalg.norm(np.diff(generated_tracks.positions, axis=1), axis=-1)[both]
+    moving_truth = true_steps.sum() > 1e-6
+    motion_ratio = float(generated_steps.sum() / true_steps.sum()) if moving_truth else None
+
+    return {
+        "position_error_per_frame": per_frame,
+        "found_per_frame": found_per_frame,
+        "position_error_first": _mean_or_none(errors[:, first][scored_balls[:, first]]),
+        "position_error": _mean_or_none(errors[scored_balls]),
+        "found_share": float(scored_balls.sum() / max(in_view[:, scored].sum(), 1)),
+        "well_formed_share": float(right_frame[:, scored].mean()),
+        "stray_frame_share": float(too_much_stray[:, scored].mean()),
+        "motion_ratio": motion_ratio,
+        "moves": None if motion_ratio is None else bool(motion_ratio >= min_motion_ratio),
+        "colour_kept": _colour_kept(generated, truth, true_tracks.positions, in_view, scored),
+    }
+
+
+def _colour_kept(generated, truth, true_positions, in_view, scored) -> float | None:
+    """Of the balls in view with coloured pixels within r + 1 px of their true place in the generated
+    frame, the share whose dominant colour there is their own."""
+    labels, brightness = colour_labels(generated[:, scored])  # (N, G, H, W)
+    height, width = labels.shape[2:]
+    x, y = np.arange(width) + 0.5, np.arange(height)[:, None] + 0.5
+    kept, drawn = 0, 0
+    for ball in range(truth.radii.shape[1]):
+        centre = np.nan_to_num(true_positions[:, scored, ball])  # (N, G, 2)
+        near = ((x - centre[..., 0, None, None]) ** 2 + (y - centre[..., 1, None, None]) ** 2
+                <= (truth.radii[:, None, ball, None, None] + 1) ** 2)  # (N, G, H, W)
+        weight_per_colour = np.stack([np.where(near & (labels == colour), brightness, 0).sum(axis=(2, 3))
+                                      for colour in range(len(PALETTE))], axis=-1)  # (N, G, 6)
+        counted = in_view[:, scored, ball] & (weight_per_colour.sum(axis=-1) >= MIN_AREA)  # (N, G)
+        own = weight_per_colour.argmax(axis=-1) == truth.colours[:, scored, ball]
+        kept += int((counted & own).sum())
+        drawn += int(counted.sum())
+    return kept / drawn if drawn else None

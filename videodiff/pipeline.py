@@ -1,0 +1,269 @@
+"""Video diffusion end to end: physics videos, the per-frame VAE, the video DiT, rollouts.
+
+    vae = train_video_vae(video_vae_run_config(), out_dir="runs/video/vae")         # frames <-> latents
+    run = train_video_diffusion(VideoDiffusionRunConfig(vae_checkpoint="runs/video/vae/checkpoint.pt"),
+                                out_dir="runs/video/dit")                              # diffusion forcing
+    frames = run.rollout(context, length=64, guidance=HistoryGuidance("vanilla", 2.0))  # uint8 videos
+    run = load_video_diffusion("runs/video/dit/checkpoint.pt")                          # the same model again
+
+Nothing here is new: the VAE and its training are imagediff's (a video is a batch of frames to it),
+the schedule, objective, DDIM step and training loop are toydiff's; `videodiff.training` only says
+how noise levels are drawn per frame and `videodiff.sampling` in which order frames are denoised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from imagediff.pipeline import TrainedVAE, VAERunConfig, decode_latents, encode_images, load_vae, train_vae
+from imagediff.vae import VAE
+from toydiff.checkpoints import CheckpointError, load_checkpoint
+from toydiff.schedules import make_schedule
+from toydiff.training import RunConfig, TrainConfig, train
+from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos
+from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
+from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout
+from videodiff.training import VideoClips, VideoDiffusionObjective
+
+VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
+# Held-out videos are drawn from seeds far from the training ones (training videos use data_seed).
+HELD_OUT_SEED_OFFSET = 1_000_000
+
+
+def physics_config(options: dict) -> PhysicsConfig:
+    """A PhysicsConfig from the plain dict stored in a run's description."""
+    try:
+        return PhysicsConfig(**options)
+    except TypeError as error:
+        raise ValueError(f"unknown physics option in {sorted(options)}: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+#                                     The per-frame VAE
+# ---------------------------------------------------------------------------------------------
+
+
+def video_vae_run_config(num_videos: int = 600, seed: int = 0, physics: Optional[dict] = None,
+                         train: Optional[TrainConfig] = None) -> VAERunConfig:
+    """imagediff's VAE run, described as trained on the frames of ``num_videos`` physics videos."""
+    physics = dict(physics or {})
+    frames = physics_config(physics).num_frames
+    config = VAERunConfig(dataset="physics_frames", num_train_images=num_videos * frames, data_seed=seed,
+                          dataset_options={"num_videos": num_videos, "physics": physics})
+    if train is not None:
+        config.train = train
+    return config
+
+
+def vae_training_frames(config: VAERunConfig) -> torch.Tensor:
+    """The frames a video VAE run trains on, as a batch of images (N·F, 3, H, W) in [-1, 1]."""
+    options = config.dataset_options
+    if config.dataset != "physics_frames" or "num_videos" not in options:
+        raise ValueError(f"not a video VAE run: dataset {config.dataset!r} with options {options}")
+    videos = make_videos(options["num_videos"], seed=config.data_seed,
+                         config=physics_config(options.get("physics", {})))
+    return rearrange(videos.to_model_range(), "n f c h w -> (n f) c h w")
+
+
+def train_video_vae(config: Optional[VAERunConfig] = None, out_dir=None, resume: bool = True,
+                    on_log=None) -> TrainedVAE:
+    """imagediff's `train_vae` on video frames; writes out_dir/checkpoint.pt (an imagediff VAE)."""
+    config = config or video_vae_run_config()
+    return train_vae(config, out_dir, resume=resume, on_log=on_log, images=vae_training_frames(config))
+
+
+@torch.no_grad()
+def encode_videos(vae: VAE, videos: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(N, F, 3, H, W) in [-1, 1] -> scaled latents (N, F, C, h, w): every frame on its own."""
+    frames = videos.shape[1]
+    latents = encode_images(vae, rearrange(videos, "n f c h w -> (n f) c h w"), batch_size)
+    return rearrange(latents, "(n f) c h w -> n f c h w", f=frames)
+
+
+@torch.no_grad()
+def decode_videos(vae: VAE, latents: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Scaled latents (N, F, C, h, w) -> uint8 frames (N, F, H, W, 3), as the data stores them."""
+    frames = latents.shape[1]
+    images = decode_latents(vae, rearrange(latents, "n f c h w -> (n f) c h w"), batch_size)  # [-1, 1]
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return rearrange(pixels, "(n f) c h w -> n f h w c", f=frames)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                     The video DiT run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoDiffusionRunConfig(RunConfig):
+    num_train_videos: int = 2000
+    data_seed: int = 0
+    physics: dict = field(default_factory=dict)  # PhysicsConfig fields that differ from the defaults
+    vae_checkpoint: str = "runs/video/vae/checkpoint.pt"
+    # imagediff's recipe: linear β, v-prediction.
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    prediction_type: str = "v"
+    weighting: str = "uniform"
+    noise_mode: str = "diffusion_forcing"        # or "full_sequence", "clean_context" (videodiff.training)
+    context_frames: int = 4                      # used by noise_mode "clean_context" only
+    # in_channels and input_size are filled in from the VAE's latents when the run starts.
+    dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=16, learning_rate=1e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
+        checkpoint_every=500))
+
+    @classmethod
+    def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VideoDiffusionRunConfig":
+        return cls.from_plain(description, train, dit=VideoDiTConfig(**description["dit"]))
+
+
+@dataclass
+class VideoDiffusionModel:
+    """A trained video denoiser (EMA weights) with its VAE: encodes, rolls out and decodes videos."""
+
+    config: VideoDiffusionRunConfig
+    model: VideoDiT
+    schedule: object
+    vae: VAE
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def window(self) -> int:
+        return self.model.config.num_frames
+
+    def denoiser(self):
+        """``denoiser(x_t (B, F, C, h, w), t (B, F)) -> prediction``, what videodiff.sampling calls."""
+        model = self.model
+
+        def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(x_t, t)
+
+        return predict
+
+    def encode(self, frames) -> torch.Tensor:
+        """uint8 frames (N, F, H, W, 3) (numpy or torch) -> scaled latents (N, F, C, h, w)."""
+        pixels = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+        if pixels.dtype != torch.uint8 or pixels.ndim != 5 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames of shape (N, F, H, W, 3), got {pixels.dtype} {tuple(pixels.shape)}")
+        videos = rearrange(pixels.float() / 127.5 - 1.0, "n f h w c -> n f c h w")
+        return encode_videos(self.vae, videos.to(self.device))
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Scaled latents (N, F, C, h, w) -> uint8 frames (N, F, H, W, 3), numpy."""
+        return decode_videos(self.vae, latents).cpu().numpy()
+
+    @torch.no_grad()
+    def rollout(self, context_frames, length: int, guidance: Optional[HistoryGuidance] = None, *,
+                num_steps: int = 20, scheduling: str = "pyramid", new_frames: Optional[int] = None,
+                stabilization_level: int = CLEAN_LEVEL, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+        """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
+
+        The context frames come back as the VAE reconstructs them, followed by ``length`` generated
+        frames, made window by window (videodiff.sampling.rollout) with the given history guidance.
+        """
+        context = self.encode(context_frames)  # (N, K, C, h, w)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        pieces = []
+        for start in range(0, context.shape[0], batch_size):
+            pieces.append(rollout(
+                self.denoiser(), context[start:start + batch_size], length, self.window, self.schedule,
+                frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
+                prediction_type=self.config.prediction_type, guidance=guidance,
+                stabilization_level=stabilization_level, generator=generator))
+        return self.decode(torch.cat(pieces))
+
+
+def build_video_dit(config: VideoDiffusionRunConfig, latent_shape) -> VideoDiT:
+    """The run's video DiT, sized for frame latents of shape (C, h, w)."""
+    channels, height, width = latent_shape
+    config.dit = VideoDiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width)})
+    return VideoDiT(config.dit)
+
+
+def _vae_at(path) -> VAE:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"the VAE checkpoint {path} does not exist: train one first "
+                              f"(python -m videodiff train-vae --out {path.parent}) or pass its path")
+    return load_vae(path).vae
+
+
+def training_videos(config: VideoDiffusionRunConfig) -> PhysicsVideos:
+    return make_videos(config.num_train_videos, seed=config.data_seed, config=physics_config(config.physics))
+
+
+def held_out_videos(config: VideoDiffusionRunConfig, num_videos: int, num_frames: Optional[int] = None,
+                    seed: int = 0) -> PhysicsVideos:
+    """Videos the model never saw, from the run's physics, ``num_frames`` long (default: the run's)."""
+    physics = dict(config.physics)
+    if num_frames is not None:
+        physics["num_frames"] = num_frames
+    return make_videos(num_videos, seed=config.data_seed + HELD_OUT_SEED_OFFSET + seed,
+                       config=physics_config(physics))
+
+
+def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume: bool = True, on_log=None,
+                          vae: Optional[VAE] = None, evaluate=None, evaluate_every: int = 0) -> VideoDiffusionModel:
+    """Train the video DiT of ``config`` on the latents of physics videos; with ``out_dir``, write
+    out_dir/checkpoint.pt and resume from it. evaluate(model: VideoDiffusionModel, step) -> dict is
+    called every ``evaluate_every`` steps with the EMA weights, outside the training time."""
+    vae = (vae if vae is not None else _vae_at(config.vae_checkpoint)).eval()
+    videos = training_videos(config)
+    latents = encode_videos(vae, videos.to_model_range())  # (N, L, C, h, w)
+    if config.dit.num_frames > latents.shape[1]:
+        raise ValueError(f"the training window ({config.dit.num_frames} frames) is longer than the videos "
+                         f"({latents.shape[1]} frames)")
+    torch.manual_seed(config.train.seed)  # the initial weights
+    model = build_video_dit(config, latents.shape[2:])
+    schedule = make_schedule(config.schedule, config.num_timesteps)
+    objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
+                                        noise_mode=config.noise_mode, context_frames=config.context_frames)
+    run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
+    checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+
+    def wrap(ema_model):
+        return VideoDiffusionModel(config, ema_model, schedule, vae)
+
+    hook = None
+    if evaluate is not None:
+        def hook(ema_model, step):
+            return evaluate(wrap(ema_model.eval()), step)
+
+    result = train(model, objective, VideoClips(latents, config.dit.num_frames), config.train,
+                   checkpoint_path=checkpoint, run_config=run_config, resume=resume,
+                   checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
+    run = wrap(result.ema_model.eval())
+    run.history, run.seconds = result.history, result.seconds
+    return run
+
+
+def load_video_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str] = None) -> VideoDiffusionModel:
+    """Rebuild a trained video model (EMA weights) and its VAE from a checkpoint of train_video_diffusion."""
+    state = load_checkpoint(path, kind=VIDEO_DIFFUSION_KIND)
+    try:
+        config = VideoDiffusionRunConfig.from_dict(state["config"], TrainConfig(**state.get("train_config", {})))
+        model = VideoDiT(config.dit)
+        model.load_state_dict(state["ema"]["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not match this version's video diffusion model: {error}") from None
+    if vae_checkpoint is not None:
+        config.vae_checkpoint = str(vae_checkpoint)
+    vae = _vae_at(config.vae_checkpoint).to(device)
+    stored = state["config"].get("vae_latent_scale")
+    if stored is not None and abs(float(vae.latent_scale) - stored) > 1e-6 * abs(stored):
+        raise CheckpointError(f"{path} was trained on the latents of a different VAE (latent scale {stored:.6g}) "
+                              f"than the one in {config.vae_checkpoint} ({float(vae.latent_scale):.6g})")
+    return VideoDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
+                               vae, state.get("history", []), float(state.get("seconds", 0.0)))

@@ -1,0 +1,109 @@
+"""Diffusion-forcing training: toydiff's objective and loop, with one noise level per frame.
+
+The only thing that changes from image diffusion is *how the noise levels are drawn* for a clip of
+F frames (`VideoDiffusionObjective.sample_timesteps`); the noising, the prediction target, the
+weighting and the loop are toydiff's, unchanged — `DiffusionObjective` already averages the squared
+error per frame when t has shape (B, F).
+
+Three ways of drawing the levels t (B, F), the paper's method and its two baselines:
+
+    diffusion_forcing  every frame its own level, independently uniform       t[b, f] ~ U{0..T-1}
+                       (Chen et al. 2024). The model sees every mix of clean and noisy frames, so
+                       at sampling time any pattern works: a clean past and a noisy future
+                       (prediction), clean ends and a noisy middle (interpolation), a pyramid…
+    full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
+                       (a video diffusion model as usually trained): it has never seen a clean frame
+                       beside a noisy one, so conditioning on real frames is out of distribution.
+    clean_context      the first `context_frames` frames clean (level 0), one shared level on the
+                       rest, and no loss on the context: a model trained for exactly one task,
+                       prediction from that many frames.
+
+Clips are random windows of F consecutive frames of longer videos (`VideoClips`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from toydiff.losses import DiffusionObjective
+from toydiff.schedules import NoiseSchedule
+from toydiff.training import TensorBatches
+from videodiff.sampling import CLEAN_LEVEL  # a clean frame's level, as the sampler shows context
+
+NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
+
+
+class VideoDiffusionObjective(DiffusionObjective):
+    """The denoising loss on clips x0 (B, F, C, H, W), with per-frame levels drawn by ``noise_mode``."""
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
+                 min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
+                 label_dropout: float = 0.0, null_label: Optional[int] = None):
+        super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label)
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise_mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
+        if noise_mode == "clean_context" and context_frames < 1:
+            raise ValueError(f"noise_mode 'clean_context' needs context_frames >= 1, got {context_frames}")
+        self.noise_mode = noise_mode
+        self.context_frames = context_frames if noise_mode == "clean_context" else 0
+
+    def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
+        if x0.ndim < 3:
+            raise ValueError(f"expected clips of shape (B, F, ...), got {tuple(x0.shape)}")
+        batch, frames = x0.shape[:2]
+        if self.context_frames >= frames:
+            raise ValueError(f"context_frames={self.context_frames} leaves no frame to learn in clips of {frames} frames")
+        T = self.schedule.num_timesteps
+        if self.noise_mode == "diffusion_forcing":
+            return torch.randint(0, T, (batch, frames), generator=generator, device=x0.device)
+        shared = torch.randint(0, T, (batch, 1), generator=generator, device=x0.device)  # (B, 1)
+        t = shared.expand(batch, frames).clone()  # (B, F)
+        t[:, :self.context_frames] = CLEAN_LEVEL
+        return t
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        weight = super().loss_weight(t)  # (B, F)
+        if self.context_frames:
+            weight[:, :self.context_frames] = 0.0  # the context is given, not learned
+        return weight
+
+    def config_dict(self) -> dict:
+        return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames}
+
+
+class VideoClips(TensorBatches):
+    """Random windows of ``window`` consecutive frames from in-memory videos.
+
+    videos: (N, L, ...) — N videos of L >= window frames (latents (N, L, C, H, W) here);
+    labels: optional (N,). A batch is (clips (B, window, ...),) or (clips, labels (B,)): a video
+    and a start frame drawn uniformly for each clip, with the training loop's generator.
+    """
+
+    def __init__(self, videos: torch.Tensor, window: int, labels: Optional[torch.Tensor] = None):
+        tensors = (videos,) if labels is None else (videos, labels)
+        super().__init__(*tensors)
+        if videos.ndim < 3:
+            raise ValueError(f"VideoClips expected videos of shape (N, L, ...), got {tuple(videos.shape)}")
+        if not 1 <= window <= videos.shape[1]:
+            raise ValueError(f"the clip window must lie in 1..{videos.shape[1]} (the videos' length), got {window}")
+        self.window = window
+
+    def to(self, device) -> "VideoClips":
+        videos = self.tensors[0].to(device)
+        labels = self.tensors[1].to(device) if len(self.tensors) > 1 else None
+        return VideoClips(videos, self.window, labels)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
+        videos = self.tensors[0]
+        device = generator.device
+        index = torch.randint(0, len(videos), (batch_size,), generator=generator, device=device)  # (B,)
+        start = torch.randint(0, videos.shape[1] - self.window + 1, (batch_size,), generator=generator,
+                              device=device)  # (B,)
+        frames = start[:, None] + torch.arange(self.window, device=device)  # (B, window)
+        clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, window, ...)
+        if len(self.tensors) == 1:
+            return (clips,)
+        return clips, self.tensors[1][index.to(videos.device)]
