@@ -21,6 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m toydiff demo --out runs/demo
 	$(PY) -m imagediff demo --out runs/demo/images
+	$(PY) -m videodiff demo --out runs/demo/video
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -43,6 +44,7 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m toydiff.bench
 	$(PY) -m imagediff.bench
+	$(PY) -m videodiff.bench
 
 check: $(STAMP)
 	$(PY) -m lessons.exercises.check $(EX) $(FILE)

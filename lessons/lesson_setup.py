@@ -153,3 +153,70 @@ def shared_grader(num_images: int):
         print(f"training the evaluation classifier first ({recipe.train.steps} steps) -> {EVALUATION}", flush=True)
     classifier = evaluation_classifier(checkpoint, recipe)
     return Grader.build(classifier, recipe.dataset, num_images, IMAGE_SIZE, **DATASET_OPTIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# The video lessons (08-10) share two checkpoints, trained the first time a lesson needs them.
+# ---------------------------------------------------------------------------------------------
+VIDEO_VAE = ROOT / "video_vae"              # lesson 08: the per-frame autoencoder (frames <-> latents)
+VIDEO_DIT = ROOT / "video_dit"              # lesson 09: the video DiT trained with diffusion forcing
+
+# Full mode: the library's defaults (32 frames of 32x32, a window of 8).  Quick mode: 12-frame videos,
+# a few dozen of them, a one-block DiT with a window of 4, a few dozen training steps per network.
+VIDEO_PHYSICS = {"num_frames": 12} if QUICK else {}
+# Real frames given to a model before it predicts: half its window (4 of 8; 2 of 4 in quick mode).
+VIDEO_CONTEXT = 2 if QUICK else 4
+
+
+def video_vae_recipe():
+    """The VAERunConfig of lesson 08 (videodiff's video_vae_run_config() in full mode)."""
+    from dataclasses import replace
+
+    from videodiff.pipeline import video_vae_run_config
+
+    if not QUICK:
+        return video_vae_run_config()
+    recipe = video_vae_run_config(num_videos=20, physics=dict(VIDEO_PHYSICS))
+    recipe.train = replace(recipe.train, steps=30, batch_size=32, warmup_steps=5, log_every=10,
+                           checkpoint_every=0, progress=False)
+    return recipe
+
+
+def video_dit_recipe():
+    """The VideoDiffusionRunConfig of lesson 09: diffusion forcing on the latents of VIDEO_VAE's VAE."""
+    from dataclasses import replace
+
+    from videodiff.dit import video_dit_config
+    from videodiff.pipeline import VideoDiffusionRunConfig
+
+    recipe = VideoDiffusionRunConfig(vae_checkpoint=str(VIDEO_VAE / "checkpoint.pt"))
+    if QUICK:
+        recipe.physics, recipe.num_train_videos = dict(VIDEO_PHYSICS), 20
+        recipe.dit = video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4)
+        recipe.train = replace(recipe.train, steps=30, batch_size=8, warmup_steps=5, log_every=10,
+                               checkpoint_every=0, progress=False)
+    return recipe
+
+
+def shared_video_vae():
+    """Lesson 08's per-frame VAE (a TrainedVAE): loaded when finished, trained (or resumed) otherwise."""
+    from imagediff.pipeline import load_vae
+    from videodiff.pipeline import train_video_vae
+
+    recipe, checkpoint = video_vae_recipe(), VIDEO_VAE / "checkpoint.pt"
+    if finished(checkpoint, recipe.train.steps):
+        return load_vae(checkpoint)
+    print(f"training the per-frame VAE of lesson 08 first ({recipe.train.steps} steps) -> {VIDEO_VAE}", flush=True)
+    return train_video_vae(recipe, out_dir=VIDEO_VAE)
+
+
+def shared_video_model():
+    """Lesson 09's video DiT (a VideoDiffusionModel): loaded when finished, trained otherwise."""
+    from videodiff.pipeline import load_video_diffusion, train_video_diffusion
+
+    recipe, checkpoint = video_dit_recipe(), VIDEO_DIT / "checkpoint.pt"
+    if finished(checkpoint, recipe.train.steps):
+        return load_video_diffusion(checkpoint, vae_checkpoint=VIDEO_VAE / "checkpoint.pt")
+    vae = shared_video_vae().vae
+    print(f"training the video DiT of lesson 09 first ({recipe.train.steps} steps) -> {VIDEO_DIT}", flush=True)
+    return train_video_diffusion(recipe, out_dir=VIDEO_DIT, vae=vae)

@@ -2,7 +2,8 @@
 
 The lessons run in subprocesses, in order, sharing one temporary output root (LESSON_OUTPUT_DIR): lesson
 02 trains the quick spiral model once and lessons 03 and 04 reuse it, as they do for a student; likewise
-lesson 05 trains the quick VAE and grader and lesson 06 the quick latent DiT, which lesson 07 reuses.
+lesson 05 trains the quick VAE and grader and lesson 06 the quick latent DiT, which lesson 07 reuses;
+lesson 08 trains the quick per-frame VAE and lesson 09 the quick video DiT, which lesson 10 reuses.
 Nothing is written inside the repository.
 
 Each lesson's printed numbers are then read back and checked (``LESSON_CHECKS`` below): numbers that
@@ -28,6 +29,11 @@ from imagediff.pipeline import DiffusionRunConfig
 from toydiff.experiment import ToyRunConfig
 from toydiff.samplers import sampling_timesteps
 from toydiff.schedules import make_schedule
+from videodiff.cli import GUIDANCE_ROWS
+from videodiff.data import IMPOSSIBLE_KINDS, PhysicsConfig
+from videodiff.dit import rope_split
+from videodiff.pipeline import VideoDiffusionRunConfig
+from videodiff.sampling import scheduling_matrix, timesteps_from_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +50,11 @@ LESSONS = {
                                        "latent_vs_pixel_samples.png"],
     "07_guidance_on_images": ["cfg_grid.png", "classifier_guidance_grid.png", "guidance_accuracy.png",
                               "guidance_frechet_distance.png", "guidance_rescale.png", "steps_and_guidance.png"],
+    "08_physics_videos_and_a_per_frame_vae": ["frames.png", "energy.png", "impossible_twins.png",
+                                              "reconstructions.png"],
+    "09_video_dit_and_diffusion_forcing": ["noise_levels.png", "scheduling_matrices.png", "training_loss.png",
+                                           "prediction_and_interpolation.png"],
+    "10_rollouts_and_history_guidance": ["rollout.gif", "rollout_frames.png", "error_over_time.png"],
 }
 
 
@@ -298,6 +309,137 @@ def check_07_guidance_on_images(out: str) -> None:
         assert rescaled[scale, 0.0][1:] == cfg[scale], (rescaled, cfg)
 
 
+def px_or_none(text: str) -> float | None:
+    """A printed distance in px, or None where the lesson printed '-' (no ball to compare)."""
+    return None if text == "-" else float(text)
+
+
+def per_frame_errors(text: str) -> list[float | None]:
+    return [px_or_none(value) for value in text.split()]
+
+
+def check_08_physics_videos_and_a_per_frame_vae(out: str) -> None:
+    physics = PhysicsConfig(num_frames=12)  # quick mode's videos
+    # The stored states are the exact simulation: replayed from frame 0, and energy conserved in flight ...
+    assert number(out, r"^simulate_balls from frame 0 reproduces all 12 stored frames: max difference NUMBER px") < 1e-3
+    assert number(out, r"^in flight \(\d+ steps without a contact\): energy changes by at most NUMBER per frame") < 1e-4
+    # ... and a floor bounce keeps e² of the vertical energy, to float32 rounding.
+    count, mean, low, high, e2 = lines(out, r"^vertical energy kept by a floor bounce, over (\d+) bounces: mean NUMBER, "
+                                            r"min NUMBER, max NUMBER \(restitution² = NUMBER\)", count=1)[0]
+    assert int(count) >= 5 and float(e2) == pytest.approx(physics.restitution**2, abs=1e-4)
+    for value in (mean, low, high):
+        assert float(value) == pytest.approx(physics.restitution**2, abs=1e-3), (low, high)
+    # One impossible twin of each kind, identical before its event frame (within the default range), and the
+    # tracker sees the event: a teleported ball is far from its place, a vanished or recoloured one is missing,
+    # a ball that appears out of nothing breaks the frame.
+    twins = {kind: (int(frame), same, px_or_none(error), float(found), float(formed))
+             for kind, frame, same, error, found, formed in lines(
+                 out, r"^(\w+) +event at frame +(\d+): identical before it: (\w+); from it on, against the plausible "
+                      r"video: position error +(\S+)(?: px)?, balls found +NUMBER%, well-formed frames +NUMBER%$",
+                 count=len(IMPOSSIBLE_KINDS))}
+    assert sorted(twins) == sorted(IMPOSSIBLE_KINDS)
+    for kind, (frame, same, *_) in twins.items():
+        assert same == "True" and 12 // 4 <= frame <= 12 - 12 // 4, (kind, frame, same)
+    assert twins["teleport"][2] > 1.0, twins["teleport"]
+    assert twins["vanish"][3] < 100 and twins["colour_change"][3] < 100, twins
+    assert twins["appear"][4] < 100, twins["appear"]
+    # PSNR: above an untrained decoder's (about 6 dB on these mostly black frames), whatever quick mode reaches.
+    held_out = number(out, r"^VAE, held-out frames: +NUMBER dB")
+    assert held_out > 8, held_out
+    assert number(out, r"^an all-black frame: +NUMBER dB") > 10  # most of a frame is black
+    # The measured scale brings the latents of the frames it was measured on to unit standard deviation.
+    scale = number(out, r"^latent_scale = NUMBER")
+    before, after, held_out_std = (float(v) for v in lines(
+        out, r"^std of the latents: NUMBER before scaling, NUMBER after; held-out frames after scaling: NUMBER", 1)[0])
+    assert after == pytest.approx(1.0, abs=0.02) and after == pytest.approx(before * scale, abs=0.005)
+    assert held_out_std == pytest.approx(1.0, abs=0.25)
+    # The tracker on reconstructions: an error in px (or '-'), shares in [0, 100] %.
+    error, found, formed = lines(out, r"^tracker on VAE reconstructions of \d+ held-out videos: position error (\S+)"
+                                      r"(?: px)?, balls found NUMBER%, well-formed frames NUMBER%", count=1)[0]
+    assert (px_or_none(error) or 0) >= 0 and 0 <= float(found) <= 100 and 0 <= float(formed) <= 100
+
+
+def check_09_video_dit_and_diffusion_forcing(out: str) -> None:
+    # Tokens: every frame's N patches, laid end to end, time-major.
+    batch, frames, _, height, width, per_frame, patch, b, total, _ = (int(v) for v in lines(
+        out, r"^a window: latents \((\d+), (\d+), (\d+), (\d+), (\d+)\) .* -> (\d+) tokens per frame \(patch (\d+)\) "
+             r"-> tokens \((\d+), (\d+), (\d+)\)", count=1)[0])
+    assert per_frame == (height // patch) * (width // patch) and total == frames * per_frame and b == batch
+    assert number(out, r"^time-major: .* max \|difference\| NUMBER$") == 0.0
+    # 3-D RoPE: the library's split, and scores that depend on offsets only.
+    head_dim, *split = (int(v) for v in lines(
+        out, r"^head dimension d = (\d+): \d+ frequency pairs -> (\d+) turn with the frame, (\d+) with the row, "
+             r"(\d+) with the column", count=1)[0])
+    assert tuple(split) == rope_split(head_dim)
+    assert number(out, r"^score\(p_q \+ Δ, p_k \+ Δ\) - score\(p_q, p_k\), .* max \|difference\| NUMBER") < 1e-4
+    assert number(out, r"^moving the key one frame further instead changes the score by NUMBER") > 0.05
+    # Noise levels: independent per frame, shared per clip, or a clean context of K frames out of F.
+    spread = {mode: (float(value), float(clean)) for mode, value, clean in lines(
+        out, r"^(\w+) *: levels \(16, \d+\), mean spread within a clip \(std over its frames\) +NUMBER, "
+             r"clean frames +NUMBER%", count=3)}
+    assert spread["diffusion_forcing"][0] > 100 and spread["full_sequence"][0] == 0.0
+    num_frames, num_context, num_steps = (int(v) for v in lines(
+        out, r"^a window of (\d+) frames, (\d+) of them context, N = (\d+) steps per frame:$", count=1)[0])
+    assert spread["clean_context"][1] == pytest.approx(100 * num_context / num_frames, abs=0.5)
+    # The scheduling matrices are the library's, row count, first and last row.
+    for kind, rows, first, last in lines(out, r"^  (\w+) *: +(\d+) rows = .*; first row (\[.*\]), last row (\[.*\]); "
+                                              r"invariants hold$", count=3):
+        matrix = scheduling_matrix(kind, num_frames, num_steps, context=num_context)
+        assert int(rows) == matrix.shape[0] and first == str(matrix[0].tolist()) and last == str(matrix[-1].tolist())
+    (table,) = lines(out, r"^index -> timestep: (\{.*\})$", count=1)[0]
+    recipe = VideoDiffusionRunConfig()
+    ladder = timesteps_from_indices(torch.arange(num_steps + 1), recipe.num_timesteps, num_steps).tolist()
+    assert table == str(dict(enumerate(ladder)))
+    # Training: below the loss of predicting v̂ = 0 on unit-variance latents (about 1).
+    first_loss, last_loss = (float(v) for v in lines(out, r"^training loss: NUMBER at step \d+, NUMBER at step \d+",
+                                                      count=1)[0])
+    assert last_loss < 1.0, (first_loss, last_loss)
+    # Sampling returns the context bit for bit; every generated frame gets an error (or '-').
+    lines(out, r"^  context frames \[[\d, ]+\] come back unchanged: True$", count=2)
+    rows = lines(out, r"^  ([\w ()]+?) *: position error per generated frame ((?:\S+ )*\S+) px; mean (\S+)", count=6)
+    for name, errors, _ in rows[:3]:
+        assert len(per_frame_errors(errors)) == num_frames - num_context, (name, errors)
+    for name, errors, _ in rows[3:]:
+        assert len(per_frame_errors(errors)) == num_frames - 2, (name, errors)
+    assert all(e is None or e >= 0 for _, errors, _ in rows for e in per_frame_errors(errors))
+
+
+def rollout_table(out: str) -> dict[str, tuple]:
+    """Parse videodiff.cli.format_table: {guidance: (err first 8, err all, found, well-formed, motion, moves)}."""
+    names = "|".join(re.escape(name) for name, _, _ in GUIDANCE_ROWS)
+    rows = lines(out, rf"^({names}) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) (True|False|None)$", count=len(GUIDANCE_ROWS))
+    return {name: (*(px_or_none(v) for v in values[:5]), values[5]) for name, *values in rows}
+
+
+def check_10_rollouts_and_history_guidance(out: str) -> None:
+    window, context, length = (int(v) for v in lines(
+        out, r"^window W = (\d+), (\d+) real frames, then (\d+) generated", count=1)[0])
+    assert length == 4 * window
+    lines(out, rf"^frames \(\d+, {context + length}, 32, 32, 3\) ", count=1)
+    # Guidance at s = 1 is the conditional model: the same rollout, bit for bit.
+    lines(out, r"^vanilla guidance at s = 1 equals no guidance bit for bit: True$", count=1)
+    table = rollout_table(out)
+    # The table's unguided row is the rollout above: same videos, same seed, same numbers.
+    first, every = (px_or_none(v) for v in lines(
+        out, r"^no guidance: position error (\S+)(?: px)? over the first 8 generated frames, (\S+)(?: px)? over all",
+        count=1)[0])
+    assert table["none"][:2] == (first, every), (table["none"], first, every)
+    for name, (_, _, found, formed, motion, moves) in table.items():
+        assert 0 <= found <= 1 and 0 <= formed <= 1, name
+        assert moves == ("None" if motion is None else str(motion >= 0.25)), name
+    curves = dict(lines(out, r"^(none|vanilla, s = [\d.]+(?:, stabilised)?|fractional, s = [\d.]+) *: mean position "
+                             r"error (\S+)", count=4))
+    assert px_or_none(curves["none"]) == table["none"][1]
+    # Strong history guidance freezes a video that moves.  A quick-mode model's balls jitter instead (the
+    # motion ratio of its unguided rollout is about 3, and which scale jitters more depends on the seed):
+    # the comparison is made only for a model whose unguided balls move about as fast as the true ones.
+    plain, strong = (px_or_none(v) for v in lines(
+        out, r"^motion ratio \(generated displacement per frame / true\): no guidance (\S+), vanilla s = [\d.]+ (\S+)$",
+        count=1)[0])
+    if plain is not None and strong is not None and 0.5 <= plain <= 2.0:
+        assert strong < plain, (plain, strong)
+
+
 LESSON_CHECKS = {
     "01_forward_process": check_01_forward_process,
     "02_training_ddpm": check_02_training_ddpm,
@@ -306,6 +448,9 @@ LESSON_CHECKS = {
     "05_images_and_the_vae": check_05_images_and_the_vae,
     "06_latent_diffusion_with_a_dit": check_06_latent_diffusion_with_a_dit,
     "07_guidance_on_images": check_07_guidance_on_images,
+    "08_physics_videos_and_a_per_frame_vae": check_08_physics_videos_and_a_per_frame_vae,
+    "09_video_dit_and_diffusion_forcing": check_09_video_dit_and_diffusion_forcing,
+    "10_rollouts_and_history_guidance": check_10_rollouts_and_history_guidance,
 }
 
 

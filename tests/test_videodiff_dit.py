@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from imagediff.dit import patchify
+from imagediff.dit import patchify, sincos_position_embedding_2d
 from videodiff.dit import (
     VideoDiT, VideoDiTConfig, apply_rotary, make_video_dit, rope_angles, rope_split, video_dit_config,
     video_training_flops,
@@ -153,10 +153,14 @@ def test_tokens_are_time_major_and_each_frame_is_patchified_like_an_image():
     model = perturbed(small_video_dit())
     x, _ = video_inputs()
     tokens = model.embed_patches(x)  # (B, F·N, D), N = 4
+    table = sincos_position_embedding_2d(2, 2, 48)  # (N, D): the same spatial table in every frame
     for frame in range(4):
-        expected = model.patch_embedding(patchify(x[:, frame], 2))  # (B, N, D)
+        expected = model.patch_embedding(patchify(x[:, frame], 2)) + table  # (B, N, D)
         assert torch.allclose(tokens[:, 4 * frame:4 * (frame + 1)], expected, atol=1e-6)
-    assert model.position_embedding is None  # positions enter by rotation only
+    # Without the table, positions enter by rotation only.
+    bare = perturbed(small_video_dit(spatial_table=False))
+    assert bare.position_embedding is None
+    assert torch.allclose(bare.embed_patches(x)[:, 8:12], bare.patch_embedding(patchify(x[:, 2], 2)), atol=1e-6)
 
 
 def test_any_window_length_up_to_and_beyond_training_runs():

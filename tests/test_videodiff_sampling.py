@@ -291,6 +291,7 @@ def test_ddpm_is_ancestral_sampling_over_consecutive_timesteps():
     video = sample_window(exact, x_T, 0, schedule, timesteps, sampler="ddpm",
                           generator=torch.Generator().manual_seed(7))
     generator, x = torch.Generator().manual_seed(7), x_T
+    torch.randn(x.shape, generator=generator, dtype=x.dtype)  # the window's history noise, always drawn first
     for t in range(49, -1, -1):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         x = ddpm_step(schedule, exact(x, torch.full((3, 2), t)), torch.full((3, 2), t), x, noise=z)

@@ -1,9 +1,16 @@
 """Diffusion-forcing training: how the per-frame noise levels are drawn, the context's zero loss,
 random clips, and a video DiT trained by toydiff's loop."""
 
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
+from toydiff.checkpoints import load_checkpoint
 from toydiff.schedules import make_schedule
 from toydiff.training import TrainConfig, train
 from videodiff.dit import VideoDiT, VideoDiTConfig
@@ -119,3 +126,63 @@ def test_a_video_dit_learns_with_toydiffs_loop_on_random_clips(tmp_path):
     losses = [entry["loss"] for entry in result.history]
     assert losses[-1] < 0.6 * losses[0]
     assert (tmp_path / "c.pt").exists()
+
+
+def test_a_clean_history_is_drawn_for_the_requested_share_of_clips():
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5)
+    t = objective.sample_timesteps(clips(batch=4000), torch.Generator().manual_seed(4))
+    clean = t == CLEAN_LEVEL                                              # (B, F)
+    # A clean history is a clean prefix of 1..F-1 frames; by chance alone a frame is clean 1 in 1000.
+    assert abs(clean[:, 0].float().mean().item() - 0.5) < 0.03
+    lengths = clean.long().cumprod(dim=1).sum(dim=1)[clean[:, 0]]        # the clean prefix's length
+    assert lengths.min() >= 1 and (lengths <= 6).all()
+    assert (lengths == 6).float().mean() < 0.01                          # never the whole clip (but by chance)
+    assert len(set(lengths.tolist())) == 5                               # every length 1..5 is drawn
+    # The other frames keep independent uniform levels.
+    rest = t[~clean]
+    assert abs(rest.double().mean() - 500) < 15
+    with pytest.raises(ValueError, match=r"clean_history_probability must lie in \[0, 1\]"):
+        VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.5)
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from toydiff.schedules import make_schedule
+    from toydiff.training import TrainConfig, train
+    from videodiff.dit import VideoDiT, VideoDiTConfig
+    from videodiff.training import VideoClips, VideoDiffusionObjective
+    torch.manual_seed(0)
+    model = VideoDiT(VideoDiTConfig(input_size=(4, 4), in_channels=2, patch_size=2, hidden_dim=24, depth=1,
+                                    num_heads=2, num_frames=3))
+    videos = torch.randn(6, 8, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(steps=12, batch_size=8, log_every=4, progress=False, device="cpu")
+    result = train(model, VideoDiffusionObjective(make_schedule("linear"), clean_history_probability=0.5),
+                   VideoClips(videos, window=3), config, checkpoint_path=sys.argv[1] + "/checkpoint.pt",
+                   run_config={"video ddp": True})
+    flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, flat)
+    assert dist.get_world_size() == 2
+    assert torch.equal(gathered[0], gathered[1]), "replicas diverged"
+    print("rank", dist.get_rank(), "ok", result.history[-1]["loss"])
+    dist.barrier()  # both ranks meet before teardown (gloo otherwise aborts rank 0 now and then)
+    dist.destroy_process_group()
+""")
+
+
+def test_the_video_model_trains_under_torchrun_ddp_with_two_cpu_processes(tmp_path):
+    script = tmp_path / "video_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count(" ok ") == 2
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 12 and len(state["rng"]["generators"]) == 2

@@ -287,7 +287,8 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
                                           stabilization_level=stabilization if stabilised else 0)
         table.append({"guidance": name, **{key: metrics[key] for key in (
-            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves")}})
+            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
+            "position_error_per_frame")}})
     return table
 
 

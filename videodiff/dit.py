@@ -4,7 +4,7 @@ A window of F frames of latents is cut into patches frame by frame, and all F ·
 through the same transformer blocks as the image DiT, attending to each other freely:
 
   x_t (B, F, C, H, W) ──patchify each frame──► (B, F·N, p·p·C), time-major: frame 0's N tokens, then frame 1's…
-                       ──patch_embedding──► x (B, F·N, D)              (no position table is added)
+                       ──patch_embedding──► + 2-D sincos of (row, column) ──► x (B, F·N, D)    (none for time)
 
   t (B, F) ──timestep_embedding──► MLP ──► c (B, F, D)    one condition per frame (+ the label's, if any)
 
@@ -16,7 +16,9 @@ What makes it a *video* model, and what makes it a *diffusion-forcing* model:
    proportional to its token's (frame, row, column): the head dimension's d/2 frequency pairs are
    split three ways, one share per axis (`rope_split`). The score q·k then depends on positions only
    through their differences, so a window can start anywhere in a video: positions restart at 0 in
-   every window of a rollout and the model cannot tell.
+   every window of a rollout and the model cannot tell. Where a ball is in the *picture* matters
+   too (the floor is at the bottom), so each frame also gets the image DiT's fixed 2-D table of
+   absolute (row, column) positions; time gets none.
 2. Each frame's own noise level. c has one row per frame; `DiTBlock` repeats each row's shift, scale
    and gate over that frame's N tokens (adaLN-Zero, per frame). Context frames are clean (level 0,
    `videodiff.sampling.CLEAN_LEVEL`), frames to generate are noisy, and nothing else tells them apart:
@@ -55,6 +57,8 @@ class VideoDiTConfig(DiTConfig):
     # RoPE's base θ: axis pair i turns by position · θ^(-i / pairs of that axis). 10 000 as in RoFormer;
     # positions here are below 64, so only the first few pairs of each axis turn much.
     rope_base: float = 10_000.0
+    # Also add the image DiT's fixed 2-D sincos table to every frame (see VideoDiT.build_position_embedding).
+    spatial_table: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -175,16 +179,24 @@ class VideoDiT(DiT):
         super().__init__(config)
         self._rotary_cache: dict = {}
 
-    def build_position_embedding(self) -> None:
-        """No table: positions enter through the rotation of queries and keys (3-D RoPE)."""
-        return None
+    def build_position_embedding(self) -> Optional[torch.Tensor]:
+        """The image DiT's 2-D sincos table (1, N, D), added to every frame alike — or None.
+
+        RoPE tells a token only where others are *relative* to it, and a transformer has no padding
+        that marks the image's border. Balls bounce off the walls and the floor, at fixed *absolute*
+        positions, so by default each frame's tokens also get the fixed table of their (row, column).
+        Time gets no table: a window's frames must look the same wherever the window starts.
+        """
+        return super().build_position_embedding() if self.config.spatial_table else None
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F, C, H, W) -> tokens (B, F·N, D), time-major; no positions are added here."""
+        """(B, F, C, H, W) -> tokens (B, F·N, D), time-major, with the spatial table if there is one."""
         frames = x.shape[1]
         tokens = patchify(rearrange(x, "b f c h w -> (b f) c h w"), self.config.patch_size)  # (B·F, N, p·p·C)
-        tokens = rearrange(tokens, "(b f) n e -> b (f n) e", f=frames)  # (B, F·N, p·p·C)
-        return self.patch_embedding(tokens)  # (B, F·N, D)
+        tokens = self.patch_embedding(tokens)  # (B·F, N, D)
+        if self.position_embedding is not None:
+            tokens = tokens + self.position_embedding  # (1, N, D): the same row/column table in every frame
+        return rearrange(tokens, "(b f) n d -> b (f n) d", f=frames)  # (B, F·N, D)
 
     def rotary(self, frames: int, device, dtype) -> Rotary3D:
         """The RoPE hook for a window of ``frames`` frames (cached: it depends only on the grid)."""

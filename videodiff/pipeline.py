@@ -112,6 +112,7 @@ class VideoDiffusionRunConfig(RunConfig):
     prediction_type: str = "v"
     weighting: str = "uniform"
     noise_mode: str = "diffusion_forcing"        # or "full_sequence", "clean_context" (videodiff.training)
+    clean_history_probability: float = 0.0       # diffusion_forcing: share of clips with a clean history
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
@@ -229,7 +230,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     model = build_video_dit(config, latents.shape[2:])
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
-                                        noise_mode=config.noise_mode, context_frames=config.context_frames)
+                                        noise_mode=config.noise_mode, context_frames=config.context_frames,
+                                        clean_history_probability=config.clean_history_probability)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 

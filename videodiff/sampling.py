@@ -224,10 +224,10 @@ def sample_window(denoiser: Denoiser, x: torch.Tensor, context: Context, schedul
     timestep_matrix = timestep_matrix.to(torch.int64).cpu()
     clean_context = x[:, is_context].clone()                                        # (B, K, C, H, W)
     # One noise for the history of this whole window: every row and every guidance branch sees the same
-    # noised history, as if it had been noised once. Not drawn when history is only ever shown clean.
-    history_noise = None
-    if stabilization_level != CLEAN_LEVEL or not (guidance is None or guidance.is_conditional):
-        history_noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    # noised history, as if it had been noised once. Drawn even when history is only ever shown clean, so
+    # that the generator's stream (hence every later draw) is the same with and without guidance or
+    # stabilisation: rollouts that differ only in those are compared on the same sampling noise.
+    history_noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     for row in range(timestep_matrix.shape[0] - 1):
         t_now, t_next = timestep_matrix[row], timestep_matrix[row + 1]              # (F,) each
         moving = t_next < t_now                                                     # (F,) frames stepping this row

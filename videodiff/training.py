@@ -11,6 +11,8 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        (Chen et al. 2024). The model sees every mix of clean and noisy frames, so
                        at sampling time any pattern works: a clean past and a noisy future
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
+                       Option: `clean_history_probability`, the share of clips whose first frames
+                       (a random number of them) are made clean, see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -40,14 +42,24 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
-                 label_dropout: float = 0.0, null_label: Optional[int] = None):
+                 clean_history_probability: float = 0.0, label_dropout: float = 0.0,
+                 null_label: Optional[int] = None):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
         if noise_mode == "clean_context" and context_frames < 1:
             raise ValueError(f"noise_mode 'clean_context' needs context_frames >= 1, got {context_frames}")
+        if not 0.0 <= clean_history_probability <= 1.0:
+            raise ValueError(f"clean_history_probability must lie in [0, 1], got {clean_history_probability}")
+        if clean_history_probability > 0 and noise_mode != "diffusion_forcing":
+            raise ValueError("clean_history_probability applies to noise_mode 'diffusion_forcing' only")
         self.noise_mode = noise_mode
         self.context_frames = context_frames if noise_mode == "clean_context" else 0
+        # Independent uniform levels almost never show several clean frames before noisy ones (with
+        # T = 1000, four frames all below level 50 come up once in 160 000 clips), yet that is exactly
+        # what prediction from real frames asks. With this probability a clip instead gets a clean
+        # history of random length 1..F-1 (level 0), the other frames keeping their independent levels.
+        self.clean_history_probability = clean_history_probability
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
@@ -58,7 +70,13 @@ class VideoDiffusionObjective(DiffusionObjective):
             raise ValueError(f"context_frames={self.context_frames} leaves no frame to learn in clips of {frames} frames")
         T = self.schedule.num_timesteps
         if self.noise_mode == "diffusion_forcing":
-            return torch.randint(0, T, (batch, frames), generator=generator, device=x0.device)
+            t = torch.randint(0, T, (batch, frames), generator=generator, device=x0.device)  # (B, F)
+            if self.clean_history_probability > 0:
+                chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
+                length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
+                in_history = torch.arange(frames, device=x0.device)[None, :] < length[:, None]  # (B, F)
+                t = torch.where(chosen[:, None] & in_history, torch.full_like(t, CLEAN_LEVEL), t)
+            return t
         shared = torch.randint(0, T, (batch, 1), generator=generator, device=x0.device)  # (B, 1)
         t = shared.expand(batch, frames).clone()  # (B, F)
         t[:, :self.context_frames] = CLEAN_LEVEL
@@ -71,7 +89,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         return weight
 
     def config_dict(self) -> dict:
-        return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames}
+        return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames,
+                "clean_history_probability": self.clean_history_probability}
 
 
 class VideoClips(TensorBatches):

@@ -1,0 +1,154 @@
+"""``make bench`` for the video layer: its speed and quality targets, measured on this machine.
+
+1. The default chain — the per-frame VAE, then the video DiT with diffusion forcing — and its training
+   time (target: both within 20 minutes on 2 cores).
+2. Rollouts of held-out videos from 4 real frames, scored against their true physics:
+   - mean ball-position error over the first 8 generated frames (target <= 1.5 px);
+   - over a 64-frame rollout: the share of frames with the right number of well-formed balls
+     (target >= 95%) and whether the balls still move;
+   one row per history guidance (none, vanilla, fractional, temporal; with and without stabilisation).
+3. The same for a full-sequence baseline (one noise level per clip) trained with the same budget.
+4. Training throughput in frames per second, and the FLOP rate of a training step against the fp32
+   matmul rate measured in the same run (target >= 75%); medians of ``--repeats`` timings.
+
+    python -m videodiff.bench [--out runs/bench/videodiff] [--repeats 5] [--num-videos 32] [--quick]
+
+``--quick`` runs the same code with tiny settings (a smoke test of the bench itself, not a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from imagediff.bench import matmul_rate, median_seconds
+from toydiff.schedules import make_schedule
+from videodiff.cli import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
+from videodiff.dit import VideoDiT, video_dit_config, video_training_flops
+from videodiff.pipeline import (
+    VideoDiffusionRunConfig, held_out_videos, train_video_diffusion, train_video_vae, video_vae_run_config,
+)
+from videodiff.plots import save_rollout_gif
+from videodiff.sampling import HistoryGuidance
+from videodiff.training import VideoDiffusionObjective
+
+CONTEXT, SHORT, LONG = 4, 8, 64
+
+
+def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int) -> dict:
+    """Time full training steps (forward, backward, AdamW) of the run's video DiT."""
+    dit = replace(config.dit, in_channels=latent_shape[0], input_size=tuple(latent_shape[1:]))
+    model = VideoDiT(dit)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    objective = VideoDiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
+                                        noise_mode=config.noise_mode, context_frames=config.context_frames)
+    batch, frames = config.train.batch_size, dit.num_frames
+    clips = (torch.randn(batch, frames, *latent_shape),)
+
+    def step():
+        loss, _ = objective(model, clips)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    seconds = median_seconds(step, repeats)
+    flops = video_training_flops(dit, batch, frames)
+    return {"seconds_per_step": seconds, "frames_per_second": batch * frames / seconds,
+            "flops_per_step": flops, "flop_rate": flops / seconds}
+
+
+def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "platform": platform.platform()},
+              "command": f"python -m videodiff.bench --out {out} --repeats {repeats} --num-videos {num_videos}"
+                         + (" --quick" if quick else "")}
+    vae_config = video_vae_run_config()
+    config = VideoDiffusionRunConfig(vae_checkpoint=str(out / "vae" / "checkpoint.pt"))
+    context, short, long = CONTEXT, SHORT, LONG
+    rows = GUIDANCE_ROWS
+    if quick:
+        physics = {"num_frames": 12}
+        vae_config = video_vae_run_config(num_videos=20, physics=physics)
+        vae_config.train = replace(vae_config.train, steps=20, checkpoint_every=0, log_every=10)
+        config.physics, config.num_train_videos = physics, 20
+        config.dit = video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4)
+        config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10)
+        context, short, long, rows = 2, 3, 6, GUIDANCE_ROWS[:2]
+    vae_config.train.progress = config.train.progress = False
+
+    # 1. The chain.
+    started = time.perf_counter()
+    vae_run = train_video_vae(vae_config, out_dir=out / "vae")
+    vae_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    run = train_video_diffusion(config, out_dir=out / "dit", vae=vae_run.vae)
+    dit_wall = time.perf_counter() - started
+    report["chain"] = {"vae_train_seconds": vae_run.seconds, "dit_train_seconds": run.seconds,
+                       "vae_wall_seconds": vae_wall, "dit_wall_seconds": dit_wall,
+                       "total_wall_seconds": vae_wall + dit_wall, "target_seconds": 20 * 60}
+    print(f"chain: VAE {vae_wall:.0f} s + video DiT {dit_wall:.0f} s = {vae_wall + dit_wall:.0f} s (target <= 1200 s)",
+          flush=True)
+
+    # 2. Rollouts: a short one scored on its first frames, and long ones for each guidance.
+    _, _, metrics = rollout_and_score(run, num_videos, context, short, HistoryGuidance("none"))
+    report["short_rollout"] = {"position_error_first": metrics["position_error_first"], "target_px": 1.5,
+                               "found_share": metrics["found_share"]}
+    print(f"position error over the first {short} generated frames: {metrics['position_error_first']:.2f} px "
+          f"(target <= 1.5)", flush=True)
+    table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, num_steps=20, rows=rows)
+    report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95}
+    print(format_table(table), flush=True)
+    generated, truth, _ = rollout_and_score(run, min(num_videos, 8), context, long, HistoryGuidance("vanilla", 2.0))
+    save_rollout_gif(generated, truth.frames, out / "rollout_vanilla.gif", num_context=context)
+
+    # 3. The full-sequence baseline, same budget.
+    if baseline:
+        base_config = replace(config, noise_mode="full_sequence")
+        started = time.perf_counter()
+        base = train_video_diffusion(base_config, out_dir=out / "dit_full_sequence", vae=vae_run.vae)
+        _, _, base_short = rollout_and_score(base, num_videos, context, short, HistoryGuidance("none"))
+        base_table = evaluation_table(base, num_videos, context, long, scale=2.0, stabilization=20, num_steps=20,
+                                      rows=rows[:2])
+        report["full_sequence_baseline"] = {"dit_train_seconds": base.seconds,
+                                            "position_error_first": base_short["position_error_first"],
+                                            "rows": base_table, "wall_seconds": time.perf_counter() - started}
+        print("full-sequence baseline (same steps):", flush=True)
+        print(f"position error over the first {short}: {base_short['position_error_first']:.2f} px", flush=True)
+        print(format_table(base_table), flush=True)
+
+    # 4. Throughput and the share of the matmul rate.
+    latent_shape = (run.model.config.in_channels, *run.model.config.input_size)
+    rate = training_rate(config, latent_shape, repeats)
+    peak = matmul_rate(repeats=repeats)
+    report["throughput"] = {**rate, "matmul_rate": peak, "share_of_matmul_rate": rate["flop_rate"] / peak,
+                            "target_share": 0.75}
+    print(f"training: {rate['frames_per_second']:.0f} frames/s, {rate['flop_rate'] / 1e9:.1f} GFLOP/s = "
+          f"{rate['flop_rate'] / peak:.0%} of the fp32 matmul rate {peak / 1e9:.1f} GFLOP/s (target >= 75%)",
+          flush=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'bench.json'} and {out / 'rollout_vanilla.gif'}")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m videodiff.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/bench/videodiff", help="output folder (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per median (default: %(default)s)")
+    parser.add_argument("--num-videos", type=int, default=32, help="held-out videos (default: %(default)s)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the full-sequence baseline")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the bench itself")
+    args = parser.parse_args(argv)
+    run_bench(Path(args.out), args.repeats, args.num_videos, args.quick, baseline=not args.no_baseline)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
