@@ -3,8 +3,8 @@
 #
 # Lesson 06's DiT denoised the tokens of one latent.  A video model denoises the tokens of a window
 # of F frames at once: the same transformer blocks, over F times as many tokens, with two changes.
-# Positions are given by rotating queries and keys (3-D RoPE) instead of a table, so that a window
-# can start anywhere in a video; and every frame gets its *own* noise level.  Training with an
+# Positions in time are given only by rotating queries and keys (3-D RoPE), so that a window can
+# start anywhere in a video; and every frame gets its *own* noise level.  Training with an
 # independent level per frame is Diffusion Forcing (Chen et al. 2024): the network sees every mix of
 # clean and noisy frames, so at sampling time the same model predicts the future from a clean past,
 # or fills in the middle between two clean ends — only the pattern of noise levels changes.

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from imagediff.plots import save_curves
-from videodiff.cli import evaluation_table, format_table, rollout_and_score
+from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
 from videodiff.plots import save_frame_strips, save_rollout_gif
 from videodiff.sampling import HistoryGuidance
 
@@ -30,7 +30,7 @@ from lesson_setup import QUICK, VIDEO_CONTEXT, shared_video_model, start_lesson 
 
 OUT = start_lesson("10_rollouts_and_history_guidance")
 NUM_VIDEOS = 4 if QUICK else 16       # held-out videos rolled out for every row of the table
-SAMPLING_STEPS = 4 if QUICK else 20   # denoising steps per frame
+SAMPLING_STEPS = 4 if QUICK else 10   # denoising steps per frame (the library's default)
 SCALE = 2.0                           # the history guidance scale of the guided rows
 STABILIZATION = 20                    # k_s: generated history is shown re-noised to this timestep
 STRONG = 6.0                          # a scale known to freeze videos
@@ -49,8 +49,9 @@ def ratio(value) -> str:
 # ## A rollout, one sliding window at a time
 # K real frames start the video.  Each window holds the last W - n frames known so far (real ones
 # first, generated ones later) followed by n frames of noise, n = W - K; the window is denoised with
-# the pyramid matrix of lesson 09, and its n new frames are appended.  Positions restart at 0 in every
-# window (RoPE only sees offsets, lesson 09).  `rollout_and_score` continues held-out videos that way
+# the autoregressive matrix of lesson 09 (the library's default: it scored the lowest position error
+# of the three matrices when this was measured), and its n new frames are appended.  Positions
+# restart at 0 in every window (RoPE only sees offsets, lesson 09).  `rollout_and_score` continues held-out videos that way
 # (`VideoDiffusionModel.rollout`) and scores them with the tracker: the position error of every
 # ball against its true place, the share of balls found and of frames that hold exactly the right,
 # well-formed balls, and the motion ratio — how far the generated balls move per frame, divided by

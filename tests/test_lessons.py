@@ -29,7 +29,7 @@ from imagediff.pipeline import DiffusionRunConfig
 from toydiff.experiment import ToyRunConfig
 from toydiff.samplers import sampling_timesteps
 from toydiff.schedules import make_schedule
-from videodiff.cli import GUIDANCE_ROWS
+from videodiff.evaluation import GUIDANCE_ROWS
 from videodiff.data import IMPOSSIBLE_KINDS, PhysicsConfig
 from videodiff.dit import rope_split
 from videodiff.pipeline import VideoDiffusionRunConfig

@@ -6,6 +6,7 @@
     videodiff.training  diffusion forcing: how noise levels are drawn per frame
     videodiff.sampling  scheduling matrices, one window, history guidance, sliding-window rollouts
     videodiff.metrics   balls tracked by colour and compared with the true physics
+    videodiff.evaluation  rollouts of held-out videos scored, one guidance or a table of them
     videodiff.pipeline  the per-frame VAE (imagediff's), training and rolling out end to end
 
 Everything diffusion-specific (schedule, objective, DDIM step, guidance's combination, training loop)

@@ -30,7 +30,7 @@ import torch
 
 from imagediff.bench import matmul_rate, median_seconds
 from toydiff.schedules import make_schedule
-from videodiff.cli import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
+from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
 from videodiff.dit import VideoDiT, video_dit_config, video_training_flops
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, held_out_videos, train_video_diffusion, train_video_vae, video_vae_run_config,
@@ -103,7 +103,7 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
                                "found_share": metrics["found_share"]}
     print(f"position error over the first {short} generated frames: {metrics['position_error_first']:.2f} px "
           f"(target <= 1.5)", flush=True)
-    table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, num_steps=20, rows=rows)
+    table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, num_steps=10, rows=rows)
     report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95}
     print(format_table(table), flush=True)
     generated, truth, _ = rollout_and_score(run, min(num_videos, 8), context, long, HistoryGuidance("vanilla", 2.0))
@@ -111,11 +111,11 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
 
     # 3. The full-sequence baseline, same budget.
     if baseline:
-        base_config = replace(config, noise_mode="full_sequence")
+        base_config = replace(config, noise_mode="full_sequence", clean_history_probability=0.0)
         started = time.perf_counter()
         base = train_video_diffusion(base_config, out_dir=out / "dit_full_sequence", vae=vae_run.vae)
         _, _, base_short = rollout_and_score(base, num_videos, context, short, HistoryGuidance("none"))
-        base_table = evaluation_table(base, num_videos, context, long, scale=2.0, stabilization=20, num_steps=20,
+        base_table = evaluation_table(base, num_videos, context, long, scale=2.0, stabilization=20, num_steps=10,
                                       rows=rows[:2])
         report["full_sequence_baseline"] = {"dit_train_seconds": base.seconds,
                                             "position_error_first": base_short["position_error_first"],

@@ -25,8 +25,9 @@ from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, run_cli
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
+from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
 from videodiff.pipeline import (
-    VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, physics_config, train_video_diffusion,
+    VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
     train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
@@ -82,9 +83,9 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="temporal guidance: relative weight of each sub-window")
     parser.add_argument("--stabilization", type=int, default=0,
                         help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
-    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="pyramid",
+    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
                         help="the scheduling matrix of each window")
-    parser.add_argument("--steps", type=positive_int, default=20, help="sampling steps per frame")
+    parser.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
 
 
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--context-frames clean, one level on the rest")
     train.add_argument("--context-frames", type=positive_int, default=recipe.context_frames,
                        help="clean frames per clip for --noise-mode clean_context")
+    train.add_argument("--clean-history", type=non_negative_float, default=recipe.clean_history_probability,
+                       help="--noise-mode diffusion_forcing: the share of clips given a clean history of random "
+                            "length (ignored by the other modes)")
     train.add_argument("--steps", type=positive_int, default=recipe.train.steps, help="training steps")
     train.add_argument("--batch-size", type=positive_int, default=recipe.train.batch_size, help="clips per step")
     train.add_argument("--learning-rate", type=non_negative_float, default=recipe.train.learning_rate,
@@ -170,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--length", type=positive_int, default=64, help="frames to generate")
     evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
     evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
-    evaluate.add_argument("--steps", type=positive_int, default=20, help="sampling steps per frame")
+    evaluate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
     demo = commands.add_parser("demo", help="train the VAE and the video DiT, write a rollout GIF (make demo)")
@@ -216,7 +220,11 @@ def command_train_vae(args) -> None:
 
 
 def command_train(args) -> None:
+    if args.clean_history > 1:
+        raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
+    clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
+                                     clean_history_probability=clean_history,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
@@ -233,15 +241,6 @@ def _check_rollout_request(run, context: int, length: int) -> None:
                          f"pass at most {run.window - 1} context frames")
     if length < 1:
         raise UsageError(f"--length must be >= 1, got {length}")
-
-
-def rollout_and_score(run, num_videos: int, context: int, length: int, guidance: HistoryGuidance, **options):
-    """Continue ``num_videos`` held-out videos; returns (generated, truth PhysicsVideos, metrics)."""
-    from videodiff.metrics import physics_metrics
-
-    truth = held_out_videos(run.config, num_videos, num_frames=context + length)
-    generated = run.rollout(truth.frames[:, :context], length, guidance, **options)
-    return generated, truth, physics_metrics(generated, truth, num_context=context)
 
 
 def command_rollout(args) -> None:
@@ -266,43 +265,6 @@ def command_rollout(args) -> None:
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
           f"well-formed frames {metrics['well_formed_share']:.1%}; moves: {metrics['moves']}")
     print(f"wrote rollout.gif, frames.npy, truth.npy and metrics.json to {out}")
-
-
-GUIDANCE_ROWS = (
-    ("none", lambda s: HistoryGuidance("none"), False),
-    ("vanilla", lambda s: HistoryGuidance("vanilla", s), False),
-    ("fractional", lambda s: HistoryGuidance("fractional", s, fractional_level=500), False),
-    ("temporal", lambda s: HistoryGuidance("temporal", s, temporal_windows=(2, None), temporal_weights=(1.0, 1.0)),
-     False),
-    ("none + stabilised", lambda s: HistoryGuidance("none"), True),
-    ("vanilla + stabilised", lambda s: HistoryGuidance("vanilla", s), True),
-)
-
-
-def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
-                     num_steps: int, rows=GUIDANCE_ROWS) -> list[dict]:
-    """The physics metrics of rollouts under each history guidance, one dict per row."""
-    table = []
-    for name, make, stabilised in rows:
-        _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
-                                          stabilization_level=stabilization if stabilised else 0)
-        table.append({"guidance": name, **{key: metrics[key] for key in (
-            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
-            "position_error_per_frame")}})
-    return table
-
-
-def format_table(table: list[dict]) -> str:
-    lines = [f"{'guidance':<22} {'err first 8 (px)':>16} {'err all (px)':>12} {'found':>6} {'well-formed':>11} "
-             f"{'motion':>7} moves"]
-    for row in table:
-        def number(key, digits=2):
-            value = row[key]
-            return "   -" if value is None else f"{value:.{digits}f}"
-        lines.append(f"{row['guidance']:<22} {number('position_error_first'):>16} {number('position_error'):>12} "
-                     f"{number('found_share'):>6} {number('well_formed_share'):>11} {number('motion_ratio'):>7} "
-                     f"{row['moves']}")
-    return "\n".join(lines)
 
 
 def command_evaluate(args) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from videodiff.cli import rollout_and_score
+from videodiff.evaluation import rollout_and_score
 from videodiff.dit import video_dit_config
 from videodiff.pipeline import VideoDiffusionRunConfig, train_video_diffusion, train_video_vae, video_vae_run_config
 from videodiff.plots import save_rollout_gif

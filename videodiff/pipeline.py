@@ -112,12 +112,16 @@ class VideoDiffusionRunConfig(RunConfig):
     prediction_type: str = "v"
     weighting: str = "uniform"
     noise_mode: str = "diffusion_forcing"        # or "full_sequence", "clean_context" (videodiff.training)
-    clean_history_probability: float = 0.0       # diffusion_forcing: share of clips with a clean history
+    # diffusion_forcing: share of clips given a clean history of random length (videodiff.training). 0.5
+    # measured better than 0 at equal steps (3000): x̂_0 of the future from clean context at level 999
+    # had MSE 0.16 against 0.21, and the first generated frame's ball-position error 0.9 px against 1.4.
+    clean_history_probability: float = 0.5
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
+    # 8000 steps: about 15 minutes on 2 CPU cores, so that with the VAE the chain fits the bench's 20.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=6000, batch_size=16, learning_rate=1e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
+        steps=8000, batch_size=16, learning_rate=1e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
         checkpoint_every=500))
 
     @classmethod
@@ -167,7 +171,7 @@ class VideoDiffusionModel:
 
     @torch.no_grad()
     def rollout(self, context_frames, length: int, guidance: Optional[HistoryGuidance] = None, *,
-                num_steps: int = 20, scheduling: str = "pyramid", new_frames: Optional[int] = None,
+                num_steps: int = 10, scheduling: str = "autoregressive", new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 

@@ -1,0 +1,59 @@
+"""Rollouts scored against the true physics: one rollout, and a table over history guidances.
+
+    generated, truth, metrics = rollout_and_score(run, 32, context=4, length=64, guidance=HistoryGuidance("none"))
+    print(format_table(evaluation_table(run, 32, context=4, length=64, scale=2.0, stabilization=20, num_steps=10)))
+
+Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
+"""
+
+from __future__ import annotations
+
+from videodiff.metrics import physics_metrics
+from videodiff.pipeline import held_out_videos
+from videodiff.sampling import HistoryGuidance
+
+
+def rollout_and_score(run, num_videos: int, context: int, length: int, guidance: HistoryGuidance, **options):
+    """Continue ``num_videos`` held-out videos; returns (generated, truth PhysicsVideos, metrics)."""
+    truth = held_out_videos(run.config, num_videos, num_frames=context + length)
+    generated = run.rollout(truth.frames[:, :context], length, guidance, **options)
+    return generated, truth, physics_metrics(generated, truth, num_context=context)
+
+
+# The rows of the bench's and lesson 10's table: (name, guidance for a scale, stabilised history?).
+GUIDANCE_ROWS = (
+    ("none", lambda s: HistoryGuidance("none"), False),
+    ("vanilla", lambda s: HistoryGuidance("vanilla", s), False),
+    ("fractional", lambda s: HistoryGuidance("fractional", s, fractional_level=500), False),
+    ("temporal", lambda s: HistoryGuidance("temporal", s, temporal_windows=(2, None), temporal_weights=(1.0, 1.0)),
+     False),
+    ("none + stabilised", lambda s: HistoryGuidance("none"), True),
+    ("vanilla + stabilised", lambda s: HistoryGuidance("vanilla", s), True),
+)
+
+
+def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
+                     num_steps: int, rows=GUIDANCE_ROWS) -> list[dict]:
+    """The physics metrics of rollouts under each history guidance, one dict per row."""
+    table = []
+    for name, make, stabilised in rows:
+        _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
+                                          stabilization_level=stabilization if stabilised else 0)
+        table.append({"guidance": name, **{key: metrics[key] for key in (
+            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
+            "position_error_per_frame")}})
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    """The rows of `evaluation_table` as a plain-text table."""
+    lines = [f"{'guidance':<22} {'err first 8 (px)':>16} {'err all (px)':>12} {'found':>6} {'well-formed':>11} "
+             f"{'motion':>7} moves"]
+    for row in table:
+        def number(key, digits=2):
+            value = row[key]
+            return "   -" if value is None else f"{value:.{digits}f}"
+        lines.append(f"{row['guidance']:<22} {number('position_error_first'):>16} {number('position_error'):>12} "
+                     f"{number('found_share'):>6} {number('well_formed_share'):>11} {number('motion_ratio'):>7} "
+                     f"{row['moves']}")
+    return "\n".join(lines)
