@@ -33,7 +33,7 @@ from imagediff.pipeline import (
 )
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
-from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, run_cli
+from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli
 
 
 def _scales(text: str) -> list[float]:
@@ -161,10 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_log(entry: dict) -> None:
-    print(f"step {entry['step']:>6}  loss {entry['loss']:.4f}  {entry.get('seconds', 0):.0f} s", flush=True)
-
-
 def command_train_vae(args) -> None:
     config = VAERunConfig(dataset=args.dataset, data_seed=args.seed, num_train_images=args.num_images)
     channels = make_dataset(args.dataset, 1).images.shape[1]
@@ -172,7 +168,7 @@ def command_train_vae(args) -> None:
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.device = args.device
     config.train.progress = not args.quiet
-    run = train_vae(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    run = train_vae(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the VAE in {run.seconds:.0f} s; latent scale {float(run.vae.latent_scale):.4f} "
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
@@ -186,7 +182,7 @@ def command_train(args) -> None:
     config.train.device = args.device
     config.train.mixed_precision = "bf16" if args.bf16 else "no"
     config.train.progress = not args.quiet
-    run = train_image_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    run = train_image_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the {args.space} DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 
@@ -196,14 +192,14 @@ def command_train_classifier(args) -> None:
         if args.steps:
             config.train.steps = args.steps
         config.train.progress = not args.quiet
-        train_evaluation_classifier(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+        train_evaluation_classifier(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     else:
         run = load_image_diffusion(args.checkpoint)
         config = NoisyClassifierRunConfig()
         if args.steps:
             config.train.steps = args.steps
         config.train.progress = not args.quiet
-        train_noisy_classifier(run, config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+        train_noisy_classifier(run, config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 

@@ -606,8 +606,11 @@ def matmul_parameter_counts(config: DiTConfig) -> dict[str, int]:
     return {"per_token": per_token, "per_example": per_example}
 
 
-def training_flops(config: DiTConfig, batch_size: int) -> int:
+def training_flops(config: DiTConfig, batch_size: int, frames: int = 1) -> int:
     """FLOPs of one training step (forward and backward) on a batch, counting matrix products only.
+
+    frames: images per example, each of N tokens with its own condition (the video layer's frames):
+    the tokens are then F · N, and the "per example" weights run F times.
 
     A weight matrix of size m x n applied to one vector costs 2mn FLOPs forward (a multiply and an add
     per weight) and 4mn backward (the gradient with respect to the input and to the weight), hence
@@ -626,7 +629,7 @@ def training_flops(config: DiTConfig, batch_size: int) -> int:
     is compared with the matmul rate of the hardware.
     """
     counts = matmul_parameter_counts(config)
-    N = config.num_tokens
-    weights = 6 * batch_size * (N * counts["per_token"] + counts["per_example"])
+    N = frames * config.num_tokens
+    weights = 6 * batch_size * (N * counts["per_token"] + frames * counts["per_example"])
     attention = 12 * batch_size * config.depth * N * N * config.hidden_dim
     return weights + attention

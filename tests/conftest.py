@@ -1,4 +1,7 @@
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,3 +27,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torchrun(tmp_path):
+    """``torchrun(script_text)`` runs a script as 2 CPU processes under torch.distributed.run, with
+    tmp_path as its one argument, and returns the CompletedProcess (stdout and stderr as text).
+
+    Each process gets one OpenMP thread, and the rendezvous a free port (a fixed one may still be held
+    by a last run).
+    """
+
+    def run(script_text: str):
+        script = tmp_path / "torchrun_script.py"
+        script.write_text(script_text)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+             str(script), str(tmp_path)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    return run

@@ -5,8 +5,6 @@ The trained fixtures are deliberately tiny (16x16 images of 2 shapes x 2 colours
 runs in well under a minute on 2 cores; the full-size figures are measured by `make bench`.
 """
 import math
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -316,17 +314,8 @@ TORCHRUN_VAE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_train_vae_under_torchrun_stores_the_scale_from_one_process(tmp_path):
-    script = tmp_path / "train_vae.py"
-    script.write_text(TORCHRUN_VAE_SCRIPT)
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(script), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+def test_train_vae_under_torchrun_stores_the_scale_from_one_process(tmp_path, torchrun):
+    completed = torchrun(TORCHRUN_VAE_SCRIPT)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert sorted(completed.stdout.split("\n")[:-1]) == ["rank 0 writes 1", "rank 1 writes 0"]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["latent_scale_measured_on"] == 64

@@ -3,9 +3,6 @@ import dataclasses
 import math
 import os
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -307,18 +304,8 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as probe:  # a free port for the rendezvous (a fixed one may still be held by a last run)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(script), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=environment,
-    )
+def test_two_process_ddp_on_cpu(tmp_path, torchrun):
+    completed = torchrun(DDP_SCRIPT)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count(" ok ") == 2
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 40

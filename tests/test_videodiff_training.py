@@ -1,10 +1,6 @@
 """Diffusion-forcing training: how the per-frame noise levels are drawn, the context's zero loss,
 random clips, and a video DiT trained by toydiff's loop."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -170,18 +166,8 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_the_video_model_trains_under_torchrun_ddp_with_two_cpu_processes(tmp_path):
-    script = tmp_path / "video_ddp.py"
-    script.write_text(DDP_SCRIPT)
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(script), str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=environment,
-    )
+def test_the_video_model_trains_under_torchrun_ddp_with_two_cpu_processes(tmp_path, torchrun):
+    completed = torchrun(DDP_SCRIPT)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count(" ok ") == 2
     state = load_checkpoint(tmp_path / "checkpoint.pt")

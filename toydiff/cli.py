@@ -227,6 +227,11 @@ COMMANDS = {"train": command_train, "sample": command_sample, "data": command_da
             "plot": command_plot, "demo": command_demo}
 
 
+def print_log_entry(entry: dict) -> None:
+    """The ``on_log`` of the image and video layers' train commands: one line per history entry."""
+    print(f"step {entry['step']:>6}  loss {entry['loss']:.4f}  {entry.get('seconds', 0):.0f} s", flush=True)
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, commands: dict, argv=None) -> int:
     """Parse ``argv`` and run the chosen command; any user error becomes one line and status 2.
 

@@ -31,9 +31,9 @@ import torch
 from imagediff.bench import matmul_rate, median_seconds
 from toydiff.schedules import make_schedule
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
-from videodiff.dit import VideoDiT, video_dit_config, video_training_flops
+from videodiff.dit import VideoDiT, video_training_flops
 from videodiff.pipeline import (
-    VideoDiffusionRunConfig, held_out_videos, train_video_diffusion, train_video_vae, video_vae_run_config,
+    VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.plots import save_rollout_gif
 from videodiff.sampling import HistoryGuidance
@@ -75,12 +75,7 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     context, short, long = CONTEXT, SHORT, LONG
     rows = GUIDANCE_ROWS
     if quick:
-        physics = {"num_frames": 12}
-        vae_config = video_vae_run_config(num_videos=20, physics=physics)
-        vae_config.train = replace(vae_config.train, steps=20, checkpoint_every=0, log_every=10)
-        config.physics, config.num_train_videos = physics, 20
-        config.dit = video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4)
-        config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10)
+        vae_config, config = quick_run_configs(str(out / "vae" / "checkpoint.pt"))
         context, short, long, rows = 2, 3, 6, GUIDANCE_ROWS[:2]
     vae_config.train.progress = config.train.progress = False
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
-from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, run_cli
+from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
@@ -183,10 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_log(entry: dict) -> None:
-    print(f"step {entry['step']:>6}  loss {entry['loss']:.4f}  {entry.get('seconds', 0):.0f} s", flush=True)
-
-
 def command_data(args) -> None:
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -214,7 +210,7 @@ def command_train_vae(args) -> None:
     config.vae = vae_config(args.size)
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, device=args.device,
                            progress=not args.quiet)
-    run = train_video_vae(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    run = train_video_vae(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the VAE in {run.seconds:.0f} s; latent scale {float(run.vae.latent_scale):.4f} "
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
@@ -231,7 +227,7 @@ def command_train(args) -> None:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            device=args.device, mixed_precision="bf16" if args.bf16 else "no", progress=not args.quiet)
-    run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=_print_log)
+    run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the video DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 

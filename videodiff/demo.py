@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from videodiff.evaluation import rollout_and_score
-from videodiff.dit import video_dit_config
-from videodiff.pipeline import VideoDiffusionRunConfig, train_video_diffusion, train_video_vae, video_vae_run_config
+from videodiff.pipeline import (
+    VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
+)
 from videodiff.plots import save_rollout_gif
 from videodiff.sampling import HistoryGuidance
 
@@ -31,12 +31,7 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
     config = VideoDiffusionRunConfig(vae_checkpoint=str(out / "vae" / "checkpoint.pt"))
     context, length, num_videos = CONTEXT, LENGTH, 16
     if quick:
-        physics = {"num_frames": 12}
-        vae_config = video_vae_run_config(num_videos=20, physics=physics)
-        vae_config.train = replace(vae_config.train, steps=20, checkpoint_every=0, log_every=10)
-        config.physics, config.num_train_videos = physics, 20
-        config.dit = video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4)
-        config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10)
+        vae_config, config = quick_run_configs(str(out / "vae" / "checkpoint.pt"))
         context, length, num_videos = 2, 5, 2
     vae_config.train.progress = config.train.progress = progress
 

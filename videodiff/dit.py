@@ -37,10 +37,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
-import torch.nn as nn
 from einops import rearrange
 
-from imagediff.dit import DIT_SIZES, DiT, DiTConfig, matmul_parameter_counts, patchify, unpatchify
+from imagediff.dit import DIT_SIZES, DiT, DiTConfig, patchify, training_flops, unpatchify
 
 # ---------------------------------------------------------------------------------------------
 #                                         Configuration
@@ -246,14 +245,7 @@ class VideoDiT(DiT):
 
 
 def video_training_flops(config: VideoDiTConfig, batch_size: int, frames: Optional[int] = None) -> int:
-    """FLOPs of one training step on clips of ``frames`` frames, matrix products only.
-
-    As `imagediff.dit.training_flops` with N = F · tokens per frame, except that the modulation
-    Linears and the time MLP run once per *frame*, not once per example.
-    """
-    frames = frames or config.num_frames
-    counts = matmul_parameter_counts(config)
-    tokens = frames * config.num_tokens
-    weights = 6 * batch_size * (tokens * counts["per_token"] + frames * counts["per_example"])
-    attention = 12 * batch_size * config.depth * tokens * tokens * config.hidden_dim
-    return weights + attention
+    """FLOPs of one training step on clips of ``frames`` frames (default: the training window), matrix
+    products only: `imagediff.dit.training_flops` with F frames of N tokens, the modulation Linears
+    and the time MLP running once per frame."""
+    return training_flops(config, batch_size, frames or config.num_frames)

@@ -13,7 +13,7 @@ how noise levels are drawn per frame and `videodiff.sampling` in which order fra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -188,6 +188,18 @@ class VideoDiffusionModel:
                 prediction_type=self.config.prediction_type, guidance=guidance,
                 stabilization_level=stabilization_level, generator=generator))
         return self.decode(torch.cat(pieces))
+
+
+def quick_run_configs(vae_checkpoint: str) -> tuple[VAERunConfig, "VideoDiffusionRunConfig"]:
+    """The smoke-test sizes of ``demo --quick`` and ``bench --quick``: 20 videos of 12 frames, a VAE and a
+    one-block DiT (window 4) trained for 20 steps each. They prove the code runs, nothing more."""
+    physics = {"num_frames": 12}
+    vae_config = video_vae_run_config(num_videos=20, physics=physics)
+    vae_config.train = replace(vae_config.train, steps=20, checkpoint_every=0, log_every=10)
+    config = VideoDiffusionRunConfig(vae_checkpoint=vae_checkpoint, physics=physics, num_train_videos=20,
+                                     dit=video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4))
+    config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10)
+    return vae_config, config
 
 
 def build_video_dit(config: VideoDiffusionRunConfig, latent_shape) -> VideoDiT:
