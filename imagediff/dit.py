@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from imagediff.hooks import HookPoint, name_hook_points
 from toydiff.models import timestep_embedding
 
 # Rotates queries and keys (B, heads, N, head_dim) before their dot product: how RoPE enters.
@@ -276,8 +277,23 @@ def check_condition(x: torch.Tensor, c: torch.Tensor, where: str) -> None:
         )
 
 
+def per_token(values: torch.Tensor, condition: torch.Tensor, num_tokens: Optional[int] = None) -> torch.Tensor:
+    """Make one modulation tensor broadcast against the tokens (B, N, D).
+
+    values (B, D), from a condition (B, D) -> (B, 1, D); values (B, N, D) -> unchanged;
+    values (B, G, D) with G < N = num_tokens -> each group's row repeated over its N / G consecutive
+    tokens, (B, N, D).
+    """
+    if condition.ndim == 2:
+        return values.unsqueeze(1)  # (B, 1, D)
+    if num_tokens is not None and condition.shape[1] != num_tokens:
+        return values.repeat_interleave(num_tokens // condition.shape[1], dim=1)  # (B, N, D)
+    return values
+
+
 def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: int,
-                     num_tokens: Optional[int] = None) -> tuple[torch.Tensor, ...]:
+                     num_tokens: Optional[int] = None,
+                     hook_points: Optional[list[HookPoint]] = None) -> tuple[torch.Tensor, ...]:
     """Split the output of an adaLN Linear into `chunks` tensors that broadcast against (B, N, D).
 
     condition (B, D) gives modulation (B, chunks·D) -> each (B, 1, D);
@@ -285,12 +301,12 @@ def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: 
     condition (B, G, D) with G < N = num_tokens: each group's modulation is repeated over its N / G
     consecutive tokens -> each (B, N, D). The Linear ran G times, not N times: for a video, once per
     frame rather than once per token (it costs 6·D² per row, half as much as the block's own matmuls).
+    hook_points: one per chunk, seeing (and able to replace) it before the repeat, (B, D) or (B, G, D).
     """
-    if condition.ndim == 2:
-        modulation = modulation.unsqueeze(1)  # (B, 1, chunks·D)
-    elif num_tokens is not None and condition.shape[1] != num_tokens:
-        modulation = modulation.repeat_interleave(num_tokens // condition.shape[1], dim=1)  # (B, N, chunks·D)
-    return modulation.chunk(chunks, dim=-1)
+    parts = modulation.chunk(chunks, dim=-1)  # each (B, D) or (B, G, D)
+    if hook_points is not None:
+        parts = [hook(part) for hook, part in zip(hook_points, parts)]
+    return tuple(per_token(part, condition, num_tokens) for part in parts)
 
 
 class SelfAttention(nn.Module):
@@ -301,6 +317,12 @@ class SelfAttention(nn.Module):
     in `attention_pattern`, (B, heads, N, N), for interpretability. Both paths give the same output.
     The stored pattern is not detached, so gradient-based attribution through it works; detach it to
     keep it past the step.
+
+    Hook points (imagediff.hooks): q, k, v (B, heads, N, d), q and k after the rotary hook; scores and
+    pattern (B, heads, N, N), formed only when one of them is hooked (or record_attention is on);
+    z (B, heads, N, d), each head's output before the projection; head_out (B, N, heads, D), each
+    head's contribution after the projection (their sum plus the bias is the output), formed only
+    when hooked.
     """
 
     def __init__(self, hidden_dim: int, num_heads: int) -> None:
@@ -311,6 +333,9 @@ class SelfAttention(nn.Module):
         self.projection = nn.Linear(hidden_dim, hidden_dim)
         self.record_attention = False
         self.attention_pattern: Optional[torch.Tensor] = None
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_scores, self.hook_pattern = HookPoint(), HookPoint()
+        self.hook_z, self.hook_head_out = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, rotary: Optional[Rotary] = None) -> torch.Tensor:
         """x: (B, N, D); rotary: optional (q, k) -> (q, k) on (B, heads, N, head_dim). Returns (B, N, D)."""
@@ -318,12 +343,21 @@ class SelfAttention(nn.Module):
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # (B, h, N, d) each
         if rotary is not None:
             q, k = rotary(q, k)  # (B, h, N, d)
-        if self.record_attention:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, N, N)
-            self.attention_pattern = scores.softmax(dim=-1)  # (B, h, N, N), rows sum to 1
-            out = self.attention_pattern @ v  # (B, h, N, d)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)  # (B, h, N, d)
+        if self.record_attention or self.hook_scores.is_hooked or self.hook_pattern.is_hooked:
+            scores = self.hook_scores(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim))  # (B, h, N, N)
+            pattern = self.hook_pattern(scores.softmax(dim=-1))  # (B, h, N, N), rows sum to 1
+            if self.record_attention:
+                self.attention_pattern = pattern
+            out = pattern @ v  # (B, h, N, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d), same scale 1/sqrt(d)
+        out = self.hook_z(out)  # (B, h, N, d)
+        if self.hook_head_out.is_hooked:
+            # The projection W_O (D, h·d) is a sum over heads of W_O[:, head] (D, d): split it.
+            weight = self.projection.weight.view(-1, self.num_heads, self.head_dim)  # (D, h, d)
+            heads = self.hook_head_out(torch.einsum("bhnd,ehd->bnhe", out, weight))  # (B, N, h, D)
+            return heads.sum(dim=2) + self.projection.bias  # (B, N, D)
         return self.projection(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
 
 
@@ -334,9 +368,10 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_dim, mlp_hidden_dim)
         self.fc2 = nn.Linear(mlp_hidden_dim, hidden_dim)
+        self.hook_hidden = HookPoint()  # (B, N, mlp_hidden_dim), after the GELU: the MLP's "neurons"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # (B, N, D)
+        return self.fc2(self.hook_hidden(F.gelu(self.fc1(x), approximate="tanh")))  # (B, N, D)
 
 
 class DiTBlock(nn.Module):
@@ -346,7 +381,15 @@ class DiTBlock(nn.Module):
     one per group of N / G consecutive tokens (the video layer passes one per frame, G = F, so every
     frame's tokens get that frame's noise level). Conditions that are all equal give the output of
     the (B, D) call.
+
+    Hook points: resid_pre, resid_mid, resid_post (B, N, D), the residual stream before the block,
+    between its halves and after it; attn_out and mlp_out (B, N, D), what each half adds to the
+    stream (gate included); shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp,
+    (B, D) or (B, G, D), the modulation per condition (per frame for a video) before it is repeated
+    over the tokens. The attention's and the MLP's own sites are in SelfAttention and FeedForward.
     """
+
+    MODULATION = ("shift_attn", "scale_attn", "gate_attn", "shift_mlp", "scale_mlp", "gate_mlp")
 
     def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -357,16 +400,20 @@ class DiTBlock(nn.Module):
         self.mlp = FeedForward(hidden_dim, int(hidden_dim * mlp_ratio))
         # c -> (shift, scale, gate) for the attention and for the MLP; zero at init (adaLN-Zero).
         self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
+        for kind in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post") + self.MODULATION:
+            setattr(self, f"hook_{kind}", HookPoint())
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rotary: Optional[Rotary] = None) -> torch.Tensor:
         """x: (B, N, D); c: (B, D), (B, N, D) or (B, G, D); rotary: see SelfAttention. Returns (B, N, D)."""
         check_condition(x, c, "DiTBlock")
+        x = self.hook_resid_pre(x)  # (B, N, D)
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = split_modulation(
-            self.adaln_modulation(c), c, 6, x.shape[1]
+            self.adaln_modulation(c), c, 6, x.shape[1], [getattr(self, f"hook_{kind}") for kind in self.MODULATION]
         )  # each (B, 1, D) or (B, N, D)
-        x = x + gate_attn * self.attention(modulate(self.norm1(x), shift_attn, scale_attn), rotary)  # (B, N, D)
-        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D)
-        return x
+        attn_out = self.hook_attn_out(gate_attn * self.attention(modulate(self.norm1(x), shift_attn, scale_attn), rotary))
+        x = self.hook_resid_mid(x + attn_out)  # (B, N, D)
+        mlp_out = self.hook_mlp_out(gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (B, N, D)
+        return self.hook_resid_post(x + mlp_out)  # (B, N, D)
 
 
 class FinalLayer(nn.Module):
@@ -377,12 +424,16 @@ class FinalLayer(nn.Module):
         self.norm = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
         self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 2 * hidden_dim))
         self.linear = nn.Linear(hidden_dim, patch_size * patch_size * out_channels)
+        # Hook points: shift and scale (B, D) or (B, G, D); out (B, N, p·p·out_channels), the output tokens.
+        self.hook_shift, self.hook_scale, self.hook_out = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (B, N, D); c: (B, D), (B, N, D) or (B, G, D), see DiTBlock. Returns (B, N, p·p·out_channels)."""
         check_condition(x, c, "FinalLayer")
-        shift, scale = split_modulation(self.adaln_modulation(c), c, 2, x.shape[1])  # each (B, 1, D) or (B, N, D)
-        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
+        shift, scale = split_modulation(
+            self.adaln_modulation(c), c, 2, x.shape[1], [self.hook_shift, self.hook_scale]
+        )  # each (B, 1, D) or (B, N, D)
+        return self.hook_out(self.linear(modulate(self.norm(x), shift, scale)))  # (B, N, p·p·C)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,6 +469,10 @@ class DiTTrunk(nn.Module):
         self.blocks = nn.ModuleList(
             DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
+        # Hook points outside the blocks: the tokens entering block 0 (B, N, D); emb(t) and the whole
+        # condition c (B, D), or (B, F, D) for a video. See imagediff.hooks and docs/hooks.md.
+        self.hook_patch_embed, self.hook_time_embed, self.hook_condition = HookPoint(), HookPoint(), HookPoint()
+        name_hook_points(self)
         if initialize:
             self.initialize_weights()
 
@@ -509,7 +564,7 @@ class DiTTrunk(nn.Module):
         labels: (B,) or None, meaning the null label (for a conditional model). With t of shape
         (B, F), e.g. one noise level per frame, each example's label is added to all its frames.
         """
-        c = self.timestep_embedder(t)  # (B, ..., D)
+        c = self.hook_time_embed(self.timestep_embedder(t))  # (B, ..., D)
         if self.label_embedding is None:
             return c
         if labels is None:
@@ -523,11 +578,16 @@ class DiTTrunk(nn.Module):
         x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
         """
         self.check_inputs(x_t, t, labels)
-        x = self.embed_patches(x_t)  # (B, N, D)
-        c = self.embed_condition(t, labels)  # (B, D)
+        x = self.hook_patch_embed(self.embed_patches(x_t))  # (B, N, D)
+        c = self.hook_condition(self.embed_condition(t, labels))  # (B, D)
+        rotary = self.position_rotary(x_t, x)  # None: positions are in the sincos table
         for block in self.blocks:
-            x = block(x, c)  # (B, N, D)
+            x = block(x, c, rotary)  # (B, N, D)
         return x, c
+
+    def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Optional[Rotary]:
+        """The `rotary(q, k)` hook every block gets; None here. The video DiT returns its 3-D RoPE."""
+        return None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
         """The trunk on its own: ``(x (B, N, D), c (B, D))``, see `trunk`."""
@@ -556,6 +616,7 @@ class DiT(DiTTrunk):
         super().__init__(config, initialize=False)
         config = self.config
         self.final_layer = FinalLayer(config.hidden_dim, config.patch_size, config.out_channels)
+        name_hook_points(self)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

@@ -223,15 +223,13 @@ class VideoDiT(DiT):
         # Labels: the image DiT's checks, on the batch dimension.
         super().check_inputs(x_t[:, 0], t[:, 0], labels)
 
-    def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        """Tokens after the last block (B, F·N, D) and the per-frame condition c (B, F, D)."""
-        self.check_inputs(x_t, t, labels)
-        x = self.embed_patches(x_t)  # (B, F·N, D)
-        c = self.embed_condition(t, labels)  # (B, F, D): frame f's noise level (+ the label)
-        rotary = self.rotary(x_t.shape[1], x.device, x.dtype)
-        for block in self.blocks:
-            x = block(x, c, rotary)  # (B, F·N, D); c is repeated over each frame's N tokens
-        return x, c
+    def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Rotary3D:
+        """Every block's `rotary(q, k)`: 3-D RoPE over this window's (frame, row, column) grid.
+
+        The image DiT's trunk does the rest: tokens (B, F·N, D), the per-frame condition c (B, F, D),
+        each block repeating a frame's modulation over that frame's N tokens.
+        """
+        return self.rotary(x_t.shape[1], tokens.device, tokens.dtype)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x_t: (B, F, C, H, W); t: (B, F) int64; labels: (B,) or None. Returns (B, F, C, H, W)."""
