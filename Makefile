@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) -m toydiff.bench
 	$(PY) -m imagediff.bench
 	$(PY) -m videodiff.bench
+	$(PY) -m videodiff.interp.bench --checkpoint runs/bench/videodiff/dit/checkpoint.pt
 
 check: $(STAMP)
 	$(PY) -m lessons.exercises.check $(EX) $(FILE)

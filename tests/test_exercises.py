@@ -29,13 +29,13 @@ def solution(number: str) -> Path:
 
 
 def test_every_lesson_has_an_exercise_and_a_solution():
-    assert NUMBERS == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
+    assert NUMBERS == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"]
     for number in NUMBERS:
         assert (EXERCISES / check.EXERCISES[number].file_name).is_file()
         assert solution(number).is_file()
 
 
-@pytest.mark.parametrize("number", NUMBERS)
+@pytest.mark.parametrize("number", NUMBERS, ids=[f"ex{n}" for n in NUMBERS])
 def test_reference_solution_passes(number):
     status, output = run_checker(number, solution(number))
     assert status == 0, output
@@ -43,7 +43,7 @@ def test_reference_solution_passes(number):
     assert output.count("PASS") >= 5
 
 
-@pytest.mark.parametrize("number", NUMBERS)
+@pytest.mark.parametrize("number", NUMBERS, ids=[f"ex{n}" for n in NUMBERS])
 def test_blank_exercise_fails_every_check(number):
     status, output = run_checker(number)  # FILE defaults to the exercise file with blanks
     assert status == 1
@@ -128,11 +128,32 @@ MISTAKES = [
     ("10", "output = denoiser(torch.cat([x_conditional, x_unconditional]), torch.cat([t_conditional, t_unconditional]))",
      "output = torch.cat([denoiser(x_conditional, t_conditional), denoiser(x_unconditional, t_unconditional)])",
      "one denoiser call"),
+    ("11", "keep = torch.ones(1, z.shape[1], 1, 1, dtype=z.dtype, device=z.device)\n        keep[0, head] = 0.0",
+     "keep = torch.ones(1, 1, z.shape[2], 1, dtype=z.dtype, device=z.device)\n        keep[0, 0, head] = 0.0",
+     "zeroes exactly head h"),
+    ("11", "return z * keep", "z * keep", "zeroes exactly head h"),
+    ("11", "return z * keep", "z.mul_(keep)", "leaves the one it is given unchanged"),
+    ("11", "return z * keep", "return z.mul_(keep)", "leaves the one it is given unchanged"),
+    ("11", ".sum(dim=-1)  # (B, heads, T, F)", ".mean(dim=-1)  # (B, heads, T, F)", "every row sums to 1"),
+    ("11", ".mean(dim=3)  # (B, heads, F, F)", ".sum(dim=3)  # (B, heads, F, F)", "every row sums to 1"),
+    ("11", "pattern.reshape(batch, heads, total, num_frames, tokens).sum(dim=-1)",
+     "pattern.reshape(batch, heads, total, tokens, num_frames).sum(dim=-2)", "previous-frame head"),
+    ("12", "fold_of_row = np.array([fold_of_group[group] for group in groups.tolist()])",
+     "fold_of_row = np.arange(len(groups)) % num_folds", "no pair has a twin on each side"),
+    ("12", "shuffled = rng.permutation(np.unique(groups))", "shuffled = np.unique(groups)", "another seed"),
+    ("12", "mean = X_train.mean(axis=0)", "mean = np.concatenate([X_train, X_test]).mean(axis=0)",
+     "the training rows' mean"),
+    ("12", "std = X_train.std(axis=0)", "std = np.concatenate([X_train, X_test]).std(axis=0)",
+     "the training rows' mean and population std"),
+    ("12", "(X_test - mean) / std", "(X_test - X_test.mean(axis=0)) / X_test.std(axis=0)", "applied to both sets"),
+    ("12", "std = np.where(std > MIN_STD, std, 1.0)", "std = std", "not divided by 0"),
+    ("12", "float(plausible[0] > impossible[0]) + 0.5 * float(plausible[0] == impossible[0])",
+     "float(plausible[0] > impossible[0])", "ties count half"),
 ]
 
 
 @pytest.mark.parametrize("number, correct, mistake, caught_by", MISTAKES,
-                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
+                         ids=[f"ex{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
 def test_checker_catches_typical_mistakes(tmp_path, number, correct, mistake, caught_by):
     text = solution(number).read_text()
     assert text.count(correct) == 1, f"the reference answer no longer contains {correct!r}"
@@ -200,11 +221,43 @@ MESSAGES = [
     ("10", "output = denoiser(torch.cat([x_conditional, x_unconditional]), torch.cat([t_conditional, t_unconditional]))",
      "output = torch.cat([denoiser(x_conditional, t_conditional), denoiser(x_unconditional, t_unconditional)])",
      "call it once on both branches"),
+    ("11", "keep = torch.ones(1, z.shape[1], 1, 1, dtype=z.dtype, device=z.device)\n        keep[0, head] = 0.0",
+     "keep = torch.ones(1, 1, z.shape[2], 1, dtype=z.dtype, device=z.device)\n        keep[0, 0, head] = 0.0",
+     "zeroed token 0 (axis 2) instead of head 0"),
+    ("11", "return z * keep", "z * keep", "a hook that returns None only looks"),
+    ("11", "return z * keep", "z.mul_(keep)", "changed z in place and returned None"),
+    ("11", "return z * keep", "return z.mul_(keep)", "changed the tensor it was given in place"),
+    ("11", ".sum(dim=-1)  # (B, heads, T, F)", ".mean(dim=-1)  # (B, heads, T, F)",
+     "you averaged over frame g's N key tokens"),
+    ("11", ".mean(dim=3)  # (B, heads, F, F)", ".sum(dim=3)  # (B, heads, F, F)",
+     "you summed over frame f's N query tokens"),
+    ("11", "pattern.reshape(batch, heads, total, num_frames, tokens).sum(dim=-1)",
+     "pattern.reshape(batch, heads, total, tokens, num_frames).sum(dim=-2)", "the tokens are time-major"),
+    ("11", ".mean(dim=3)  # (B, heads, F, F)", ".mean(dim=3).transpose(-1, -2)  # (B, heads, F, F)",
+     "rows and columns are swapped"),
+    ("12", "fold_of_row = np.array([fold_of_group[group] for group in groups.tolist()])",
+     "fold_of_row = np.arange(len(groups)) % num_folds", "a twin leaks"),
+    ("12", "fold_of_row = np.array([fold_of_group[group] for group in groups.tolist()])",
+     "fold_of_row = rng.permutation(len(groups)) % num_folds", "a twin leaks"),
+    ("12", "shuffled = rng.permutation(np.unique(groups))", "shuffled = np.unique(groups)",
+     "every seed gives the same folds"),
+    ("12", "mean = X_train.mean(axis=0)", "mean = np.concatenate([X_train, X_test]).mean(axis=0)",
+     "the test rows must not enter it"),
+    ("12", "std = X_train.std(axis=0)", "std = np.concatenate([X_train, X_test]).std(axis=0)",
+     "the test rows must not enter it"),
+    ("12", "std = X_train.std(axis=0)", "std = X_train.std(axis=0, ddof=1)", "the population std, ddof = 0"),
+    ("12", "(X_test - mean) / std", "(X_test - X_test.mean(axis=0)) / X_test.std(axis=0)",
+     "standardised with their own mean and std"),
+    ("12", "std = np.where(std > MIN_STD, std, 1.0)", "std = std", "a constant feature is centred, not divided"),
+    ("12", "float(plausible[0] > impossible[0]) + 0.5 * float(plausible[0] == impossible[0])",
+     "float(plausible[0] > impossible[0])", "each tie was counted as a loss: a tie counts half"),
+    ("12", "float(plausible[0] > impossible[0]) + 0.5 * float(plausible[0] == impossible[0])",
+     "float(plausible[0] >= impossible[0])", "each tie was counted as a win: a tie counts half"),
 ]
 
 
 @pytest.mark.parametrize("number, correct, mistake, reason", MESSAGES,
-                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MESSAGES)])
+                         ids=[f"ex{m[0]}-{i}" for i, m in enumerate(MESSAGES)])
 def test_failure_messages_say_what_is_wrong(tmp_path, number, correct, mistake, reason):
     text = solution(number).read_text()
     assert text.count(correct) == 1, f"the reference answer no longer contains {correct!r}"

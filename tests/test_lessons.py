@@ -3,7 +3,8 @@
 The lessons run in subprocesses, in order, sharing one temporary output root (LESSON_OUTPUT_DIR): lesson
 02 trains the quick spiral model once and lessons 03 and 04 reuse it, as they do for a student; likewise
 lesson 05 trains the quick VAE and grader and lesson 06 the quick latent DiT, which lesson 07 reuses;
-lesson 08 trains the quick per-frame VAE and lesson 09 the quick video DiT, which lesson 10 reuses.
+lesson 08 trains the quick per-frame VAE and lesson 09 the quick video DiT, which lessons 10-12 reuse
+(each of them trains the two itself, through lesson_setup, when run alone: ``-k "11_ or 12_"``).
 Nothing is written inside the repository.
 
 Each lesson's printed numbers are then read back and checked (``LESSON_CHECKS`` below): numbers that
@@ -21,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,6 +34,7 @@ from toydiff.schedules import make_schedule
 from videodiff.evaluation import GUIDANCE_ROWS
 from videodiff.data import IMPOSSIBLE_KINDS, PhysicsConfig
 from videodiff.dit import rope_split
+from videodiff.interp.heads import uniform_attention_scores
 from videodiff.pipeline import VideoDiffusionRunConfig
 from videodiff.sampling import scheduling_matrix, timesteps_from_indices
 
@@ -55,6 +58,8 @@ LESSONS = {
     "09_video_dit_and_diffusion_forcing": ["noise_levels.png", "scheduling_matrices.png", "training_loss.png",
                                            "prediction_and_interpolation.png"],
     "10_rollouts_and_history_guidance": ["rollout.gif", "rollout_frames.png", "error_over_time.png"],
+    "11_looking_inside_the_video_dit": ["attention_per_frame.png", "head_scores.png"],
+    "12_the_physics_probe": ["impossible_pairs.png", "probe_heatmaps.png", "probe_sweeps.png"],
 }
 
 
@@ -440,6 +445,205 @@ def check_10_rollouts_and_history_guidance(out: str) -> None:
         assert strong < plain, (plain, strong)
 
 
+# The sites of one block, as docs/hooks.md lists them (the image DiT's blocks, inherited by the video DiT).
+BLOCK_SITES = {"resid_pre", "shift_attn", "scale_attn", "gate_attn", "shift_mlp", "scale_mlp", "gate_mlp", "q", "k",
+               "v", "scores", "pattern", "z", "head_out", "attn_out", "resid_mid", "hidden", "mlp_out", "resid_post"}
+
+
+def shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.strip("()").split(",") if v.strip())
+
+
+def ablation_rows(out: str) -> list[tuple]:
+    """Parse videodiff.interp.ablations.format_ablation_table: [(name, err first 8, err all, found, well-formed,
+    motion, moves)], in order; '-' (nothing to measure) reads None."""
+    header = re.search(r"^ablation +err first 8 .*$", out, re.MULTILINE)
+    assert header is not None, "no ablation table printed"
+    rows = []
+    for line in out[header.end():].splitlines()[1:]:
+        match = re.match(r"^(.+?) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) (True|False|None)$", line)
+        if match is None:
+            break
+        name, *values, moves = match.groups()
+        rows.append((name, *(px_or_none(v) for v in values), moves))
+    assert rows, "no ablation table printed"
+    return rows
+
+
+def check_11_looking_inside_the_video_dit(out: str) -> None:
+    clips, frames, tokens, total, depth, heads, last_clean, level = (int(v) for v in lines(
+        out, r"^(\d+) clips of F = (\d+) frames, (\d+) tokens per frame \(T = (\d+) tokens\), depth (\d+), (\d+) heads "
+             r"per block; frames 0-(\d+) clean, frames \d+-\d+ at t = (\d+)$", count=1)[0])
+    context = last_clean + 1
+    assert total == frames * tokens
+    # Every site of a block, in the order a forward visits them: the stream comes in first and leaves last.
+    sites = lines(out, r"^  blocks\.0\.(?:attention\.|mlp\.)?hook_(\w+) +(\(.*\))$")
+    assert int(number(out, r"^block 0 has NUMBER hook points")) == len(sites)
+    assert {kind for kind, _ in sites} == BLOCK_SITES
+    assert sites[0][0] == "resid_pre" and sites[-1][0] == "resid_post"
+    shapes = {kind: shape(text) for kind, text in sites}
+    width = shapes["resid_post"][2]
+    head_dim = shapes["z"][3]
+    assert shapes["resid_pre"] == shapes["resid_post"] == (clips, total, width)
+    assert shapes["pattern"] == shapes["scores"] == (clips, heads, total, total)
+    assert shapes["q"] == shapes["z"] == (clips, heads, total, head_dim) and heads * head_dim == width
+    assert shapes["shift_attn"] == (clips, frames, width)  # one modulation row per frame: its own noise level
+    stacked = shape(lines(out, r"^resid_post of block 0: .*; stacked over the blocks: (\(.*\))$", count=1)[0][0])
+    assert stacked == (depth, clips, total, width)
+    lines(out, r"^cache\['resid_post', 0\] is cache\['blocks\.0\.hook_resid_post'\]: True$", count=1)
+    # A hook that returns None changes nothing, bit for bit; one that edits a site changes the output.
+    lines(out, r"^a hook that returns None: output identical bit for bit: True$", count=1)
+    assert number(out, r"^a hook that zeroes block \d+'s attention output: relative change of the output NUMBER") > 0
+    assert number(out, r"^pattern formed explicitly instead of the fused kernel: max \|difference\| of the output "
+                       r"NUMBER") < 1e-3
+    assert number(out, r"^hook points still hooked after the with blocks: NUMBER") == 0
+    # Attention rows are distributions, over tokens and over frames.
+    token_rows, frame_rows = (float(v) for v in lines(
+        out, r"^token patterns .*: rows sum to 1 within NUMBER; frame patterns .*: within NUMBER", count=1)[0])
+    assert token_rows < 1e-5 and frame_rows < 1e-5
+    for shares, uniform in lines(out, r"^block \d+: attention of the noisy frames to the \d+ clean ones: (.*) "
+                                      r"\(uniform attention: NUMBER\)$", count=depth):
+        assert float(uniform) == pytest.approx(context / frames, abs=5e-3)
+        values = re.findall(rf"L\d+H\d+ {NUMBER}", shares)
+        assert len(values) == heads and all(0 <= float(v) <= 1 for v in values), shares
+    # Head scores: one line per level, every head, attention masses next to the library's chance levels.
+    chance = uniform_attention_scores(frames, tokens)
+    per_level = {}
+    for kind in ("previous_frame", "spatial_alignment", "induction", "induction_permuted"):
+        found = lines(out, rf"^{kind} at level +(\d+): ((?:L\d+H\d+ NUMBER ?)+) \(chance NUMBER\)$")
+        levels = [int(row[0]) for row in found]
+        assert levels == sorted(levels) and levels[0] == 0 and levels[-1] == 999, (kind, levels)
+        for _, text, *_, printed_chance in found:
+            values = dict(re.findall(rf"(L\d+H\d+) {NUMBER}", text))
+            assert len(values) == depth * heads and all(0 <= float(v) <= 1 for v in values.values()), (kind, text)
+            assert float(printed_chance) == pytest.approx(chance[kind.removesuffix("_permuted")], abs=5e-4)
+        per_level[kind] = [{head: float(v) for head, v in re.findall(rf"(L\d+H\d+) {NUMBER}", row[1])} for row in found]
+    # The control exists because a fixed-offset head scores 1 on repeated clips and exactly 0 on shuffled ones.
+    repeated, shuffled = (float(v) for v in lines(
+        out, r"^a head that always looks \d+ frame\(s\) back: induction score NUMBER on repeated clips, NUMBER on the "
+             r"control$", count=1)[0])
+    assert repeated == 1.0 and shuffled == 0.0
+    # The top heads are those of highest previous-frame score averaged over the levels (to printed rounding).
+    top = re.findall(rf"(L\d+H\d+) {NUMBER}", lines(out, r"^top \d+ previous-frame head\(s\), averaged over levels: "
+                                                         r"(.*) \(chance", count=1)[0][0])
+    previous = per_level["previous_frame"]
+    averages = {head: np.mean([row[head] for row in previous]) for head in previous[0]}
+    others = [value for head, value in averages.items() if head not in dict(top)]
+    for head, value in top:
+        assert float(value) == pytest.approx(averages[head], abs=2e-3)
+        assert all(float(value) >= other - 2e-3 for other in others), (top, averages)
+    zero, mean = (float(v) for v in lines(out, r"^relative change of the output, heads .*: zero-ablated NUMBER, "
+                                               r"mean-ablated NUMBER$", count=1)[0])
+    assert zero > 0 and mean >= 0
+    lines(out, r"^skip_block\(0\): block 0's resid_post equals its resid_pre exactly: True$", count=1)
+    # The table: every standard ablation, the top heads zero- and mean-ablated; the copy of the last real
+    # frame does not move.
+    rows = ablation_rows(out)
+    assert len(rows) == 5 + 2 * depth + 2, [row[0] for row in rows]
+    assert rows[0][0].startswith("none") and rows[1][0].startswith("skip the DiT")
+    assert rows[-2][0].startswith("zero heads") and rows[-1][0].startswith("mean heads")
+    for name, *numbers, moves in rows:
+        found_share, formed, motion = numbers[2:5]
+        assert all(v is None or 0 <= v <= 1 for v in (found_share, formed)), name
+        assert moves == ("None" if motion is None else str(motion >= 0.25)), name
+    frozen, plain = rows[1][5], rows[0][5]
+    assert frozen in (None, 0.0) and rows[1][6] in ("False", "None")
+    printed = lines(out, r"^motion ratio: the model as trained (\S+), skip the DiT (\S+)$", count=1)[0]
+    assert (px_or_none(printed[0]), px_or_none(printed[1])) == (plain, frozen)
+    if plain is not None and frozen is not None:
+        assert plain > frozen, (plain, frozen)
+    # The reading of the table is the table's: the row named as the largest error has the largest error.
+    scored = [row for row in rows[2:] if row[2] is not None]
+    if rows[0][2] is not None and scored:
+        name, _ = lines(out, r"^largest position error of the ablations: (.+) \((\S+) px, against", count=1)[0]
+        assert name == max(scored, key=lambda row: row[2])[0]
+        worse = int(number(out, r"^ablations with a larger position error than the model as trained: NUMBER of"))
+        assert worse == sum(row[2] > rows[0][2] for row in scored)
+    name, share = lines(out, r"^fewest well-formed frames: (.+) \(NUMBER, against", count=1)[0]
+    assert float(share) == min(row[4] for row in rows[2:])
+    assert name in [row[0] for row in rows[2:] if row[4] == float(share)]
+
+
+def check_12_the_physics_probe(out: str) -> None:
+    pairs, videos, window, plausible, impossible = (int(v) for v in lines(
+        out, r"^(\d+) pairs, (\d+) videos, windows of W = (\d+) frames; labels: (\d+) plausible, (\d+) impossible$",
+        count=1)[0])
+    assert videos == 2 * pairs and plausible == impossible == pairs
+    kinds = {kind: int(count) for kind, count in re.findall(
+        r"'(\w+)': (\d+)", lines(out, r"^kinds of impossibility \(pairs each\): (\{.*\})$", count=1)[0][0])}
+    assert set(kinds) <= set(IMPOSSIBLE_KINDS) and sum(kinds.values()) == pairs
+    assert max(kinds.values()) - min(kinds.values()) <= 1  # the kinds cycle evenly over the pairs
+    if pairs >= len(IMPOSSIBLE_KINDS):
+        assert set(kinds) == set(IMPOSSIBLE_KINDS)
+    offsets = {int(k): int(v) for k, v in re.findall(
+        r"(\d+): (\d+)", lines(out, r"^event frame within the window \(pairs each\): (\{.*\})$", count=1)[0][0])}
+    assert sum(offsets.values()) == pairs and all(0 < offset < window for offset in offsets)
+    # The twins are the same video up to the event, and different at it.
+    same, different = lines(out, r"^twins identical before their event: (\w+); different at the event frame: (\d+) of",
+                            count=1)[0]
+    assert same == "True" and int(different) == pairs
+    # The inversion visits as many levels as it takes steps, from the clean video up.
+    steps, visited = lines(out, r"^DDIM inversion in (\d+) steps evaluates the model at levels (\[.*\])$", count=1)[0]
+    visited = [int(v) for v in re.findall(r"\d+", visited)]
+    assert len(visited) == int(steps) and visited[0] == 0 and visited == sorted(visited)
+    pooled, depth, levels = lines(out, r"^at level \d+: resid_post of block 0 pooled over tokens (\(.*\)) "
+                                       r"\(videos, D\); cells per site: (\d+) blocks x (\d+) levels$", count=1)[0]
+    assert shape(pooled)[0] == 2 and int(levels) == len(visited)
+    depth = int(depth)
+    # Ordinary folds split twins across training and test; grouped folds never do.
+    ordinary, grouped = (int(v) for v in lines(
+        out, r"^pairs split by ordinary folds \(5 folds\): (\d+); by folds grouped by pair: (\d+)$", count=1)[0])
+    assert ordinary > 0 and grouped == 0
+    # Picking the best of 40 noise cells after looking is biased upward; the nested figure is not.
+    picked, nested = (float(v) for v in lines(
+        out, r"^40 cells of pure noise: the best cell picked by its held-out accuracy scores NUMBER; the nested "
+             r"figure is NUMBER", count=1)[0])
+    assert picked > 0.5 and picked >= nested
+    num_pairs, inversion_steps, permutations, sweep = lines(
+        out, r"^config: (\d+) pairs, (\d+) inversion steps, .* (\d+) relabellings, step sweep (\[.*\])$", count=1)[0]
+    assert int(num_pairs) == pairs and int(inversion_steps) == int(steps)
+    sweep = [int(v) for v in re.findall(r"\d+", sweep)]
+    (heatmap,) = lines(out, r"^levels of the heatmap: (\[.*\])$", count=1)[0]
+    heatmap_levels = [int(v) for v in re.findall(r"\d+", heatmap)]
+    assert heatmap_levels == visited  # the same inversion as above, for every video
+    site, block, level = lines(out, r"^selected cell: (\w+), block (\d+), level (\d+);", count=1)[0]
+    assert site in ("resid_post", "attn_out", "mlp_out") and int(block) < depth and int(level) in visited
+    for name in ("trained DiT, nested", "vae_latent_baseline *", "x_t_baseline *", "random_init_baseline"):
+        values = [float(v) for v in lines(out, rf"^{name}: per-video NUMBER ± NUMBER, pairwise NUMBER, AUROC NUMBER$",
+                                          count=1)[0]]
+        assert all(0 <= v <= 1 for v in values), (name, values)
+    # The permutation p-value is (1 + k) / (1 + N) for a whole k, never below 1 / (N + 1).
+    observed, null_mean, null_max, p_value, smallest, n = lines(
+        out, r"^permutation null over .*: observed NUMBER, null mean NUMBER, null max NUMBER; p = NUMBER "
+             r"\(smallest possible NUMBER, N = (\d+)\)$", count=1)[0]
+    n = int(n)
+    assert n == int(permutations)
+    assert float(smallest) == pytest.approx(1 / (n + 1), abs=5e-5)
+    assert 1 / (n + 1) - 5e-5 <= float(p_value) <= 1
+    assert float(p_value) * (n + 1) == pytest.approx(round(float(p_value) * (n + 1)), abs=5e-3)
+    assert float(null_max) >= float(null_mean)
+    verdict = lines(out, r"^at the 5 % level the observed accuracy is (above|not distinguishable from) the null$",
+                    count=1)[0][0]
+    assert verdict == ("above" if float(p_value) <= 0.05 else "not distinguishable from")
+    control = lines(out, r"^control task: accuracy NUMBER, task accuracy on the same cells NUMBER, selectivity NUMBER$")
+    control_accuracy, task, selectivity = (float(v) for v in control[0])
+    assert task == pytest.approx(float(observed), abs=1.5e-3)  # the permutation test's observed figure
+    assert selectivity == pytest.approx(task - control_accuracy, abs=1.5e-3)
+    # Leave one kind out: one figure per kind of the pairs; the sweep and the intervention as configured.
+    loto = {kind: float(v) for kind, v in lines(out, r"^leave one kind out: (\w+) +accuracy on the unseen kind "
+                                                      r"NUMBER$")}
+    assert set(loto) == set(kinds) and all(0 <= v <= 1 for v in loto.values())
+    above = int(number(out, r"^kinds on which the transferred probe is above 0\.5: NUMBER of"))
+    assert above == sum(v > 0.5 for v in loto.values())
+    swept = [int(s) for s, _ in lines(out, r"^inversion with +(\d+) steps: nested per-video accuracy NUMBER$")]
+    assert swept == sweep
+    flips = {int(b): (float(share), float(accuracy_then)) for b, share, accuracy_then in lines(
+        out, r"^noise into block (\d+) \(α = [\d.]+\): verdicts flipped NUMBER, accuracy then NUMBER$", count=depth)}
+    assert sorted(flips) == list(range(depth)) and all(0 <= s <= 1 and 0 <= a <= 1 for s, a in flips.values())
+    most = int(number(out, r"^the block whose noise flips the most verdicts: block NUMBER"))
+    assert flips[most][0] == max(share for share, _ in flips.values())
+
+
 LESSON_CHECKS = {
     "01_forward_process": check_01_forward_process,
     "02_training_ddpm": check_02_training_ddpm,
@@ -451,6 +655,8 @@ LESSON_CHECKS = {
     "08_physics_videos_and_a_per_frame_vae": check_08_physics_videos_and_a_per_frame_vae,
     "09_video_dit_and_diffusion_forcing": check_09_video_dit_and_diffusion_forcing,
     "10_rollouts_and_history_guidance": check_10_rollouts_and_history_guidance,
+    "11_looking_inside_the_video_dit": check_11_looking_inside_the_video_dit,
+    "12_the_physics_probe": check_12_the_physics_probe,
 }
 
 

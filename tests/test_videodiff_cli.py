@@ -126,6 +126,58 @@ def test_help_lists_the_commands():
     completed = subprocess.run([sys.executable, "-m", "videodiff", "--help"], capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 0
-    for command in ("data", "train-vae", "train", "rollout", "evaluate", "demo"):
+    for command in ("data", "train-vae", "train", "rollout", "evaluate", "probe", "ablate", "demo"):
         assert command in completed.stdout
     assert Path(videodiff.cli.__file__).exists()
+
+
+def test_probe_writes_the_figures_json_and_refittable_features(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    target = tmp_path / "probe"
+    assert main(["probe", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--quick", "--out", str(target)]) == 0
+    result = json.loads((target / "probe.json").read_text())
+    for key in ("site", "block", "noise_level", "per_video_accuracy", "pairwise_accuracy", "auroc"):
+        assert key in result["best"]
+    for key in ("vae_latent_baseline", "random_init_baseline", "x_t_baseline"):
+        assert 0 <= result[key]["per_video_accuracy"] <= 1
+    permutations = result["permutation"]["num_permutations"]
+    assert 1 / (1 + permutations) <= result["permutation_p_value"] <= 1
+    assert set(result["leave_one_type_out"]) == set(result["kinds"])
+    assert set(result["inversion_steps"]) == {"1", "2"} and set(result["intervention"]) == {"0"}
+    for name in ("probe_heatmaps.png", "probe_sweeps.png"):
+        assert (target / name).stat().st_size > 1000
+    # features.npz: one array per (site, block, level) of the heatmap, rows aligned with labels and pairs.
+    features = np.load(target / "features.npz")
+    labels, pair_ids = features["labels"], features["pair_ids"]
+    assert len(labels) == result["num_videos"] and labels.sum() * 2 == len(labels)
+    for pair in np.unique(pair_ids):
+        assert sorted(labels[pair_ids == pair].tolist()) == [0, 1]
+    for site in result["config"]["sites"]:
+        for level in result["heatmap"]["levels"]:
+            assert features[f"{site}_block0_level{level}"].shape == (len(labels), 48)
+    assert features["vae_latent_block0_level0"].shape[0] == len(labels)
+    assert "per-video accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["probe", "--num-pairs", "4"], "--num-pairs must be at least 10"),
+    (["probe", "--pool", "middle"], "invalid choice: 'middle'"),
+    (["probe", "--steps", "0"], "expected a positive integer, got 0"),
+    (["ablate", "--context", "9"], "does not fit the model's window of 4 frames"),
+])
+def test_probe_and_ablate_refuse_bad_requests_with_one_line(demo_run, tmp_path, capsys, args, message):
+    out, _ = demo_run
+    assert main([*args, "--checkpoint", str(out / "dit" / "checkpoint.pt")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_ablate_prints_one_row_per_ablation_and_copying_the_last_frame_does_not_move(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    table_file = tmp_path / "ablations.json"
+    assert main(["ablate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "3", "--context", "2",
+                 "--length", "4", "--steps", "2", "--out", str(table_file)]) == 0
+    table = {row["ablation"]: row for row in json.loads(table_file.read_text())}
+    assert "skip block 0" in table and "noise into block 0 (α = 0.5)" in table
+    frozen = table["skip the DiT (copy the last real frame)"]
+    assert frozen["motion_ratio"] in (None, 0.0) or frozen["motion_ratio"] < 1e-6

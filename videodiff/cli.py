@@ -1,4 +1,4 @@
-"""Command line: ``python -m videodiff data|train-vae|train|rollout|evaluate|demo``.
+"""Command line: ``python -m videodiff data|train-vae|train|rollout|evaluate|probe|ablate|demo``.
 
     python -m videodiff data --num-videos 100 --seed 0 --out physics.npz
     python -m videodiff train-vae --out runs/video/vae
@@ -6,6 +6,8 @@
     python -m videodiff rollout --checkpoint runs/video/dit/checkpoint.pt --num-videos 32 --context 4 \
         --length 64 --guidance vanilla --scale 2 --out runs/video/rollout
     python -m videodiff evaluate --checkpoint runs/video/dit/checkpoint.pt
+    python -m videodiff probe --checkpoint runs/video/dit/checkpoint.pt --out runs/video/probe
+    python -m videodiff ablate --checkpoint runs/video/dit/checkpoint.pt
 
 A bad argument (context longer than the window, an unknown guidance mode, a length <= 0, a checkpoint
 of another layer or a corrupt one…) ends the program with status 2 and one line saying what was wrong.
@@ -177,6 +179,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
+    probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
+    probe.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+                       help="the video diffusion run")
+    probe.add_argument("--out", default="runs/video/probe",
+                       help="folder for probe.json, features.npz and the figures")
+    probe.add_argument("--num-pairs", type=positive_int, default=240,
+                       help="matched plausible/impossible pairs (at least 10)")
+    probe.add_argument("--steps", type=positive_int, default=10, help="DDIM inversion steps")
+    probe.add_argument("--pool", choices=("all", "after_event"), default="all",
+                       help="mean-pool the tokens of all the window's frames, or only of those from the event on")
+    probe.add_argument("--permutations", type=positive_int, default=199, help="relabellings of the permutation null")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the pairs (the probes' splits use 0, 1, 2)")
+    probe.add_argument("--quick", action="store_true", help="smoke-test sizes: runs in seconds, figures mean nothing")
+
+    ablate = commands.add_parser("ablate", help="physics metrics of rollouts with one part of the DiT broken")
+    ablate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+                        help="the video diffusion run")
+    ablate.add_argument("--num-videos", type=positive_int, default=16, help="held-out videos")
+    ablate.add_argument("--context", type=positive_int, default=4, help="real context frames")
+    ablate.add_argument("--length", type=positive_int, default=16, help="frames to generate")
+    ablate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
+    ablate.add_argument("--alpha", type=non_negative_float, default=0.5, help="size of the injected noise, α")
+    ablate.add_argument("--out", help="also write the table as JSON to this file")
+
     demo = commands.add_parser("demo", help="train the VAE and the video DiT, write a rollout GIF (make demo)")
     demo.add_argument("--out", default="runs/demo/video", help="output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -273,6 +299,39 @@ def command_evaluate(args) -> None:
         Path(args.out).write_text(json.dumps(table, indent=2))
 
 
+def command_probe(args) -> None:
+    from videodiff.interp.experiment import ProbeExperimentConfig, quick_probe_config, run_probe_experiment
+
+    if args.num_pairs < 10 and not args.quick:
+        raise UsageError(f"--num-pairs must be at least 10 (grouped folds need pairs to split), got {args.num_pairs}")
+    run = load_video_diffusion(args.checkpoint)
+    config = quick_probe_config() if args.quick else ProbeExperimentConfig(
+        num_pairs=args.num_pairs, inversion_steps=args.steps, pool=args.pool, num_permutations=args.permutations,
+        seed=args.seed)
+    print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos)")
+    result = run_probe_experiment(run, config, out_dir=args.out)
+    best = result["best"]
+    print(f"best cell (chosen on inner folds): {best['site']} block {best['block']} level {best['noise_level']}: "
+          f"per-video accuracy {best['per_video_accuracy']:.3f} ± {best['per_video_accuracy_std']:.3f} (held-out "
+          f"folds), pairwise {best['pairwise_accuracy']:.3f}, AUROC {best['auroc']:.3f}")
+    for name in ("vae_latent_baseline", "x_t_baseline", "random_init_baseline"):
+        print(f"{name}: per-video accuracy {result[name]['per_video_accuracy']:.3f}")
+    print(f"permutation p-value {result['permutation_p_value']:.4f}; total {result['seconds']['total']:.0f} s")
+    print(f"wrote probe.json, features.npz, probe_heatmaps.png and probe_sweeps.png to {args.out}")
+
+
+def command_ablate(args) -> None:
+    from videodiff.interp.ablations import ablation_table, format_ablation_table, standard_ablations
+
+    run = load_video_diffusion(args.checkpoint)
+    _check_rollout_request(run, args.context, args.length)
+    table = ablation_table(run, standard_ablations(run.model, alpha=args.alpha), num_videos=args.num_videos,
+                           context=args.context, length=args.length, num_steps=args.steps)
+    print(format_ablation_table(table))
+    if args.out:
+        Path(args.out).write_text(json.dumps(table, indent=2))
+
+
 def command_demo(args) -> None:
     from videodiff.demo import run_demo
 
@@ -280,7 +339,7 @@ def command_demo(args) -> None:
 
 
 COMMANDS = {"data": command_data, "train-vae": command_train_vae, "train": command_train, "rollout": command_rollout,
-            "evaluate": command_evaluate, "demo": command_demo}
+            "evaluate": command_evaluate, "probe": command_probe, "ablate": command_ablate, "demo": command_demo}
 
 
 def main(argv=None) -> int:

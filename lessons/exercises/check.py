@@ -6,11 +6,11 @@
 
 FILE is imported by its path, its functions are run on seeded random inputs and on edge cases, and
 every result is compared with the reference implementation in ``toydiff`` (exercises 01-04),
-``imagediff`` (05-07; 07 uses both) or ``videodiff`` (08-10).  One line per check says
+``imagediff`` (05-07; 07 uses both) or ``videodiff`` (08-12).  One line per check says
 PASS or FAIL and why; the exit status is 0 only when every check passes (1 otherwise, 2 for a bad
 command line).
 
-How the checker is laid out (for whoever adds exercise 11)
+How the checker is laid out (for whoever adds exercise 13)
     lessons/exercises/exNN_topic.py             the exercise, with blanks
     lessons/exercises/solutions/exNN_topic.py   its reference answer
     lessons/exercises/checks/exNN_topic.py      its checks
