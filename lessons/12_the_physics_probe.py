@@ -35,7 +35,7 @@ OUT = start_lesson("12_the_physics_probe")
 # The lesson's size, chosen to fit its time: 160 pairs, the residual stream only, 5 inversion steps (a sweep
 # to 10), 49 relabellings for the permutation null (the smallest p it can give is 1/50).  The permutation
 # null dominates the cost: each relabelling reruns the whole nested probe.  The command line's defaults are
-# larger — 240 pairs, three sites (residual stream, attention and MLP outputs), 10 steps (a sweep to 20),
+# larger — 200 pairs, three sites (residual stream, attention and MLP outputs), 10 steps (a sweep to 20),
 # 199 relabellings: `python -m videodiff probe --checkpoint ...` runs those.  Quick mode: smoke-test sizes,
 # its figures mean nothing.
 CONFIG = quick_probe_config() if QUICK else ProbeExperimentConfig(

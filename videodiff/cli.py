@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the video diffusion run")
     probe.add_argument("--out", default="runs/video/probe",
                        help="folder for probe.json, features.npz and the figures")
-    probe.add_argument("--num-pairs", type=positive_int, default=240,
+    probe.add_argument("--num-pairs", type=positive_int, default=200,
                        help="matched plausible/impossible pairs (at least 10)")
     probe.add_argument("--steps", type=positive_int, default=10, help="DDIM inversion steps")
     probe.add_argument("--pool", choices=("all", "after_event"), default="all",

@@ -24,12 +24,13 @@ def plot_accuracy_heatmaps(result: dict, path) -> Path:
         image = axis.imshow(values, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
         axis.set_xticks(range(len(levels)), [str(level) for level in levels], rotation=90, fontsize=7)
         axis.set_yticks(range(len(blocks)), [str(block) for block in blocks])
-        axis.set_xlabel("noise level of the inversion step")
+        axis.set_xlabel("noise level")
         axis.set_ylabel("block")
         axis.set_title(title, fontsize=9)
         for (row, column), value in np.ndenumerate(values):
             axis.text(column, row, f"{value:.2f}"[1:], ha="center", va="center", fontsize=6, color="white")
     figure.colorbar(image, ax=axes[0].tolist(), label="held-out accuracy of that cell alone")
+    figure.supxlabel("the noise level at which the inversion evaluated the DiT", fontsize=8)
     best = result["best"]
     figure.suptitle(f"Plausible or impossible, read linearly from pooled states (selected cell: "
                     f"{best['site']}, block {best['block']}, level {best['noise_level']}: "
