@@ -12,10 +12,8 @@
 # explains its parts, runs it at a size that fits the lesson's time, and reads what it measured.
 #
 # Run:   python lessons/12_the_physics_probe.py   (figures in runs/lessons/12_the_physics_probe/)
-# Time:  about 8 min on a 2-core CPU with lessons 08 and 09's checkpoints present: the budget the
-#        experiment's size below was chosen for, from the measured cost of its parts (a nested probe, an
-#        inversion); the whole lesson is NOT yet measured in full mode (`make lessons` measures it and
-#        prints it next to this line).
+# Time:  about 5.5 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 315 s on an
+#        idle 2-core machine, both cores in use).
 
 # %%
 import time
@@ -32,14 +30,12 @@ from videodiff.plots import save_frame_strips
 from lesson_setup import QUICK, shared_video_model, start_lesson  # noqa: E402
 
 OUT = start_lesson("12_the_physics_probe")
-# The lesson's size, chosen to fit its time: 160 pairs, the residual stream only, 5 inversion steps (a sweep
-# to 10), 49 relabellings for the permutation null (the smallest p it can give is 1/50).  The permutation
-# null dominates the cost: each relabelling reruns the whole nested probe.  The command line's defaults are
-# larger — 200 pairs, three sites (residual stream, attention and MLP outputs), 10 steps (a sweep to 20),
-# 199 relabellings: `python -m videodiff probe --checkpoint ...` runs those.  Quick mode: smoke-test sizes,
-# its figures mean nothing.
-CONFIG = quick_probe_config() if QUICK else ProbeExperimentConfig(
-    num_pairs=160, sites=("resid_post",), inversion_steps=5, step_sweep=(1, 2, 5, 10), num_permutations=49)
+# The lesson's size, chosen to fit its time: the command line's 200 pairs, three sites (residual stream,
+# attention and MLP outputs) and 10 inversion steps, but a sweep to 10 steps rather than 20 and 99
+# relabellings for the permutation null rather than 199 (the smallest p it can give is 1/100).  The null
+# dominates the cost: each relabelling reruns the whole nested probe.  `python -m videodiff probe
+# --checkpoint ...` runs the full size.  Quick mode: smoke-test sizes, its figures mean nothing.
+CONFIG = quick_probe_config() if QUICK else ProbeExperimentConfig(step_sweep=(1, 2, 5, 10), num_permutations=99)
 started = time.perf_counter()
 
 # %% [markdown]

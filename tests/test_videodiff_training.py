@@ -58,6 +58,26 @@ def test_clean_context_holds_the_first_frames_clean_and_gives_them_no_loss():
     assert logs["per_example_loss"].shape == (8, 6)
 
 
+def test_without_clean_frame_loss_the_clean_history_gets_no_gradient_and_the_rest_does():
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, clean_frame_loss=False)
+    output = torch.zeros(64, 6, 2, 4, 4, requires_grad=True)
+
+    def model(x_t, t):
+        return x_t * 0 + output
+
+    loss, logs = objective(model, (clips(batch=64),), torch.Generator().manual_seed(2))
+    loss.backward()
+    t = logs["t"]  # every clip has a clean history of 1..5 frames
+    clean = t == CLEAN_LEVEL
+    assert clean[:, 0].all() and clean.any(dim=0)[1:-1].all() and not clean[:, -1].any()
+    gradient = output.grad.abs().sum(dim=(2, 3, 4))  # (B, F)
+    assert torch.equal(gradient[clean], torch.zeros_like(gradient[clean]))
+    assert (gradient[~clean] > 0).all()
+    # With the loss on (the default), the clean frames are learned too.
+    assert VideoDiffusionObjective(SCHEDULE).loss_weight(t)[clean].min() == 1.0
+    assert objective.config_dict()["clean_frame_loss"] is False
+
+
 def test_the_per_frame_loss_is_each_frames_own_error():
     # With the exact target on frames 0..2 and a wrong one on 3..5, only the last frames carry loss.
     objective = VideoDiffusionObjective(SCHEDULE, prediction_type="epsilon")

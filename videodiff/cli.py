@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--length", type=positive_int, default=16, help="frames to generate")
     ablate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
     ablate.add_argument("--alpha", type=non_negative_float, default=0.5, help="size of the injected noise, α")
-    ablate.add_argument("--out", help="also write the table as JSON to this file")
+    ablate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
     demo = commands.add_parser("demo", help="train the VAE and the video DiT, write a rollout GIF (make demo)")
     demo.add_argument("--out", default="runs/demo/video", help="output folder")

@@ -116,6 +116,8 @@ class VideoDiffusionRunConfig(RunConfig):
     # measured better than 0 at equal steps (3000): x̂_0 of the future from clean context at level 999
     # had MSE 0.16 against 0.21, and the first generated frame's ball-position error 0.9 px against 1.4.
     clean_history_probability: float = 0.5
+    # Whether frames at the clean level (the clean history) get a loss; see VideoDiffusionObjective.
+    clean_frame_loss: bool = True
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
@@ -247,7 +249,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
-                                        clean_history_probability=config.clean_history_probability)
+                                        clean_history_probability=config.clean_history_probability,
+                                        clean_frame_loss=config.clean_frame_loss)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 

@@ -42,8 +42,8 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
-                 clean_history_probability: float = 0.0, label_dropout: float = 0.0,
-                 null_label: Optional[int] = None):
+                 clean_history_probability: float = 0.0, clean_frame_loss: bool = True,
+                 label_dropout: float = 0.0, null_label: Optional[int] = None):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
@@ -60,6 +60,12 @@ class VideoDiffusionObjective(DiffusionObjective):
         # what prediction from real frames asks. With this probability a clip instead gets a clean
         # history of random length 1..F-1 (level 0), the other frames keeping their independent levels.
         self.clean_history_probability = clean_history_probability
+        # A frame at the clean level is shown as x_t = sqrt(ᾱ_0) x_0 + sqrt(1 - ᾱ_0) ε with sqrt(1 - ᾱ_0)
+        # = 0.01 (linear β): its ε (and so its v ≈ ε) cannot be told from x_0 and is not learnable; its
+        # squared error stays near 1 while the learnable frames' falls, so those frames add gradient
+        # noise and nothing else. clean_frame_loss=False gives them no loss, as the clean context of
+        # clean_context has none: a clean frame is given, not learned.
+        self.clean_frame_loss = clean_frame_loss
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
@@ -86,11 +92,14 @@ class VideoDiffusionObjective(DiffusionObjective):
         weight = super().loss_weight(t)  # (B, F)
         if self.context_frames:
             weight[:, :self.context_frames] = 0.0  # the context is given, not learned
+        if not self.clean_frame_loss:
+            weight = torch.where(t == CLEAN_LEVEL, torch.zeros_like(weight), weight)
         return weight
 
     def config_dict(self) -> dict:
         return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames,
-                "clean_history_probability": self.clean_history_probability}
+                "clean_history_probability": self.clean_history_probability,
+                "clean_frame_loss": self.clean_frame_loss}
 
 
 class VideoClips(TensorBatches):

@@ -471,8 +471,10 @@ def head_ablation_hooks(heads: Sequence[Head], mode: str = "zero",
 def mean_head_outputs(model, latents: torch.Tensor, t: torch.Tensor, heads: Sequence[Head]) -> dict[Head, torch.Tensor]:
     """Each head's output z averaged over examples and tokens: {(layer, head): (d,)}, for mode="mean".
 
-    latents: (B, F, C, H, W); t: (B, F) int64, the levels to take the means at (those the ablated model
-    will see, ideally). One forward with the z of the heads' layers cached (and pooled in the hook).
+    latents: (B, F, C, H, W), the model's input exactly as given — already noised to the levels t (pass
+    clean latents with t = 0, or noise them with schedule.add_noise first); t: (B, F) int64, the levels
+    to take the means at (those the ablated model will see, ideally). One forward with the z of the
+    heads' layers cached (and pooled in the hook).
     """
     heads = _check_heads(heads, model)
     layers = sorted({layer for layer, _ in heads})
