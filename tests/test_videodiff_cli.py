@@ -142,7 +142,7 @@ def test_probe_writes_the_figures_json_and_refittable_features(demo_run, tmp_pat
         assert 0 <= result[key]["per_video_accuracy"] <= 1
     permutations = result["permutation"]["num_permutations"]
     assert 1 / (1 + permutations) <= result["permutation_p_value"] <= 1
-    assert set(result["leave_one_type_out"]) == set(result["kinds"])
+    assert set(result["leave_one_type_out"]) == set(result["kinds"]) == set(result["best"]["per_kind_accuracy"])
     assert set(result["inversion_steps"]) == {"1", "2"} and set(result["intervention"]) == {"0"}
     for name in ("probe_heatmaps.png", "probe_sweeps.png"):
         assert (target / name).stat().st_size > 1000

@@ -384,7 +384,8 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
         "num_videos": int(len(y)),
         "kinds": sorted(set(windows.kinds.tolist())),
         "best": {**_cell_json(best_cell), **_summary(trained),
-                 "chosen_cells_per_seed": [_cell_json(r.best_cell) for r in trained["results"]]},
+                 "chosen_cells_per_seed": [_cell_json(r.best_cell) for r in trained["results"]],
+                 "per_kind_accuracy": per_kind_accuracy(trained, windows)},
         **baselines,
         "permutation_p_value": p_value,
         "permutation": {"observed": observed, "null_mean": float(null.mean()), "null_max": float(null.max()),
@@ -414,6 +415,13 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
     if out_dir is not None:
         (Path(out_dir) / "probe.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def per_kind_accuracy(over_seeds: dict, windows: PairWindows) -> dict:
+    """The nested (held-out) per-video accuracy on the pairs of each kind of impossibility, mean over seeds."""
+    kinds = windows.kinds
+    return {str(kind): float(np.mean([accuracy(result.margins[kinds == kind], windows.labels[kinds == kind])
+                                      for result in over_seeds["results"]])) for kind in sorted(set(kinds.tolist()))}
 
 
 def trained_cell_accuracy(over_seeds: dict, cell) -> float:
