@@ -289,12 +289,12 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
     lap("videos and VAE latents")
 
     # 1. Features along the inversion, for the trained DiT and for a random one of the same shape.
-    features_by_steps, levels_by_steps = {}, {}
+    features_by_steps = {}
     levels = kept_levels(config.inversion_steps, config.num_levels, schedule.num_timesteps)
     features, levels, x_t = trajectory_features(model, latents, schedule, num_steps=config.inversion_steps,
                                                 sites=config.sites, select=select, levels=levels,
                                                 projection_dim=config.projection_dim, **kw)
-    features_by_steps[config.inversion_steps], levels_by_steps[config.inversion_steps] = features, levels
+    features_by_steps[config.inversion_steps] = features
     lap(f"DDIM inversion, {config.inversion_steps} steps, trained DiT")
     random_features, _, _ = trajectory_features(randomly_initialised_like(model, config.seed), latents, schedule,
                                                 num_steps=config.inversion_steps, sites=config.sites, select=select,
@@ -351,7 +351,7 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
     steps_accuracy = {}
     for steps in config.step_sweep:
         if steps not in features_by_steps:
-            features_by_steps[steps], levels_by_steps[steps], _ = trajectory_features(
+            features_by_steps[steps], _, _ = trajectory_features(
                 model, latents, schedule, num_steps=steps, sites=(best_cell[0],), select=select,
                 levels=kept_levels(steps, config.num_levels, schedule.num_timesteps), **kw)
         cells = {cell: X for cell, X in features_by_steps[steps].items() if cell[0] == best_cell[0]}

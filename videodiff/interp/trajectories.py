@@ -73,10 +73,12 @@ class _RecordingDenoiser:
         return output
 
 
-def _check_latents(latents: torch.Tensor) -> None:
+def _check_request(latents: torch.Tensor, schedule: NoiseSchedule, num_steps) -> None:
     if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
         got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
         raise ValueError(f"expected video latents of shape (B, F, C, H, W), got {got}.")
+    if not isinstance(num_steps, int) or not 1 <= num_steps <= schedule.num_timesteps:
+        raise ValueError(f"num_steps must be an integer in 1..{schedule.num_timesteps}, got {num_steps!r}.")
 
 
 @torch.no_grad()
@@ -90,9 +92,7 @@ def invert_video(model: VideoDenoiser, latents: torch.Tensor, schedule: NoiseSch
     levels: the evaluation levels to cache at (None: all of them; see Trajectory.levels for which
     levels a run visits). Returns a Trajectory whose ``end`` is the noise x_T (B, F, C, H, W).
     """
-    _check_latents(latents)
-    if not isinstance(num_steps, int) or not 1 <= num_steps <= schedule.num_timesteps:
-        raise ValueError(f"num_steps must be an integer in 1..{schedule.num_timesteps}, got {num_steps!r}.")
+    _check_request(latents, schedule, num_steps)
     trajectory = Trajectory()
     denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states)
     trajectory.end = ddim_invert(denoiser, latents, schedule, num_steps=num_steps, spacing=spacing,
@@ -109,9 +109,7 @@ def sample_video(model: VideoDenoiser, noise: torch.Tensor, schedule: NoiseSched
     """Deterministic DDIM from noise (B, F, C, H, W) to a clip, every frame at the same level, caching
     as `invert_video` does. ``sample_video(invert_video(x).end)`` returns x up to the discretisation
     error, smaller with more steps. Returns a Trajectory whose ``end`` is the sampled latents."""
-    _check_latents(noise)
-    if not isinstance(num_steps, int) or not 1 <= num_steps <= schedule.num_timesteps:
-        raise ValueError(f"num_steps must be an integer in 1..{schedule.num_timesteps}, got {num_steps!r}.")
+    _check_request(noise, schedule, num_steps)
     trajectory = Trajectory()
     denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states)
     trajectory.end = ddim_sample(denoiser, noise, schedule, num_steps=num_steps, spacing=spacing,
