@@ -14,6 +14,7 @@ status 2 and one line saying what was wrong; an unknown prompt lists the known c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from imagediff.classifier import (
 from imagediff.data import GENERATORS, make_dataset
 from imagediff.dit import DIT_SIZES, dit_config
 from imagediff.evaluation import Grader, format_sweep, guidance_sweep
+from imagediff.levers import run_levers
 from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import (
     SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, load_image_diffusion,
@@ -50,6 +52,13 @@ def _fraction(text: str) -> float:
     value = non_negative_float(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
     return value
 
 
@@ -106,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the training step (falls back to eager where the machine cannot compile)")
 
     classifier = commands.add_parser("train-classifier",
                                      help="train the evaluation classifier (real pixels) or the noisy one (guidance)")
@@ -155,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
     evaluate.add_argument("--vae", type=_existing_file,
                           help="also report this VAE's PSNR on held-out images (default: no VAE report)")
+    levers = commands.add_parser(
+        "levers", help="train variants of the recipe for the same wall time and grade each (imagediff.levers)")
+    levers.add_argument("variants", nargs="+",
+                        help='"default", or field=value changes of the run configuration separated by spaces, e.g. '
+                             '"train.batch_size=64 weighting=min_snr" (dit. and train. reach the nested configs)')
+    levers.add_argument("--budget", type=_positive_float, default=360.0, help="seconds of training per variant")
+    levers.add_argument("--per-class", type=positive_int, default=6, help="samples graded per class")
+    levers.add_argument("--out", default="runs/levers",
+                        help="output folder: levers.json, levers.md, levers.png, one folder per variant "
+                             "(the VAE and the grader in it are reused)")
     demo = commands.add_parser("demo", help="train the VAE and the latent DiT, write sample grids (make demo)")
     demo.add_argument("--out", default="runs/demo/images", help="output folder of the figures")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -181,6 +202,7 @@ def command_train(args) -> None:
     config.train.learning_rate = args.learning_rate
     config.train.device = args.device
     config.train.mixed_precision = "bf16" if args.bf16 else "no"
+    config.train.compile = args.compile
     config.train.progress = not args.quiet
     run = train_image_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the {args.space} DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
@@ -245,13 +267,19 @@ def command_evaluate(args) -> None:
               summarise_psnr(psnr(decode_latents(vae, encode_images(vae, held_out)), held_out)))
 
 
+def command_levers(args) -> None:
+    if not torch.cuda.is_available():
+        torch.set_num_threads(min(2, os.cpu_count() or 1))  # the budget is stated for 2 cores
+    run_levers(args.variants, args.budget, Path(args.out), per_class=args.per_class)
+
+
 def command_demo(args) -> None:
     from imagediff.demo import run_demo
 
     run_demo(Path(args.out), progress=not args.quiet)
 
 
-COMMANDS = {"demo": command_demo, "train-vae": command_train_vae, "train": command_train, "train-classifier": command_train_classifier,
+COMMANDS = {"demo": command_demo, "levers": command_levers, "train-vae": command_train_vae, "train": command_train, "train-classifier": command_train_classifier,
             "sample": command_sample, "evaluate": command_evaluate}
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from toydiff.compilation import compile_or_eager
 from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_process
 from toydiff.ema import ExponentialMovingAverage
 
@@ -50,6 +51,9 @@ class TrainConfig:
     checkpoint_every: int = 1000       # 0: only at the end
     device: str = "auto"
     mixed_precision: str = "no"        # "bf16" runs forward passes under bf16 autocast on CUDA
+    # torch.compile the training forward (and backward); falls back to eager where the machine cannot
+    # compile (toydiff.compilation). The first steps are slower while it compiles.
+    compile: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -283,6 +287,9 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             })
         barrier(context)
 
+    # The objective calls the compiled model; checkpoints, EMA and clipping use `model`, whose
+    # parameters it shares.
+    forward_model = compile_or_eager(model, enabled=config.compile)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if config.mixed_precision == "bf16" and device.type == "cuda" else nullcontext())
     bins = _LossByTimestep(config.loss_bins, num_timesteps)
@@ -305,7 +312,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 group["lr"] = lr
             batch = data.sample(local_batch, generator)
             with autocast:
-                loss, logs = objective(model, batch, generator)
+                loss, logs = objective(forward_model, batch, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept. "

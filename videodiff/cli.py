@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the training step (falls back to eager where the machine cannot compile)")
 
     roll = commands.add_parser("rollout", help="continue held-out videos from real context frames")
     roll.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
@@ -252,7 +254,8 @@ def command_train(args) -> None:
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           device=args.device, mixed_precision="bf16" if args.bf16 else "no", progress=not args.quiet)
+                           device=args.device, mixed_precision="bf16" if args.bf16 else "no", compile=args.compile,
+                           progress=not args.quiet)
     run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"trained the video DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
 

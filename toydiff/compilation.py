@@ -1,0 +1,73 @@
+"""``torch.compile`` where it works, the eager model where it does not.
+
+    forward = compile_or_eager(model)     # call it like the model; attributes are the model's
+    loss = objective(forward, batch)      # the first call compiles (tens of seconds on a CPU)
+    forward.compiled                      # False if compilation failed and the model runs eagerly
+
+Compilation turns a model's forward (and, through AOTAutograd, its backward) into fused kernels: on a
+small DiT, whose step is dominated by many small elementwise operations (LayerNorm, modulation, GELU,
+residual adds), fusing them is where the time goes. It needs a C++ compiler on a CPU (Triton on a GPU)
+and a PyTorch build that supports it. Where any of that is missing, training must still run: the
+first call is tried compiled, and if the *compiler* fails (not the model: a wrong input still raises
+its own error) a warning says so and every call from then on is eager. The weights are the same
+tensors either way, so checkpoints, EMA and the optimizer never see the difference.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def _compiler_errors() -> tuple[type, ...]:
+    """Exceptions that mean "this machine cannot compile", as opposed to an error of the model itself."""
+    errors: list[type] = []
+    try:
+        from torch._dynamo import exc as dynamo_exc
+        errors += [dynamo_exc.BackendCompilerFailed, dynamo_exc.InvalidBackend]
+    except ImportError:  # a PyTorch without dynamo: compile_or_eager never gets that far
+        pass
+    try:
+        from torch._inductor import exc as inductor_exc
+        errors += [inductor_exc.InvalidCxxCompiler, inductor_exc.CppCompileError]
+    except ImportError:
+        pass
+    return tuple(errors) or (RuntimeError,)
+
+
+class CompiledOrEager:
+    """Calls the compiled model; falls back to the eager one the first time compilation fails.
+
+    Attribute access (``.training``, ``.null_label``, ``.parameters()`` …) goes to the eager model,
+    whose parameters the compiled one shares.
+    """
+
+    def __init__(self, model: nn.Module, **compile_options):
+        self.model = model
+        self.compiled = hasattr(torch, "compile")
+        self._forward = torch.compile(model, **compile_options) if self.compiled else model
+        if not self.compiled:
+            warnings.warn("this PyTorch has no torch.compile: the model runs eagerly", stacklevel=2)
+
+    def __call__(self, *args, **kwargs):
+        if not self.compiled:
+            return self.model(*args, **kwargs)
+        try:
+            return self._forward(*args, **kwargs)
+        except _compiler_errors() as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            warnings.warn(f"torch.compile failed on this machine ({type(error).__name__}: {first_line[:200]}); "
+                          "the model runs eagerly from now on", stacklevel=2)
+            self.compiled, self._forward = False, self.model
+            return self.model(*args, **kwargs)
+
+    def __getattr__(self, name):
+        # Only reached for names this wrapper does not have itself.
+        return getattr(self.__dict__["model"], name)
+
+
+def compile_or_eager(model: nn.Module, enabled: bool = True, **compile_options):
+    """``model`` wrapped in CompiledOrEager when ``enabled``, else ``model`` itself."""
+    return CompiledOrEager(model, **compile_options) if enabled else model
