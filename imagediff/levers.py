@@ -57,6 +57,14 @@ def _parse_value(text: str, current, where: str):
                 return kind(text)
             except ValueError:
                 raise LeverError(f"{where} is a number ({kind.__name__}), got {text!r}") from None
+    if isinstance(current, dict):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise LeverError(f'{where} is a JSON object without spaces, e.g. {{"rotate":false}}, got {text!r}')
+        return value
     if isinstance(current, tuple):
         try:
             return tuple(int(part) for part in text.split(","))

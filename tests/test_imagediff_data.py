@@ -415,3 +415,25 @@ def test_idx_errors_name_the_file_and_what_was_expected(idx_files, tmp_path):
 
     with pytest.raises(DataError, match="holds label 9, but only 3 class names"):
         load_idx(paths["images"], paths["labels"], class_names=["a", "b", "c"])
+
+
+def test_upright_shapes_change_only_the_angle():
+    from imagediff.data import make_shapes
+    # A circle has no orientation: with rotate=False every other draw (size, position, colour) is the same.
+    circles = make_shapes(64, seed=3, shapes=["circle"])
+    # (Equal up to float rounding: the pixel grid is still turned by the angle before the distance.)
+    torch.testing.assert_close(make_shapes(64, seed=3, shapes=["circle"], rotate=False).images, circles.images,
+                               rtol=0, atol=1e-5)
+
+    def row_spans(images):
+        """For each image, the number of fully covered pixels in each row that has any (a list per image)."""
+        lit = (images.amax(dim=1) + 1) / 2                                  # (N, H, W) coverage x brightness
+        full = lit >= 0.99 * lit.amax(dim=(1, 2), keepdim=True)             # (N, H, W) fully inside
+        counts = full.sum(dim=2)                                            # (N, H)
+        return [row[row > 0] for row in counts]
+
+    # An axis-aligned square covers the same columns in every row it fully crosses; a rotated one does not.
+    upright = make_shapes(64, seed=3, shapes=["square"], rotate=False).images
+    rotated = make_shapes(64, seed=3, shapes=["square"]).images
+    assert all(int(spans.max() - spans.min()) == 0 for spans in row_spans(upright))
+    assert sum(int(spans.max() - spans.min()) >= 2 for spans in row_spans(rotated)) > 48

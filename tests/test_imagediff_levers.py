@@ -14,14 +14,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_a_variant_changes_exactly_the_fields_it_names():
     base = DiffusionRunConfig()
-    config = apply_variant(base, "weighting=min_snr train.batch_size=64 dit.patch_size=1 label_dropout=0.2")
+    config = apply_variant(base, "weighting=uniform train.batch_size=64 dit.patch_size=1 label_dropout=0.2")
     assert (config.weighting, config.train.batch_size, config.dit.patch_size, config.label_dropout) == \
-        ("min_snr", 64, 1, 0.2)
+        ("uniform", 64, 1, 0.2)
     assert config.train.learning_rate == base.train.learning_rate and config.dit.hidden_dim == base.dit.hidden_dim
     # The base is left alone, and "default" is the base.
-    assert (base.weighting, base.train.batch_size, base.dit.patch_size) == ("uniform", 128, 2)
+    assert (base.weighting, base.train.batch_size, base.dit.patch_size) == ("min_snr", 128, 2)
     assert apply_variant(base, "default") == base
     assert apply_variant(base, "train.compile=true").train.compile is True
+    assert apply_variant(base, 'dataset_options={"rotate":false}').dataset_options == {"rotate": False}
 
 
 @pytest.mark.parametrize("variant, message", [
@@ -31,6 +32,7 @@ def test_a_variant_changes_exactly_the_fields_it_names():
     ("vae.base_channels=4", "only dit.<field> and train.<field> are nested"),
     ("weighting", "a change is written field=value"),
     ("train.compile=maybe", "train.compile is true or false"),
+    ("dataset_options=rotate", "dataset_options is a JSON object"),
 ])
 def test_a_wrong_variant_is_named_with_what_was_expected(variant, message):
     with pytest.raises(LeverError, match=message):

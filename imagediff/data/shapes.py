@@ -220,13 +220,16 @@ def make_shapes(
     shapes: str | Sequence[str] = SHAPES,
     colours: str | Sequence[str] = tuple(COLOURS),
     chunk_size: int = 8192,
+    rotate: bool = True,
 ) -> ImageDataset:
     """``num_samples`` images of coloured shapes, (N, 3, image_size, image_size) in [-1, 1].
 
     One class per (shape, colour) pair, named "<colour> <shape>" (see shape_class_names); by default
     7 shapes x 6 colours = 42 classes. Labels are balanced: class counts differ by at most one, in a
     random order. The same seed gives identical tensors. ``chunk_size`` images are drawn at a time,
-    which bounds memory without changing the result.
+    which bounds memory without changing the result. ``rotate=False`` draws every shape upright (angle
+    0) and leaves every other draw as it was: the same seed gives the same shapes, colours, sizes and
+    positions — an experiment on how much of a model's difficulty is the choice of an orientation.
     """
     check_generation_request(num_samples, image_size)
     shapes = _checked_names("shapes", shapes, SHAPES)
@@ -244,6 +247,8 @@ def make_shapes(
     # Keep the whole shape in the picture: its centre stays at least one circumradius from the border.
     centres = (torch.rand(num_samples, 2, generator=generator) * 2 - 1) * (1 - sizes[:, None])  # (N, 2)
     angles = torch.rand(num_samples, generator=generator) * 2 * math.pi  # (N,)
+    if not rotate:
+        angles = torch.zeros_like(angles)  # drawn all the same, so that nothing else changes
 
     chunks = []
     for i in range(0, num_samples, chunk_size):
