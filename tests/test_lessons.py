@@ -52,7 +52,8 @@ LESSONS = {
     "06_latent_diffusion_with_a_dit": ["patchify.png", "samples_over_training.png", "latent_vs_pixel.png",
                                        "latent_vs_pixel_samples.png"],
     "07_guidance_on_images": ["cfg_grid.png", "classifier_guidance_grid.png", "guidance_accuracy.png",
-                              "guidance_frechet_distance.png", "guidance_rescale.png", "steps_and_guidance.png"],
+                              "guidance_frechet_distance.png", "guidance_rescale.png", "steps_and_guidance.png",
+                              "rotated_samples.png", "upright_samples.png"],
     "08_physics_videos_and_a_per_frame_vae": ["frames.png", "energy.png", "impossible_twins.png",
                                               "reconstructions.png"],
     "09_video_dit_and_diffusion_forcing": ["noise_levels.png", "scheduling_matrices.png", "training_loss.png",
@@ -312,6 +313,14 @@ def check_07_guidance_on_images(out: str) -> None:
     assert rescaled[largest, 0.7][0] < rescaled[largest, 0.0][0], rescaled
     for scale in (1.0, largest):
         assert rescaled[scale, 0.0][1:] == cfg[scale], (rescaled, cfg)
+    # The orientation experiment: the same grader on the lesson-06 model (rotated shapes) and on the
+    # upright one; each line lists an accuracy per shape, whose mean is the overall accuracy (balanced).
+    graded = lines(out, r"^(rotated|upright) shapes, (\d+) steps: accuracy NUMBER at s = 3; (.*)$", count=2)
+    for name, _, overall, per_shape in graded:
+        accuracies = [float(value) for value in re.findall(rf"\w+ {NUMBER}", per_shape)]
+        assert accuracies and all(0 <= a <= 1 for a in accuracies), per_shape
+        assert abs(sum(accuracies) / len(accuracies) - float(overall)) < 0.01, (name, overall, per_shape)
+    assert len(lines(out, r"^  most often seen instead: ", count=2)) == 2
 
 
 def px_or_none(text: str) -> float | None:
