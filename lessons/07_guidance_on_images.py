@@ -15,11 +15,11 @@
 # (guidance rescale corrects it), and guidance does not let the sampler take fewer steps.
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
-# Time:  before the orientation section was added: 88 s on an idle 2-core CPU the first time, with the
-#        checkpoints of lessons 05 and 06 present (the noisy-latent classifier's training included),
-#        about 50 s once it exists (`make lessons`, both cores in use).  The orientation section adds
-#        800 training steps of the upright model (about 0.1 s each on 2 idle cores) and its sampling:
-#        about 3 min in all the first time — not yet re-measured in full mode.
+# Time:  about 3 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
+#        (an estimate: before the orientation section it measured 88 s with `make lessons` on an idle
+#        2-core machine, the noisy-latent classifier's training included; that section adds 800 training
+#        steps of the upright model, about 0.1 s each, and its sampling; not yet re-measured), about
+#        1 min once both extra models exist.
 
 # %%
 import time
