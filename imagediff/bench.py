@@ -72,7 +72,7 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
     model = DiT(dit_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = DiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
-                                   label_dropout=config.label_dropout, null_label=model.null_label)
+                                   config.weighting, label_dropout=config.label_dropout, null_label=model.null_label)
     batch = config.train.batch_size
     data = (torch.randn(batch, *sample_shape), torch.randint(0, num_classes, (batch,)))
 

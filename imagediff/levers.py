@@ -19,21 +19,20 @@ OUT/<variant>/ (its checkpoint and a grid of one sample per class).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from imagediff.bench import dit_training_rate
 from imagediff.classifier import EvaluationRunConfig, evaluation_classifier
 from imagediff.evaluation import Grader, balanced_request
 from imagediff.pipeline import (
-    DiffusionRunConfig, VAERunConfig, build_dit, diffusion_training_set, load_vae, train_image_diffusion, train_vae,
+    DiffusionRunConfig, VAERunConfig, diffusion_training_set, load_vae, train_image_diffusion, train_vae,
 )
 from imagediff.plots import columns_per_class_grid, save_curves, save_image_grid
 from toydiff.losses import DiffusionObjective
@@ -124,25 +123,6 @@ def variant_slug(variant: str) -> str:
     return "_".join(parts) or "default"
 
 
-def seconds_per_step(config: DiffusionRunConfig, samples: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     repeats: int = 5) -> float:
-    """Median wall time of one training step (forward, backward, AdamW) of the variant, after 2 warm-up steps."""
-    model = build_dit(config, samples.shape[1:], num_classes)
-    objective = DiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
-                                   config.weighting, label_dropout=config.label_dropout, null_label=model.null_label)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = (samples[:config.train.batch_size], labels[:config.train.batch_size])
-    times = []
-    for _ in range(repeats + 2):
-        started = time.perf_counter()
-        loss, _ = objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    return sorted(times[2:])[len(times[2:]) // 2]
-
-
 class ShapeGrade:
     """The ``evaluate`` hook: accuracy at CFG s = 3, per shape, what each shape was taken for, Fréchet distance."""
 
@@ -178,7 +158,8 @@ def run_variant(variant: str, base: DiffusionRunConfig, budget_seconds: float, v
     """Train one variant for ``budget_seconds`` of training and grade it; returns its row of the table."""
     config = apply_variant(base, variant)
     samples, data = diffusion_training_set(config, vae if config.space == "latent" else None)
-    step_seconds = seconds_per_step(config, samples, data.labels, data.num_classes)
+    # The bench's own timing of full training steps (forward, backward, AdamW), median of 5.
+    step_seconds = dit_training_rate(config, tuple(samples.shape[1:]), data.num_classes, repeats=5)["step_seconds"]
     steps = max(4, int(budget_seconds / step_seconds) // 4 * 4)
     config.train = replace(config.train, steps=steps, log_every=steps // 4, checkpoint_every=0, progress=False,
                            warmup_steps=min(config.train.warmup_steps, steps // 10))
