@@ -78,6 +78,7 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["rollout", "--context", "8"], "does not fit the model's window of 4 frames"),
     (["rollout", "--guidance", "sideways"], "invalid choice: 'sideways'"),
     (["rollout", "--length", "0"], "expected a positive integer, got 0"),
+    (["rollout", "--eta", "2"], "expected a number in [0, 1], got 2"),
     (["rollout", "--context", "2", "--guidance", "fractional", "--fractional-level", "5000"],
      "fractional_level must be a timestep"),
     (["rollout", "--context", "2", "--guidance", "temporal", "--temporal-windows", "1,2,all"],
@@ -120,6 +121,10 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert main(["train-vae", "--out", str(tmp_path)]) == 0
     assert main(["train", "--out", str(tmp_path)]) == 0
     assert started["vae"] == video_vae_run_config() and started["dit"] == VideoDiffusionRunConfig()
+    # The recipe's levers reach the run's config.
+    other = "uniform" if VideoDiffusionRunConfig().weighting == "min_snr" else "min_snr"
+    assert main(["train", "--out", str(tmp_path), "--weighting", other, "--learning-rate", "0.003"]) == 0
+    assert started["dit"].weighting == other and started["dit"].train.learning_rate == 0.003
 
 
 def test_help_lists_the_commands():
@@ -181,3 +186,15 @@ def test_ablate_prints_one_row_per_ablation_and_copying_the_last_frame_does_not_
     assert "skip block 0" in table and "noise into block 0 (α = 0.5)" in table
     frozen = table["skip the DiT (copy the last real frame)"]
     assert frozen["motion_ratio"] in (None, 0.0) or frozen["motion_ratio"] < 1e-6
+
+
+def test_rollout_passes_the_sampler_through(demo_run):
+    out, _ = demo_run
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    context = run.decode(run.encode(np.zeros((2, 2, 32, 32, 3), np.uint8)))
+    default = run.rollout(context, 3, num_steps=4)
+    assert np.array_equal(run.rollout(context, 3, num_steps=4, sampler="ddim", eta=0.0), default)
+    # η = 1 draws fresh noise at every step, so the frames differ; "ddpm" is that same step.
+    stochastic = run.rollout(context, 3, num_steps=4, eta=1.0)
+    assert not np.array_equal(stochastic, default)
+    assert np.array_equal(run.rollout(context, 3, num_steps=4, sampler="ddpm"), stochastic)

@@ -25,6 +25,7 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli
+from toydiff.losses import WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
@@ -71,6 +72,13 @@ def _weights(text: str) -> tuple:
     return values
 
 
+def _unit_interval(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", choices=GUIDANCE_MODES, default="none",
                         help="history guidance: none, vanilla (history vs. fully noised history), fractional "
@@ -88,6 +96,8 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
                         help="the scheduling matrix of each window")
     parser.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
+    parser.add_argument("--eta", type=_unit_interval, default=0.0,
+                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
 
 
@@ -145,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clean-history", type=non_negative_float, default=recipe.clean_history_probability,
                        help="--noise-mode diffusion_forcing: the share of clips given a clean history of random "
                             "length (ignored by the other modes)")
+    train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
+                       help="how the loss weighs the noise levels (min_snr: min(SNR, 5), see toydiff.losses)")
     train.add_argument("--steps", type=positive_int, default=recipe.train.steps, help="training steps")
     train.add_argument("--batch-size", type=positive_int, default=recipe.train.batch_size, help="clips per step")
     train.add_argument("--learning-rate", type=non_negative_float, default=recipe.train.learning_rate,
@@ -248,7 +260,7 @@ def command_train(args) -> None:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
-                                     clean_history_probability=clean_history,
+                                     clean_history_probability=clean_history, weighting=args.weighting,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
@@ -277,7 +289,7 @@ def command_rollout(args) -> None:
     guidance.check_levels(run.schedule.num_timesteps)
     generated, truth, metrics = rollout_and_score(
         run, args.num_videos, args.context, args.length, guidance, num_steps=args.steps, scheduling=args.scheduling,
-        stabilization_level=args.stabilization, seed=args.seed)
+        stabilization_level=args.stabilization, eta=args.eta, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "frames.npy", generated)
@@ -285,7 +297,7 @@ def command_rollout(args) -> None:
     save_rollout_gif(generated[:16], truth.frames[:16], out / "rollout.gif", num_context=args.context)
     metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
                           "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
-                          "scheduling": args.scheduling, "steps": args.steps, "seed": args.seed}
+                          "scheduling": args.scheduling, "steps": args.steps, "eta": args.eta, "seed": args.seed}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
           f"well-formed frames {metrics['well_formed_share']:.1%}; moves: {metrics['moves']}")

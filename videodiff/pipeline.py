@@ -174,11 +174,13 @@ class VideoDiffusionModel:
     @torch.no_grad()
     def rollout(self, context_frames, length: int, guidance: Optional[HistoryGuidance] = None, *,
                 num_steps: int = 10, scheduling: str = "autoregressive", new_frames: Optional[int] = None,
-                stabilization_level: int = CLEAN_LEVEL, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
+                seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 
         The context frames come back as the VAE reconstructs them, followed by ``length`` generated
         frames, made window by window (videodiff.sampling.rollout) with the given history guidance.
+        sampler, eta: toydiff's step for every denoising step ("ddim" with η = ``eta``, default 0, or "ddpm").
         """
         context = self.encode(context_frames)  # (N, K, C, h, w)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -187,7 +189,7 @@ class VideoDiffusionModel:
             pieces.append(rollout(
                 self.denoiser(), context[start:start + batch_size], length, self.window, self.schedule,
                 frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
-                prediction_type=self.config.prediction_type, guidance=guidance,
+                prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
                 stabilization_level=stabilization_level, generator=generator))
         return self.decode(torch.cat(pieces))
 
