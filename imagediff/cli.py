@@ -35,7 +35,9 @@ from imagediff.pipeline import (
 )
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
-from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli
+from toydiff.cli import (
+    OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli, unit_fraction,
+)
 
 
 def _scales(text: str) -> list[float]:
@@ -46,13 +48,6 @@ def _scales(text: str) -> list[float]:
     if not values or any(not v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected guidance scales >= 0, got {text!r}")
     return values
-
-
-def _fraction(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -140,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prompt", help='a class name such as "red circle" (default: cycle through all classes)')
     sample.add_argument("--guidance", type=non_negative_float, default=3.0,
                         help="classifier-free guidance scale s (1 = the conditional model)")
-    sample.add_argument("--rescale", type=_fraction, default=0.0, help="guidance rescale φ in [0, 1]")
+    sample.add_argument("--rescale", type=unit_fraction, default=0.0, help="guidance rescale φ in [0, 1]")
     sample.add_argument("--classifier", type=_existing_file,
                         help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead "
                              "(default: none, classifier-free guidance)")

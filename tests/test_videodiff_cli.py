@@ -198,3 +198,13 @@ def test_rollout_passes_the_sampler_through(demo_run):
     stochastic = run.rollout(context, 3, num_steps=4, eta=1.0)
     assert not np.array_equal(stochastic, default)
     assert np.array_equal(run.rollout(context, 3, num_steps=4, sampler="ddpm"), stochastic)
+
+
+def test_rollout_command_passes_eta_through(demo_run, tmp_path):
+    out, _ = demo_run
+    frames = {}
+    for eta in ("0", "1"):
+        main(["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+              "--length", "3", "--steps", "4", "--eta", eta, "--out", str(tmp_path / eta)])
+        frames[eta] = np.load(tmp_path / eta / "frames.npy")
+    assert not np.array_equal(frames["0"], frames["1"])

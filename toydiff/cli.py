@@ -72,6 +72,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1] (a share, a guidance rescale φ, a sampler's η)."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     recipe = ToyRunConfig()  # the defaults of `train` are the recipe's
     parser = OneLineParser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")

@@ -48,7 +48,8 @@ def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int) -
     model = VideoDiT(dit)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = VideoDiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
-                                        config.weighting, noise_mode=config.noise_mode, context_frames=config.context_frames)
+                                        config.weighting, noise_mode=config.noise_mode,
+                                        context_frames=config.context_frames)
     batch, frames = config.train.batch_size, dit.num_frames
     clips = (torch.randn(batch, frames, *latent_shape),)
 

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
-from toydiff.cli import OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli
+from toydiff.cli import (
+    OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli, unit_fraction,
+)
 from toydiff.losses import WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
@@ -72,13 +74,6 @@ def _weights(text: str) -> tuple:
     return values
 
 
-def _unit_interval(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return value
-
-
 def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", choices=GUIDANCE_MODES, default="none",
                         help="history guidance: none, vanilla (history vs. fully noised history), fractional "
@@ -96,7 +91,7 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
                         help="the scheduling matrix of each window")
     parser.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
-    parser.add_argument("--eta", type=_unit_interval, default=0.0,
+    parser.add_argument("--eta", type=unit_fraction, default=0.0,
                         help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
 
