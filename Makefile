@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 EX     ?= 01
 
-.PHONY: install demo test test-slow lessons lessons-quick notebooks bench check clean
+.PHONY: install demo test test-slow lessons lessons-quick notebooks bench bench-gpu check clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ bench: $(STAMP)
 	$(PY) -m imagediff.bench
 	$(PY) -m videodiff.bench
 	$(PY) -m videodiff.interp.bench --checkpoint runs/bench/videodiff/dit/checkpoint.pt
+
+# The CUDA paths (placement, bf16 autocast, SDPA's fast kernels, the chain) and the GPU-size models'
+# throughput; needs a GPU (docs/gpu.md).
+bench-gpu: $(STAMP)
+	$(PY) -m videodiff.bench_gpu --compile small base
 
 check: $(STAMP)
 	$(PY) -m lessons.exercises.check $(EX) $(FILE)

@@ -59,10 +59,27 @@ def median_seconds(function, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def matmul_rate(size: int = 1024, repeats: int = 7) -> float:
-    """Median fp32 FLOP/s of a square matrix product (2 n³ FLOPs) on the current threads."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / median_seconds(lambda: torch.mm(a, b), repeats)
+def matmul_rate(size: int = 1024, repeats: int = 7, device="cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Median FLOP/s of a square matrix product (2 n³ FLOPs): fp32 on the current CPU threads by default;
+    on a GPU each timing waits for the device (CUDA runs asynchronously)."""
+    device = torch.device(device)
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    return 2 * size**3 / median_seconds(synchronized(lambda: torch.mm(a, b), device), repeats)
+
+
+def synchronized(function, device):
+    """``function`` followed by waiting for ``device`` to finish, so that a wall-clock timing of it
+    measures the work and not only its launch (a no-op wrapper on a CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return function
+
+    def run():
+        result = function()
+        torch.cuda.synchronize(device)
+        return result
+
+    return run
 
 
 def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int, repeats: int) -> dict:

@@ -23,12 +23,15 @@ import json
 import os
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from imagediff.bench import matmul_rate, median_seconds
+from imagediff.bench import matmul_rate, median_seconds, synchronized
+from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
 from videodiff.dit import VideoDiT, video_training_flops
@@ -42,26 +45,35 @@ from videodiff.training import VideoDiffusionObjective
 CONTEXT, SHORT, LONG = 4, 8, 64
 
 
-def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int) -> dict:
-    """Time full training steps (forward, backward, AdamW) of the run's video DiT."""
+def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, device="cpu", bf16: bool = False,
+                  compile: bool = False, batch_size: Optional[int] = None) -> dict:
+    """Time full training steps (forward, backward, AdamW) of the run's video DiT.
+
+    device, bf16, compile: where the step runs, under bf16 autocast (CUDA only, as in toydiff.training)
+    and through torch.compile (toydiff.compilation); batch_size: clips per step (default: the run's).
+    """
+    device = torch.device(device)
     dit = replace(config.dit, in_channels=latent_shape[0], input_size=tuple(latent_shape[1:]))
-    model = VideoDiT(dit)
+    model = VideoDiT(dit).to(device)
+    forward = compile_or_eager(model, enabled=compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = VideoDiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
                                         config.weighting, noise_mode=config.noise_mode,
                                         context_frames=config.context_frames)
-    batch, frames = config.train.batch_size, dit.num_frames
-    clips = (torch.randn(batch, frames, *latent_shape),)
+    batch, frames = batch_size or config.train.batch_size, dit.num_frames
+    clips = (torch.randn(batch, frames, *latent_shape, device=device),)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext())
 
     def step():
-        loss, _ = objective(model, clips)
+        with autocast:
+            loss, _ = objective(forward, clips)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    seconds = median_seconds(step, repeats)
+    seconds = median_seconds(synchronized(step, device), repeats, warmup=3 if compile else 2)
     flops = video_training_flops(dit, batch, frames)
-    return {"seconds_per_step": seconds, "frames_per_second": batch * frames / seconds,
+    return {"batch_size": batch, "seconds_per_step": seconds, "frames_per_second": batch * frames / seconds,
             "flops_per_step": flops, "flop_rate": flops / seconds}
 
 

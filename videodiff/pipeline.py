@@ -165,7 +165,7 @@ class VideoDiffusionModel:
         if pixels.dtype != torch.uint8 or pixels.ndim != 5 or pixels.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames of shape (N, F, H, W, 3), got {pixels.dtype} {tuple(pixels.shape)}")
         videos = rearrange(pixels.float() / 127.5 - 1.0, "n f h w c -> n f c h w")
-        return encode_videos(self.vae, videos.to(self.device))
+        return encode_videos(self.vae, videos.to(self.device)).to(self.device)  # encode_videos returns CPU tensors
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Scaled latents (N, F, C, h, w) -> uint8 frames (N, F, H, W, 3), numpy."""
