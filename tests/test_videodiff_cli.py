@@ -208,3 +208,16 @@ def test_rollout_command_passes_eta_through(demo_run, tmp_path):
               "--length", "3", "--steps", "4", "--eta", eta, "--out", str(tmp_path / eta)])
         frames[eta] = np.load(tmp_path / eta / "frames.npy")
     assert not np.array_equal(frames["0"], frames["1"])
+
+
+def test_evaluate_writes_every_guidance_row_and_the_reference_rows(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    target = tmp_path / "table.json"
+    assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+                 "--length", "3", "--steps", "2", "--out", str(target)]) == 0
+    rows = json.loads(target.read_text())
+    names = [row["guidance"] for row in rows]
+    assert names[-2:] == ["truth through the VAE", "frozen last frame"]
+    assert [row.get("reference", False) for row in rows] == [False] * (len(rows) - 2) + [True, True]
+    assert rows[-1]["motion_ratio"] in (0.0, None)  # a frozen video does not move (None: no ball tracked)
+    assert "reference rows" in capsys.readouterr().out

@@ -246,3 +246,21 @@ def test_bad_inputs_are_refused_with_the_fix(truth, change, message):
 def test_the_context_must_leave_frames_to_score(truth, num_context):
     with pytest.raises(ValueError, match="num_context"):
         physics_metrics(truth.frames[:2], truth[:2], num_context)
+
+
+def test_the_reference_rows_score_an_exact_round_trip_perfectly_and_a_frozen_frame_as_still():
+    """reference_rows with a lossless stand-in for the VAE: the round trip is the truth (0 px, every frame
+    well formed, motion 1) and the frozen row repeats the last context frame (motion 0, error > 0)."""
+    from types import SimpleNamespace
+
+    from videodiff.evaluation import reference_rows
+    from videodiff.pipeline import VideoDiffusionRunConfig
+
+    run = SimpleNamespace(config=VideoDiffusionRunConfig(), encode=lambda frames: np.array(frames, copy=True),
+                          decode=lambda latents: latents)
+    through_vae, frozen = reference_rows(run, num_videos=4, context=3, length=8)
+    assert through_vae["guidance"] == "truth through the VAE" and frozen["guidance"] == "frozen last frame"
+    assert through_vae["position_error_first"] == 0.0 and through_vae["well_formed_share"] == 1.0
+    assert through_vae["motion_ratio"] == pytest.approx(1.0)
+    assert frozen["motion_ratio"] == 0.0 and frozen["position_error_first"] > 0.5
+    assert frozen["position_error_per_frame"][0] > 0.1  # the last *context* frame is held, not the first new one

@@ -33,7 +33,7 @@ import torch
 from imagediff.bench import matmul_rate, median_seconds, synchronized
 from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
-from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, rollout_and_score
+from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.dit import VideoDiT, video_training_flops
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
@@ -112,8 +112,11 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     print(f"position error over the first {short} generated frames: {metrics['position_error_first']:.2f} px "
           f"(target <= 1.5)", flush=True)
     table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, num_steps=10, rows=rows)
-    report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95}
+    # What the same metrics give the truth decoded by the VAE (the ceiling) and a frozen frame (no model).
+    reference = reference_rows(run, num_videos, context, long)
+    report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95, "reference": reference}
     print(format_table(table), flush=True)
+    print("reference (no model):\n" + format_table(reference), flush=True)
     generated, truth, _ = rollout_and_score(run, min(num_videos, 8), context, long, HistoryGuidance("vanilla", 2.0))
     save_rollout_gif(generated, truth.frames, out / "rollout_vanilla.gif", num_context=context)
 

@@ -30,7 +30,7 @@ from toydiff.cli import (
 from toydiff.losses import WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
-from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
+from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
     train_video_vae, video_vae_run_config,
@@ -304,9 +304,11 @@ def command_evaluate(args) -> None:
     _check_rollout_request(run, args.context, args.length)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
                              args.steps)
+    reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]
     print(format_table(table))
+    print("reference rows (no model: the ceiling and a frozen video):\n" + format_table(reference))
     if args.out:
-        Path(args.out).write_text(json.dumps(table, indent=2))
+        Path(args.out).write_text(json.dumps(table + reference, indent=2))
 
 
 def command_probe(args) -> None:

@@ -2,11 +2,14 @@
 
     generated, truth, metrics = rollout_and_score(run, 32, context=4, length=64, guidance=HistoryGuidance("none"))
     print(format_table(evaluation_table(run, 32, context=4, length=64, scale=2.0, stabilization=20, num_steps=10)))
+    print(format_table(reference_rows(run, 32, context=4, length=64)))   # what the metrics give non-models
 
 Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import held_out_videos
@@ -43,6 +46,28 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
             "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
             "position_error_per_frame")}})
     return table
+
+
+def reference_rows(run, num_videos: int, context: int, length: int) -> list[dict]:
+    """The metrics of two continuations no model made, in the table's format, to read the others against.
+
+    "truth through the VAE": the true continuation encoded and decoded by the run's VAE, frame by frame.
+    A rollout is decoded by the same VAE, so this is the best any model of these latents can score: its
+    position error is the tracker's floor and its well-formed share the ceiling of that target.
+    "frozen last frame": the last real context frame repeated, the VAE's reconstruction of it (a model
+    that learned no motion): its motion ratio is 0 and its position error grows with the balls' speed.
+    """
+    truth = held_out_videos(run.config, num_videos, num_frames=context + length)
+    through_vae = run.decode(run.encode(truth.frames))  # (N, K + L, H, W, 3) uint8
+    frozen = through_vae.copy()
+    frozen[:, context:] = through_vae[:, context - 1:context]
+    rows = []
+    for name, frames in (("truth through the VAE", through_vae), ("frozen last frame", frozen)):
+        metrics = physics_metrics(np.ascontiguousarray(frames), truth, num_context=context)
+        rows.append({"guidance": name, **{key: metrics[key] for key in (
+            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
+            "position_error_per_frame")}})
+    return rows
 
 
 def format_table(table: list[dict]) -> str:
