@@ -73,7 +73,8 @@ def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, d
 
     seconds = median_seconds(synchronized(step, device), repeats, warmup=3 if compile else 2)
     flops = video_training_flops(dit, batch, frames)
-    return {"batch_size": batch, "seconds_per_step": seconds, "frames_per_second": batch * frames / seconds,
+    return {"batch_size": batch, "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds_per_step": seconds, "frames_per_second": batch * frames / seconds,
             "flops_per_step": flops, "flop_rate": flops / seconds}
 
 

@@ -9,8 +9,6 @@ Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
 
 from __future__ import annotations
 
-import numpy as np
-
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import held_out_videos
 from videodiff.sampling import HistoryGuidance
@@ -35,6 +33,13 @@ GUIDANCE_ROWS = (
 )
 
 
+def _table_row(name: str, metrics: dict) -> dict:
+    """One row of the table: the name and the metrics it shows."""
+    return {"guidance": name, **{key: metrics[key] for key in (
+        "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
+        "position_error_per_frame")}}
+
+
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
                      num_steps: int, rows=GUIDANCE_ROWS) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row."""
@@ -42,9 +47,7 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
                                           stabilization_level=stabilization if stabilised else 0)
-        table.append({"guidance": name, **{key: metrics[key] for key in (
-            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
-            "position_error_per_frame")}})
+        table.append(_table_row(name, metrics))
     return table
 
 
@@ -63,10 +66,7 @@ def reference_rows(run, num_videos: int, context: int, length: int) -> list[dict
     frozen[:, context:] = through_vae[:, context - 1:context]
     rows = []
     for name, frames in (("truth through the VAE", through_vae), ("frozen last frame", frozen)):
-        metrics = physics_metrics(np.ascontiguousarray(frames), truth, num_context=context)
-        rows.append({"guidance": name, **{key: metrics[key] for key in (
-            "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
-            "position_error_per_frame")}})
+        rows.append(_table_row(name, physics_metrics(frames, truth, num_context=context)))
     return rows
 
 
