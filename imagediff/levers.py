@@ -103,12 +103,13 @@ def apply_variant(config: DiffusionRunConfig, variant: str) -> DiffusionRunConfi
 
 
 def check_variant(base: DiffusionRunConfig, variant: str) -> DiffusionRunConfig:
-    """The variant's config, with its schedule, prediction type and weighting checked (they are only
+    """The variant's config, with its schedule, prediction type, weighting and timestep sampling checked (they are only
     read when training starts, which would be after the VAE and the grader have trained)."""
     config = apply_variant(base, variant)
     try:
         DiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
-                           config.weighting)
+                           config.weighting, timestep_sampling=config.timestep_sampling,
+                           logit_mean=config.logit_mean, logit_std=config.logit_std)
     except ValueError as error:
         raise LeverError(f"variant {variant!r}: {error}") from None
     return config

@@ -163,6 +163,11 @@ class DiffusionRunConfig(RunConfig):
     # min-SNR (Hang et al. 2023, toydiff.losses): the lever table (python -m imagediff levers, README)
     # measured 0.56 against 0.49 accuracy at CFG s = 3 for the same 6 minutes of training.
     weighting: str = "min_snr"
+    # How training draws its timesteps (toydiff.losses.sample_levels): "uniform", or "logit_normal"
+    # with logit_mean / logit_std (logit_mean > 0 trains high noise levels more).
+    timestep_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
     label_dropout: float = 0.1                   # the null label's share of training batches (CFG)
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
@@ -317,7 +322,8 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     model = build_dit(config, samples.shape[1:], data.num_classes)
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = DiffusionObjective(schedule, config.prediction_type, config.weighting, label_dropout=config.label_dropout,
-                                   null_label=model.null_label)
+                                   null_label=model.null_label, timestep_sampling=config.timestep_sampling,
+                                   logit_mean=config.logit_mean, logit_std=config.logit_std)
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}

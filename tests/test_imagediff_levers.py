@@ -22,6 +22,8 @@ def test_a_variant_changes_exactly_the_fields_it_names():
     assert (base.weighting, base.train.batch_size, base.dit.patch_size) == ("min_snr", 128, 2)
     assert apply_variant(base, "default") == base
     assert apply_variant(base, "train.compile=true").train.compile is True
+    config = apply_variant(base, "timestep_sampling=logit_normal logit_mean=0.5")
+    assert (config.timestep_sampling, config.logit_mean, config.logit_std) == ("logit_normal", 0.5, 1.0)
     assert apply_variant(base, 'dataset_options={"rotate":false}').dataset_options == {"rotate": False}
 
 
@@ -63,6 +65,10 @@ def test_the_command_refuses_a_bad_variant_before_training_anything(tmp_path, ca
     error = capsys.readouterr().err
     assert status == 2 and error.count("\n") == 1 and "weighting" in error and "heavy" in error
     assert not (tmp_path / "levers" / "vae").exists()
+    status = imagediff_main(["levers", "--out", str(tmp_path / "levers"), "--budget", "5",
+                             "timestep_sampling=logit_normal logit_std=-1"])
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1 and "logit_std must be positive" in error
     assert imagediff_main(["levers", "--budget", "0", "default"]) == 2
     assert "expected a number > 0" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ import torch
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.data import make_dataset
-from toydiff.losses import DiffusionObjective, min_snr_weight
+from toydiff.losses import DiffusionObjective, min_snr_weight, sample_levels
 from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.schedules import make_schedule
 from toydiff.training import TensorBatches, TrainConfig, learning_rate_at, train
@@ -178,6 +178,26 @@ def test_the_objective_weights_each_example_by_min_snr_of_its_own_timestep(predi
     zero_model = lambda x_t, t: torch.zeros_like(x_t)
     loss, logs = objective(zero_model, (torch.randn(5, 2, generator=torch.Generator().manual_seed(0)),))
     torch.testing.assert_close(loss, (logs["per_example_loss"] * expected.float()).mean())
+
+
+def test_timestep_sampling_uniform_is_ddpms_draw_and_logit_normal_has_the_median_it_asks_for():
+    # "uniform" draws exactly what torch.randint draws, so runs from before the option reproduce.
+    uniform = sample_levels((3000,), 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (3000,), generator=torch.Generator().manual_seed(0)))
+    for mean, std in ((0.0, 1.0), (1.5, 0.5), (-1.0, 2.0)):
+        t = sample_levels((20000,), 1000, torch.Generator().manual_seed(1), sampling="logit_normal",
+                          logit_mean=mean, logit_std=std)
+        assert t.dtype == torch.int64 and t.min() >= 0 and t.max() <= 999
+        # floor(T·sigmoid(m + s·n)): the median is T·sigmoid(m), the quartiles T·sigmoid(m ± 0.674 s).
+        quartiles = torch.quantile(t.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)) / 1000
+        expected = torch.sigmoid(torch.tensor([mean - 0.674 * std, mean, mean + 0.674 * std], dtype=torch.float64))
+        torch.testing.assert_close(quartiles, expected, atol=0.01, rtol=0)
+    objective = DiffusionObjective(SCHEDULE, "v", timestep_sampling="logit_normal", logit_mean=2.0)
+    assert objective.sample_timesteps(torch.zeros(5000, 2), torch.Generator().manual_seed(2)).double().mean() > 800
+    with pytest.raises(ValueError, match="unknown timestep sampling 'beta'; expected one of uniform, logit_normal"):
+        DiffusionObjective(SCHEDULE, timestep_sampling="beta")
+    with pytest.raises(ValueError, match="logit_std must be positive"):
+        DiffusionObjective(SCHEDULE, timestep_sampling="logit_normal", logit_std=0.0)
 
 
 class TwoWeights(torch.nn.Module):

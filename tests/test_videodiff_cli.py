@@ -84,6 +84,9 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["rollout", "--context", "2", "--guidance", "temporal", "--temporal-windows", "1,2,all"],
      "give one weight per sub-window"),
     (["data", "--num-videos", "2", "--out", "x.txt"], "--out must be a .npz file"),
+    (["train", "--logit-std", "0"], "expected a number > 0, got 0"),
+    (["train", "--logit-mean", "nan"], "expected a finite number, got nan"),
+    (["train", "--timestep-sampling", "beta"], "invalid choice: 'beta'"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
     out, _ = demo_run
@@ -125,6 +128,29 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     other = "uniform" if VideoDiffusionRunConfig().weighting == "min_snr" else "min_snr"
     assert main(["train", "--out", str(tmp_path), "--weighting", other, "--learning-rate", "0.003"]) == 0
     assert started["dit"].weighting == other and started["dit"].train.learning_rate == 0.003
+    assert main(["train", "--out", str(tmp_path), "--timestep-sampling", "logit_normal", "--logit-mean", "-0.5",
+                 "--logit-std", "2"]) == 0
+    assert (started["dit"].timestep_sampling, started["dit"].logit_mean, started["dit"].logit_std) == (
+        "logit_normal", -0.5, 2.0)
+
+
+def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, monkeypatch):
+    import videodiff.pipeline
+    from videodiff.pipeline import quick_run_configs, train_video_diffusion
+
+    class Stop(Exception):
+        pass
+
+    def recording_objective(*args, **options):
+        raise Stop(options)
+
+    monkeypatch.setattr(videodiff.pipeline, "VideoDiffusionObjective", recording_objective)
+    _, config = quick_run_configs(str(demo_run[0] / "vae" / "checkpoint.pt"))
+    config.timestep_sampling, config.logit_mean, config.logit_std = "logit_normal", 0.7, 1.3
+    with pytest.raises(Stop) as stopped:
+        train_video_diffusion(config)
+    options = stopped.value.args[0]
+    assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
 
 
 def test_help_lists_the_commands():

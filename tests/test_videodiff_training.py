@@ -161,6 +161,27 @@ def test_a_clean_history_is_drawn_for_the_requested_share_of_clips():
         VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.5)
 
 
+def test_logit_normal_levels_shift_with_their_mean_and_keep_the_clean_history():
+    generator = torch.Generator().manual_seed(5)
+    means = {}
+    for mean in (-1.0, 0.0, 1.0):
+        objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, timestep_sampling="logit_normal",
+                                            logit_mean=mean)
+        t = objective.sample_timesteps(clips(batch=4000), generator)
+        clean = t == CLEAN_LEVEL
+        assert abs(clean[:, 0].float().mean().item() - 0.5) < 0.03       # the clean history is untouched
+        rest = t[~clean].double() / 1000
+        assert t.max() <= 999
+        means[mean] = rest.mean().item()
+        # The median level is T·sigmoid(m): 269, 500 and 731.
+        assert abs(rest.median().item() - torch.sigmoid(torch.tensor(mean)).item()) < 0.02
+    assert means[-1.0] < 0.35 < means[0.0] < 0.65 < means[1.0]
+    # Full-sequence mode draws its one shared level the same way.
+    shared = VideoDiffusionObjective(SCHEDULE, noise_mode="full_sequence", timestep_sampling="logit_normal",
+                                     logit_mean=1.0).sample_timesteps(clips(batch=4000), generator)
+    assert (shared == shared[:, :1]).all() and shared.double().mean() / 1000 > 0.65
+
+
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from toydiff.schedules import make_schedule

@@ -18,6 +18,25 @@ from toydiff.parameterisation import check_prediction_type, training_target
 from toydiff.schedules import NoiseSchedule, broadcast_to_sample
 
 WEIGHTINGS = ("uniform", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+
+
+def sample_levels(shape, num_timesteps: int, generator: Optional[torch.Generator], device=None,
+                  sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0) -> torch.Tensor:
+    """Timesteps of the given shape, int64 in [0, T-1], drawn by ``sampling``:
+
+    "uniform": t ~ U{0, …, T-1}, as in DDPM.
+    "logit_normal": t = floor(T · sigmoid(m + s·n)), n ~ N(0, 1) (the density of Stable Diffusion 3's
+    training timesteps): it trains the middle of the schedule more than its ends, and with m > 0 it
+    shifts the training towards high noise levels, where a sample's layout is decided.
+    """
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, tuple(shape), generator=generator, device=device)
+    if sampling == "logit_normal":
+        normal = torch.randn(tuple(shape), generator=generator, device=device)
+        fraction = torch.sigmoid(logit_mean + logit_std * normal)
+        return (fraction * num_timesteps).long().clamp(0, num_timesteps - 1)
+    raise ValueError(f"unknown timestep sampling {sampling!r}; expected one of {', '.join(TIMESTEP_SAMPLINGS)}")
 
 
 def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
@@ -43,8 +62,14 @@ class DiffusionObjective:
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", weighting: str = "uniform",
-                 min_snr_gamma: float = 5.0, label_dropout: float = 0.0, null_label: Optional[int] = None):
+                 min_snr_gamma: float = 5.0, label_dropout: float = 0.0, null_label: Optional[int] = None,
+                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         check_prediction_type(prediction_type, schedule)
+        if timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"unknown timestep sampling {timestep_sampling!r}; expected one of "
+                             f"{', '.join(TIMESTEP_SAMPLINGS)}")
+        if not logit_std > 0:
+            raise ValueError(f"logit_std must be positive, got {logit_std}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {', '.join(WEIGHTINGS)}")
         if not 0.0 <= label_dropout < 1.0:
@@ -57,10 +82,18 @@ class DiffusionObjective:
         self.min_snr_gamma = min_snr_gamma
         self.label_dropout = label_dropout
         self.null_label = null_label
+        self.timestep_sampling = timestep_sampling
+        self.logit_mean = logit_mean
+        self.logit_std = logit_std
+
+    def draw_levels(self, shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
+        """Timesteps of ``shape`` drawn by this objective's ``timestep_sampling`` (see `sample_levels`)."""
+        return sample_levels(shape, self.schedule.num_timesteps, generator, device, self.timestep_sampling,
+                             self.logit_mean, self.logit_std)
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """One uniform timestep per example, (B,) int64.  Override for other shapes (e.g. per frame)."""
-        return torch.randint(0, self.schedule.num_timesteps, x0.shape[:1], generator=generator, device=x0.device)
+        """One timestep per example, (B,) int64.  Override for other shapes (e.g. per frame)."""
+        return self.draw_levels(x0.shape[:1], generator, x0.device)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.weighting == "uniform":
@@ -86,7 +119,8 @@ class DiffusionObjective:
     def config_dict(self) -> dict:
         return {"prediction_type": self.prediction_type, "weighting": self.weighting,
                 "min_snr_gamma": self.min_snr_gamma, "label_dropout": self.label_dropout,
-                "null_label": self.null_label}
+                "null_label": self.null_label, "timestep_sampling": self.timestep_sampling,
+                "logit_mean": self.logit_mean, "logit_std": self.logit_std}
 
 
 class ClassifierObjective:

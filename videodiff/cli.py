@@ -25,9 +25,10 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, finite_float, non_negative_float, positive_float, positive_int, print_log_entry,
+    run_cli, unit_fraction,
 )
-from toydiff.losses import WEIGHTINGS
+from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "length (ignored by the other modes)")
     train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
                        help="how the loss weighs the noise levels (min_snr: min(SNR, 5), see toydiff.losses)")
+    train.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=recipe.timestep_sampling,
+                       help="how training draws each frame's noise level: uniform over 0..T-1, or logit_normal "
+                            "(T·sigmoid(m + s·n), see toydiff.losses.sample_levels)")
+    train.add_argument("--logit-mean", type=finite_float, default=recipe.logit_mean,
+                       help="m of --timestep-sampling logit_normal (> 0: more training at high noise levels)")
+    train.add_argument("--logit-std", type=positive_float, default=recipe.logit_std,
+                       help="s of --timestep-sampling logit_normal")
     train.add_argument("--steps", type=positive_int, default=recipe.train.steps, help="training steps")
     train.add_argument("--batch-size", type=positive_int, default=recipe.train.batch_size, help="clips per step")
     train.add_argument("--learning-rate", type=non_negative_float, default=recipe.train.learning_rate,
@@ -256,6 +264,8 @@ def command_train(args) -> None:
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history, weighting=args.weighting,
+                                     timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
+                                     logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:

@@ -111,6 +111,11 @@ class VideoDiffusionRunConfig(RunConfig):
     num_timesteps: int = 1000
     prediction_type: str = "v"
     weighting: str = "uniform"
+    # How training draws each frame's level (toydiff.losses.sample_levels): "uniform" over 0..T-1, or
+    # "logit_normal" with logit_mean / logit_std (logit_mean > 0 trains high noise levels more).
+    timestep_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
     noise_mode: str = "diffusion_forcing"        # or "full_sequence", "clean_context" (videodiff.training)
     # diffusion_forcing: share of clips given a clean history of random length (videodiff.training). 0.5
     # measured better than 0 at equal steps (3000): x̂_0 of the future from clean context at level 999
@@ -252,7 +257,9 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
                                         clean_history_probability=config.clean_history_probability,
-                                        clean_frame_loss=config.clean_frame_loss)
+                                        clean_frame_loss=config.clean_frame_loss,
+                                        timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
+                                        logit_std=config.logit_std)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 

@@ -43,8 +43,10 @@ class VideoDiffusionObjective(DiffusionObjective):
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
                  clean_history_probability: float = 0.0, clean_frame_loss: bool = True,
-                 label_dropout: float = 0.0, null_label: Optional[int] = None):
-        super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label)
+                 label_dropout: float = 0.0, null_label: Optional[int] = None,
+                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
+        super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
+                         timestep_sampling, logit_mean, logit_std)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
         if noise_mode == "clean_context" and context_frames < 1:
@@ -74,16 +76,15 @@ class VideoDiffusionObjective(DiffusionObjective):
         batch, frames = x0.shape[:2]
         if self.context_frames >= frames:
             raise ValueError(f"context_frames={self.context_frames} leaves no frame to learn in clips of {frames} frames")
-        T = self.schedule.num_timesteps
         if self.noise_mode == "diffusion_forcing":
-            t = torch.randint(0, T, (batch, frames), generator=generator, device=x0.device)  # (B, F)
+            t = self.draw_levels((batch, frames), generator, x0.device)  # (B, F), independent levels
             if self.clean_history_probability > 0:
                 chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
                 length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
                 in_history = torch.arange(frames, device=x0.device)[None, :] < length[:, None]  # (B, F)
                 t = torch.where(chosen[:, None] & in_history, torch.full_like(t, CLEAN_LEVEL), t)
             return t
-        shared = torch.randint(0, T, (batch, 1), generator=generator, device=x0.device)  # (B, 1)
+        shared = self.draw_levels((batch, 1), generator, x0.device)  # (B, 1)
         t = shared.expand(batch, frames).clone()  # (B, F)
         t[:, :self.context_frames] = CLEAN_LEVEL
         return t
