@@ -36,7 +36,8 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, non_negative_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, non_negative_float, positive_float, positive_int, print_log_entry, run_cli,
+    unit_fraction,
 )
 
 
@@ -48,13 +49,6 @@ def _scales(text: str) -> list[float]:
     if not values or any(not v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected guidance scales >= 0, got {text!r}")
     return values
-
-
-def _positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
-    return value
 
 
 def _existing_file(text: str) -> Path:
@@ -166,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     levers.add_argument("variants", nargs="+",
                         help='"default", or field=value changes of the run configuration separated by spaces, e.g. '
                              '"train.batch_size=64 weighting=min_snr" (dit. and train. reach the nested configs)')
-    levers.add_argument("--budget", type=_positive_float, default=360.0, help="seconds of training per variant")
+    levers.add_argument("--budget", type=positive_float, default=360.0, help="seconds of training per variant")
     levers.add_argument("--per-class", type=positive_int, default=6, help="samples graded per class")
     levers.add_argument("--out", default="runs/levers",
                         help="output folder: levers.json, levers.md, levers.png, one folder per variant "

@@ -51,3 +51,24 @@ def torchrun(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture
+def objective_options(monkeypatch):
+    """``objective_options(module, name, train, config)``: the keyword arguments that ``train(config)``
+    gives the objective class ``module.name``, which is replaced by a stand-in that stops the run there
+    (before any training step)."""
+
+    class Stop(Exception):
+        pass
+
+    def stand_in(*args, **options):
+        raise Stop(options)
+
+    def options_of(module, name, train, config) -> dict:
+        monkeypatch.setattr(module, name, stand_in)
+        with pytest.raises(Stop) as stopped:
+            train(config)
+        return stopped.value.args[0]
+
+    return options_of

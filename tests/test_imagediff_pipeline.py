@@ -194,22 +194,13 @@ def test_class_names_are_read_from_the_checkpoint_not_regenerated(runs, tmp_path
     assert load_image_diffusion(path).class_names == runs["diffusion"].class_names
 
 
-def test_the_runs_timestep_sampling_reaches_its_objective(runs, monkeypatch):
+def test_the_runs_timestep_sampling_reaches_its_objective(runs, objective_options):
     import imagediff.pipeline
 
-    class Stop(Exception):
-        pass
-
-    def recording_objective(*args, **options):
-        raise Stop(options)
-
-    monkeypatch.setattr(imagediff.pipeline, "DiffusionObjective", recording_objective)
     config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS,
                                 vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
                                 timestep_sampling="logit_normal", logit_mean=0.7, logit_std=1.3, train=quick(2, 8))
-    with pytest.raises(Stop) as stopped:
-        train_image_diffusion(config)
-    options = stopped.value.args[0]
+    options = objective_options(imagediff.pipeline, "DiffusionObjective", train_image_diffusion, config)
     assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
 
 

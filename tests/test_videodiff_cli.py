@@ -134,22 +134,13 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
         "logit_normal", -0.5, 2.0)
 
 
-def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, monkeypatch):
+def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_options):
     import videodiff.pipeline
     from videodiff.pipeline import quick_run_configs, train_video_diffusion
 
-    class Stop(Exception):
-        pass
-
-    def recording_objective(*args, **options):
-        raise Stop(options)
-
-    monkeypatch.setattr(videodiff.pipeline, "VideoDiffusionObjective", recording_objective)
     _, config = quick_run_configs(str(demo_run[0] / "vae" / "checkpoint.pt"))
     config.timestep_sampling, config.logit_mean, config.logit_std = "logit_normal", 0.7, 1.3
-    with pytest.raises(Stop) as stopped:
-        train_video_diffusion(config)
-    options = stopped.value.args[0]
+    options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
 
 

@@ -58,7 +58,7 @@ def video_vae_run_config(num_videos: int = 600, seed: int = 0, physics: Optional
                           dataset_options={"num_videos": num_videos, "physics": physics})
     # 2500 steps, not the image recipe's 1500: a rollout is judged by tracking its decoded balls, so the
     # VAE's own reconstructions of the true videos must pass that judgement. Scored like a rollout
-    # (32 held-out videos, 64 frames after 4; runs/video/exp/vae_sweep.py), the share of well-formed
+    # (32 held-out videos, 64 frames after 4; docs/video_rollouts.md), the share of well-formed
     # frames in the reconstructions was 0.938 after 1500 steps (110 s on 2 cores, PSNR 28.2 dB), below
     # the 0.95 the rollouts are asked for; 0.964 after 2500 (161 s, 30.6 dB), 0.970 after 3000 (185 s),
     # 0.976 after 4000 (252 s); the "small" VAE after 1500 steps 0.956 (178 s).
@@ -132,9 +132,9 @@ class VideoDiffusionRunConfig(RunConfig):
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
     # 7000 steps: about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain fits the
-    # bench's 20. lr 3e-3, not 1e-3: at 3000 steps on the same VAE (runs/video/exp/screen.py; 32 held-out
-    # videos, 32 frames after 4) it cut the position error over the first 8 frames from 5.58 to 4.16 px
-    # and raised the well-formed frames from 0.10 to 0.17 (docs/video_rollouts.md, "Recipe levers").
+    # bench's 20. lr 3e-3, not 1e-3: over the first 8 generated frames of 32 held-out videos its position
+    # error was 4.16 px against 5.58 after 3000 steps, and 3.44 against 4.12 after these 7000
+    # (docs/video_rollouts.md, "Recipe levers at 3000 steps" and "The new default through the bench").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
         checkpoint_every=500))
