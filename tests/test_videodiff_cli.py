@@ -181,6 +181,20 @@ def test_probe_writes_the_figures_json_and_refittable_features(demo_run, tmp_pat
     assert "per-video accuracy" in capsys.readouterr().out
 
 
+def test_probe_per_frame_pools_each_frame_and_projects_the_frames_together(demo_run, tmp_path):
+    out, _ = demo_run
+    target = tmp_path / "probe"
+    checkpoint = out / "dit" / "checkpoint.pt"
+    assert main(["probe", "--checkpoint", str(checkpoint), "--quick", "--pool", "per_frame", "--out", str(target)]) == 0
+    result = json.loads((target / "probe.json").read_text())
+    assert result["config"]["pool"] == "per_frame"
+    run = load_video_diffusion(checkpoint)
+    width = min(run.window * run.model.config.hidden_dim, result["config"]["projection_dim"])
+    features = np.load(target / "features.npz")
+    level = result["heatmap"]["levels"][0]
+    assert features[f"resid_post_block0_level{level}"].shape == (result["num_videos"], width)
+
+
 @pytest.mark.parametrize("args, message", [
     (["probe", "--num-pairs", "4"], "--num-pairs must be at least 10"),
     (["probe", "--pool", "middle"], "invalid choice: 'middle'"),

@@ -9,7 +9,8 @@ from toydiff.parameterisation import predict_epsilon
 from toydiff.schedules import make_schedule
 from videodiff.dit import make_video_dit
 from videodiff.interp.ablations import fixed_noise_level, modulation_mean, noise_injection, skip_block
-from videodiff.interp.activations import frame_attention, pool_tokens, select_frames, then, token_index
+from videodiff.interp.activations import (frame_attention, pool_tokens, pool_tokens_per_frame, project,
+                                          select_frames, then, token_index)
 from videodiff.interp.trajectories import invert_video, sample_video
 
 FRAMES, TOKENS = 4, 16
@@ -131,6 +132,33 @@ def test_selected_frames_and_pooled_tokens_are_cut_inside_the_hook():
     assert torch.equal(cut["pattern", 0], full["pattern", 0][:, :, tokens])
     _, pooled = run_with_cache(model, x, t, names=["resid_post"], layers=[0], select=then(select, pool_tokens))
     assert torch.allclose(pooled["resid_post", 0], full["resid_post", 0][:, tokens].mean(1))
+
+
+def test_per_frame_pooling_keeps_the_order_of_frames_that_a_window_mean_loses():
+    model, (x, t) = random_model(), inputs()
+    per_frame = pool_tokens_per_frame(FRAMES, TOKENS)
+    _, full = run_with_cache(model, x, t, names=["resid_post", "q", "gate_attn"], layers=[0])
+    _, pooled = run_with_cache(model, x, t, names=["resid_post", "q", "gate_attn"], layers=[0], select=per_frame)
+    resid = full["resid_post", 0]  # (B, F·N, D)
+    expected = torch.stack([resid[:, f * TOKENS:(f + 1) * TOKENS].mean(1) for f in range(FRAMES)], dim=1)
+    assert torch.allclose(pooled["resid_post", 0], expected.flatten(1))  # frame-major: frame 0's D, then frame 1's
+    q = full["q", 0]  # (B, heads, F·N, d)
+    assert torch.allclose(pooled["q", 0][:, :q.shape[1] * q.shape[3]],
+                          q[:, :, :TOKENS].mean(2).flatten(1))  # frame 0's heads·d first
+    assert torch.equal(pooled["gate_attn", 0], full["gate_attn", 0].flatten(1))  # one row per frame already
+    # Two windows whose frames are the same but in reverse order: one mean, two per-frame vectors.
+    forward = torch.randn(1, FRAMES * TOKENS, 8)
+    backward = forward.reshape(1, FRAMES, TOKENS, 8).flip(1).reshape(1, FRAMES * TOKENS, 8)
+    assert torch.allclose(pool_tokens("resid_post", forward), pool_tokens("resid_post", backward), atol=1e-6)
+    assert not torch.allclose(per_frame("resid_post", forward), per_frame("resid_post", backward))
+    with pytest.raises(ValueError, match="expected 4 frames of"):
+        per_frame("resid_post", forward[:, :TOKENS])
+    with pytest.raises(ValueError, match="has no meaning"):
+        per_frame("pattern", torch.zeros(1, 1, FRAMES * TOKENS, FRAMES * TOKENS))
+    projection = torch.randn(FRAMES * 8, 5)
+    projected = then(per_frame, project(projection))("resid_post", forward)
+    assert torch.allclose(projected, per_frame("resid_post", forward) @ projection)
+    assert torch.equal(project(None)("resid_post", forward[:, 0]), forward[:, 0])
 
 
 def test_frame_attention_sums_each_frames_attention_to_each_frame():

@@ -32,6 +32,7 @@ from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
+from videodiff.interp.experiment import POOLS
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
     train_video_vae, video_vae_run_config,
@@ -204,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--num-pairs", type=positive_int, default=200,
                        help="matched plausible/impossible pairs (at least 10)")
     probe.add_argument("--steps", type=positive_int, default=10, help="DDIM inversion steps")
-    probe.add_argument("--pool", choices=("all", "after_event"), default="all",
-                       help="mean-pool the tokens of all the window's frames, or only of those from the event on")
+    probe.add_argument("--pool", choices=POOLS, default="all",
+                       help="mean-pool the tokens of all the window's frames, only of those from the event on, or "
+                            "each frame's own (per_frame: frames kept in order, projected to 256 features)")
     probe.add_argument("--permutations", type=positive_int, default=199, help="relabellings of the permutation null")
     probe.add_argument("--seed", type=int, default=0, help="seed of the pairs (the probes' splits use 0, 1, 2)")
     probe.add_argument("--quick", action="store_true", help="smoke-test sizes: runs in seconds, figures mean nothing")
@@ -327,7 +329,7 @@ def command_probe(args) -> None:
     if args.num_pairs < 10 and not args.quick:
         raise UsageError(f"--num-pairs must be at least 10 (grouped folds need pairs to split), got {args.num_pairs}")
     run = load_video_diffusion(args.checkpoint)
-    config = quick_probe_config() if args.quick else ProbeExperimentConfig(
+    config = replace(quick_probe_config(), pool=args.pool) if args.quick else ProbeExperimentConfig(
         num_pairs=args.num_pairs, inversion_steps=args.steps, pool=args.pool, num_permutations=args.permutations,
         seed=args.seed)
     print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos)")

@@ -12,7 +12,7 @@ contiguous range of tokens, wherever the token axis is:
     scores, pattern                                    (B, heads, F·N, F·N)  2 (queries) and 3 (keys)
     time_embed, condition, shift_*, scale_*, gate_*    (B, F, D)             frames, axis 1
 
-`select_frames` and `pool_tokens` are ``select(name, tensor)`` functions for
+`select_frames`, `pool_tokens`, `pool_tokens_per_frame` and `project` are ``select(name, tensor)`` functions for
 `imagediff.hooks.run_with_cache` and `caching`: the cut happens inside the hook, so what is not
 selected is never stored.
 """
@@ -82,6 +82,46 @@ def pool_tokens(name: str, tensor: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name}: pooling an attention pattern over tokens has no meaning; use frame_attention.")
     pooled = tensor.mean(dim=token_axis(name))  # the token axis removed
     return pooled.reshape(pooled.shape[0], -1)  # (B, features)
+
+
+def pool_tokens_per_frame(num_frames: int, tokens_per_frame: int) -> Select:
+    """Mean over each frame's own tokens, the frames kept in order: one vector per frame, concatenated.
+
+    (B, F·N, D) -> (B, F·D); (B, heads, F·N, d) -> (B, F·heads·d). Unlike `pool_tokens` this keeps time:
+    a linear probe on it can weigh frames differently — compare the frames after an event with those
+    before it, or read a velocity as the difference of two frames' positions — which a mean over the
+    whole window cannot. Per-frame sites (B, F, D) are flattened as they are.
+    """
+
+    def select(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        kind = site_kind(name)
+        if kind in PATTERN_KINDS:
+            raise ValueError(f"{name}: pooling an attention pattern over tokens has no meaning; use frame_attention.")
+        moved = tensor.movedim(token_axis(name), 1)  # (B, T, ...) with T = F·N, or F for per-frame sites
+        if kind in PER_FRAME_KINDS:
+            return moved.reshape(moved.shape[0], -1)
+        if moved.shape[1] != num_frames * tokens_per_frame:
+            raise ValueError(f"{name}: expected {num_frames} frames of {tokens_per_frame} tokens on the token axis, "
+                             f"got {moved.shape[1]} tokens; cut frames after pooling, not before")
+        per_frame = moved.reshape(moved.shape[0], num_frames, tokens_per_frame, -1).mean(dim=2)  # (B, F, features)
+        return per_frame.reshape(per_frame.shape[0], -1)  # (B, F·features), frame-major
+
+    return select
+
+
+def project(projection: "torch.Tensor | None") -> Select:
+    """Multiply pooled features (B, d) by a fixed matrix (d, k), or pass them through when it is None:
+    keeps wide features (e.g. `pool_tokens_per_frame`'s F·D) cheap to cache and to probe."""
+
+    def select(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if projection is None:
+            return tensor
+        if tensor.ndim != 2 or tensor.shape[1] != projection.shape[0]:
+            raise ValueError(f"{name}: the projection maps {projection.shape[0]} features, got a tensor of shape "
+                             f"{tuple(tensor.shape)}; pool first")
+        return tensor @ projection.to(tensor.device, tensor.dtype)
+
+    return select
 
 
 def then(*selects: Select) -> Select:

@@ -4,7 +4,8 @@ Matched pairs of videos (videodiff.data.physics.make_impossible_pairs) share a s
 frame; after it, one continues lawfully and its twin does something impossible (a teleport, a ball
 that vanishes, gravity reversing, ...). For each video, a window of frames around the event is
 encoded by the VAE and DDIM-inverted through the DiT (videodiff.interp.trajectories); every block's
-output is mean-pooled over tokens at every noise level the inversion visits. One linear probe per
+output is mean-pooled over tokens (by default over the whole window, as the paper does; optionally per
+frame, see ProbeExperimentConfig.pool) at every noise level the inversion visits. One linear probe per
 cell (site, block, noise level) then tries to tell plausible from impossible, evaluated honestly
 (videodiff.interp.probes): pairs never straddle a split, the best cell is chosen on inner folds and
 reported on outer ones, and the same procedure runs on baselines — the VAE latents the DiT starts from,
@@ -34,7 +35,7 @@ from imagediff.hooks import hooks
 from videodiff.data.physics import make_impossible_pairs
 from videodiff.dit import VideoDiT
 from videodiff.interp.ablations import noise_injection
-from videodiff.interp.activations import pool_tokens, select_frames, then
+from videodiff.interp.activations import pool_tokens, pool_tokens_per_frame, project, select_frames, then
 from videodiff.interp.probes import (accuracy, choose_l2, control_labels, fit_logistic, grouped_folds,
                                      grouped_regression_r2, nested_probe, nested_probe_over_seeds,
                                      permutation_test, selectivity)
@@ -44,6 +45,7 @@ from videodiff.pipeline import physics_config
 
 PAIR_SEED_OFFSET = 2_000_000  # pairs are drawn apart from the training (0) and held-out (1e6) videos
 SITES = ("resid_post", "attn_out", "mlp_out")
+POOLS = ("all", "after_event", "per_frame")
 
 
 @dataclass
@@ -51,7 +53,10 @@ class ProbeExperimentConfig:
     num_pairs: int = 200                 # matched pairs: 2 · num_pairs videos
     seed: int = 0
     frames_before_event: int = 3         # the window starts this many frames before the event frame
-    pool: str = "all"                    # "all" frames of the window, or "after_event" only
+    # "all": mean over the window's tokens (as the paper pools); "after_event": over the frames from the
+    # event on; "per_frame": over each frame's tokens, frames kept in order (F·D features, projected to
+    # projection_dim), so that a linear probe can compare frames.
+    pool: str = "all"
     inversion_steps: int = 10
     num_levels: int = 5                  # noise levels kept for the probes, spread over those the inversion visits
     sites: tuple = SITES
@@ -72,8 +77,8 @@ class ProbeExperimentConfig:
     def __post_init__(self) -> None:
         if self.num_pairs < 10:
             raise ValueError(f"num_pairs must be at least 10 (5 folds of 2 pairs), got {self.num_pairs}.")
-        if self.pool not in ("all", "after_event"):
-            raise ValueError(f"pool must be 'all' or 'after_event', got {self.pool!r}.")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}.")
         if self.frames_before_event < 0:
             raise ValueError(f"frames_before_event must be >= 0, got {self.frames_before_event}.")
         if not self.sites or any(site not in SITES for site in self.sites):
@@ -152,6 +157,18 @@ def random_projection(dim_in: int, dim_out: int, seed: int = 0) -> Optional[torc
         return None
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(dim_in, dim_out, generator=generator, dtype=torch.float64) / dim_out**0.5
+
+
+def pooling(config: ProbeExperimentConfig, window: int, tokens_per_frame: int, hidden_dim: int, before: int):
+    """The select(name, tensor) that turns a site's tokens into a video's feature vector, by config.pool;
+    ``before``: the first frame of the event (the earliest over the pairs)."""
+    if config.pool == "all":
+        return pool_tokens
+    if config.pool == "after_event":
+        return then(select_frames(range(before, window), window, tokens_per_frame), pool_tokens)
+    projection = random_projection(window * hidden_dim, config.projection_dim, seed=config.seed)
+    return then(pool_tokens_per_frame(window, tokens_per_frame),
+                project(None if projection is None else projection.float()))
 
 
 def _flat(x: torch.Tensor, projection: Optional[torch.Tensor]) -> np.ndarray:
@@ -283,8 +300,7 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
     window = run.window
     tokens_per_frame = model.config.tokens_per_frame
     before = int(windows.event_offset.min())
-    select = pool_tokens if config.pool == "all" else then(
-        select_frames(range(before, window), window, tokens_per_frame), pool_tokens)
+    select = pooling(config, window, tokens_per_frame, model.config.hidden_dim, before)
     latents = run.encode(windows.frames).cpu()  # (2P, W, C, H, W)
     lap("videos and VAE latents")
 
