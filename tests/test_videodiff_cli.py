@@ -132,6 +132,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
                  "--logit-std", "2"]) == 0
     assert (started["dit"].timestep_sampling, started["dit"].logit_mean, started["dit"].logit_std) == (
         "logit_normal", -0.5, 2.0)
+    for flag, shared in (("--shared-future-level", True), ("--no-shared-future-level", False)):
+        assert main(["train", "--out", str(tmp_path), flag]) == 0
+        assert started["dit"].shared_future_level is shared
+    # Without a clean history there is nothing for the shared level to follow: the option falls away.
+    assert main(["train", "--out", str(tmp_path), "--shared-future-level", "--clean-history", "0"]) == 0
+    assert started["dit"].shared_future_level is False
 
 
 def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_options):
@@ -140,8 +146,10 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
 
     _, config = quick_run_configs(str(demo_run[0] / "vae" / "checkpoint.pt"))
     config.timestep_sampling, config.logit_mean, config.logit_std = "logit_normal", 0.7, 1.3
+    config.shared_future_level = not config.shared_future_level
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
+    assert options["shared_future_level"] == config.shared_future_level
 
 
 def test_help_lists_the_commands():

@@ -3,6 +3,7 @@ random clips, and a video DiT trained by toydiff's loop."""
 
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,28 @@ def test_a_clean_history_is_drawn_for_the_requested_share_of_clips():
     assert abs(rest.double().mean() - 500) < 15
     with pytest.raises(ValueError, match=r"clean_history_probability must lie in \[0, 1\]"):
         VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.5)
+
+
+def test_a_shared_future_level_noises_the_frames_after_a_clean_history_together():
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, shared_future_level=True)
+    t = objective.sample_timesteps(clips(batch=4000), torch.Generator().manual_seed(4))
+    with_history = t[:, 0] == CLEAN_LEVEL                                  # (B,), by chance alone 1 in 1000
+    assert abs(with_history.float().mean().item() - 0.5) < 0.03
+    shared = [bool((row[row != CLEAN_LEVEL] == row[-1]).all() and (row[:int((row == CLEAN_LEVEL).sum())]
+                                                                    == CLEAN_LEVEL).all())
+              for row in t[with_history]]                                # one level after a clean prefix
+    assert np.mean(shared) > 0.99                                        # (a first frame at level 0 by chance: not)
+    futures = torch.stack([row[-1] for row in t[with_history]]).double()
+    assert abs(futures.mean() - 500) < 20 and futures.std() > 250         # the shared level is drawn per clip
+    # Clips without a history keep independent levels: frames of one clip differ.
+    others = t[~with_history]
+    assert (others != others[:, :1]).any(dim=1).float().mean() > 0.99
+    # Without the option the same clips keep independent levels after their history.
+    independent = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5).sample_timesteps(
+        clips(batch=4000), torch.Generator().manual_seed(4))
+    assert (independent[independent[:, 0] == CLEAN_LEVEL][:, -2:].diff(dim=1) != 0).float().mean() > 0.9
+    with pytest.raises(ValueError, match="shared_future_level applies to the clips given a clean history"):
+        VideoDiffusionObjective(SCHEDULE, shared_future_level=True)
 
 
 def test_logit_normal_levels_shift_with_their_mean_and_keep_the_clean_history():

@@ -123,7 +123,8 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
 
     # 3. The full-sequence baseline, same budget.
     if baseline:
-        base_config = replace(config, noise_mode="full_sequence", clean_history_probability=0.0)
+        base_config = replace(config, noise_mode="full_sequence", clean_history_probability=0.0,
+                              shared_future_level=False)
         started = time.perf_counter()
         base = train_video_diffusion(base_config, out_dir=out / "dit_full_sequence", vae=vae_run.vae)
         _, _, base_short = rollout_and_score(base, num_videos, context, short, HistoryGuidance("none"))

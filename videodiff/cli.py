@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clean-history", type=non_negative_float, default=recipe.clean_history_probability,
                        help="--noise-mode diffusion_forcing: the share of clips given a clean history of random "
                             "length (ignored by the other modes)")
+    train.add_argument("--shared-future-level", action=argparse.BooleanOptionalAction,
+                       default=recipe.shared_future_level,
+                       help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
+                            "noise level (the rollout's task) instead of independent ones")
     train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
                        help="how the loss weighs the noise levels (min_snr: min(SNR, 5), see toydiff.losses)")
     train.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=recipe.timestep_sampling,
@@ -265,7 +269,9 @@ def command_train(args) -> None:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
-                                     clean_history_probability=clean_history, weighting=args.weighting,
+                                     clean_history_probability=clean_history,
+                                     shared_future_level=args.shared_future_level and clean_history > 0,
+                                     weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,

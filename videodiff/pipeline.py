@@ -126,6 +126,8 @@ class VideoDiffusionRunConfig(RunConfig):
     # measured better than 0 at equal steps (3000): x̂_0 of the future from clean context at level 999
     # had MSE 0.16 against 0.21, and the first generated frame's ball-position error 0.9 px against 1.4.
     clean_history_probability: float = 0.5
+    # Whether the frames after that clean history share one level (VideoDiffusionObjective).
+    shared_future_level: bool = False
     # Whether frames at the clean level (the clean history) get a loss; see VideoDiffusionObjective.
     clean_frame_loss: bool = True
     context_frames: int = 4                      # used by noise_mode "clean_context" only
@@ -265,6 +267,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
                                         clean_history_probability=config.clean_history_probability,
+                                        shared_future_level=config.shared_future_level,
                                         clean_frame_loss=config.clean_frame_loss,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std)

@@ -11,8 +11,9 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        (Chen et al. 2024). The model sees every mix of clean and noisy frames, so
                        at sampling time any pattern works: a clean past and a noisy future
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
-                       Option: `clean_history_probability`, the share of clips whose first frames
-                       (a random number of them) are made clean, see `__init__`.
+                       Options: `clean_history_probability`, the share of clips whose first frames
+                       (a random number of them) are made clean, and `shared_future_level`, one level
+                       for the rest of those clips; see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -42,7 +43,8 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
-                 clean_history_probability: float = 0.0, clean_frame_loss: bool = True,
+                 clean_history_probability: float = 0.0, shared_future_level: bool = False,
+                 clean_frame_loss: bool = True,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -62,6 +64,14 @@ class VideoDiffusionObjective(DiffusionObjective):
         # what prediction from real frames asks. With this probability a clip instead gets a clean
         # history of random length 1..F-1 (level 0), the other frames keeping their independent levels.
         self.clean_history_probability = clean_history_probability
+        # shared_future_level: the frames after such a clean history share one level drawn for the clip
+        # instead of keeping independent ones — the task a rollout window poses (clean history, then new
+        # frames noised together), as clean_context trains it, but with a history of any length and with the
+        # other clips still at independent levels, so every pattern the samplers and guidance use is seen.
+        if shared_future_level and not clean_history_probability > 0:
+            raise ValueError("shared_future_level applies to the clips given a clean history: set "
+                             "clean_history_probability > 0")
+        self.shared_future_level = shared_future_level
         # A frame at the clean level is shown as x_t = sqrt(ᾱ_0) x_0 + sqrt(1 - ᾱ_0) ε with sqrt(1 - ᾱ_0)
         # = 0.01 (linear β): its ε (and so its v ≈ ε) cannot be told from x_0 and is not learnable; its
         # squared error stays near 1 while the learnable frames' falls, so those frames add gradient
@@ -82,6 +92,9 @@ class VideoDiffusionObjective(DiffusionObjective):
                 chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
                 length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
                 in_history = torch.arange(frames, device=x0.device)[None, :] < length[:, None]  # (B, F)
+                if self.shared_future_level:
+                    shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
+                    t = torch.where(chosen[:, None], shared, t)
                 t = torch.where(chosen[:, None] & in_history, torch.full_like(t, CLEAN_LEVEL), t)
             return t
         shared = self.draw_levels((batch, 1), generator, x0.device)  # (B, 1)
@@ -100,6 +113,7 @@ class VideoDiffusionObjective(DiffusionObjective):
     def config_dict(self) -> dict:
         return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames,
                 "clean_history_probability": self.clean_history_probability,
+                "shared_future_level": self.shared_future_level,
                 "clean_frame_loss": self.clean_frame_loss}
 
 
