@@ -135,6 +135,9 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for flag, shared in (("--shared-future-level", True), ("--no-shared-future-level", False)):
         assert main(["train", "--out", str(tmp_path), flag]) == 0
         assert started["dit"].shared_future_level is shared
+    for flag, loss in (("--no-clean-frame-loss", False), ("--clean-frame-loss", True)):
+        assert main(["train", "--out", str(tmp_path), flag]) == 0
+        assert started["dit"].clean_frame_loss is loss
     # Without a clean history there is nothing for the shared level to follow: the option falls away.
     assert main(["train", "--out", str(tmp_path), "--shared-future-level", "--clean-history", "0"]) == 0
     assert started["dit"].shared_future_level is False

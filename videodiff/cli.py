@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
                             "noise level (the rollout's task) instead of independent ones")
+    train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
+                       help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
+                            "see VideoDiffusionObjective)")
     train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
                        help="how the loss weighs the noise levels (min_snr: min(SNR, 5), see toydiff.losses)")
     train.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=recipe.timestep_sampling,
@@ -271,6 +274,7 @@ def command_train(args) -> None:
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
+                                     clean_frame_loss=args.clean_frame_loss,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
