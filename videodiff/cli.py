@@ -155,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--shared-future-level", action=argparse.BooleanOptionalAction,
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
-                            "noise level (the rollout's task) instead of independent ones")
+                            "noise level (the rollout's task) instead of independent ones (default: %(default)s)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
-                            "see VideoDiffusionObjective)")
+                            "see VideoDiffusionObjective) (default: %(default)s)")
     train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
                        help="how the loss weighs the noise levels (min_snr: min(SNR, 5), see toydiff.losses)")
     train.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLINGS, default=recipe.timestep_sampling,
