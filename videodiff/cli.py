@@ -32,7 +32,7 @@ from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
-from videodiff.interp.experiment import POOLS
+from videodiff.interp.experiment import POOLS, ProbeExperimentConfig, quick_probe_config, run_probe_experiment
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
     train_video_vae, video_vae_run_config,
@@ -334,7 +334,6 @@ def command_evaluate(args) -> None:
 
 
 def command_probe(args) -> None:
-    from videodiff.interp.experiment import ProbeExperimentConfig, quick_probe_config, run_probe_experiment
 
     if args.num_pairs < 10 and not args.quick:
         raise UsageError(f"--num-pairs must be at least 10 (grouped folds need pairs to split), got {args.num_pairs}")

@@ -72,14 +72,17 @@ def select_frames(frames: Frames, num_frames: int, tokens_per_frame: int) -> Sel
     return select
 
 
+def _refuse_patterns(name: str) -> None:
+    if site_kind(name) in PATTERN_KINDS:
+        raise ValueError(f"{name}: pooling an attention pattern over tokens has no meaning; use frame_attention.")
+
+
 def pool_tokens(name: str, tensor: torch.Tensor) -> torch.Tensor:
     """Mean over the token (or frame) axis: one vector per example, the probes' features.
 
     (B, T, D) -> (B, D); (B, heads, T, d) -> (B, heads·d); patterns are not pooled (an error).
     """
-    kind = site_kind(name)
-    if kind in PATTERN_KINDS:
-        raise ValueError(f"{name}: pooling an attention pattern over tokens has no meaning; use frame_attention.")
+    _refuse_patterns(name)
     pooled = tensor.mean(dim=token_axis(name))  # the token axis removed
     return pooled.reshape(pooled.shape[0], -1)  # (B, features)
 
@@ -94,11 +97,9 @@ def pool_tokens_per_frame(num_frames: int, tokens_per_frame: int) -> Select:
     """
 
     def select(name: str, tensor: torch.Tensor) -> torch.Tensor:
-        kind = site_kind(name)
-        if kind in PATTERN_KINDS:
-            raise ValueError(f"{name}: pooling an attention pattern over tokens has no meaning; use frame_attention.")
+        _refuse_patterns(name)
         moved = tensor.movedim(token_axis(name), 1)  # (B, T, ...) with T = F·N, or F for per-frame sites
-        if kind in PER_FRAME_KINDS:
+        if site_kind(name) in PER_FRAME_KINDS:
             return moved.reshape(moved.shape[0], -1)
         if moved.shape[1] != num_frames * tokens_per_frame:
             raise ValueError(f"{name}: expected {num_frames} frames of {tokens_per_frame} tokens on the token axis, "
