@@ -87,6 +87,7 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--logit-std", "0"], "expected a number > 0, got 0"),
     (["train", "--logit-mean", "nan"], "expected a finite number, got nan"),
     (["train", "--timestep-sampling", "beta"], "invalid choice: 'beta'"),
+    (["train", "--history-frames", "8"], "--history-frames 8 leaves no frame to learn in a window of 8"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
     out, _ = demo_run
@@ -138,6 +139,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for flag, loss in (("--no-clean-frame-loss", False), ("--clean-frame-loss", True)):
         assert main(["train", "--out", str(tmp_path), flag]) == 0
         assert started["dit"].clean_frame_loss is loss
+    assert main(["train", "--out", str(tmp_path), "--history-frames", "4"]) == 0
+    assert started["dit"].clean_history_frames == 4
     # Without a clean history there is nothing for the shared level to follow: the option falls away.
     assert main(["train", "--out", str(tmp_path), "--shared-future-level", "--clean-history", "0"]) == 0
     assert started["dit"].shared_future_level is False

@@ -184,6 +184,22 @@ def test_a_shared_future_level_noises_the_frames_after_a_clean_history_together(
         VideoDiffusionObjective(SCHEDULE, shared_future_level=True)
 
 
+def test_a_fixed_clean_history_length_cleans_exactly_that_many_first_frames():
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
+                                        clean_history_frames=4)
+    t = objective.sample_timesteps(clips(batch=2000), torch.Generator().manual_seed(4))   # (B, 6)
+    assert (t[:, :4] == CLEAN_LEVEL).all()
+    assert (t[:, 4] == t[:, 5]).all() and (t[:, 4] != CLEAN_LEVEL).float().mean() > 0.99
+    assert t[:, 4].double().std() > 250                                   # the level after it is drawn per clip
+    with pytest.raises(ValueError, match="clean_history_frames=6 leaves no frame to learn in clips of 6"):
+        VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5,
+                                clean_history_frames=6).sample_timesteps(clips(batch=2), None)
+    with pytest.raises(ValueError, match="clean_history_frames must be a number of frames >= 1"):
+        VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, clean_history_frames=0)
+    with pytest.raises(ValueError, match="apply to noise_mode 'diffusion_forcing' only"):
+        VideoDiffusionObjective(SCHEDULE, noise_mode="full_sequence", shared_future_level=True)
+
+
 def test_logit_normal_levels_shift_with_their_mean_and_keep_the_clean_history():
     generator = torch.Generator().manual_seed(5)
     means = {}

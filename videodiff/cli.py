@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
                             "noise level (the rollout's task) instead of independent ones (default: %(default)s)")
+    train.add_argument("--history-frames", type=positive_int, default=recipe.clean_history_frames,
+                       help="--noise-mode diffusion_forcing: the length of that clean history (default: a random "
+                            "1..window-1 per clip)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
@@ -274,12 +277,15 @@ def command_train(args) -> None:
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
+                                     clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
+    if args.history_frames is not None and args.history_frames >= args.window:
+        raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,

@@ -12,8 +12,8 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        at sampling time any pattern works: a clean past and a noisy future
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
                        Options: `clean_history_probability`, the share of clips whose first frames
-                       (a random number of them) are made clean, and `shared_future_level`, one level
-                       for the rest of those clips; see `__init__`.
+                       (a random number of them, or `clean_history_frames`) are made clean, and
+                       `shared_future_level`, one level for the rest of those clips; see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -44,7 +44,7 @@ class VideoDiffusionObjective(DiffusionObjective):
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
                  clean_history_probability: float = 0.0, shared_future_level: bool = False,
-                 clean_frame_loss: bool = True,
+                 clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -55,15 +55,22 @@ class VideoDiffusionObjective(DiffusionObjective):
             raise ValueError(f"noise_mode 'clean_context' needs context_frames >= 1, got {context_frames}")
         if not 0.0 <= clean_history_probability <= 1.0:
             raise ValueError(f"clean_history_probability must lie in [0, 1], got {clean_history_probability}")
-        if clean_history_probability > 0 and noise_mode != "diffusion_forcing":
-            raise ValueError("clean_history_probability applies to noise_mode 'diffusion_forcing' only")
+        if noise_mode != "diffusion_forcing" and (clean_history_probability > 0 or shared_future_level):
+            raise ValueError(f"clean_history_probability and shared_future_level apply to noise_mode "
+                             f"'diffusion_forcing' only; got {clean_history_probability} and {shared_future_level} "
+                             f"with noise_mode {noise_mode!r} (set them to 0 and False)")
         self.noise_mode = noise_mode
         self.context_frames = context_frames if noise_mode == "clean_context" else 0
         # Independent uniform levels almost never show several clean frames before noisy ones (with
         # T = 1000, four frames all below level 50 come up once in 160 000 clips), yet that is exactly
         # what prediction from real frames asks. With this probability a clip instead gets a clean
-        # history of random length 1..F-1 (level 0), the other frames keeping their independent levels.
+        # history of random length 1..F-1 (level 0), the other frames keeping their independent levels;
+        # clean_history_frames fixes that length instead (a rollout's context, say).
         self.clean_history_probability = clean_history_probability
+        if clean_history_frames is not None and clean_history_frames < 1:
+            raise ValueError(f"clean_history_frames must be a number of frames >= 1 (or None for a random "
+                             f"length), got {clean_history_frames}")
+        self.clean_history_frames = clean_history_frames
         # shared_future_level: the frames after such a clean history share one level drawn for the clip
         # instead of keeping independent ones — the task a rollout window poses (clean history, then new
         # frames noised together), as clean_context trains it, but with a history of any length and with the
@@ -86,11 +93,17 @@ class VideoDiffusionObjective(DiffusionObjective):
         batch, frames = x0.shape[:2]
         if self.context_frames >= frames:
             raise ValueError(f"context_frames={self.context_frames} leaves no frame to learn in clips of {frames} frames")
+        if self.clean_history_probability > 0 and (self.clean_history_frames or 0) >= frames:
+            raise ValueError(f"clean_history_frames={self.clean_history_frames} leaves no frame to learn in clips "
+                             f"of {frames} frames")
         if self.noise_mode == "diffusion_forcing":
             t = self.draw_levels((batch, frames), generator, x0.device)  # (B, F), independent levels
             if self.clean_history_probability > 0:
                 chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
-                length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
+                if self.clean_history_frames is None:
+                    length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
+                else:
+                    length = torch.full((batch,), self.clean_history_frames, device=x0.device)
                 in_history = torch.arange(frames, device=x0.device)[None, :] < length[:, None]  # (B, F)
                 if self.shared_future_level:
                     shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
@@ -114,6 +127,7 @@ class VideoDiffusionObjective(DiffusionObjective):
         return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames,
                 "clean_history_probability": self.clean_history_probability,
                 "shared_future_level": self.shared_future_level,
+                "clean_history_frames": self.clean_history_frames,
                 "clean_frame_loss": self.clean_frame_loss}
 
 
