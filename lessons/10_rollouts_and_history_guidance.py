@@ -12,7 +12,7 @@
 # what too much of it does.
 #
 # Run:   python lessons/10_rollouts_and_history_guidance.py   (figures in runs/lessons/10_rollouts_and_history_guidance/)
-# Time:  about 5.5 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 319 s).
+# Time:  about 6 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 356 s).
 #        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 
 # %%
@@ -126,7 +126,7 @@ print("wrote", save_curves(curves, OUT / "error_over_time.png", "frame (the firs
 # would draw without it.  For a video the most history-like next frame is the last frame again, and
 # the DFoT paper reports that at large scales videos go static (its fractional guidance was designed
 # against that).  Measure it, by the motion ratio against the unguided rollout above.  On the lesson's
-# model (3000 steps) it did not happen when this was written: no guidance 1.34, vanilla s = 6 1.33 —
+# model (3000 steps) it did not happen when this was written: no guidance 1.54, vanilla s = 6 1.45 —
 # the balls jitter more than they move, and a model this rough has little motion to lose.
 
 # %%

@@ -266,3 +266,19 @@ def test_evaluate_writes_every_guidance_row_and_the_reference_rows(demo_run, tmp
     assert [row.get("reference", False) for row in rows] == [False] * (len(rows) - 2) + [True, True]
     assert rows[-1]["motion_ratio"] in (0.0, None)  # a frozen video does not move (None: no ball tracked)
     assert "reference rows" in capsys.readouterr().out
+
+
+def test_evaluate_rolls_out_along_the_requested_scheduling_matrix(demo_run, tmp_path, monkeypatch):
+    import videodiff.evaluation
+
+    out, _ = demo_run
+    seen, original = [], videodiff.evaluation.rollout_and_score
+
+    def spy(*args, **options):
+        seen.append((options["scheduling"], options["num_steps"]))
+        return original(*args, **options)
+
+    monkeypatch.setattr(videodiff.evaluation, "rollout_and_score", spy)
+    assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+                 "--length", "2", "--steps", "2", "--scheduling", "full_sequence"]) == 0
+    assert seen and set(seen) == {("full_sequence", 2)}

@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
     evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
     evaluate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
+    evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
+                          help="the scheduling matrix of each window")
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
     probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
@@ -331,7 +333,7 @@ def command_evaluate(args) -> None:
     run = load_video_diffusion(args.checkpoint)
     _check_rollout_request(run, args.context, args.length)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
-                             args.steps)
+                             args.steps, scheduling=args.scheduling)
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]
     print(format_table(table))
     print("reference rows (no model: the ceiling and a frozen video):\n" + format_table(reference))

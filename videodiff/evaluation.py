@@ -41,11 +41,13 @@ def _table_row(name: str, metrics: dict) -> dict:
 
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
-                     num_steps: int, rows=GUIDANCE_ROWS) -> list[dict]:
-    """The physics metrics of rollouts under each history guidance, one dict per row."""
+                     num_steps: int, rows=GUIDANCE_ROWS, scheduling: str = "autoregressive") -> list[dict]:
+    """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
+    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``."""
     table = []
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
+                                          scheduling=scheduling,
                                           stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
     return table
