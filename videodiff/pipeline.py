@@ -123,11 +123,13 @@ class VideoDiffusionRunConfig(RunConfig):
     logit_std: float = 1.0
     noise_mode: str = "diffusion_forcing"        # or "full_sequence", "clean_context" (videodiff.training)
     # diffusion_forcing: share of clips given a clean history of random length (videodiff.training), whether
-    # the frames after it share one level (the task an autoregressive rollout sets), and whether clean frames
-    # get a loss (their v-target is unlearnable noise; VideoDiffusionObjective). Together, 0.9 / shared / no
-    # loss measured 1.97 px over the first 8 generated frames of 32 held-out videos, against 3.44 for 0.5 /
-    # independent / loss, at the same 7000 steps (docs/video_rollouts.md, "What the prediction task costs
-    # diffusion forcing"); 10% of clips keep independent levels, which history guidance needs.
+    # the frames after it share one level (the task a rollout window poses), and whether clean frames get a
+    # loss (their v-target is unlearnable noise; VideoDiffusionObjective). Together, 0.9 / shared / no loss
+    # measured 1.97 px over the first 8 generated frames of 32 held-out videos (2.15 through the bench, VAE
+    # retrained), against 3.44 for 0.5 / independent / loss, at the same 7000 steps (docs/video_rollouts.md,
+    # "What the prediction task costs diffusion forcing"); 10% of clips keep independent levels, which
+    # history guidance needs. A history of exactly 4 frames (clean_history_frames) did better still: see
+    # "A history of exactly four frames, and two sampling steps" there.
     clean_history_probability: float = 0.9
     shared_future_level: bool = True
     clean_frame_loss: bool = False
