@@ -93,7 +93,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         batch, frames = x0.shape[:2]
         if self.context_frames >= frames:
             raise ValueError(f"context_frames={self.context_frames} leaves no frame to learn in clips of {frames} frames")
-        if self.clean_history_probability > 0 and (self.clean_history_frames or 0) >= frames:
+        fixed_history = self.clean_history_frames if self.clean_history_probability > 0 else None
+        if fixed_history is not None and fixed_history >= frames:
             raise ValueError(f"clean_history_frames={self.clean_history_frames} leaves no frame to learn in clips "
                              f"of {frames} frames")
         if self.noise_mode == "diffusion_forcing":
