@@ -137,9 +137,10 @@ print(f"moving the key one frame further instead changes the score by {(one_fram
 # embedding) modulates only frame f's tokens, by adaLN-Zero as in lesson 06.  What changes between
 # training methods is only how the levels t (B, F) are drawn for a clip (`VideoDiffusionObjective`):
 # - diffusion forcing: every frame its own level, independently uniform — except that a share of the
-#   clips (the recipe's `clean_history_probability`, 90%) gets a clean first few frames: independent
-#   uniform levels almost never show several clean frames before noisy ones, the very pattern that
-#   prediction from real frames asks for.  In the recipe the frames after such a history also share
+#   clips (the recipe's `clean_history_probability`, 90%) gets a clean first half of the window
+#   (`clean_history_frames`, the history a rollout keeps in lesson 10): independent uniform levels
+#   almost never show several clean frames before noisy ones, the very pattern that prediction from
+#   real frames asks for.  In the recipe the frames after such a history also share
 #   one level (`shared_future_level`), as the new frames of a rollout window do, and clean frames get
 #   no loss (`clean_frame_loss=False`: their v-target is noise that cannot be told from x_0).  The
 #   other clips keep independent levels, so every pattern sampling and guidance use is still seen;
@@ -158,13 +159,15 @@ for mode in ("diffusion_forcing", "full_sequence", "clean_context"):
                                         context_frames=VIDEO_CONTEXT if mode == "clean_context" else 0,
                                         clean_history_probability=recipe.clean_history_probability
                                         if mode == "diffusion_forcing" else 0.0,
-                                        shared_future_level=recipe.shared_future_level and mode == "diffusion_forcing")
+                                        shared_future_level=recipe.shared_future_level and mode == "diffusion_forcing",
+                                        clean_history_frames=recipe.history_frames())
     levels[mode] = objective.sample_timesteps(clip_shape, torch.Generator().manual_seed(1))   # (16, F)
     spread = levels[mode].double().std(dim=1).mean()
     print(f"{mode:17s}: levels {tuple(levels[mode].shape)}, mean spread within a clip (std over its frames) "
           f"{spread:6.1f}, clean frames {(levels[mode] == 0).float().mean():4.0%}   (the std of one uniform level: "
           f"{T / 12 ** 0.5:.0f})")
-print(f"diffusion forcing with a clean history in {recipe.clean_history_probability:.0%} of the clips"
+print(f"diffusion forcing with a clean history of {recipe.history_frames() or 'a random number of'} frames in "
+      f"{recipe.clean_history_probability:.0%} of the clips"
       f"{', one shared level after it' if recipe.shared_future_level else ''} (the recipe's)")
 figure, axes = plots.new_figure(3, panel_size=3.0)
 for axis, (mode, t) in zip(axes, levels.items()):

@@ -567,7 +567,8 @@ def check_11_looking_inside_the_video_dit(out: str) -> None:
         name, _ = lines(out, r"^largest position error of the ablations: (.+) \((\S+) px, against", count=1)[0]
         assert name == max(scored, key=lambda row: row[2])[0]
         worse = int(number(out, r"^ablations with a larger position error than the model as trained: NUMBER of"))
-        assert worse == sum(row[2] > rows[0][2] for row in scored)
+        # Counted on unrounded errors: a row printed equal to the model's may count either way.
+        assert sum(row[2] > rows[0][2] for row in scored) <= worse <= sum(row[2] >= rows[0][2] for row in scored)
     name, share = lines(out, r"^fewest well-formed frames: (.+) \(NUMBER, against", count=1)[0]
     assert float(share) == min(row[4] for row in rows[2:])
     assert name in [row[0] for row in rows[2:] if row[4] == float(share)]

@@ -3,6 +3,7 @@ end-to-end rollout on a model trained for a few steps), and every bad request ex
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,8 @@ import videodiff.cli
 from videodiff.cli import main
 from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
-from videodiff.pipeline import VideoDiffusionRunConfig, load_video_diffusion, video_vae_run_config
+from videodiff.dit import video_dit_config
+from videodiff.pipeline import VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,6 +90,8 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--logit-mean", "nan"], "expected a finite number, got nan"),
     (["train", "--timestep-sampling", "beta"], "invalid choice: 'beta'"),
     (["train", "--history-frames", "8"], "--history-frames 8 leaves no frame to learn in a window of 8"),
+    (["train", "--history-frames", "quarter"], "expected a number of frames >= 1, 'half' or 'random', got 'quarter'"),
+    (["train", "--history-frames", "0"], "expected a number of frames >= 1, 'half' or 'random', got '0'"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
     out, _ = demo_run
@@ -139,8 +143,9 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for flag, loss in (("--no-clean-frame-loss", False), ("--clean-frame-loss", True)):
         assert main(["train", "--out", str(tmp_path), flag]) == 0
         assert started["dit"].clean_frame_loss is loss
-    assert main(["train", "--out", str(tmp_path), "--history-frames", "4"]) == 0
-    assert started["dit"].clean_history_frames == 4
+    for value, stored in (("3", 3), ("random", None), ("half", "half")):
+        assert main(["train", "--out", str(tmp_path), "--history-frames", value]) == 0
+        assert started["dit"].clean_history_frames == stored
     # Without a clean history there is nothing for the shared level to follow: the option falls away.
     assert main(["train", "--out", str(tmp_path), "--shared-future-level", "--clean-history", "0"]) == 0
     assert started["dit"].shared_future_level is False
@@ -156,6 +161,8 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
     assert options["shared_future_level"] == config.shared_future_level
+    # The recipe's "half" reaches the objective as a number of frames: half the quick window of 4.
+    assert config.clean_history_frames == "half" and options["clean_history_frames"] == 2
 
 
 def test_help_lists_the_commands():
@@ -282,3 +289,42 @@ def test_evaluate_rolls_out_along_the_requested_scheduling_matrix(demo_run, tmp_
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
                  "--length", "2", "--steps", "2", "--scheduling", "full_sequence"]) == 0
     assert seen and set(seen) == {("full_sequence", 2)}
+
+
+def test_history_length_is_resolved_against_the_window():
+    recipe = VideoDiffusionRunConfig()
+    assert recipe.clean_history_frames == "half" and recipe.history_frames() == recipe.dit.num_frames // 2 == 4
+    assert replace(recipe, dit=video_dit_config("tiny", num_frames=6)).history_frames() == 3
+    assert replace(recipe, clean_history_frames=5).history_frames() == 5
+    assert replace(recipe, clean_history_frames=None).history_frames() is None              # random lengths
+    assert replace(recipe, clean_history_probability=0.0).history_frames() is None           # no clean histories
+    assert replace(recipe, noise_mode="full_sequence").history_frames() is None
+    for bad in (8, 0, "quarter", True):
+        with pytest.raises(ValueError, match=r"clean_history_frames must be 'half', None or a number of frames in 1\.\.7"):
+            replace(recipe, clean_history_frames=bad).history_frames()
+    # A run stored before the option existed drew random lengths, and is read back that way.
+    stored = recipe.to_dict()
+    del stored["clean_history_frames"]
+    assert VideoDiffusionRunConfig.from_dict(stored).history_frames() is None
+
+
+def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkeypatch):
+    import videodiff.pipeline
+    from videodiff.pipeline import load_video_diffusion
+
+    run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
+    seen = []
+    real_rollout = videodiff.pipeline.rollout
+
+    def spy(*args, **options):
+        seen.append((options["frames_per_window"], options["kind"], options["num_steps"]))
+        return real_rollout(*args, **options)
+
+    monkeypatch.setattr(videodiff.pipeline, "rollout", spy)
+    context = held_out_videos(run.config, 2, num_frames=3).frames
+    assert run.config.history_frames() == 2 and run.window == 4
+    assert run.rollout(context[:, :1], 3).shape[1] == 4
+    assert run.rollout(context, 3, new_frames=1).shape[1] == 6
+    run.config = replace(run.config, clean_history_frames=None)   # a model trained with random lengths
+    run.rollout(context, 3)
+    assert seen == [(2, "full_sequence", 2), (1, "full_sequence", 2), (None, "full_sequence", 2)]

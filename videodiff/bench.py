@@ -112,7 +112,7 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
                                "found_share": metrics["found_share"]}
     print(f"position error over the first {short} generated frames: {metrics['position_error_first']:.2f} px "
           f"(target <= 1.5)", flush=True)
-    table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, num_steps=10, rows=rows)
+    table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, rows=rows)
     # What the same metrics give the truth decoded by the VAE (the ceiling) and a frozen frame (no model).
     reference = reference_rows(run, num_videos, context, long)
     report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95, "reference": reference}
@@ -128,8 +128,7 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
         started = time.perf_counter()
         base = train_video_diffusion(base_config, out_dir=out / "dit_full_sequence", vae=vae_run.vae)
         _, _, base_short = rollout_and_score(base, num_videos, context, short, HistoryGuidance("none"))
-        base_table = evaluation_table(base, num_videos, context, long, scale=2.0, stabilization=20, num_steps=10,
-                                      rows=rows[:2])
+        base_table = evaluation_table(base, num_videos, context, long, scale=2.0, stabilization=20, rows=rows[:2])
         report["full_sequence_baseline"] = {"dit_train_seconds": base.seconds,
                                             "position_error_first": base_short["position_error_first"],
                                             "rows": base_table, "wall_seconds": time.perf_counter() - started}

@@ -34,8 +34,8 @@ from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.interp.experiment import POOLS, ProbeExperimentConfig, quick_probe_config, run_probe_experiment
 from videodiff.pipeline import (
-    VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
-    train_video_vae, video_vae_run_config,
+    HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion, physics_config,
+    train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -76,6 +76,19 @@ def _weights(text: str) -> tuple:
     return values
 
 
+def _history_frames(text: str):
+    """--history-frames: 'half', 'random' (None) or a number of frames >= 1."""
+    if text in (HALF_WINDOW, "random"):
+        return HALF_WINDOW if text == HALF_WINDOW else None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of frames >= 1, 'half' or 'random', got {text!r}")
+    return value
+
+
 def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", choices=GUIDANCE_MODES, default="none",
                         help="history guidance: none, vanilla (history vs. fully noised history), fractional "
@@ -90,9 +103,10 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="temporal guidance: relative weight of each sub-window")
     parser.add_argument("--stabilization", type=int, default=0,
                         help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
-    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
-                        help="the scheduling matrix of each window")
-    parser.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
+    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
+                        help="the scheduling matrix of each window (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
+                        help="sampling steps per frame (default: %(default)s)")
     parser.add_argument("--eta", type=unit_fraction, default=0.0,
                         help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
@@ -156,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
                             "noise level (the rollout's task) instead of independent ones (default: %(default)s)")
-    train.add_argument("--history-frames", type=positive_int, default=recipe.clean_history_frames,
-                       help="--noise-mode diffusion_forcing: the length of that clean history (default: a random "
-                            "1..window-1 per clip)")
+    train.add_argument("--history-frames", type=_history_frames, default=recipe.clean_history_frames,
+                       help="--noise-mode diffusion_forcing: the length of that clean history: a number of frames, "
+                            "'half' (half the window, the history of the default rollout) or 'random' (1..window-1 "
+                            "per clip) (default: %(default)s)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
@@ -204,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--length", type=positive_int, default=64, help="frames to generate")
     evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
     evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
-    evaluate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
-    evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default="autoregressive",
-                          help="the scheduling matrix of each window")
+    evaluate.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
+                          help="sampling steps per frame (default: %(default)s)")
+    evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
+                          help="the scheduling matrix of each window (default: %(default)s)")
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
     probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
@@ -230,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--num-videos", type=positive_int, default=16, help="held-out videos")
     ablate.add_argument("--context", type=positive_int, default=4, help="real context frames")
     ablate.add_argument("--length", type=positive_int, default=16, help="frames to generate")
-    ablate.add_argument("--steps", type=positive_int, default=10, help="sampling steps per frame")
+    ablate.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
+                        help="sampling steps per frame (default: %(default)s)")
     ablate.add_argument("--alpha", type=non_negative_float, default=0.5, help="size of the injected noise, α")
     ablate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
@@ -286,7 +303,7 @@ def command_train(args) -> None:
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
-    if args.history_frames is not None and args.history_frames >= args.window:
+    if isinstance(args.history_frames, int) and args.history_frames >= args.window:
         raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")

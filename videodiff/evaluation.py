@@ -1,7 +1,7 @@
 """Rollouts scored against the true physics: one rollout, and a table over history guidances.
 
     generated, truth, metrics = rollout_and_score(run, 32, context=4, length=64, guidance=HistoryGuidance("none"))
-    print(format_table(evaluation_table(run, 32, context=4, length=64, scale=2.0, stabilization=20, num_steps=10)))
+    print(format_table(evaluation_table(run, 32, context=4, length=64, scale=2.0, stabilization=20)))
     print(format_table(reference_rows(run, 32, context=4, length=64)))   # what the metrics give non-models
 
 Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
@@ -10,7 +10,7 @@ Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
 from __future__ import annotations
 
 from videodiff.metrics import physics_metrics
-from videodiff.pipeline import held_out_videos
+from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS, held_out_videos
 from videodiff.sampling import HistoryGuidance
 
 
@@ -41,7 +41,8 @@ def _table_row(name: str, metrics: dict) -> dict:
 
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
-                     num_steps: int, rows=GUIDANCE_ROWS, scheduling: str = "autoregressive") -> list[dict]:
+                     num_steps: int = ROLLOUT_STEPS, rows=GUIDANCE_ROWS,
+                     scheduling: str = ROLLOUT_SCHEDULING) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
     takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``."""
     table = []

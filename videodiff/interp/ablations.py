@@ -32,7 +32,7 @@ import torch
 
 from imagediff.hooks import HookPoint, hooks
 from videodiff.metrics import physics_metrics
-from videodiff.pipeline import held_out_videos
+from videodiff.pipeline import ROLLOUT_STEPS, held_out_videos
 
 FwdHooks = list  # [(hook name, fn(activation, hook_point) -> tensor or None)]
 
@@ -140,7 +140,7 @@ TABLE_KEYS = ("position_error_first", "position_error", "found_share", "well_for
 
 
 def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context: int = 4, length: int = 16,
-                   num_steps: int = 10, seed: int = 0,
+                   num_steps: int = ROLLOUT_STEPS, seed: int = 0,
                    on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
     """Roll out the same held-out videos under every ablation; one dict of physics metrics per row.
 
