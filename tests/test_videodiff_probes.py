@@ -13,8 +13,8 @@ import torch
 
 from videodiff.interp.probes import (
     accuracy, auroc, choose_l2, control_labels, fit_logistic, fit_logistic_path, fit_ridge, grouped_folds,
-    grouped_regression_r2, nested_probe, nested_probe_over_seeds, pairwise_accuracy, permutation_test,
-    permuted_labels, r2_score, selectivity,
+    grouped_regression_r2, nested_probe, nested_probe_over_seeds, nested_statistics, pairwise_accuracy,
+    permutation_test, permuted_labels, r2_score, selectivity,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -323,6 +323,27 @@ def test_permutation_p_value_is_small_for_a_signal_and_not_for_none():
     nothing = {"cell": planted(y, dim=3, strength=0.0, seed=71)[0]}
     _, _, p_value = permutation_test(nothing, y, groups, groups, seed=0, **options)
     assert p_value > 0.1
+
+
+def test_the_batched_null_is_nested_probe_run_once_per_labeling():
+    """nested_statistics (all labelings in batched solves, only the chosen cell refitted) reports for
+    each labeling what nested_probe reports for it alone: same folds, same choices, same margins."""
+    y, groups = pairs(40)
+    # Cells of different strength and width, so that labelings choose different cells and λ.
+    features = {("a", 0): planted(y, dim=4, strength=0.6, seed=90)[0],
+                ("b", 1): planted(y, dim=6, strength=0.3, seed=91, setup_scale=1.0)[0],
+                ("c", 2): planted(y, dim=3, strength=0.0, seed=92)[0]}
+    rng = np.random.default_rng(5)
+    labelings = np.stack([y] + [permuted_labels(y, groups, rng) for _ in range(11)])
+    options = dict(outer_folds=4, inner_folds=3, l2_grid=(1e-2, 0.1, 1.0), seed=3)
+    alone = [nested_probe(features, labels, groups, groups, **options) for labels in labelings]
+    assert len({tuple(map(str, result.chosen_cells)) for result in alone}) > 1  # the choices differ
+    for statistic in ("per_video_accuracy", "pairwise_accuracy", "auroc"):
+        batched = nested_statistics(features, labelings, groups, groups, statistic=statistic, **options)
+        np.testing.assert_allclose(batched, [getattr(result, statistic) for result in alone], rtol=0, atol=1e-12)
+    # Batches smaller than the labelings (7 fits at a time) give the same figures.
+    again = nested_statistics(features, labelings, groups, groups, max_problems=7, **options)
+    np.testing.assert_allclose(again, [result.per_video_accuracy for result in alone], rtol=0, atol=1e-12)
 
 
 def test_control_labels_are_one_per_value_and_balanced():
