@@ -101,7 +101,7 @@ print(f"VAE: base width {recipe.vae.base_channels}, channel multipliers {recipe.
 print(f"training: {recipe.num_train_images} images, {recipe.train.steps} steps of batch {recipe.train.batch_size}, "
       f"learning rate {recipe.train.learning_rate}")
 checkpoint = VAE / "checkpoint.pt"
-if finished(checkpoint, recipe.train.steps):
+if finished(checkpoint, recipe.train.steps, recipe):
     trained = load_vae(checkpoint)
     print(f"loaded the trained VAE from {checkpoint}")
 else:

@@ -162,7 +162,7 @@ print(f"recipe: {recipe.num_train_images} images, {recipe.schedule} schedule, T 
       f"target {recipe.prediction_type}, label dropout {recipe.label_dropout}; {recipe.train.steps} steps of batch "
       f"{recipe.train.batch_size}, learning rate {recipe.train.learning_rate}")
 checkpoint = LATENT / "checkpoint.pt"
-run = load_image_diffusion(checkpoint) if finished(checkpoint, recipe.train.steps) else None
+run = load_image_diffusion(checkpoint) if finished(checkpoint, recipe.train.steps, recipe) else None
 if run is None or not any("evaluation" in entry for entry in run.history):
     if run is not None:
         print("the checkpoint was trained without this lesson's snapshots (by lesson 07): training it again")

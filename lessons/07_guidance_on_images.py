@@ -208,7 +208,7 @@ upright_recipe.dataset_options = {**upright_recipe.dataset_options, "rotate": Fa
 upright_recipe.train = replace(upright_recipe.train, steps=UPRIGHT_STEPS,
                                warmup_steps=min(upright_recipe.train.warmup_steps, UPRIGHT_STEPS // 10))
 upright_checkpoint = OUT / "upright" / "checkpoint.pt"
-if finished(upright_checkpoint, UPRIGHT_STEPS):
+if finished(upright_checkpoint, UPRIGHT_STEPS, upright_recipe):
     upright = load_image_diffusion(upright_checkpoint)
 else:
     upright = train_image_diffusion(upright_recipe, out_dir=upright_checkpoint.parent, vae=shared_vae().vae)

@@ -149,7 +149,7 @@ print(f"VAE: imagediff's, base width {recipe.vae.base_channels}, multipliers {re
 print(f"training: the {recipe.num_train_images} frames of {options['num_videos']} videos, {recipe.train.steps} steps "
       f"of batch {recipe.train.batch_size}")
 checkpoint = VIDEO_VAE / "checkpoint.pt"
-if finished(checkpoint, recipe.train.steps):
+if finished(checkpoint, recipe.train.steps, recipe):
     trained = load_vae(checkpoint)
     print(f"loaded the trained VAE from {checkpoint}")
 else:

@@ -227,7 +227,7 @@ print(f"recipe: {recipe.num_train_videos} videos, window {window}, {recipe.noise
       f"target {recipe.prediction_type}; DiT width {recipe.dit.hidden_dim}, depth {recipe.dit.depth}, "
       f"{recipe.dit.num_heads} heads; {recipe.train.steps} steps of {recipe.train.batch_size} clips")
 checkpoint = VIDEO_DIT / "checkpoint.pt"
-if finished(checkpoint, recipe.train.steps):
+if finished(checkpoint, recipe.train.steps, recipe):
     run = load_video_diffusion(checkpoint, vae_checkpoint=VIDEO_VAE / "checkpoint.pt")
     print(f"loaded the trained video DiT from {checkpoint}")
 else:

@@ -112,11 +112,32 @@ def noisy_classifier_recipe():
     return recipe
 
 
-def finished(checkpoint: Path, steps: int) -> bool:
-    """Whether ``checkpoint`` exists and holds a run that completed ``steps`` training steps."""
+def finished(checkpoint: Path, steps: int, recipe=None) -> bool:
+    """Whether ``checkpoint`` exists and holds a run that completed ``steps`` training steps of ``recipe``.
+
+    A checkpoint that another recipe wrote (the library's defaults changed since it was trained, say) is
+    not the lesson's model: it is moved aside to checkpoint.previous-recipe.pt, a line says which
+    settings differ, and the answer is False, so that the lesson trains its own recipe from scratch.
+    The recipe's top-level settings are compared (numbers, strings, flags; not the nested network
+    configs, which training completes from the data).
+    """
     from toydiff.checkpoints import load_checkpoint
 
-    return checkpoint.exists() and int(load_checkpoint(checkpoint)["step"]) >= steps
+    if not checkpoint.exists():
+        return False
+    state = load_checkpoint(checkpoint)
+    if recipe is not None:
+        stored, asked = state.get("config", {}), recipe.to_dict()
+        absent = object()
+        differing = sorted(key for key, value in asked.items()
+                           if not isinstance(value, dict) and stored.get(key, absent) != value)
+        if differing:
+            aside = checkpoint.with_name("checkpoint.previous-recipe.pt")
+            checkpoint.replace(aside)
+            print(f"{checkpoint} was trained with another recipe (differs in: {', '.join(differing)}); moved it to "
+                  f"{aside.name} and training the lesson's recipe", flush=True)
+            return False
+    return int(state["step"]) >= steps
 
 
 def shared_vae():
@@ -124,7 +145,7 @@ def shared_vae():
     from imagediff.pipeline import load_vae, train_vae
 
     recipe, checkpoint = vae_recipe(), VAE / "checkpoint.pt"
-    if finished(checkpoint, recipe.train.steps):
+    if finished(checkpoint, recipe.train.steps, recipe):
         return load_vae(checkpoint)
     print(f"training the VAE of lesson 05 first ({recipe.train.steps} steps) -> {VAE}", flush=True)
     return train_vae(recipe, out_dir=VAE)
@@ -135,7 +156,7 @@ def shared_latent_model():
     from imagediff.pipeline import load_image_diffusion, train_image_diffusion
 
     recipe, checkpoint = latent_recipe(), LATENT / "checkpoint.pt"
-    if finished(checkpoint, recipe.train.steps):
+    if finished(checkpoint, recipe.train.steps, recipe):
         return load_image_diffusion(checkpoint)
     vae = shared_vae().vae
     print(f"training the latent DiT of lesson 06 first ({recipe.train.steps} steps) -> {LATENT}", flush=True)
@@ -211,7 +232,7 @@ def shared_video_vae():
     from videodiff.pipeline import train_video_vae
 
     recipe, checkpoint = video_vae_recipe(), VIDEO_VAE / "checkpoint.pt"
-    if finished(checkpoint, recipe.train.steps):
+    if finished(checkpoint, recipe.train.steps, recipe):
         return load_vae(checkpoint)
     print(f"training the per-frame VAE of lesson 08 first ({recipe.train.steps} steps) -> {VIDEO_VAE}", flush=True)
     return train_video_vae(recipe, out_dir=VIDEO_VAE)
@@ -222,7 +243,7 @@ def shared_video_model():
     from videodiff.pipeline import load_video_diffusion, train_video_diffusion
 
     recipe, checkpoint = video_dit_recipe(), VIDEO_DIT / "checkpoint.pt"
-    if finished(checkpoint, recipe.train.steps):
+    if finished(checkpoint, recipe.train.steps, recipe):
         return load_video_diffusion(checkpoint, vae_checkpoint=VIDEO_VAE / "checkpoint.pt")
     vae = shared_video_vae().vae
     print(f"training the video DiT of lesson 09 first ({recipe.train.steps} steps) -> {VIDEO_DIT}", flush=True)

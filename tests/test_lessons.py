@@ -699,3 +699,25 @@ def test_make_lessons_prints_the_measured_time_next_to_the_header(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "lessons" / "run_all.py"), "99"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown lesson" in bad.stderr
+
+
+def test_a_checkpoint_of_another_recipe_is_set_aside_not_reused(tmp_path, capsys, monkeypatch):
+    """A lesson's shared checkpoint trained before the library's defaults changed is not loaded as if
+    it were the lesson's model: finished() moves it aside and asks for training."""
+    from dataclasses import replace
+
+    from toydiff.checkpoints import save_checkpoint
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "lessons"))
+    from lesson_setup import finished
+
+    recipe = VideoDiffusionRunConfig()
+    checkpoint = tmp_path / "checkpoint.pt"
+    for stored, expected in ((recipe, True), (replace(recipe, clean_history_frames=None), False)):
+        save_checkpoint(checkpoint, {"kind": "videodiff.diffusion", "step": recipe.train.steps,
+                                     "config": {**stored.to_dict(), "vae_latent_scale": 0.97}})
+        assert finished(checkpoint, recipe.train.steps, recipe) is expected
+        assert checkpoint.exists() is expected
+    assert (tmp_path / "checkpoint.previous-recipe.pt").exists()
+    assert "trained with another recipe (differs in: clean_history_frames)" in capsys.readouterr().out
+    assert finished(checkpoint, recipe.train.steps, recipe) is False  # nothing left: train
