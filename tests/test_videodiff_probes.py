@@ -98,6 +98,12 @@ def test_logistic_fit_is_the_minimum_of_the_stated_objective():
     for l2 in (1e-3, 1e-1, 10.0):
         probe = fit_logistic(X, y, l2)
         assert np.abs(objective_gradient(probe, X, y)).max() < 1e-9
+    # Nearly collinear features at the weakest λ: the float32 Hessian that steers the steps must not
+    # stop the solve short of the float64 minimum.
+    rng = np.random.default_rng(3)
+    collinear = planted(y, dim=3, strength=0.7, seed=2)[0] @ rng.normal(size=(3, 40)) + 1e-3 * rng.normal(size=(200, 40))
+    probe = fit_logistic(collinear, y, 1e-3)
+    assert np.abs(objective_gradient(probe, collinear, y)).max() < 1e-9
 
     l2 = 1e-2
     probe = fit_logistic(X, y, l2)

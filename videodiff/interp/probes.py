@@ -28,7 +28,8 @@ Notation
                   (mean log-loss over the m training rows; the bias b is not penalised)
 
 Everything is float64; numbers in and out are numpy arrays. The solver (Newton's method, batched over
-many problems at once) runs in torch, whose batched Cholesky solves make thousands of small fits cheap.
+many problems at once) runs in torch, whose batched Cholesky solves make thousands of small fits cheap;
+only its Hessian, which steers the steps but does not decide where they stop, is float32.
 All randomness comes from numpy Generators built from the ``seed`` arguments.
 """
 
@@ -209,9 +210,12 @@ def _newton_logistic(Z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, l2: t
     """
     B, m, d = Z.shape
     A = torch.cat([Z, Z.new_ones(B, m, 1)], dim=2)  # (B, m, d+1) the bias is a constant last feature
-    # Ãᵀ stored contiguous: the Hessian's product, most of the solve's work, runs about twice as fast
-    # from it as from a transposed view of Ã.
-    A_T = A.transpose(1, 2).contiguous()  # (B, d+1, m)
+    # The Hessian, most of the work (m (d+1)² per problem and iteration), is formed and factored in
+    # float32: it only sets the step's direction. The gradient, the objective and θ stay float64, so the
+    # iteration still stops where the float64 gradient vanishes; a Hessian off by float32 rounding slows
+    # the last iterations a little, it does not move the minimum.
+    A32 = A.float()
+    A_T32 = A32.transpose(1, 2).contiguous()  # (B, d+1, m) Ãᵀ, contiguous for the product
     share = mask / mask.sum(dim=1, keepdim=True)  # (B, m) each training row weighs 1/m: the loss is a mean
     penalty = l2[:, None] * torch.cat([Z.new_ones(d), Z.new_zeros(1)])  # (B, d+1) no penalty on the bias
     theta = Z.new_zeros(B, d + 1)
@@ -224,20 +228,20 @@ def _newton_logistic(Z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, l2: t
     active = torch.arange(B)
     for _ in range(max_iterations):
         everyone = len(active) == B  # skip the copies while no problem has finished
-        A_a, A_T_a, y_a, share_a, penalty_a = (A, A_T, y, share, penalty) if everyone else \
-            (A[active], A_T[active], y[active], share[active], penalty[active])
+        A_a, A32_a, A_T32_a, y_a, share_a, penalty_a = (A, A32, A_T32, y, share, penalty) if everyone else \
+            (A[active], A32[active], A_T32[active], y[active], share[active], penalty[active])
         theta_a = theta[active]
         z = torch.bmm(A_a, theta_a[..., None])[..., 0]  # (b, m)
         p = torch.sigmoid(z)
         gradient = torch.bmm((share_a * (p - y_a))[:, None, :], A_a)[:, 0] + penalty_a * theta_a  # (b, d+1)
         curvature = share_a * p * (1 - p)  # (b, m)
-        hessian = torch.bmm(A_T_a * curvature[:, None, :], A_a)  # (b, d+1, d+1)
-        hessian.diagonal(dim1=1, dim2=2).add_(penalty_a)
+        hessian = torch.bmm(A_T32_a * curvature.float()[:, None, :], A32_a)  # (b, d+1, d+1) float32
+        hessian.diagonal(dim1=1, dim2=2).add_(penalty_a.float())
         cholesky, info = torch.linalg.cholesky_ex(hessian)
         if (info != 0).any():
             raise RuntimeError("the logistic Hessian lost positive definiteness (margins so large that "
                                "p (1 - p) underflows); use a larger l2")
-        step = torch.cholesky_solve(gradient[..., None], cholesky)[..., 0]  # (b, d+1) H⁻¹ g
+        step = torch.cholesky_solve(gradient.float()[..., None], cholesky)[..., 0].double()  # (b, d+1) H⁻¹ g
         decrement = (gradient * step).sum(dim=1)  # (b,) gᵀ H⁻¹ g
         finished = decrement / 2 < tolerance
 
