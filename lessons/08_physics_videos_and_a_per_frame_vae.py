@@ -10,7 +10,7 @@
 # turns every frame into a latent — imagediff's VAE of lesson 05, unchanged, fed frames as images.
 #
 # Run:   python lessons/08_physics_videos_and_a_per_frame_vae.py   (figures in runs/lessons/08_physics_videos_and_a_per_frame_vae/)
-# Time:  about 4 min on a 2-core CPU the first time (measured: 229 s, the per-frame VAE's 2500
+# Time:  about 3 min on a 2-core CPU the first time (measured: 184 s, the per-frame VAE's 2500
 #        training steps included). Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #
 # The VAE trained here is shared by lessons 09 and 10: it is trained once.

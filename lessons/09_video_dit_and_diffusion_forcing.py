@@ -10,7 +10,7 @@
 # or fills in the middle between two clean ends — only the pattern of noise levels changes.
 #
 # Run:   python lessons/09_video_dit_and_diffusion_forcing.py   (figures in runs/lessons/09_video_dit_and_diffusion_forcing/)
-# Time:  about 7 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 406 s,
+# Time:  about 8 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 476 s,
 #        the video DiT's 3000 training steps included). Measured with `make lessons` on an idle 2-core
 #        machine, both cores in use.
 #
@@ -301,13 +301,14 @@ print("wrote", save_frame_strips(shown, labels, OUT / "prediction_and_interpolat
 
 # %% [markdown]
 # ## What the recipe traded
-# When this was written, the model above scored 2.19 px on prediction and 3.43 px on interpolation
-# (32 videos, the pyramid and full-sequence matrices at 20 steps): it predicts better than the video
-# that stands still (3.04 px) but interpolates worse than the nearest real frame repeated (2.46 px).
-# The same 3000 steps with the recipe's earlier draw — a clean history in half the clips, independent
-# levels after it, a loss on clean frames — scored 2.79 px and 2.93 px.  The recipe gives nine clips
-# in ten the shape of a prediction (a clean past, a noisy future), so prediction improves and
-# interpolation, whose clean *last* frame those clips never show, gets worse: one model serves every
+# When this was written, the model above scored 1.29 px on prediction and 3.20 px on interpolation
+# (32 videos, the pyramid and full-sequence matrices at 20 steps): it predicts far better than the
+# video that stands still (3.04 px) but interpolates worse than the nearest real frame repeated
+# (2.46 px).  The same 3000 steps with earlier draws: a clean history of random length (1 to 7
+# frames) scored 2.19 px and 3.43 px; a clean history in half the clips, independent levels after it
+# and a loss on clean frames, 2.79 px and 2.93 px.  The recipe gives nine clips in ten the exact shape
+# of this prediction (four clean frames, then four at one level), so prediction improves and
+# interpolation, whose clean *last* frame those clips never show, stays worse: one model serves every
 # task, but the draw of noise levels decides which it serves best.
 
 # %% [markdown]

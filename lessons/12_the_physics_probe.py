@@ -12,7 +12,7 @@
 # explains its parts, runs it at a size that fits the lesson's time, and reads what it measured.
 #
 # Run:   python lessons/12_the_physics_probe.py   (figures in runs/lessons/12_the_physics_probe/)
-# Time:  about 6 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 370 s on an
+# Time:  about 4 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 257 s on an
 #        idle 2-core machine, both cores in use).
 
 # %%
@@ -32,8 +32,9 @@ from lesson_setup import QUICK, shared_video_model, start_lesson  # noqa: E402
 OUT = start_lesson("12_the_physics_probe")
 # The lesson's size, chosen to fit its time: the command line's 200 pairs, three sites (residual stream,
 # attention and MLP outputs) and 10 inversion steps, but a sweep to 10 steps rather than 20 and 99
-# relabellings for the permutation null rather than 199 (the smallest p it can give is 1/100).  The null
-# dominates the cost: each relabelling reruns the whole nested probe.  `python -m videodiff probe
+# relabellings for the permutation null rather than 199 (the smallest p it can give is 1/100).  Each
+# relabelling reruns the whole nested probe; batched together (probes.nested_statistics) the 99 took
+# about a minute when this was written, as long as the intervention sweep.  `python -m videodiff probe
 # --checkpoint ...` runs the full size.  Quick mode: smoke-test sizes, its figures mean nothing.
 CONFIG = quick_probe_config() if QUICK else ProbeExperimentConfig(step_sweep=(1, 2, 5, 10), num_permutations=99)
 started = time.perf_counter()
