@@ -64,9 +64,10 @@ def ratio(value) -> str:
 run = shared_video_model()
 window, K = run.window, VIDEO_CONTEXT
 LENGTH = 4 * window
-new_per_window = window - (run.config.history_frames() or K)     # n = W - H (W - K for a model without a fixed H)
+history = run.config.history_frames() or K                       # H (K for a model trained without a fixed H)
+new_per_window = window - history                                 # n = W - H
 print(f"window W = {window}, {K} real frames, then {LENGTH} generated ({LENGTH // window}x the window): "
-      f"{math.ceil(LENGTH / new_per_window)} windows of {new_per_window} new frames after {K} of history")
+      f"{math.ceil(LENGTH / new_per_window)} windows of {new_per_window} new frames after {history} of history")
 generated, truth, plain = rollout_and_score(run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"),
                                             num_steps=SAMPLING_STEPS)
 print(f"frames {generated.shape} (N, K + length, H, W, 3) uint8, {SAMPLING_STEPS} steps per frame "
@@ -85,10 +86,10 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 # ## How many steps, along which matrix
 # More denoising steps is not better here.  Each step is a call to a model that errs; the
 # autoregressive matrix denoises the new frames one after another (N steps each, so N · n calls per
-# window) and every window builds on the last.  One reading: with few steps a DDIM sample stays close to the
-# model's *average* guess of the new frames given the history, while many steps draw one particular
-# future; the tracker compares against the one true future, so the average guess scores better when
-# the history nearly decides what comes next — as it does for balls under gravity.  On the bench's
+# window) and every window builds on the last.  One reading: with few steps a DDIM sample stays close
+# to the model's *average* guess of the new frames given the history, while many steps draw one
+# particular future; the tracker compares against the one true future, so the average guess scores
+# better when the history nearly decides what comes next — as it does for balls under gravity.  On the bench's
 # model (7000 training steps) the full-sequence matrix at 2 steps scored 1.33 px over the first 8
 # generated frames, against 1.92 px for the autoregressive matrix at 10 steps, and it is about 20x
 # cheaper.  The lesson's model (3000 training steps, 16 videos) when this was written: full sequence
