@@ -310,7 +310,6 @@ def test_history_length_is_resolved_against_the_window():
 
 def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkeypatch):
     import videodiff.pipeline
-    from videodiff.pipeline import load_video_diffusion
 
     run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
     seen = []

@@ -36,7 +36,8 @@ VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
 # full-sequence matrix after a clean history, the task the recipe trains), in 2 DDIM steps. On the bench's
 # model this scored 1.33 px over the first 8 generated frames of 32 held-out videos, against 1.92 px for
 # the autoregressive matrix at 10 steps (docs/video_rollouts.md, "A history of exactly four frames, and
-# two sampling steps"): fewer steps through a model that errs compound fewer errors.
+# two sampling steps", and the bench of the default after it): fewer steps through a model that errs
+# compound fewer errors.
 ROLLOUT_SCHEDULING = "full_sequence"
 ROLLOUT_STEPS = 2
 # clean_history_frames="half": a clean history of half the window (4 of 8 frames), the history a rollout
