@@ -233,8 +233,9 @@ class VideoDiffusionModel:
         last 4 frames), or, for a model trained without a fixed history, the window less the K real frames.
         sampler, eta: toydiff's step for every denoising step ("ddim" with η = ``eta``, default 0, or "ddpm").
         """
-        if new_frames is None and self.config.history_frames() is not None:
-            new_frames = self.window - self.config.history_frames()
+        trained_history = self.config.history_frames()
+        if new_frames is None and trained_history is not None:
+            new_frames = self.window - trained_history
         context = self.encode(context_frames)  # (N, K, C, h, w)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         pieces = []
