@@ -83,24 +83,36 @@ def synchronized(function, device):
 
 
 def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int, repeats: int) -> dict:
-    """Time full training steps (forward, backward, AdamW) of the run's DiT; FLOPs from training_flops."""
+    """Time full training steps (forward, backward, AdamW) of the run's DiT; FLOPs from training_flops.
+
+    A self-conditioned run (share p of its batches take an extra forward pass without gradients) is timed
+    both ways; its step is the average (1 - p) · plain + p · self-conditioned, and its FLOPs count the
+    extra forward pass (a third of a step's matrix products) in the same share.
+    """
     dit_config = replace(config.dit, in_channels=sample_shape[0], input_size=tuple(sample_shape[1:]),
-                         num_classes=num_classes)
+                         num_classes=num_classes, self_condition=config.self_condition > 0)
     model = DiT(dit_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    objective = DiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
-                                   config.weighting, label_dropout=config.label_dropout, null_label=model.null_label)
+    schedule = make_schedule(config.schedule, config.num_timesteps)
     batch = config.train.batch_size
     data = (torch.randn(batch, *sample_shape), torch.randint(0, num_classes, (batch,)))
 
-    def step():
-        loss, _ = objective(model, data)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def timed(self_condition: float) -> float:
+        objective = DiffusionObjective(schedule, config.prediction_type, config.weighting,
+                                       label_dropout=config.label_dropout, null_label=model.null_label,
+                                       self_condition=self_condition)
 
-    seconds = median_seconds(step, repeats)
-    flops = training_flops(dit_config, batch)
+        def step():
+            loss, _ = objective(model, data)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return median_seconds(step, repeats)
+
+    share = config.self_condition
+    seconds = timed(0.0) if share == 0 else (1 - share) * timed(0.0) + share * timed(1.0)
+    flops = training_flops(dit_config, batch) * (1 + share / 3)
     return {"batch_size": batch, "tokens": dit_config.num_tokens, "step_seconds": seconds, "step_flops": flops,
             "flop_rate": flops / seconds}
 

@@ -86,6 +86,12 @@ class DiTConfig:
     # a short CPU run has. With 1.0 (PyTorch's own Embedding init) a short run of the tiny latent DiT
     # on the shape classes drew the requested class more often, with a lower Fréchet distance.
     label_init_std: float = 1.0
+    # Self-conditioning (Chen, Zhang & Hinton 2022, "Analog Bits"): the model also reads its own
+    # previous estimate of x_0, as extra input channels beside x_t (zeros when there is none). A
+    # sampler that has guessed an angle for "red square" at one step can then keep it at the next
+    # instead of averaging over all angles (docs/image_levers.md). Trained by
+    # toydiff.losses.DiffusionObjective(self_condition=p), sampled through toydiff.samplers.SelfConditioned.
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
@@ -142,6 +148,12 @@ class DiTConfig:
     def patch_dim(self) -> int:
         """p · p · C, the length of one flattened patch."""
         return self.patch_size * self.patch_size * self.in_channels
+
+    @property
+    def input_patch_dim(self) -> int:
+        """What the patch embedding reads per token: a patch of x_t, and with self-conditioning the same
+        patch of the previous x_0 estimate beside it (2 · p · p · C)."""
+        return self.patch_dim * (2 if self.self_condition else 1)
 
     @property
     def mlp_hidden_dim(self) -> int:
@@ -458,7 +470,7 @@ class DiTTrunk(nn.Module):
         self.config = config if config is not None else DiTConfig()
         config = self.config
         # A Linear on flattened patches: the same map as DiT's Conv2d with stride p, written with patchify.
-        self.patch_embedding = nn.Linear(config.patch_dim, config.hidden_dim)
+        self.patch_embedding = nn.Linear(config.input_patch_dim, config.hidden_dim)
         # Fixed, not learned; derived from the config, so not saved (persistent=False).
         self.register_buffer("position_embedding", self.build_position_embedding(), persistent=False)
         self.timestep_embedder = TimestepEmbedder(config.hidden_dim, config.time_embedding_dim)
@@ -572,13 +584,34 @@ class DiTTrunk(nn.Module):
         label = self.label_embedding(labels)  # (B, D)
         return c + label.view(label.shape[0], *([1] * (t.ndim - 1)), label.shape[-1])  # (B, ..., D)
 
-    def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None):
+    def with_self_condition(self, x_t: torch.Tensor, previous_x0: Optional[torch.Tensor]) -> torch.Tensor:
+        """x_t with the previous x_0 estimate beside it as extra channels, for a self-conditioned model.
+
+        x_t, previous_x0: (B, C, H, W), or (B, F, C, H, W) for a video; previous_x0 None means
+        "no estimate yet" and reads as zeros (the first sampling step, half the training batches).
+        Returns x_t unchanged for a model without self-conditioning, else (B, [F,] 2C, H, W).
+        """
+        if not self.config.self_condition:
+            if previous_x0 is not None:
+                raise ValueError("this DiT was built without self-conditioning (DiTConfig.self_condition=False) "
+                                 "but a previous x_0 estimate was passed; pass previous_x0=None")
+            return x_t
+        if previous_x0 is None:
+            previous_x0 = torch.zeros_like(x_t)
+        elif previous_x0.shape != x_t.shape:
+            raise ValueError(f"the previous x_0 estimate must have x_t's shape {tuple(x_t.shape)}, "
+                             f"got {tuple(previous_x0.shape)}")
+        return torch.cat([x_t, previous_x0.to(x_t.dtype)], dim=-3)  # channels: dim 1 (image) or 2 (video)
+
+    def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+              previous_x0: Optional[torch.Tensor] = None):
         """Everything before the output head: tokens (B, N, D) after the last block, and c (B, D).
 
-        x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
+        x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label);
+        previous_x0: the previous x_0 estimate (B, C, H, W) for a self-conditioned model, or None.
         """
         self.check_inputs(x_t, t, labels)
-        x = self.hook_patch_embed(self.embed_patches(x_t))  # (B, N, D)
+        x = self.hook_patch_embed(self.embed_patches(self.with_self_condition(x_t, previous_x0)))  # (B, N, D)
         c = self.hook_condition(self.embed_condition(t, labels))  # (B, D)
         rotary = self.position_rotary(x_t, x)  # None: positions are in the sincos table
         for block in self.blocks:
@@ -637,13 +670,15 @@ class DiT(DiTTrunk):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label).
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                previous_x0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label);
+        previous_x0: the previous x_0 estimate (B, C, H, W), or None (see `with_self_condition`).
 
         Returns the prediction (B, C, H, W).
         """
         config = self.config
-        x, c = self.trunk(x_t, t, labels)  # (B, N, D), (B, D)
+        x, c = self.trunk(x_t, t, labels, previous_x0)  # (B, N, D), (B, D)
         x = self.final_layer(x, c)  # (B, N, p·p·C)
         return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
 
@@ -662,7 +697,7 @@ def matmul_parameter_counts(config: DiTConfig) -> dict[str, int]:
     table and the positional table take no matmul and are not counted.
     """
     D, L, M, P = config.hidden_dim, config.depth, config.mlp_hidden_dim, config.patch_dim
-    per_token = P * D + L * (3 * D * D + D * D + 2 * D * M) + D * P
+    per_token = config.input_patch_dim * D + L * (3 * D * D + D * D + 2 * D * M) + D * P
     per_example = config.time_embedding_dim * D + D * D + L * 6 * D * D + 2 * D * D
     return {"per_token": per_token, "per_example": per_example}
 

@@ -28,7 +28,7 @@ from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoin
 from toydiff.distributed import barrier, setup_process
 from toydiff.guidance import guided_denoiser
 from toydiff.losses import DiffusionObjective
-from toydiff.samplers import SAMPLERS, sample
+from toydiff.samplers import SAMPLERS, SelfConditioned, sample
 from toydiff.schedules import make_schedule
 from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
@@ -169,6 +169,9 @@ class DiffusionRunConfig(RunConfig):
     logit_mean: float = 0.0
     logit_std: float = 1.0
     label_dropout: float = 0.1                   # the null label's share of training batches (CFG)
+    # Self-conditioning: the share of training batches in which the DiT also reads its own first
+    # estimate of x_0 (toydiff.losses.DiffusionObjective); 0 builds a DiT without it.
+    self_condition: float = 0.0
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
     # Sized so that the VAE and this DiT together meet the bench's time target (about 6 minutes of DiT
@@ -184,6 +187,9 @@ class DiffusionRunConfig(RunConfig):
             raise ValueError(f"unknown space {self.space!r}: expected one of {', '.join(SPACES)}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+        if not 0.0 <= self.self_condition <= 1.0:
+            raise ValueError(f"self_condition is the share of self-conditioned training batches, in [0, 1]; "
+                             f"got {self.self_condition}")
 
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "DiffusionRunConfig":
@@ -231,8 +237,12 @@ class ImageDiffusionModel:
 
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
                  rescale: float = 0.0):
-        """The ``model(x, t)`` a toydiff sampler calls (see toydiff.guidance.guided_denoiser)."""
-        return guided_denoiser(self.model, labels, null_label=self.model.null_label,
+        """The ``model(x, t)`` a toydiff sampler calls (see toydiff.guidance.guided_denoiser); a fresh one
+        for every sampling run, since a self-conditioned model remembers its last estimate."""
+        network = self.model
+        if self.model.config.self_condition:
+            network = SelfConditioned(self.model, self.schedule, self.config.prediction_type)
+        return guided_denoiser(network, labels, null_label=self.model.null_label,
                                guidance_scale=guidance_scale, classifier=classifier, schedule=self.schedule,
                                prediction_type=self.config.prediction_type, rescale=rescale)
 
@@ -281,7 +291,7 @@ def build_dit(config: DiffusionRunConfig, sample_shape: Sequence[int], num_class
     """The run's DiT, sized for samples of shape (C, H, W) and ``num_classes`` labels."""
     channels, height, width = sample_shape
     config.dit = DiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width),
-                              "num_classes": num_classes})
+                              "num_classes": num_classes, "self_condition": config.self_condition > 0})
     return DiT(config.dit)
 
 
@@ -323,7 +333,8 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = DiffusionObjective(schedule, config.prediction_type, config.weighting, label_dropout=config.label_dropout,
                                    null_label=model.null_label, timestep_sampling=config.timestep_sampling,
-                                   logit_mean=config.logit_mean, logit_std=config.logit_std)
+                                   logit_mean=config.logit_mean, logit_std=config.logit_std,
+                                   self_condition=config.self_condition)
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}

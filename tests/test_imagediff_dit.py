@@ -434,3 +434,47 @@ def test_bad_configs_are_refused():
         make_dit("huge")
     assert DiTConfig(input_size=[4, 6]).input_size == (4, 6)  # as read back from a checkpoint
     assert DiTConfig(input_size=8).grid_size == (4, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                     Self-conditioning
+# ---------------------------------------------------------------------------------------------
+
+
+def randomised(model: DiT, seed: int = 1) -> DiT:
+    """Every weight drawn at random, so that no zero-initialised layer hides an input."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.2)
+    return model.eval()
+
+
+def test_a_self_conditioned_dit_reads_its_previous_estimate_and_none_means_zeros():
+    model = randomised(small_dit(self_condition=True))
+    assert model.patch_embedding.in_features == 2 * 2 * 2 * 4  # x_t's patch and the estimate's patch
+    x, t, labels = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 990]), torch.tensor([0, 1, 2])
+    estimate = torch.randn(3, 4, 8, 8)
+    plain = model(x, t, labels)
+    assert torch.equal(plain, model(x, t, labels, previous_x0=torch.zeros_like(x)))
+    informed = model(x, t, labels, previous_x0=estimate)
+    assert not torch.allclose(plain, informed, atol=1e-3)
+    # Each example reads its own estimate: changing the third changes only the third output.
+    changed = estimate.clone()
+    changed[2] += 1.0
+    moved = model(x, t, labels, previous_x0=changed)
+    assert torch.equal(moved[:2], informed[:2]) and not torch.allclose(moved[2], informed[2], atol=1e-3)
+
+
+def test_self_conditioning_errors_name_the_mismatch():
+    with pytest.raises(ValueError, match="built without self-conditioning"):
+        small_dit()(torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), previous_x0=torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"x_t's shape \(2, 4, 8, 8\), got \(2, 4, 4, 4\)"):
+        small_dit(self_condition=True)(torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), previous_x0=torch.randn(2, 4, 4, 4))
+
+
+def test_the_flop_count_includes_the_wider_patch_embedding():
+    plain, conditioned = dit_config("tiny"), dit_config("tiny", self_condition=True)
+    difference = matmul_parameter_counts(conditioned)["per_token"] - matmul_parameter_counts(plain)["per_token"]
+    assert difference == plain.patch_dim * plain.hidden_dim
+    assert count_parameters(DiT(conditioned)) - count_parameters(DiT(plain)) == difference

@@ -401,3 +401,26 @@ def test_demo_trains_both_models_and_writes_its_figures(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     assert report["psnr_db"] > 5 and report["dit_train_seconds"] > 0  # 30 VAE steps: blurry, but finite
     assert (tmp_path / "vae" / "checkpoint.pt").exists() and (tmp_path / "latent" / "checkpoint.pt").exists()
+
+
+def test_a_self_conditioned_run_trains_reloads_and_samples_with_its_estimates(runs, tmp_path, monkeypatch):
+    config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS,
+                                vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"), self_condition=0.5,
+                                dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2), train=quick(20, 16))
+    trained = train_image_diffusion(config, out_dir=tmp_path / "selfcond")
+    run = load_image_diffusion(tmp_path / "selfcond" / "checkpoint.pt")
+    assert run.model.config.self_condition and run.model.patch_embedding.in_features == 2 * 4
+    images = run.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=3)
+    assert torch.equal(images, trained.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=3))
+    passed = []
+    forward = type(run.model).forward
+
+    def spy(self, x_t, t, labels=None, previous_x0=None):
+        passed.append(previous_x0)
+        return forward(self, x_t, t, labels, previous_x0)
+
+    monkeypatch.setattr(type(run.model), "forward", spy)
+    assert torch.equal(run.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=3), images)
+    assert passed[0] is None and all(p is not None and p.shape == (4, 4, SIZE // 4, SIZE // 4) for p in passed[1:])
+    with pytest.raises(ValueError, match="share of self-conditioned training batches"):
+        DiffusionRunConfig(self_condition=2.0)

@@ -320,3 +320,25 @@ def test_zero_terminal_snr_samples_follow_the_probability_flow(prediction_type):
               for n in STEP_COUNTS]
     assert_first_order_convergence(errors, prediction_type)
     assert errors[-1] < 0.045, errors
+
+
+def test_self_conditioned_sampling_passes_each_steps_estimate_to_the_next():
+    from toydiff.parameterisation import predict_x0
+    from toydiff.samplers import SelfConditioned
+
+    schedule = make_schedule("linear", 100)
+    seen = []
+
+    def network(x_t, t, previous_x0=None):
+        seen.append((previous_x0, x_t, t))
+        return 0.3 * x_t + (0.0 if previous_x0 is None else 0.1 * previous_x0)
+
+    model = SelfConditioned(network, schedule, "v")
+    ddim_sample(model, torch.randn(5, 2), schedule, num_steps=4, prediction_type="v")
+    assert len(seen) == 4 and seen[0][0] is None
+    for before, after in zip(seen, seen[1:]):
+        previous_x0, x_t, t = before
+        output = 0.3 * x_t + (0.0 if previous_x0 is None else 0.1 * previous_x0)
+        assert torch.allclose(after[0], predict_x0(schedule, output, t, x_t, "v").float())
+    model(torch.randn(3, 2), torch.full((3,), 50))  # another batch shape: no stale estimate
+    assert seen[-1][0] is None

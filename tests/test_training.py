@@ -390,3 +390,56 @@ def test_training_seconds_carry_over_a_resume_in_the_history_and_the_result(tmp_
     finished = tiny_run(tmp_path, steps=40)  # nothing left to train: the run's time, this call's ~0
     assert finished.seconds == pytest.approx(resumed.seconds, abs=0.05)
     assert finished.session_seconds < 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+#                                     Self-conditioning
+# ---------------------------------------------------------------------------------------------
+
+
+class EstimateSpy(torch.nn.Module):
+    """model(x_t, t, previous_x0=None): a fixed linear map of x_t (and of the estimate), recording the calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+        self.calls = []
+
+    def forward(self, x_t, t, previous_x0=None):
+        self.calls.append({"previous_x0": previous_x0, "grad": torch.is_grad_enabled(), "x_t": x_t})
+        out = self.scale * x_t
+        return out if previous_x0 is None else out + 0.25 * previous_x0
+
+
+def test_a_self_conditioned_batch_feeds_the_first_passs_x0_estimate_to_the_second():
+    from toydiff.parameterisation import predict_x0
+
+    schedule = make_schedule("linear", 100)
+    objective = DiffusionObjective(schedule, "v", self_condition=1.0)
+    spy = EstimateSpy().train()
+    loss, logs = objective(spy, (torch.randn(6, 2),), torch.Generator().manual_seed(0))
+    first, second = spy.calls
+    assert first["previous_x0"] is None and not first["grad"] and second["grad"]
+    expected = predict_x0(schedule, 0.5 * first["x_t"], logs["t"], first["x_t"], "v")
+    assert torch.allclose(second["previous_x0"], expected.float())
+    loss.backward()  # the gradient flows through the second pass only
+    assert spy.scale.grad is not None
+
+
+def test_self_conditioning_is_drawn_per_batch_and_off_by_default():
+    schedule = make_schedule("linear", 100)
+    spy = EstimateSpy().train()
+    generator = torch.Generator().manual_seed(0)
+    objective = DiffusionObjective(schedule, "v", self_condition=0.5)
+    for _ in range(40):
+        objective(spy, (torch.randn(4, 2),), generator)
+    passes = len(spy.calls)
+    assert 50 < passes < 70  # 40 batches, about half of them twice
+    spy.calls.clear()
+    DiffusionObjective(schedule, "v")(spy, (torch.randn(4, 2),), generator)
+    assert len(spy.calls) == 1 and spy.calls[0]["previous_x0"] is None
+    spy.calls.clear()
+    objective(spy.eval(), (torch.randn(4, 2),), generator)  # evaluation: always as the sampler runs it
+    assert len(spy.calls) == 2
+    with pytest.raises(ValueError, match=r"probability that a batch is self-conditioned, in \[0, 1\]; got 1.5"):
+        DiffusionObjective(schedule, "v", self_condition=1.5)

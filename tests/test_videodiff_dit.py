@@ -230,3 +230,16 @@ def test_bad_inputs_and_configs_are_refused():
         VideoDiTConfig(num_frames=0)
     with pytest.raises(TypeError, match="VideoDiTConfig"):
         VideoDiT(video_dit_config("tiny").__class__.__mro__[1]())
+
+
+def test_a_self_conditioned_video_dit_reads_an_estimate_per_frame():
+    torch.manual_seed(0)
+    model = VideoDiT(video_dit_config("tiny", hidden_dim=32, depth=1, num_heads=2, self_condition=True))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.2)
+    x, t = torch.randn(2, 3, 4, 8, 8), torch.tensor([[0, 400, 900], [10, 20, 30]])
+    estimate = torch.randn_like(x)
+    plain, informed = model(x, t), model(x, t, previous_x0=estimate)
+    assert plain.shape == x.shape and not torch.allclose(plain, informed, atol=1e-3)
+    assert torch.equal(plain, model(x, t, previous_x0=torch.zeros_like(x)))

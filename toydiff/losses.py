@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from toydiff.guidance import drop_labels
-from toydiff.parameterisation import check_prediction_type, training_target
+from toydiff.parameterisation import check_prediction_type, predict_x0, training_target
 from toydiff.schedules import NoiseSchedule, broadcast_to_sample
 
 WEIGHTINGS = ("uniform", "min_snr")
@@ -59,12 +59,21 @@ class DiffusionObjective:
     batch: (x0,) or (x0, labels); x0: (B, ...), labels: (B,) int64.
     label_dropout: probability of replacing a label by ``null_label`` — in training mode only, so an
     evaluation pass with ``model.eval()`` always sees the real labels (docs/pitfalls.md, pitfall 8).
+    self_condition: probability that a training batch is self-conditioned (Chen, Zhang & Hinton 2022):
+    the model first denoises x_t with no estimate (without gradients), then again with its own x̂_0
+    as ``previous_x0``; the loss is the second pass's. The other batches get ``previous_x0=None``
+    (zeros), which is what the first sampling step sees. The model must accept ``previous_x0=``
+    (a DiT built with ``self_condition=True``); 0 (the default) never passes it.
     """
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, label_dropout: float = 0.0, null_label: Optional[int] = None,
-                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
+                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
+                 self_condition: float = 0.0):
         check_prediction_type(prediction_type, schedule)
+        if not 0.0 <= self_condition <= 1.0:
+            raise ValueError(f"self_condition is the probability that a batch is self-conditioned, in [0, 1]; "
+                             f"got {self_condition}")
         if timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(f"unknown timestep sampling {timestep_sampling!r}; expected one of "
                              f"{', '.join(TIMESTEP_SAMPLINGS)}")
@@ -85,6 +94,7 @@ class DiffusionObjective:
         self.timestep_sampling = timestep_sampling
         self.logit_mean = logit_mean
         self.logit_std = logit_std
+        self.self_condition = float(self_condition)
 
     def draw_levels(self, shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
         """Timesteps of ``shape`` drawn by this objective's ``timestep_sampling`` (see `sample_levels`)."""
@@ -108,7 +118,7 @@ class DiffusionObjective:
         x_t = self.schedule.add_noise(x0, noise, t)                               # (B, ...)
         if labels is not None and model.training:
             labels = drop_labels(labels, self.label_dropout, self.null_label, generator)
-        output = model(x_t, t) if labels is None else model(x_t, t, labels)
+        output = self.denoise(model, x_t, t, labels, generator)
         target = training_target(self.schedule, x0, noise, t, self.prediction_type)
         squared_error = (output.float() - target.float()) ** 2                    # (B, ...)
         # Mean over everything the timestep does not index: per example, or per frame.
@@ -116,11 +126,28 @@ class DiffusionObjective:
         weighted = per_item * self.loss_weight(t).to(per_item.dtype)
         return weighted.mean(), {"t": t.detach(), "per_example_loss": per_item.detach()}
 
+    def denoise(self, model, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The model's output on x_t, self-conditioned on its own first estimate with probability
+        ``self_condition`` in training (always in eval mode, which is how a sampler runs it)."""
+        arguments = (x_t, t) if labels is None else (x_t, t, labels)
+        if self.self_condition == 0.0:
+            return model(*arguments)
+        # One draw per batch, only for a self-conditioned objective, so other runs keep their random stream.
+        chosen = not model.training or bool(torch.rand((), generator=generator, device=x_t.device) < self.self_condition)
+        if not chosen:
+            return model(*arguments, previous_x0=None)
+        with torch.no_grad():
+            first = model(*arguments, previous_x0=None)
+        estimate = predict_x0(self.schedule, first, t, x_t, self.prediction_type).to(x_t.dtype)  # (B, ...)
+        return model(*arguments, previous_x0=estimate.detach())
+
     def config_dict(self) -> dict:
         return {"prediction_type": self.prediction_type, "weighting": self.weighting,
                 "min_snr_gamma": self.min_snr_gamma, "label_dropout": self.label_dropout,
                 "null_label": self.null_label, "timestep_sampling": self.timestep_sampling,
-                "logit_mean": self.logit_mean, "logit_std": self.logit_std}
+                "logit_mean": self.logit_mean, "logit_std": self.logit_std,
+                "self_condition": self.self_condition}
 
 
 class ClassifierObjective:

@@ -252,6 +252,28 @@ def ddim_sample(model: Model, x_T: torch.Tensor, schedule: NoiseSchedule, *, num
     return x
 
 
+class SelfConditioned:
+    """A self-conditioned network as the plain model a sampler calls (Chen, Zhang & Hinton 2022).
+
+    ``SelfConditioned(net, schedule, prediction_type)(x_t, t, *rest)`` calls
+    ``net(x_t, t, *rest, previous_x0=x̂_0 of the call before)``: the first call (and any call whose batch
+    has another shape) passes None, which the network reads as zeros, as in training. Use a fresh
+    wrapper for every sampling run; guidance wraps it like any model, and its batch of 2B (conditional
+    and unconditional halves) keeps each half's own previous estimate.
+    """
+
+    def __init__(self, model: Callable, schedule: NoiseSchedule, prediction_type: str) -> None:
+        check_prediction_type(prediction_type, schedule)
+        self.model, self.schedule, self.prediction_type = model, schedule, prediction_type
+        self.previous: Optional[torch.Tensor] = None
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, *rest) -> torch.Tensor:
+        previous = self.previous if self.previous is not None and self.previous.shape == x_t.shape else None
+        output = self.model(x_t, t, *rest, previous_x0=previous)
+        self.previous = predict_x0(self.schedule, output, t, x_t, self.prediction_type).to(x_t.dtype)
+        return output
+
+
 SAMPLERS = ("ddim", "ddpm")
 
 

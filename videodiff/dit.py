@@ -231,11 +231,13 @@ class VideoDiT(DiT):
         """
         return self.rotary(x_t.shape[1], tokens.device, tokens.dtype)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x_t: (B, F, C, H, W); t: (B, F) int64; labels: (B,) or None. Returns (B, F, C, H, W)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                previous_x0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x_t: (B, F, C, H, W); t: (B, F) int64; labels: (B,) or None; previous_x0: the previous x_0
+        estimate (B, F, C, H, W) of a self-conditioned model, or None. Returns (B, F, C, H, W)."""
         config = self.config
         frames = x_t.shape[1]
-        x, c = self.trunk(x_t, t, labels)  # (B, F·N, D), (B, F, D)
+        x, c = self.trunk(x_t, t, labels, previous_x0)  # (B, F·N, D), (B, F, D)
         x = self.final_layer(x, c)  # (B, F·N, p·p·C)
         x = rearrange(x, "b (f n) e -> (b f) n e", f=frames)  # (B·F, N, p·p·C)
         out = unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B·F, C, H, W)
