@@ -37,7 +37,8 @@ from imagediff.dit import DiT, training_flops
 from imagediff.evaluation import Grader, balanced_request, format_sweep, guidance_sweep
 from imagediff.metrics import psnr
 from imagediff.pipeline import (
-    DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, train_image_diffusion, train_vae,
+    AUTOGUIDANCE_SCALE, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, train_image_diffusion,
+    train_vae,
 )
 from imagediff.plots import columns_per_class_grid, save_curves, save_image_grid
 from toydiff.losses import DiffusionObjective
@@ -200,13 +201,23 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
     report["classifier_free_guidance"] = {"rows": rows, "rescale_0.7": rescaled, "target_accuracy_at_3": 0.95,
                                           "samples_per_scale": per_class * len(latent.class_names),
                                           "ddim_steps": sample_steps}
+    # The same sweep with autoguidance by the run's early snapshot (the default sampling of a run that has one).
+    autoguided = guidance_sweep(latent, grader, (0, 1, 2, 3, 5, 7), per_class=per_class, num_steps=sample_steps,
+                                guide_scale=AUTOGUIDANCE_SCALE)
+    report["classifier_free_guidance"]["autoguided"] = {"guide_scale": AUTOGUIDANCE_SCALE,
+                                                        "guide_step": latent_config.guide_step(), "rows": autoguided}
     print(format_sweep(rows, grader.reference, "CFG scale"), flush=True)
     print(format_sweep(rescaled, None, "CFG 7, rescale 0.7"), flush=True)
+    print(format_sweep(autoguided, grader.reference, f"CFG, autoguided {AUTOGUIDANCE_SCALE:g}"), flush=True)
     labels = balanced_request(len(latent.class_names), 1)
     for scale in (0, 1, 3, 7):
         save_image_grid(latent.sample(labels=labels, guidance_scale=scale, num_steps=sample_steps),
                         out / f"latent_cfg_{scale}.png", columns=columns_per_class_grid(latent.class_names),
                         title=f"latent DiT, one sample per class (rows: shapes), CFG s = {scale}")
+    save_image_grid(latent.sample(labels=labels, guidance_scale=3, guide_scale=AUTOGUIDANCE_SCALE,
+                                  num_steps=sample_steps),
+                    out / "latent_cfg_3_autoguided.png", columns=columns_per_class_grid(latent.class_names),
+                    title=f"latent DiT, CFG s = 3 and autoguidance w = {AUTOGUIDANCE_SCALE:g} by its early snapshot")
 
     started = time.perf_counter()
     noisy = train_noisy_classifier(latent, noisy_config, out_dir=out / "noisy", resume=False)

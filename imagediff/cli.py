@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -30,7 +31,7 @@ from imagediff.evaluation import Grader, format_sweep, guidance_sweep
 from imagediff.levers import run_levers
 from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import (
-    SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, load_image_diffusion,
+    AUTOGUIDANCE_SCALE, SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, load_image_diffusion,
     load_vae, train_image_diffusion, train_vae,
 )
 from imagediff.plots import save_image_grid
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--classifier", type=_existing_file,
                         help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead "
                              "(default: none, classifier-free guidance)")
+    sample.add_argument("--autoguidance", type=non_negative_float, default=None,
+                        help="autoguidance scale w by the run's early snapshot (1 = off; default: "
+                             f"{AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
     sample.add_argument("--num-samples", type=positive_int, default=16, help="images to draw")
     sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
@@ -151,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: none, classifier-free guidance)")
     evaluate.add_argument("--scales", type=_scales, default="0,1,3,5,7",
                           help="the guidance scales to sweep, comma-separated")
+    evaluate.add_argument("--autoguidance", type=non_negative_float, default=None,
+                          help="autoguidance scale w at every CFG scale (1 = off; default: "
+                               f"{AUTOGUIDANCE_SCALE:g} for a run that kept a guide, else 1)")
     evaluate.add_argument("--per-class", type=positive_int, default=12, help="samples drawn per class and scale")
     evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
     evaluate.add_argument("--vae", type=_existing_file,
@@ -224,16 +231,30 @@ def command_sample(args) -> None:
     else:
         labels = [i % len(run.class_names) for i in range(args.num_samples)]
     classifier = load_noisy_classifier(args.classifier, run=run) if args.classifier else None
+    guide_scale = _guide_scale(args.autoguidance, run, classifier)
     images = run.sample(labels=labels, guidance_scale=args.guidance, classifier=classifier, rescale=args.rescale,
-                        sampler=args.sampler, num_steps=args.steps, seed=args.seed)
+                        guide_scale=guide_scale, sampler=args.sampler, num_steps=args.steps, seed=args.seed)
     if out.suffix.lower() == ".pt":
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": images, "labels": torch.tensor(labels)}, out)
     else:
         kind = "classifier guidance" if classifier is not None else "CFG"
-        title = f"{args.prompt or 'all classes'}, {kind} s = {args.guidance:g}"
+        title = f"{args.prompt or 'all classes'}, {kind} s = {args.guidance:g}" + (
+            f", autoguidance w = {guide_scale:g}" if guide_scale != 1 else "")
         save_image_grid(images, out, columns=min(8, len(labels)), title=title)
     print(f"wrote {len(labels)} images to {out}")
+
+
+def _guide_scale(asked: Optional[float], run, classifier) -> float:
+    """--autoguidance: the run's default when not given (1 under classifier guidance); checked against the run."""
+    if asked is None:
+        return 1.0 if classifier is not None else run.default_guide_scale
+    if asked != 1 and run.guide is None:
+        raise UsageError(f"--autoguidance {asked:g}: this run kept no guide (trained with guide_fraction=0 or before "
+                         "guides existed); use --autoguidance 1")
+    if asked != 1 and classifier is not None:
+        raise UsageError("--autoguidance applies to classifier-free guidance, not with a noisy classifier")
+    return asked
 
 
 def command_evaluate(args) -> None:
@@ -246,8 +267,12 @@ def command_evaluate(args) -> None:
                           num_images=samples_per_scale, image_size=run.config.image_size,
                           **run.config.dataset_options)
     guide = load_noisy_classifier(args.guidance_classifier, run=run) if args.guidance_classifier else None
-    rows = guidance_sweep(run, grader, args.scales, per_class=args.per_class, classifier=guide, num_steps=args.steps)
+    guide_scale = _guide_scale(args.autoguidance, run, guide)
+    rows = guidance_sweep(run, grader, args.scales, per_class=args.per_class, classifier=guide, num_steps=args.steps,
+                          guide_scale=guide_scale)
     title = "classifier scale" if guide is not None else "CFG scale"
+    if guide_scale != 1:
+        print(f"every row with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
     print(format_sweep(rows, grader.reference, title))
     if args.vae is not None:
         vae = load_vae(args.vae).vae

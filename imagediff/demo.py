@@ -57,6 +57,12 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
         report["sampling_seconds"][str(scale)] = time.perf_counter() - started
         save_image_grid(images, out / f"samples_cfg_{scale:g}.png", columns=columns_per_class_grid(run.class_names),
                         title=f"one sample per class (rows: shapes, columns: colours), CFG s = {scale:g}")
+    if run.guide is not None:  # the default sampling: CFG s = 3 plus autoguidance by the run's early snapshot
+        images = run.sample(labels=labels, guidance_scale=3.0, guide_scale=run.default_guide_scale, num_steps=50,
+                            seed=1)
+        save_image_grid(images, out / "samples_cfg_3_autoguided.png", columns=columns_per_class_grid(run.class_names),
+                        title=f"CFG s = 3 with autoguidance w = {run.default_guide_scale:g} (guide: the EMA at step "
+                              f"{run.config.guide_step()})")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"   wrote reconstructions.png, samples_cfg_*.png and report.json under {out}")
     return report

@@ -91,11 +91,13 @@ class Grader:
 
 
 def guidance_sweep(run, grader: Grader, scales: Sequence[float] = (0, 1, 3, 5, 7), per_class: int = 12,
-                   classifier=None, rescale: float = 0.0, num_steps: int = 50, seed: int = 0) -> list[dict]:
+                   classifier=None, rescale: float = 0.0, num_steps: int = 50, seed: int = 0,
+                   guide_scale: float = 1.0) -> list[dict]:
     """Accuracy and Fréchet distance of ``run``'s samples at each guidance scale.
 
     run: an ImageDiffusionModel. classifier: a NoisyLatentClassifier for classifier guidance (the
-    scale is then the classifier-guidance scale); None: classifier-free guidance.
+    scale is then the classifier-guidance scale); None: classifier-free guidance. guide_scale: the
+    autoguidance scale added at every row (1: none).
     The same seeds at every scale, so the rows differ only by the guidance.
     Returns one dict per scale: scale, accuracy, frechet_distance, seconds (sampling wall time).
     """
@@ -104,9 +106,10 @@ def guidance_sweep(run, grader: Grader, scales: Sequence[float] = (0, 1, 3, 5, 7
     for scale in scales:
         started = time.perf_counter()
         images = run.sample(labels=labels, guidance_scale=scale, classifier=classifier, rescale=rescale,
-                            num_steps=num_steps, seed=seed)
+                            guide_scale=guide_scale, num_steps=num_steps, seed=seed)
         seconds = time.perf_counter() - started
-        rows.append({"scale": float(scale), **grader.score(images, labels), "seconds": seconds})
+        rows.append({"scale": float(scale), "guide_scale": float(guide_scale), **grader.score(images, labels),
+                     "seconds": seconds})
     return rows
 
 

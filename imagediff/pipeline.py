@@ -15,7 +15,7 @@ a sample back into an image.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -32,6 +32,10 @@ from toydiff.samplers import SAMPLERS, SelfConditioned, sample
 from toydiff.schedules import make_schedule
 from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
+# Autoguidance (toydiff.guidance.autoguidance_term): the scale w a sampler uses by default with a run that
+# has a guide, the EMA weights its own training kept early on (DiffusionRunConfig.guide_fraction);
+# docs/image_levers.md measures it.
+AUTOGUIDANCE_SCALE = 2.0
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
@@ -172,6 +176,10 @@ class DiffusionRunConfig(RunConfig):
     # Self-conditioning: the share of training batches in which the DiT also reads its own first
     # estimate of x_0 (toydiff.losses.DiffusionObjective); 0 builds a DiT without it.
     self_condition: float = 0.0
+    # Autoguidance's guide: the EMA weights after this share of the training steps are kept in the checkpoint
+    # (0: none). An early snapshot of the same run is a weaker model of the same distribution, and free: no
+    # extra training (docs/image_levers.md).
+    guide_fraction: float = 0.15
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
     # Sized so that the VAE and this DiT together meet the bench's time target (about 6 minutes of DiT
@@ -187,12 +195,21 @@ class DiffusionRunConfig(RunConfig):
             raise ValueError(f"unknown space {self.space!r}: expected one of {', '.join(SPACES)}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+        if not 0.0 <= self.guide_fraction < 1.0:
+            raise ValueError(f"guide_fraction is the share of training after which the EMA weights are kept as "
+                             f"autoguidance's guide, in [0, 1) (0: none); got {self.guide_fraction}")
         if not 0.0 <= self.self_condition <= 1.0:
             raise ValueError(f"self_condition is the share of self-conditioned training batches, in [0, 1]; "
                              f"got {self.self_condition}")
 
+    def guide_step(self) -> int:
+        """The training step whose EMA weights become the guide: guide_fraction of the steps (0: no guide)."""
+        return max(1, round(self.guide_fraction * self.train.steps)) if self.guide_fraction > 0 else 0
+
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "DiffusionRunConfig":
+        # A run stored before guides existed kept none.
+        description = {"guide_fraction": 0.0, **description}
         return cls.from_plain(description, train, dit=DiTConfig(**description["dit"]))
 
 
@@ -207,6 +224,12 @@ class ImageDiffusionModel:
     vae: Optional[VAE] = None                    # None for a pixel-space model
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    guide: Optional[DiT] = None                  # the EMA weights at config.guide_step(): autoguidance's guide
+
+    @property
+    def default_guide_scale(self) -> float:
+        """AUTOGUIDANCE_SCALE for a run that kept a guide, 1 (off) for one that did not."""
+        return AUTOGUIDANCE_SCALE if self.guide is not None else 1.0
 
     @property
     def device(self) -> torch.device:
@@ -236,19 +259,28 @@ class ImageDiffusionModel:
         return decode_latents(self.vae, samples) if self.vae is not None else samples.cpu()
 
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
-                 rescale: float = 0.0):
+                 rescale: float = 0.0, guide_scale: float = 1.0):
         """The ``model(x, t)`` a toydiff sampler calls (see toydiff.guidance.guided_denoiser); a fresh one
-        for every sampling run, since a self-conditioned model remembers its last estimate."""
-        network = self.model
-        if self.model.config.self_condition:
-            network = SelfConditioned(self.model, self.schedule, self.config.prediction_type)
-        return guided_denoiser(network, labels, null_label=self.model.null_label,
+        for every sampling run, since a self-conditioned model remembers its last estimate.
+        guide_scale: autoguidance by ``self.guide`` (1: off; a run without a guide refuses other values)."""
+
+        def network(model):
+            if model is not None and model.config.self_condition:
+                return SelfConditioned(model, self.schedule, self.config.prediction_type)
+            return model
+
+        if guide_scale != 1.0 and self.guide is None:
+            raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
+                             "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
+        return guided_denoiser(network(self.model), labels, null_label=self.model.null_label,
                                guidance_scale=guidance_scale, classifier=classifier, schedule=self.schedule,
-                               prediction_type=self.config.prediction_type, rescale=rescale)
+                               prediction_type=self.config.prediction_type, rescale=rescale,
+                               guide=network(self.guide), guide_scale=guide_scale)
 
     @torch.no_grad()
     def sample(self, labels=None, num_samples: Optional[int] = None, guidance_scale: float = 1.0,
-               classifier=None, rescale: float = 0.0, sampler: str = "ddim", num_steps: int = 50,
+               classifier=None, rescale: float = 0.0, guide_scale: float = 1.0, sampler: str = "ddim",
+               num_steps: int = 50,
                eta: float = 0.0, spacing: str = "trailing", seed: int = 0, callback=None,
                return_samples: bool = False,
                batch_size: int = 500):
@@ -257,6 +289,8 @@ class ImageDiffusionModel:
         labels: one class index or name per image, or None with ``num_samples`` for the unconditional
             (null-label) pass. guidance_scale: CFG scale s (s = 1 the conditional model), or the
             classifier-guidance scale when ``classifier`` (a NoisyLatentClassifier) is given.
+        guide_scale: autoguidance scale w by the run's guide (1: off; ``default_guide_scale`` is the
+            measured default for a run that has a guide).
         return_samples: also return what the sampler drew (scaled latents or pixels).
         The same seed gives the same images; they are drawn in batches of ``batch_size``.
         """
@@ -278,7 +312,7 @@ class ImageDiffusionModel:
             x_T = torch.randn(size, config.in_channels, config.height, config.width, generator=generator,
                               device=self.device)  # (b, c, h, w)
             batch_labels = label_tensor[start:start + size] if label_tensor is not None else None
-            model = self.denoiser(batch_labels, guidance_scale, classifier, rescale)
+            model = self.denoiser(batch_labels, guidance_scale, classifier, rescale, guide_scale)
             drawn.append(sample(model, x_T, self.schedule, sampler=sampler, num_steps=num_steps, eta=eta,
                                 spacing=spacing, prediction_type=self.config.prediction_type, generator=generator,
                                 callback=callback))
@@ -337,13 +371,16 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
                                    self_condition=config.self_condition)
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
+    if config.guide_step():
+        config.train = replace(config.train,
+                               snapshot_steps=tuple(sorted({*config.train.snapshot_steps, config.guide_step()})))
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
-    def wrap(ema_model):
-        return ImageDiffusionModel(config, ema_model, schedule, data.class_names, vae)
+    def wrap(ema_model, guide=None):
+        return ImageDiffusionModel(config, ema_model, schedule, data.class_names, vae, guide=guide)
 
     hook = None
     if evaluate is not None:
@@ -353,9 +390,24 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     result = train(model, objective, TensorBatches(samples, data.labels), config.train, checkpoint_path=checkpoint,
                    run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND, on_log=on_log,
                    evaluate=hook, evaluate_every=evaluate_every)
-    run = wrap(result.ema_model.eval())
+    run = wrap(result.ema_model.eval(), guide_from(config, result.snapshots, device=run_device(result.ema_model)))
     run.history, run.seconds = result.history, result.seconds
     return run
+
+
+def run_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def guide_from(config: DiffusionRunConfig, snapshots: dict, device="cpu") -> Optional[DiT]:
+    """The DiT with the EMA weights of ``config.guide_step()`` (None without a guide or its snapshot, e.g. a
+    run resumed with another number of steps, whose guide step moved)."""
+    step = config.guide_step()
+    if not step or step not in snapshots:
+        return None
+    guide = DiT(config.dit)
+    guide.load_state_dict(snapshots[step])
+    return guide.to(device).eval().requires_grad_(False)
 
 
 def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str] = None) -> ImageDiffusionModel:
@@ -386,5 +438,9 @@ def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
     if len(class_names) != config.dit.num_classes:
         raise CheckpointError(f"{path}: the model has {config.dit.num_classes} classes but {source} "
                               f"{len(class_names)}")
+    try:
+        guide = guide_from(config, state.get("snapshots", {}), device)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: its autoguidance guide does not match its model: {error}") from None
     return ImageDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
-                               list(class_names), vae, state.get("history", []))
+                               list(class_names), vae, state.get("history", []), guide=guide)

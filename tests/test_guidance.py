@@ -145,3 +145,56 @@ def test_guided_denoiser_picks_the_guidance_asked_for():
     expected = classifier_guidance(lambda x_t, t: model(x_t, t, None), logits, labels, 2.0, schedule)
     torch.testing.assert_close(steered(x, t), expected(x, t))
     assert not torch.allclose(steered(x, t), model(x, t, None))
+
+
+# ---------------------------------------------------------------------------------------------
+#                                        Autoguidance
+# ---------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A guide model that records that it was called."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, x, t, labels):
+        self.calls += 1
+        return self.model(x, t, labels)
+
+
+def test_autoguidance_is_the_weak_model_plus_w_times_the_difference():
+    torch.manual_seed(0)
+    model, weak = labelled_model(), Recorder(labelled_model())
+    x, t, labels = torch.randn(16, 3), torch.randint(0, 1000, (16,)), torch.randint(0, 4, (16,))
+    cond, poor = model(x, t, labels), weak.model(x, t, labels)
+    alone = classifier_free_guidance(model, labels, 1.0, model.null_label, guide=weak, guide_scale=2.5)
+    assert torch.allclose(alone(x, t), poor + 2.5 * (cond - poor), atol=1e-6)  # Karras et al.'s form
+    uncond = model(x, t, torch.full_like(labels, model.null_label))
+    both = classifier_free_guidance(model, labels, 3.0, model.null_label, guide=weak, guide_scale=2.0)
+    assert torch.allclose(both(x, t), uncond + 3.0 * (cond - uncond) + (cond - poor), atol=1e-6)
+
+
+def test_an_autoguidance_scale_of_one_never_calls_the_guide():
+    model, weak = labelled_model(), Recorder(labelled_model())
+    x, t, labels = torch.randn(8, 3), torch.randint(0, 1000, (8,)), torch.randint(0, 4, (8,))
+    for scale in (0.0, 1.0, 3.0):
+        plain = classifier_free_guidance(model, labels, scale, model.null_label)(x, t)
+        with_guide = guided_denoiser(model, labels, null_label=model.null_label, guidance_scale=scale, guide=weak,
+                                     guide_scale=1.0)(x, t)
+        assert torch.equal(plain, with_guide)
+    assert weak.calls == 0
+
+
+def test_autoguidance_errors_name_what_is_missing():
+    model = labelled_model()
+    labels = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="autoguidance scale 2 asked for, but there is no guide model"):
+        guided_denoiser(model, labels, null_label=model.null_label, guide_scale=2.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        guided_denoiser(model, labels, null_label=model.null_label, guide=model, guide_scale=-1.0)
+    with pytest.raises(ValueError, match="unconditional pass takes none"):
+        guided_denoiser(model, None, null_label=model.null_label, guide=model, guide_scale=2.0)
+    with pytest.raises(ValueError, match="not to classifier guidance"):
+        guided_denoiser(model, labels, null_label=model.null_label, classifier=lambda x, t: x, guide=model,
+                        guide_scale=2.0, schedule=make_schedule("linear", 100))

@@ -470,7 +470,8 @@ def test_self_conditioning_errors_name_the_mismatch():
     with pytest.raises(ValueError, match="built without self-conditioning"):
         small_dit()(torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), previous_x0=torch.randn(2, 4, 8, 8))
     with pytest.raises(ValueError, match=r"x_t's shape \(2, 4, 8, 8\), got \(2, 4, 4, 4\)"):
-        small_dit(self_condition=True)(torch.randn(2, 4, 8, 8), torch.tensor([1, 2]), previous_x0=torch.randn(2, 4, 4, 4))
+        small_dit(self_condition=True)(torch.randn(2, 4, 8, 8), torch.tensor([1, 2]),
+                                       previous_x0=torch.randn(2, 4, 4, 4))
 
 
 def test_the_flop_count_includes_the_wider_patch_embedding():

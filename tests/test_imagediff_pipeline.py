@@ -374,7 +374,12 @@ def test_cli_evaluate_prints_the_sweep_next_to_real_images(runs, capsys):
                  "--per-class", "3", "--steps", "4"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "CFG scale" in out and "real images" in out and len(out.strip().splitlines()) == 4
+    assert "CFG scale" in out and "real images" in out and len(out.strip().splitlines()) == 5
+    assert out.startswith("every row with autoguidance w = 2")  # the run kept a guide: the default applies
+    assert main(["evaluate", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--autoguidance", "1",
+                 "--classifier", str(runs["root"] / "evaluation" / "checkpoint.pt"), "--scales", "3",
+                 "--per-class", "3", "--steps", "4"]) == 0
+    assert "autoguidance" not in capsys.readouterr().out
 
 
 def test_cli_missing_checkpoint_and_unknown_command_exit_2(tmp_path):
@@ -424,3 +429,29 @@ def test_a_self_conditioned_run_trains_reloads_and_samples_with_its_estimates(ru
     assert passed[0] is None and all(p is not None and p.shape == (4, 4, SIZE // 4, SIZE // 4) for p in passed[1:])
     with pytest.raises(ValueError, match="share of self-conditioned training batches"):
         DiffusionRunConfig(self_condition=2.0)
+
+
+def test_the_run_keeps_its_early_ema_as_the_autoguidance_guide(runs, tmp_path, capsys):
+    path = runs["root"] / "latent" / "checkpoint.pt"
+    run, state = load_image_diffusion(path), load_checkpoint(path)
+    step = run.config.guide_step()
+    assert step == round(0.15 * 400) and sorted(state["snapshots"]) == [step]
+    assert all(torch.equal(value, state["snapshots"][step][name]) for name, value in run.guide.state_dict().items())
+    assert not torch.equal(run.guide.final_layer.linear.weight, run.model.final_layer.linear.weight)
+    plain = run.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=1)
+    guided = run.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=1, guide_scale=2.0)
+    assert not torch.allclose(plain, guided, atol=1e-4)
+    # A run stored before guides existed has none: the default is off, and asking for one is refused.
+    del state["snapshots"]
+    del state["config"]["guide_fraction"]
+    save_checkpoint(tmp_path / "old.pt", state)
+    old = load_image_diffusion(tmp_path / "old.pt")
+    assert old.guide is None and old.default_guide_scale == 1.0 and old.config.guide_fraction == 0.0
+    assert torch.equal(old.sample(labels=[0, 3], guidance_scale=3.0, num_steps=4, seed=1), plain)
+    with pytest.raises(ValueError, match="autoguidance scale 2 asked for, but this run kept no guide"):
+        old.sample(labels=[0], guide_scale=2.0, num_steps=2)
+    assert main(["sample", "--checkpoint", str(tmp_path / "old.pt"), "--autoguidance", "2", "--out",
+                 str(tmp_path / "grid.png")]) == 2
+    assert "--autoguidance 2: this run kept no guide" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"guide_fraction is the share of training .* in \[0, 1\)"):
+        DiffusionRunConfig(guide_fraction=1.0)

@@ -22,16 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCHEDULE = make_schedule("linear")
 
 
-def tiny_run(tmp_path, steps=60, on_log=None, resume=True, seed=0, run_config=None):
+def tiny_run(tmp_path, steps=60, on_log=None, resume=True, seed=0, run_config=None, **options):
     torch.manual_seed(0)  # the same initial weights whatever the seed: `seed` is the training loop's own
     model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2, num_classes=3))
     points, labels = make_dataset("spiral", 2000, seed=0)
     objective = DiffusionObjective(SCHEDULE, label_dropout=0.1, null_label=3)
     config = TrainConfig(steps=steps, batch_size=64, log_every=10, checkpoint_every=20, progress=False, seed=seed,
-                         warmup_steps=10)
+                         warmup_steps=10, snapshot_steps=options.pop("snapshot_steps", ()))
     return train(model, objective, TensorBatches(points, labels), config,
                  checkpoint_path=tmp_path / "checkpoint.pt", run_config=run_config or {"name": "tiny"},
-                 resume=resume, on_log=on_log)
+                 resume=resume, on_log=on_log, **options)
 
 
 def test_training_lowers_the_loss_and_logs_it_by_t(tmp_path):
@@ -443,3 +443,24 @@ def test_self_conditioning_is_drawn_per_batch_and_off_by_default():
     assert len(spy.calls) == 2
     with pytest.raises(ValueError, match=r"probability that a batch is self-conditioned, in \[0, 1\]; got 1.5"):
         DiffusionObjective(schedule, "v", self_condition=1.5)
+
+
+def test_snapshots_keep_the_ema_of_their_step_in_the_result_and_over_a_resume(tmp_path):
+    seen = {}
+
+    def record(ema_model, step):
+        seen[step] = {name: value.clone() for name, value in ema_model.state_dict().items()}
+        return {}
+
+    result = tiny_run(tmp_path, steps=30, snapshot_steps=(10, 30), evaluate=record, evaluate_every=10)
+    assert sorted(result.snapshots) == [10, 30]
+    for step in (10, 30):
+        assert all(torch.equal(result.snapshots[step][name], seen[step][name]) for name in seen[step])
+    first = next(name for name in seen[10] if seen[10][name].is_floating_point() and seen[10][name].numel() > 1)
+    assert not torch.equal(result.snapshots[10][first], result.snapshots[30][first])  # a copy, not the live weights
+    stored = load_checkpoint(tmp_path / "checkpoint.pt")["snapshots"]
+    assert torch.equal(stored[10][first], seen[10][first])
+    resumed = tiny_run(tmp_path, steps=40, snapshot_steps=(10, 30, 40))  # continues the same run to step 40
+    assert sorted(resumed.snapshots) == [10, 30, 40] and torch.equal(resumed.snapshots[10][first], seen[10][first])
+    with pytest.raises(ValueError, match=r"snapshot_steps are steps in 1..40 \(the run's length\), got \[50\]"):
+        tiny_run(tmp_path / "bad", steps=40, snapshot_steps=(50,))

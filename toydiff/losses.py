@@ -134,7 +134,8 @@ class DiffusionObjective:
         if self.self_condition == 0.0:
             return model(*arguments)
         # One draw per batch, only for a self-conditioned objective, so other runs keep their random stream.
-        chosen = not model.training or bool(torch.rand((), generator=generator, device=x_t.device) < self.self_condition)
+        draw = torch.rand((), generator=generator, device=x_t.device)
+        chosen = not model.training or bool(draw < self.self_condition)
         if not chosen:
             return model(*arguments, previous_x0=None)
         with torch.no_grad():

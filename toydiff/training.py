@@ -55,6 +55,9 @@ class TrainConfig:
     # compile (toydiff.compilation). The first steps are slower while it compiles.
     compile: bool = False
     progress: bool = True
+    # Steps after which a copy of the EMA weights is kept (checkpoint key "snapshots", TrainResult.snapshots):
+    # an early, weaker version of the model, e.g. the guide of autoguidance (toydiff.guidance).
+    snapshot_steps: tuple = ()
 
     def validate(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "loss_bins": self.loss_bins,
@@ -68,6 +71,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        for step in self.snapshot_steps:
+            if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.steps:
+                raise ValueError(f"TrainConfig.snapshot_steps are steps in 1..{self.steps} (the run's length), "
+                                 f"got {list(self.snapshot_steps)}")
 
 
 class RunConfig:
@@ -135,6 +142,7 @@ class TrainResult:
     history: list = field(default_factory=list)  # one dict per log interval
     seconds: float = 0.0               # training seconds of the whole run, resumed sessions included
     session_seconds: float = 0.0       # training seconds of this call only
+    snapshots: dict = field(default_factory=dict)  # {step: EMA state_dict} at TrainConfig.snapshot_steps
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -240,6 +248,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     # Each process draws different batches; rank 0 of a single-process run uses the seed itself.
     generator.manual_seed(config.seed + 1_000_003 * context.rank)
     start_step, history, resumed_seconds = 0, [], 0.0
+    snapshots: dict = {}
 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
@@ -259,6 +268,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = int(state["step"]), list(state.get("history", []))
+        snapshots = dict(state.get("snapshots", {}))
         resumed_seconds = float(state.get("seconds", history[-1].get("seconds", 0.0) if history else 0.0))
         generators = state["rng"]["generators"]
         if len(generators) == context.world_size:
@@ -283,6 +293,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 "step": step,
                 "rng": {"generators": generator_states, "torch_cpu": torch.get_rng_state()},
                 "history": history,
+                "snapshots": snapshots,
                 "seconds": training_seconds(),  # training time up to this step, over all sessions
             })
         barrier(context)
@@ -324,6 +335,8 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()
             ema.update(_unwrap(model))
+            if step + 1 in config.snapshot_steps:
+                snapshots[step + 1] = {name: value.detach().clone() for name, value in ema.model.state_dict().items()}
 
             window_loss += loss.item()
             window_steps += 1
@@ -355,4 +368,4 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     if checkpoint_path is not None and (completed > start_step or not checkpoint_path.exists()):
         write_checkpoint(completed)
     return TrainResult(_unwrap(model), ema.model, completed, history, seconds=total_seconds,
-                       session_seconds=total_seconds - resumed_seconds)
+                       session_seconds=total_seconds - resumed_seconds, snapshots=snapshots)
