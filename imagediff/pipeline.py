@@ -371,9 +371,12 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
                                    self_condition=config.self_condition)
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
+    # The guide's snapshot is asked of this training only: config.train stays as given, so that a copy of the
+    # config with fewer steps (the bench's pixel run) does not inherit a snapshot step beyond its end.
+    train_config = config.train
     if config.guide_step():
-        config.train = replace(config.train,
-                               snapshot_steps=tuple(sorted({*config.train.snapshot_steps, config.guide_step()})))
+        train_config = replace(train_config, snapshot_steps=tuple(sorted({*train_config.snapshot_steps,
+                                                                          config.guide_step()})))
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
@@ -387,7 +390,7 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
         def hook(ema_model, step):
             return evaluate(wrap(ema_model), step)
 
-    result = train(model, objective, TensorBatches(samples, data.labels), config.train, checkpoint_path=checkpoint,
+    result = train(model, objective, TensorBatches(samples, data.labels), train_config, checkpoint_path=checkpoint,
                    run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND, on_log=on_log,
                    evaluate=hook, evaluate_every=evaluate_every)
     run = wrap(result.ema_model.eval(), guide_from(config, result.snapshots, device=run_device(result.ema_model)))

@@ -5,6 +5,7 @@ The trained fixtures are deliberately tiny (16x16 images of 2 shapes x 2 colours
 runs in well under a minute on 2 cores; the full-size figures are measured by `make bench`.
 """
 import math
+from dataclasses import replace
 import subprocess
 import sys
 import textwrap
@@ -455,3 +456,12 @@ def test_the_run_keeps_its_early_ema_as_the_autoguidance_guide(runs, tmp_path, c
     assert "--autoguidance 2: this run kept no guide" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"guide_fraction is the share of training .* in \[0, 1\)"):
         DiffusionRunConfig(guide_fraction=1.0)
+
+
+def test_the_guide_snapshot_is_asked_of_one_training_not_written_into_the_config(runs, tmp_path):
+    config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS,
+                                vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
+                                dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2), train=quick(40, 16))
+    assert train_image_diffusion(config).guide is not None and config.train.snapshot_steps == ()
+    shorter = replace(config, train=replace(config.train, steps=8))  # as the bench's pixel run copies the recipe
+    assert train_image_diffusion(shorter).config.guide_step() == 1
