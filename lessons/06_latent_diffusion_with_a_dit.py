@@ -10,11 +10,11 @@
 # pixels for the same wall time, to measure what the latent space buys.
 #
 # Run:   python lessons/06_latent_diffusion_with_a_dit.py   (figures in runs/lessons/06_latent_diffusion_with_a_dit/)
-# Time:  about 6 min on a 2-core CPU the first time, with lesson 05's VAE and grader present
-#        (measured: 338 s: the latent DiT 191 s of training plus its snapshots, the pixel DiT its
+# Time:  about 7 min on a 2-core CPU the first time, with lesson 05's VAE and grader present
+#        (measured: 398 s: the latent DiT about 230 s of training plus its snapshots, the pixel DiT its
 #        equal share of at most 2 min, which it trains every time); about 2 min once the latent DiT
 #        is trained.
-#        Measured with `make lessons` on an idle 2-core machine, both cores in use.
+#        Measured with `python lessons/run_all.py 05 06 07` on an idle 2-core machine, both cores in use.
 #
 # The latent DiT trained here is shared with lesson 07: it is trained once.
 

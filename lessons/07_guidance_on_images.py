@@ -15,11 +15,10 @@
 # (guidance rescale corrects it), and guidance does not let the sampler take fewer steps.
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
-# Time:  about 3 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
-#        (an estimate: before the orientation section it measured 88 s with `make lessons` on an idle
-#        2-core machine, the noisy-latent classifier's training included; that section adds 800 training
-#        steps of the upright model, about 0.1 s each, and its sampling; not yet re-measured), about
-#        1 min once both extra models exist.
+# Time:  about 5 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
+#        (measured: 273 s with `python lessons/run_all.py 05 06 07` on an idle 2-core machine, the
+#        noisy-latent classifier's 1000 and the upright model's 800 training steps included), about
+#        2 min once both extra models exist.
 
 # %%
 import time
@@ -230,7 +229,45 @@ for name, model, steps in (("rotated", run, run.config.train.steps), ("upright",
 # The upright model, with fewer steps, draws sharp corners and straight edges.  So the levers that
 # matter here are those that help a model *commit*: the default recipe weights the loss towards high
 # noise levels (min-SNR), where the angle is decided, and that is worth more than a wider or deeper
-# network at the same wall time on a CPU (docs/image_levers.md).  The rest is training time.
+# network at the same wall time on a CPU (docs/image_levers.md).
+#
+# ## Guiding the model away from its younger self
+# CFG cannot make the sample commit: at high noise the conditional guess for "red square" is already
+# the disc, and s > 1 only moves further from the unconditional guess.  **Autoguidance** (Karras et
+# al. 2024) compares the model with a *weaker* model of the same prompt instead:
+#
+#     D_guided = D(x | c) + (s - 1)(D(x | c) - D(x | ∅)) + (w - 1)(D(x | c) - D_weak(x | c))
+#
+# Both blur what they cannot resolve, but the weak one blurs more, so the last term points from the
+# blend of angles towards one of them.  The weak model costs nothing here: the training loop kept the
+# EMA weights after 15% of the steps in the checkpoint (`run.guide`), and `sample(guide_scale=w)`
+# adds the term (w = 1: off).  Compare the shapes, and the Fréchet distance, with and without it.
+
+# %%
+print(f"the guide: the EMA weights at step {run.config.guide_step()} of {run.config.train.steps}")
+autoguided_rows = {}
+for scale, guide_scale in ((3.0, 1.0), (1.0, 2.0), (2.0, 2.0)):
+    drawn = run.sample(labels=labels, guidance_scale=scale, guide_scale=guide_scale, num_steps=SAMPLING_STEPS, seed=0)
+    score = grader.score(drawn, labels)
+    predicted = grader.classifier.predict(drawn.clamp(-1, 1))[0].argmax(dim=1)
+    per_shape = grade_by_shape(run.class_names, labels, predicted)["per_shape_accuracy"]
+    autoguided_rows[(scale, guide_scale)] = score
+    print(f"CFG s = {scale:g}, autoguidance w = {guide_scale:g}: accuracy {score['accuracy']:.3f}, Fréchet distance "
+          f"{score['frechet_distance']:.1f}; " + ", ".join(f"{shape} {value:.2f}" for shape, value in per_shape.items()))
+one_each = run.sample(labels=balanced_request(num_classes, 1), guidance_scale=2.0, guide_scale=2.0,
+                      num_steps=SAMPLING_STEPS, seed=1)
+print("wrote", save_image_grid(one_each, OUT / "autoguided_samples.png", columns=columns_per_class_grid(run.class_names),
+                               title="rotated shapes, CFG s = 2 with autoguidance w = 2 by the run's early EMA"))
+
+# %% [markdown]
+# Read the squares and the Fréchet distance.  On this lesson's model (2000 steps) a full-mode run
+# measured 0.03 of the squares and a distance of 294 with CFG alone at s = 3, and 0.33 and 133 with
+# autoguidance alone (s = 1, w = 2).  On the bench's default model (3500 steps, docs/image_levers.md)
+# the same comparison gave 0.14 -> 0.69-0.78 of the squares and 226 -> 50, and CFG 2 with
+# autoguidance 2 drew the requested class most often (0.72-0.74, against 0.64 for CFG 3); on this
+# shorter-trained model that pair only matched CFG alone (0.544 against 0.548).  CFG and autoguidance
+# help different shapes — CFG the crosses and stars, autoguidance the squares — and at this budget
+# neither reaches every triangle and diamond.
 
 # %% [markdown]
 # ## What to remember
@@ -242,6 +279,8 @@ for name, model, steps in (("rotated", run, run.config.train.steps), ("upright",
 # - Guidance does not reduce the number of sampling steps; a guided step costs two network passes.
 # - What the image DiT finds hard is committing to one orientation out of a continuum: trained on
 #   upright shapes, the same recipe draws corners in fewer steps.
+# - Autoguidance — guiding away from a weaker version of the model, here its own early EMA weights —
+#   makes the samples commit where CFG cannot: squares come back, at no extra training cost.
 # - Exercise: `python -m lessons.exercises.check 07` — write guidance rescale and the Fréchet distance.
 
 # %%
