@@ -31,8 +31,8 @@ from imagediff.evaluation import Grader, format_sweep, guidance_sweep
 from imagediff.levers import run_levers
 from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import (
-    AUTOGUIDANCE_SCALE, SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, load_image_diffusion,
-    load_vae, train_image_diffusion, train_vae,
+    AUTOGUIDANCE_SCALE, SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images,
+    load_image_diffusion, load_vae, train_image_diffusion, train_vae,
 )
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config

@@ -393,13 +393,10 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     result = train(model, objective, TensorBatches(samples, data.labels), train_config, checkpoint_path=checkpoint,
                    run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND, on_log=on_log,
                    evaluate=hook, evaluate_every=evaluate_every)
-    run = wrap(result.ema_model.eval(), guide_from(config, result.snapshots, device=run_device(result.ema_model)))
+    device = next(result.ema_model.parameters()).device
+    run = wrap(result.ema_model.eval(), guide_from(config, result.snapshots, device=device))
     run.history, run.seconds = result.history, result.seconds
     return run
-
-
-def run_device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def guide_from(config: DiffusionRunConfig, snapshots: dict, device="cpu") -> Optional[DiT]:
