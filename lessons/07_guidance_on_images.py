@@ -245,13 +245,11 @@ for name, model, steps in (("rotated", run, run.config.train.steps), ("upright",
 
 # %%
 print(f"the guide: the EMA weights at step {run.config.guide_step()} of {run.config.train.steps}")
-autoguided_rows = {}
 for scale, guide_scale in ((3.0, 1.0), (1.0, 2.0), (2.0, 2.0)):
     drawn = run.sample(labels=labels, guidance_scale=scale, guide_scale=guide_scale, num_steps=SAMPLING_STEPS, seed=0)
     score = grader.score(drawn, labels)
     predicted = grader.classifier.predict(drawn.clamp(-1, 1))[0].argmax(dim=1)
     per_shape = grade_by_shape(run.class_names, labels, predicted)["per_shape_accuracy"]
-    autoguided_rows[(scale, guide_scale)] = score
     print(f"CFG s = {scale:g}, autoguidance w = {guide_scale:g}: accuracy {score['accuracy']:.3f}, Fréchet distance "
           f"{score['frechet_distance']:.1f}; " + ", ".join(f"{shape} {value:.2f}" for shape, value in per_shape.items()))
 one_each = run.sample(labels=balanced_request(num_classes, 1), guidance_scale=2.0, guide_scale=2.0,
