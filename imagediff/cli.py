@@ -37,8 +37,8 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, non_negative_float, positive_float, positive_int, print_log_entry, run_cli,
-    unit_fraction,
+    OneLineParser, UsageError, autoguidance_scale, non_negative_float, positive_float, positive_int, print_log_entry,
+    run_cli, unit_fraction,
 )
 
 
@@ -247,14 +247,12 @@ def command_sample(args) -> None:
 
 def _guide_scale(asked: Optional[float], run, classifier) -> float:
     """--autoguidance: the run's default when not given (1 under classifier guidance); checked against the run."""
-    if asked is None:
-        return 1.0 if classifier is not None else run.default_guide_scale
-    if asked != 1 and run.guide is None:
-        raise UsageError(f"--autoguidance {asked:g}: this run kept no guide (trained with guide_fraction=0 or before "
-                         "guides existed); use --autoguidance 1")
-    if asked != 1 and classifier is not None:
+    if asked is None and classifier is not None:
+        return 1.0
+    scale = autoguidance_scale(asked, run)
+    if scale != 1 and classifier is not None:
         raise UsageError("--autoguidance applies to classifier-free guidance, not with a noisy classifier")
-    return asked
+    return scale
 
 
 def command_evaluate(args) -> None:

@@ -15,7 +15,7 @@ a sample back into an image.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,7 +30,7 @@ from toydiff.guidance import guided_denoiser
 from toydiff.losses import DiffusionObjective
 from toydiff.samplers import SAMPLERS, SelfConditioned, sample
 from toydiff.schedules import make_schedule
-from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
+from toydiff.training import GuidedRunConfig, RunConfig, TensorBatches, TrainConfig, train
 
 # Autoguidance (toydiff.guidance.autoguidance_term): the scale w a sampler uses by default with a run that
 # has a guide, the EMA weights its own training kept early on (DiffusionRunConfig.guide_fraction);
@@ -151,7 +151,7 @@ def decode_latents(vae: VAE, latents: torch.Tensor, batch_size: int = 500) -> to
 
 
 @dataclass
-class DiffusionRunConfig(RunConfig):
+class DiffusionRunConfig(GuidedRunConfig):
     dataset: str = "shapes"
     num_train_images: int = 20_000
     data_seed: int = 0
@@ -176,9 +176,8 @@ class DiffusionRunConfig(RunConfig):
     # Self-conditioning: the share of training batches in which the DiT also reads its own first
     # estimate of x_0 (toydiff.losses.DiffusionObjective); 0 builds a DiT without it.
     self_condition: float = 0.0
-    # Autoguidance's guide: the EMA weights after this share of the training steps are kept in the checkpoint
-    # (0: none). An early snapshot of the same run is a weaker model of the same distribution, and free: no
-    # extra training (docs/image_levers.md).
+    # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
+    # (0: none; toydiff.training.GuidedRunConfig, docs/image_levers.md).
     guide_fraction: float = 0.15
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
@@ -195,16 +194,10 @@ class DiffusionRunConfig(RunConfig):
             raise ValueError(f"unknown space {self.space!r}: expected one of {', '.join(SPACES)}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
-        if not 0.0 <= self.guide_fraction < 1.0:
-            raise ValueError(f"guide_fraction is the share of training after which the EMA weights are kept as "
-                             f"autoguidance's guide, in [0, 1) (0: none); got {self.guide_fraction}")
+        self.check_guide_fraction()
         if not 0.0 <= self.self_condition <= 1.0:
             raise ValueError(f"self_condition is the share of self-conditioned training batches, in [0, 1]; "
                              f"got {self.self_condition}")
-
-    def guide_step(self) -> int:
-        """The training step whose EMA weights become the guide: guide_fraction of the steps (0: no guide)."""
-        return max(1, round(self.guide_fraction * self.train.steps)) if self.guide_fraction > 0 else 0
 
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "DiffusionRunConfig":
@@ -371,12 +364,6 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
                                    self_condition=config.self_condition)
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
-    # The guide's snapshot is asked of this training only: config.train stays as given, so that a copy of the
-    # config with fewer steps (the bench's pixel run) does not inherit a snapshot step beyond its end.
-    train_config = config.train
-    if config.guide_step():
-        train_config = replace(train_config, snapshot_steps=tuple(sorted({*train_config.snapshot_steps,
-                                                                          config.guide_step()})))
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
@@ -390,24 +377,13 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
         def hook(ema_model, step):
             return evaluate(wrap(ema_model), step)
 
-    result = train(model, objective, TensorBatches(samples, data.labels), train_config, checkpoint_path=checkpoint,
+    result = train(model, objective, TensorBatches(samples, data.labels), config.train_config_with_guide(), checkpoint_path=checkpoint,
                    run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND, on_log=on_log,
                    evaluate=hook, evaluate_every=evaluate_every)
     device = next(result.ema_model.parameters()).device
-    run = wrap(result.ema_model.eval(), guide_from(config, result.snapshots, device=device))
+    run = wrap(result.ema_model.eval(), config.guide_from(result.snapshots, lambda: DiT(config.dit), device))
     run.history, run.seconds = result.history, result.seconds
     return run
-
-
-def guide_from(config: DiffusionRunConfig, snapshots: dict, device="cpu") -> Optional[DiT]:
-    """The DiT with the EMA weights of ``config.guide_step()`` (None without a guide or its snapshot, e.g. a
-    run resumed with another number of steps, whose guide step moved)."""
-    step = config.guide_step()
-    if not step or step not in snapshots:
-        return None
-    guide = DiT(config.dit)
-    guide.load_state_dict(snapshots[step])
-    return guide.to(device).eval().requires_grad_(False)
 
 
 def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str] = None) -> ImageDiffusionModel:
@@ -439,7 +415,7 @@ def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
         raise CheckpointError(f"{path}: the model has {config.dit.num_classes} classes but {source} "
                               f"{len(class_names)}")
     try:
-        guide = guide_from(config, state.get("snapshots", {}), device)
+        guide = config.guide_from(state.get("snapshots", {}), lambda: DiT(config.dit), device)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: its autoguidance guide does not match its model: {error}") from None
     return ImageDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),

@@ -127,6 +127,32 @@ print(f"{NUM_VIDEOS} held-out videos, {K} real frames then {LENGTH} generated, g
 print(format_table(table))
 
 # %% [markdown]
+# ## Autoguidance: the model against its own early self
+# Every rollout above was also *autoguided*, the library's default for a model that kept a guide.  A run
+# keeps its EMA weights after 15% of its training (`guide_fraction`): a weaker model of the same videos.
+# Both blur what they cannot resolve, the weak one more, so their difference points from "the ball is
+# somewhere around here" towards one place; every call of the denoiser becomes
+# D + (w - 1)(D - D_weak) (`toydiff.guidance.autoguided`, the image layer's autoguidance of lesson 07
+# without a label), history-guided branches included.  w = 1 is the model alone, and never calls the
+# guide; the table's last row is that rollout.  On the bench's model (7000 steps, 32 videos), error over
+# the first 8 / balls found / well-formed frames / motion ratio: w = 1: 1.33 px / 0.46 / 0.15 / 0.79;
+# w = 1.5: 1.21 px / 0.64 / 0.16 / 1.34; w = 2: 1.67 px / 0.72 / 0.10 / 1.98 — more balls found, but past
+# a mild scale they grow, smear and move too far.  Measured now, without history guidance:
+
+# %%
+if run.guide is None:
+    print("this model kept no guide (trained before guides existed): every rollout above was the model alone")
+else:
+    print(f"autoguidance: the guide is the EMA at step {run.config.guide_step()} of {run.config.train.steps}; "
+          f"rollouts above used w = {run.default_guide_scale:g}")
+    for w in (1.0, run.default_guide_scale, 2.0, 3.0):
+        metrics = plain if w == run.default_guide_scale else rollout_and_score(
+            run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=SAMPLING_STEPS, guide_scale=w)[2]
+        print(f"autoguidance w = {w:g}: position error {px(metrics['position_error_first'])} over the first 8, "
+              f"balls found {metrics['found_share']:.1%}, well-formed {metrics['well_formed_share']:.1%}, "
+              f"motion ratio {ratio(metrics['motion_ratio'])}")
+
+# %% [markdown]
 # ## How the error grows along the rollout
 # The table's averages hide *when* a rollout goes wrong.  The position error of every generated
 # frame, for a few of the rows: it starts near the VAE's floor of lesson 08 right after the real
@@ -175,6 +201,8 @@ print(f"balls still move (ratio >= 0.25): no guidance {plain['moves']}, vanilla 
 #   the unguided model, exactly.
 # - Strong history guidance is reported to trade motion for consistency (videos freeze).  Measure
 #   motion, not only position error: a frozen video keeps its balls perfectly formed.
+# - Autoguidance by the run's own early EMA costs no training and finds balls that would have faded;
+#   a mild scale helps, a strong one deforms them.
 # - Exercise: `python -m lessons.exercises.check 10` — write vanilla history guidance: its two
 #   branches in one batch, and their combination.
 

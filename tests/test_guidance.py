@@ -3,7 +3,7 @@ label dropout only in training."""
 import pytest
 import torch
 
-from toydiff.guidance import (classifier_free_guidance, classifier_guidance, combine_guidance, drop_labels,
+from toydiff.guidance import (autoguided, classifier_free_guidance, classifier_guidance, combine_guidance, drop_labels,
                               guided_denoiser, guided_score, rescale_guidance)
 from toydiff.losses import DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser
@@ -198,3 +198,24 @@ def test_autoguidance_errors_name_what_is_missing():
     with pytest.raises(ValueError, match="not to classifier guidance"):
         guided_denoiser(model, labels, null_label=model.null_label, classifier=lambda x, t: x, guide=model,
                         guide_scale=2.0, schedule=make_schedule("linear", 100))
+
+
+def test_autoguidance_of_a_model_without_labels_is_the_same_closed_form():
+    torch.manual_seed(0)
+    model, weak = labelled_model(), labelled_model()
+    x, t = torch.randn(16, 3), torch.randint(0, 1000, (16,))
+    plain = lambda x_t, t_: model(x_t, t_, None)  # noqa: E731
+    calls = []
+
+    def guide(x_t, t_):
+        calls.append(1)
+        return weak(x_t, t_, None)
+
+    cond, poor = plain(x, t), weak(x, t, None)
+    assert torch.allclose(autoguided(plain, guide, 2.5)(x, t), poor + 2.5 * (cond - poor), atol=1e-6)
+    assert autoguided(plain, guide, 1.0) is plain and autoguided(plain, None, 1.0) is plain
+    calls.clear()
+    autoguided(plain, guide, 1.0)(x, t)
+    assert calls == []
+    with pytest.raises(ValueError, match="autoguidance scale 2 asked for, but there is no guide model"):
+        autoguided(plain, None, 2.0)

@@ -461,6 +461,14 @@ def check_10_rollouts_and_history_guidance(out: str) -> None:
         count=1)[0])
     if plain is not None and strong is not None and 0.5 <= plain <= 2.0:
         assert strong < plain, (plain, strong)
+    # Autoguidance: the rollouts above used the run's default scale, so its line repeats the first rollout's
+    # figures, and w = 1 is the table's "autoguidance off" row (same videos, same seed).
+    autoguided = {float(w): px_or_none(first_error) for w, first_error in lines(
+        out, r"^autoguidance w = ([\d.]+): position error (\S+)(?: px)? over the first 8", count=4)}
+    default = float(lines(out, r"rollouts above used w = ([\d.]+)$", count=1)[0][0])
+    assert autoguided[default] == first and default != 1.0
+    off = lines(out, r"^none, autoguidance off +(\S+) ", count=1)[0][0]
+    assert autoguided[1.0] == px_or_none(off), (autoguided, off)
 
 
 # The sites of one block, as docs/hooks.md lists them (the image DiT's blocks, inherited by the video DiT).

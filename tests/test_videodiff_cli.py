@@ -16,7 +16,11 @@ from videodiff.cli import main
 from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
 from videodiff.dit import video_dit_config
-from videodiff.pipeline import VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config
+from toydiff.checkpoints import load_checkpoint, save_checkpoint
+from videodiff.evaluation import AUTOGUIDANCE_OFF_ROW, GUIDANCE_ROWS, evaluation_table
+from videodiff.pipeline import (
+    AUTOGUIDANCE_SCALE, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -327,3 +331,63 @@ def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkey
     run.config = replace(run.config, clean_history_frames=None)   # a model trained with random lengths
     run.rollout(context, 3)
     assert seen == [(2, "full_sequence", 2), (1, "full_sequence", 2), (None, "full_sequence", 2)]
+
+
+def test_the_run_keeps_its_early_ema_as_the_guide_and_rolls_out_autoguided_by_default(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    path = out / "dit" / "checkpoint.pt"
+    run, state = load_video_diffusion(path), load_checkpoint(path)
+    step = run.config.guide_step()
+    assert step == round(0.15 * 20) and sorted(state["snapshots"]) == [step]
+    assert all(torch.equal(value, state["snapshots"][step][name]) for name, value in run.guide.state_dict().items())
+    assert not torch.equal(run.guide.final_layer.linear.weight, run.model.final_layer.linear.weight)
+    assert run.default_guide_scale == AUTOGUIDANCE_SCALE
+    # Every denoiser call is D + (w - 1)(D - D_weak); w = 1 is the model alone.
+    latents = run.encode(held_out_videos(run.config, 2, num_frames=4).frames)
+    t = torch.tensor([[0, 0, 500, 500], [0, 300, 300, 900]])
+    with torch.no_grad():
+        strong, weak = run.model(latents, t), run.guide(latents, t)
+        assert torch.allclose(run.denoiser(2.0)(latents, t), strong + (strong - weak), atol=1e-5)
+        assert torch.equal(run.denoiser(1.0)(latents, t), strong)
+    context = held_out_videos(run.config, 2, num_frames=2).frames
+    default = run.rollout(context, 3, num_steps=2)
+    assert np.array_equal(default, run.rollout(context, 3, num_steps=2, guide_scale=AUTOGUIDANCE_SCALE))
+    assert not np.array_equal(default, run.rollout(context, 3, num_steps=2, guide_scale=1.0))
+    # A run stored before guides existed has none: the default is off, and asking for one is refused.
+    del state["snapshots"]
+    del state["config"]["guide_fraction"]
+    save_checkpoint(tmp_path / "old.pt", state)
+    old = load_video_diffusion(tmp_path / "old.pt")
+    assert old.guide is None and old.default_guide_scale == 1.0 and old.config.guide_fraction == 0.0
+    assert np.array_equal(old.rollout(context, 3, num_steps=2), run.rollout(context, 3, num_steps=2, guide_scale=1.0))
+    with pytest.raises(ValueError, match="autoguidance scale 2 asked for, but this run kept no guide"):
+        old.rollout(context, 3, guide_scale=2.0)
+    for command in ("rollout", "evaluate"):
+        assert main([command, "--checkpoint", str(tmp_path / "old.pt"), "--autoguidance", "2", "--context", "2",
+                     "--length", "2", "--num-videos", "2", "--out", str(tmp_path / "x.json")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "--autoguidance 2: this run kept no guide" in error and len(error.splitlines()) == 1, error
+    with pytest.raises(ValueError, match=r"guide_fraction is the share of training .* in \[0, 1\)"):
+        VideoDiffusionRunConfig(guide_fraction=1.0)
+
+
+def test_the_table_adds_the_model_alone_when_rollouts_are_autoguided(demo_run):
+    run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
+    options = dict(num_videos=2, context=2, length=3, scale=2.0, stabilization=20, rows=(), num_steps=2)
+    assert evaluation_table(run, guide_scale=1.0, **options) == []
+    (row,) = evaluation_table(run, **options)  # autoguided by default: the model alone follows as its own row
+    _, no_history_guidance, stabilised = GUIDANCE_ROWS[0]
+    (alone,) = evaluation_table(run, guide_scale=1.0, **{**options, "rows": ((AUTOGUIDANCE_OFF_ROW, no_history_guidance,
+                                                                             stabilised),)})
+    assert row == alone
+
+
+def test_ablations_roll_out_the_model_without_its_guide(demo_run):
+    from videodiff.interp.ablations import Ablation, ablation_table
+    from videodiff.metrics import physics_metrics
+
+    run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
+    (row,) = ablation_table(run, [Ablation("none")], num_videos=2, context=2, length=3, num_steps=2)
+    truth = held_out_videos(run.config, 2, num_frames=5)
+    alone = physics_metrics(run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0), truth, num_context=2)
+    assert row["position_error"] == alone["position_error"] and row["found_share"] == alone["found_share"]

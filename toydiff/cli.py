@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -253,6 +254,17 @@ def command_demo(args) -> None:
 
 COMMANDS = {"train": command_train, "sample": command_sample, "data": command_data,
             "plot": command_plot, "demo": command_demo}
+
+
+def autoguidance_scale(asked: Optional[float], run) -> float:
+    """The --autoguidance scale for a trained run that may hold a guide (``run.guide``, ``run.default_guide_scale``,
+    as imagediff's and videodiff's models do): the run's default when not given, refused when the run has none."""
+    if asked is None:
+        return run.default_guide_scale
+    if asked != 1 and run.guide is None:
+        raise UsageError(f"--autoguidance {asked:g}: this run kept no guide (trained with guide_fraction=0 or before "
+                         "guides existed); use --autoguidance 1")
+    return asked
 
 
 def print_log_entry(entry: dict) -> None:

@@ -1,4 +1,5 @@
-"""Steering a sampler towards a label: classifier-free guidance and classifier guidance.
+"""Steering a sampler: towards a label (classifier-free and classifier guidance), away from the model's
+own errors (autoguidance, by a weaker version of the model).
 
 Both are written as *model wrappers*: they take a conditional denoiser and return a plain
 ``model(x_t, t)`` that any sampler of :mod:`toydiff.samplers` accepts unchanged.
@@ -7,7 +8,8 @@ One convention, everywhere in this project: with guidance scale s,
 
     ε̃ = ε_uncond + s · (ε_cond - ε_uncond)
 
-s = 0 is the unconditional model, s = 1 exactly the conditional model, s > 1 sharpens the condition.
+s = 0 is the unconditional model, s = 1 exactly the conditional model, s > 1 sharpens the condition;
+autoguidance's scale w follows it (w = 1: the model alone, without calling the guide).
 Guidance trades diversity for fidelity to the label; it does not make sampling need fewer steps.
 """
 from __future__ import annotations
@@ -136,6 +138,23 @@ def autoguidance_term(cond: torch.Tensor, weak: torch.Tensor, guide_scale: float
     cond, weak: outputs of the same parameterisation (ε, x_0 or v) at the same (x_t, t, labels).
     """
     return (guide_scale - 1.0) * (cond - weak)
+
+
+def autoguided(model: Callable, guide: Optional[Callable], guide_scale: float) -> Callable:
+    """A plain ``model(x, t)`` (no labels: e.g. the video DiT, whose condition is the history it sees in
+    x_t) guided by a weaker ``guide(x, t)`` of itself: D_weak + w (D - D_weak), written as
+    D + (w - 1)(D - D_weak) so that w = 1 returns ``model`` itself and never calls the guide.
+    Every call of the result calls both models on the same (x_t, t); history guidance, which calls its
+    denoiser on several versions of the history, then guides each of them.
+    """
+    if not check_guide(guide, guide_scale):
+        return model
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        output = model(x_t, t)
+        return output + autoguidance_term(output, guide(x_t, t), guide_scale)
+
+    return guided
 
 
 def classifier_guidance(model: Callable, classifier: Callable, labels: torch.Tensor, scale: float,

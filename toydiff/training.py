@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -95,6 +95,43 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in description.items() if k in known and k not in nested and k != "train"}
         return cls(**values, **nested, train=train or TrainConfig())
+
+
+class GuidedRunConfig(RunConfig):
+    """Mixin for a run description with a ``guide_fraction`` field: autoguidance's guide (toydiff.guidance)
+    is the EMA weights after that share of the training steps, kept in the checkpoint as a snapshot
+    (TrainConfig.snapshot_steps). An early snapshot of the same run is a weaker model of the same
+    distribution, and free: no extra training. guide_fraction 0 keeps none.
+    """
+
+    def check_guide_fraction(self) -> None:
+        if not 0.0 <= self.guide_fraction < 1.0:
+            raise ValueError(f"guide_fraction is the share of training after which the EMA weights are kept as "
+                             f"autoguidance's guide, in [0, 1) (0: none); got {self.guide_fraction}")
+
+    def guide_step(self) -> int:
+        """The training step whose EMA weights become the guide: guide_fraction of the steps (0: no guide)."""
+        return max(1, round(self.guide_fraction * self.train.steps)) if self.guide_fraction > 0 else 0
+
+    def train_config_with_guide(self) -> TrainConfig:
+        """``self.train`` with the guide's step among its snapshot steps. The step is asked of this training
+        only: self.train stays as given, so that a copy of the run with fewer steps (e.g. a shorter baseline)
+        does not inherit a snapshot step beyond its end."""
+        step = self.guide_step()
+        if not step:
+            return self.train
+        return replace(self.train, snapshot_steps=tuple(sorted({*self.train.snapshot_steps, step})))
+
+    def guide_from(self, snapshots: dict, build: Callable[[], nn.Module], device="cpu") -> Optional[nn.Module]:
+        """``build()`` loaded with the snapshot of ``guide_step()``, in eval mode without gradients; None for a
+        run without a guide or without its snapshot (e.g. one resumed with another number of steps, whose
+        guide step moved). A snapshot that does not fit the model raises RuntimeError (load_state_dict's)."""
+        step = self.guide_step()
+        if not step or step not in snapshots:
+            return None
+        guide = build()
+        guide.load_state_dict(snapshots[step])
+        return guide.to(device).eval().requires_grad_(False)
 
 
 class TensorBatches:

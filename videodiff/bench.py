@@ -6,7 +6,8 @@
    - mean ball-position error over the first 8 generated frames (target <= 1.5 px);
    - over a 64-frame rollout: the share of frames with the right number of well-formed balls
      (target >= 95%) and whether the balls still move;
-   one row per history guidance (none, vanilla, fractional, temporal; with and without stabilisation).
+   one row per history guidance (none, vanilla, fractional, temporal; with and without stabilisation),
+   all with autoguidance by the run's early EMA (the default), and one without.
 3. The same for a full-sequence baseline (one noise level per clip) trained with the same budget.
 4. Training throughput in frames per second, and the FLOP rate of a training step against the fp32
    matmul rate measured in the same run (target >= 75%); medians of ``--repeats`` timings.
@@ -106,7 +107,10 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     print(f"chain: VAE {vae_wall:.0f} s + video DiT {dit_wall:.0f} s = {vae_wall + dit_wall:.0f} s (target <= 1200 s)",
           flush=True)
 
-    # 2. Rollouts: a short one scored on its first frames, and long ones for each guidance.
+    # 2. Rollouts: a short one scored on its first frames, and long ones for each guidance; all of them
+    # autoguided by the run's early EMA (the default), the table's last row without it.
+    report["autoguidance"] = {"guide_step": config.guide_step(), "scale": run.default_guide_scale}
+    print(f"autoguidance: w = {run.default_guide_scale:g}, guide = the EMA at step {config.guide_step()}", flush=True)
     _, _, metrics = rollout_and_score(run, num_videos, context, short, HistoryGuidance("none"))
     report["short_rollout"] = {"position_error_first": metrics["position_error_first"], "target_px": 1.5,
                                "found_share": metrics["found_share"]}

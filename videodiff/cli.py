@@ -25,8 +25,8 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, finite_float, non_negative_float, positive_float, positive_int, print_log_entry,
-    run_cli, unit_fraction,
+    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, positive_float, positive_int,
+    print_log_entry, run_cli, unit_fraction,
 )
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
@@ -34,8 +34,8 @@ from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.interp.experiment import POOLS, ProbeExperimentConfig, quick_probe_config, run_probe_experiment
 from videodiff.pipeline import (
-    HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion, physics_config,
-    train_video_diffusion, train_video_vae, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion,
+    physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -110,6 +110,13 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta", type=unit_fraction, default=0.0,
                         help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
+    add_autoguidance_option(parser)
+
+
+def add_autoguidance_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--autoguidance", type=non_negative_float, default=None,
+                        help="autoguidance scale w by the run's early snapshot, at every denoiser call (1 = off; "
+                             f"default: {AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
 
 
 def guidance_from(args) -> HistoryGuidance:
@@ -223,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sampling steps per frame (default: %(default)s)")
     evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
                           help="the scheduling matrix of each window (default: %(default)s)")
+    add_autoguidance_option(evaluate)
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
 
     probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
@@ -329,9 +337,10 @@ def command_rollout(args) -> None:
     _check_rollout_request(run, args.context, args.length)
     guidance = guidance_from(args)
     guidance.check_levels(run.schedule.num_timesteps)
+    guide_scale = autoguidance_scale(args.autoguidance, run)
     generated, truth, metrics = rollout_and_score(
         run, args.num_videos, args.context, args.length, guidance, num_steps=args.steps, scheduling=args.scheduling,
-        stabilization_level=args.stabilization, eta=args.eta, seed=args.seed)
+        stabilization_level=args.stabilization, eta=args.eta, guide_scale=guide_scale, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "frames.npy", generated)
@@ -339,7 +348,8 @@ def command_rollout(args) -> None:
     save_rollout_gif(generated[:16], truth.frames[:16], out / "rollout.gif", num_context=args.context)
     metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
                           "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
-                          "scheduling": args.scheduling, "steps": args.steps, "eta": args.eta, "seed": args.seed}
+                          "scheduling": args.scheduling, "steps": args.steps, "eta": args.eta, "seed": args.seed,
+                          "autoguidance": guide_scale}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
           f"well-formed frames {metrics['well_formed_share']:.1%}; moves: {metrics['moves']}")
@@ -349,8 +359,11 @@ def command_rollout(args) -> None:
 def command_evaluate(args) -> None:
     run = load_video_diffusion(args.checkpoint)
     _check_rollout_request(run, args.context, args.length)
+    guide_scale = autoguidance_scale(args.autoguidance, run)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
-                             args.steps, scheduling=args.scheduling)
+                             args.steps, scheduling=args.scheduling, guide_scale=guide_scale)
+    if guide_scale != 1:
+        print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]
     print(format_table(table))
     print("reference rows (no model: the ceiling and a frozen video):\n" + format_table(reference))

@@ -9,6 +9,8 @@ Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS, held_out_videos
 from videodiff.sampling import HistoryGuidance
@@ -21,6 +23,7 @@ def rollout_and_score(run, num_videos: int, context: int, length: int, guidance:
     return generated, truth, physics_metrics(generated, truth, num_context=context)
 
 
+AUTOGUIDANCE_OFF_ROW = "none, autoguidance off"
 # The rows of the bench's and lesson 10's table: (name, guidance for a scale, stabilised history?).
 GUIDANCE_ROWS = (
     ("none", lambda s: HistoryGuidance("none"), False),
@@ -42,15 +45,22 @@ def _table_row(name: str, metrics: dict) -> dict:
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
                      num_steps: int = ROLLOUT_STEPS, rows=GUIDANCE_ROWS,
-                     scheduling: str = ROLLOUT_SCHEDULING) -> list[dict]:
+                     scheduling: str = ROLLOUT_SCHEDULING, guide_scale: Optional[float] = None) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
-    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``."""
+    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``, with autoguidance scale
+    ``guide_scale`` (default: the run's, ``run.default_guide_scale``). When that is not 1 a last row,
+    "none, autoguidance off", shows the model alone."""
+    guide_scale = run.default_guide_scale if guide_scale is None else guide_scale
     table = []
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
-                                          scheduling=scheduling,
+                                          scheduling=scheduling, guide_scale=guide_scale,
                                           stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
+    if guide_scale != 1.0:
+        _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),
+                                          num_steps=num_steps, scheduling=scheduling, guide_scale=1.0)
+        table.append(_table_row(AUTOGUIDANCE_OFF_ROW, metrics))
     return table
 
 

@@ -25,7 +25,8 @@ from imagediff.pipeline import TrainedVAE, VAERunConfig, decode_latents, encode_
 from imagediff.vae import VAE
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.schedules import make_schedule
-from toydiff.training import RunConfig, TrainConfig, train
+from toydiff.guidance import autoguided
+from toydiff.training import GuidedRunConfig, TrainConfig, train
 from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
 from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout
@@ -40,6 +41,13 @@ VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
 # compound fewer errors.
 ROLLOUT_SCHEDULING = "full_sequence"
 ROLLOUT_STEPS = 2
+# Autoguidance's default scale w for a run that kept a guide (its EMA weights after 15% of the training:
+# VideoDiffusionRunConfig.guide_fraction). On the bench's model (32 held-out videos, 4 real frames, 64
+# generated, no history guidance), error over the first 8 frames / balls found / well-formed frames /
+# motion ratio: w = 1 (off) 1.33 px / 0.46 / 0.15 / 0.79; w = 1.25: 1.30 / 0.56 / 0.16 / 1.02; w = 1.5:
+# 1.21 / 0.64 / 0.16 / 1.34; w = 2: 1.67 / 0.72 / 0.10 / 1.98 (docs/video_rollouts.md, "Autoguidance by the
+# run's early EMA"). Stronger scales find more balls but deform them and move them too far.
+AUTOGUIDANCE_SCALE = 1.5
 # clean_history_frames="half": a clean history of half the window (4 of 8 frames), the history a rollout
 # keeps when it makes the other half of each window.
 HALF_WINDOW = "half"
@@ -117,7 +125,7 @@ def decode_videos(vae: VAE, latents: torch.Tensor, batch_size: int = 512) -> tor
 
 
 @dataclass
-class VideoDiffusionRunConfig(RunConfig):
+class VideoDiffusionRunConfig(GuidedRunConfig):
     num_train_videos: int = 2000
     data_seed: int = 0
     physics: dict = field(default_factory=dict)  # PhysicsConfig fields that differ from the defaults
@@ -148,6 +156,9 @@ class VideoDiffusionRunConfig(RunConfig):
     # that history's length: "half" (HALF_WINDOW) = window // 2, a number of frames, or None = random 1..window-1
     clean_history_frames: Optional[int | str] = HALF_WINDOW
     context_frames: int = 4                      # used by noise_mode "clean_context" only
+    # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
+    # (0: none; toydiff.training.GuidedRunConfig). Rollouts use it at AUTOGUIDANCE_SCALE by default.
+    guide_fraction: float = 0.15
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
     # 7000 steps: about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain fits the
@@ -158,10 +169,14 @@ class VideoDiffusionRunConfig(RunConfig):
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
         checkpoint_every=500))
 
+    def __post_init__(self) -> None:
+        self.check_guide_fraction()
+
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VideoDiffusionRunConfig":
-        # A run stored before clean_history_frames existed drew its histories' lengths at random.
-        description = {"clean_history_frames": None, **description}
+        # A run stored before clean_history_frames existed drew its histories' lengths at random; one stored
+        # before guides existed kept none.
+        description = {"clean_history_frames": None, "guide_fraction": 0.0, **description}
         return cls.from_plain(description, train, dit=VideoDiTConfig(**description["dit"]))
 
     def history_frames(self) -> Optional[int]:
@@ -188,6 +203,7 @@ class VideoDiffusionModel:
     vae: VAE
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    guide: Optional[VideoDiT] = None             # the EMA weights at config.guide_step(): autoguidance's guide
 
     @property
     def device(self) -> torch.device:
@@ -197,14 +213,26 @@ class VideoDiffusionModel:
     def window(self) -> int:
         return self.model.config.num_frames
 
-    def denoiser(self):
-        """``denoiser(x_t (B, F, C, h, w), t (B, F)) -> prediction``, what videodiff.sampling calls."""
-        model = self.model
+    @property
+    def default_guide_scale(self) -> float:
+        """AUTOGUIDANCE_SCALE for a run that kept a guide, 1 (off) for one that did not."""
+        return AUTOGUIDANCE_SCALE if self.guide is not None else 1.0
+
+    def denoiser(self, guide_scale: float = 1.0):
+        """``denoiser(x_t (B, F, C, h, w), t (B, F)) -> prediction``, what videodiff.sampling calls;
+        guide_scale: autoguidance by ``self.guide`` (1: the model alone; a run without a guide refuses others)."""
+        if guide_scale != 1.0 and self.guide is None:
+            raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
+                             "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
+        model, guide = self.model, self.guide
 
         def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return model(x_t, t)
 
-        return predict
+        def weak(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return guide(x_t, t)
+
+        return autoguided(predict, weak if guide is not None else None, guide_scale)
 
     def encode(self, frames) -> torch.Tensor:
         """uint8 frames (N, F, H, W, 3) (numpy or torch) -> scaled latents (N, F, C, h, w)."""
@@ -223,7 +251,7 @@ class VideoDiffusionModel:
                 num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING,
                 new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
-                seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                guide_scale: Optional[float] = None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 
         The context frames come back as the VAE reconstructs them, followed by ``length`` generated
@@ -232,7 +260,10 @@ class VideoDiffusionModel:
         with (config.history_frames(): 4 of 8 for the recipe; a longer real context then starts from its
         last 4 frames), or, for a model trained without a fixed history, the window less the K real frames.
         sampler, eta: toydiff's step for every denoising step ("ddim" with η = ``eta``, default 0, or "ddpm").
+        guide_scale: autoguidance by the run's early snapshot, applied to every call of the denoiser (history
+        guidance's too); default ``default_guide_scale`` (AUTOGUIDANCE_SCALE for a run that kept a guide).
         """
+        denoiser = self.denoiser(self.default_guide_scale if guide_scale is None else guide_scale)
         trained_history = self.config.history_frames()
         if new_frames is None and trained_history is not None:
             new_frames = self.window - trained_history
@@ -241,7 +272,7 @@ class VideoDiffusionModel:
         pieces = []
         for start in range(0, context.shape[0], batch_size):
             pieces.append(rollout(
-                self.denoiser(), context[start:start + batch_size], length, self.window, self.schedule,
+                denoiser, context[start:start + batch_size], length, self.window, self.schedule,
                 frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
                 stabilization_level=stabilization_level, generator=generator))
@@ -314,18 +345,19 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
-    def wrap(ema_model):
-        return VideoDiffusionModel(config, ema_model, schedule, vae)
+    def wrap(ema_model, guide=None):
+        return VideoDiffusionModel(config, ema_model, schedule, vae, guide=guide)
 
     hook = None
     if evaluate is not None:
         def hook(ema_model, step):
             return evaluate(wrap(ema_model.eval()), step)
 
-    result = train(model, objective, VideoClips(latents, config.dit.num_frames), config.train,
+    result = train(model, objective, VideoClips(latents, config.dit.num_frames), config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
-    run = wrap(result.ema_model.eval())
+    device = next(result.ema_model.parameters()).device
+    run = wrap(result.ema_model.eval(), config.guide_from(result.snapshots, lambda: VideoDiT(config.dit), device))
     run.history, run.seconds = result.history, result.seconds
     return run
 
@@ -346,5 +378,9 @@ def load_video_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
     if stored is not None and abs(float(vae.latent_scale) - stored) > 1e-6 * abs(stored):
         raise CheckpointError(f"{path} was trained on the latents of a different VAE (latent scale {stored:.6g}) "
                               f"than the one in {config.vae_checkpoint} ({float(vae.latent_scale):.6g})")
+    try:
+        guide = config.guide_from(state.get("snapshots", {}), lambda: VideoDiT(config.dit), device)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: its autoguidance guide does not match its model: {error}") from None
     return VideoDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
-                               vae, state.get("history", []), float(state.get("seconds", 0.0)))
+                               vae, state.get("history", []), float(state.get("seconds", 0.0)), guide=guide)

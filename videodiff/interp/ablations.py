@@ -145,7 +145,8 @@ def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context
     """Roll out the same held-out videos under every ablation; one dict of physics metrics per row.
 
     run: a videodiff.pipeline.VideoDiffusionModel. The rollouts share their seed, so rows differ only
-    by the ablation."""
+    by the ablation. They run the model alone, without autoguidance (guide_scale 1): the guide is a second,
+    intact network that the hooks do not reach, and it would mend part of what an ablation breaks."""
     truth = held_out_videos(run.config, num_videos, num_frames=context + length)
     table = []
     for ablation in ablations:
@@ -154,7 +155,7 @@ def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context
             last = latents[:, -1:].expand(-1, length, *latents.shape[2:])  # (N, length, C, h, w)
             generated = run.decode(torch.cat([latents, last], dim=1))
         else:
-            options = {"num_steps": num_steps, "seed": seed, **ablation.rollout_options}
+            options = {"num_steps": num_steps, "seed": seed, "guide_scale": 1.0, **ablation.rollout_options}
             with hooks(run.model, ablation.fwd_hooks):
                 generated = run.rollout(truth.frames[:, :context], length, **options)
         metrics = physics_metrics(generated, truth, num_context=context)
