@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training images to generate")
     train.add_argument("--seed", type=int, default=diffusion_recipe.data_seed,
                        help="seed of the generated training images")
+    train.add_argument("--guide-fraction", type=unit_fraction, default=diffusion_recipe.guide_fraction,
+                       help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
@@ -192,7 +194,7 @@ def command_train_vae(args) -> None:
 
 def command_train(args) -> None:
     config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed,
-                                num_train_images=args.num_images)
+                                num_train_images=args.num_images, guide_fraction=args.guide_fraction)
     config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}))
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.learning_rate = args.learning_rate

@@ -152,6 +152,8 @@ def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
     assert imagediff.cli.main(["train-vae", "--out", str(tmp_path)]) == 0
     assert imagediff.cli.main(["train", "--out", str(tmp_path)]) == 0
     assert started["vae"] == VAERunConfig() and started["diffusion"] == DiffusionRunConfig()
+    assert imagediff.cli.main(["train", "--out", str(tmp_path), "--guide-fraction", "0"]) == 0
+    assert started["diffusion"].guide_fraction == 0.0 and started["diffusion"].guide_step() == 0
 
 
 def test_help_prints_each_option_with_its_default():

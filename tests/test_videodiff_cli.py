@@ -96,6 +96,7 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--history-frames", "8"], "--history-frames 8 leaves no frame to learn in a window of 8"),
     (["train", "--history-frames", "quarter"], "expected a number of frames >= 1, 'half' or 'random', got 'quarter'"),
     (["train", "--history-frames", "0"], "expected a number of frames >= 1, 'half' or 'random', got '0'"),
+    (["train", "--guide-fraction", "1", "--vae", "missing.pt"], "guide_fraction is the share of training"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
     out, _ = demo_run
@@ -153,6 +154,9 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     # Without a clean history there is nothing for the shared level to follow: the option falls away.
     assert main(["train", "--out", str(tmp_path), "--shared-future-level", "--clean-history", "0"]) == 0
     assert started["dit"].shared_future_level is False
+    for value, step in (("0", 0), ("0.3", 2100)):
+        assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
+        assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
 
 
 def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_options):

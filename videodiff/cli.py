@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
+    train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
+                       help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt")
@@ -302,7 +304,7 @@ def command_train(args) -> None:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
-                                     clean_history_probability=clean_history,
+                                     clean_history_probability=clean_history, guide_fraction=args.guide_fraction,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
                                      clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
