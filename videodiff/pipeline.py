@@ -224,15 +224,7 @@ class VideoDiffusionModel:
         if guide_scale != 1.0 and self.guide is None:
             raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
                              "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
-        model, guide = self.model, self.guide
-
-        def predict(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(x_t, t)
-
-        def weak(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return guide(x_t, t)
-
-        return autoguided(predict, weak if guide is not None else None, guide_scale)
+        return autoguided(self.model, self.guide, guide_scale)
 
     def encode(self, frames) -> torch.Tensor:
         """uint8 frames (N, F, H, W, 3) (numpy or torch) -> scaled latents (N, F, C, h, w)."""
