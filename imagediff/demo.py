@@ -19,6 +19,7 @@ from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import DiffusionRunConfig, VAERunConfig, decode_latents, encode_images, train_image_diffusion, \
     train_vae
 from imagediff.plots import columns_per_class_grid, save_image_grid, save_labelled_rows
+from toydiff.training import retrain_if_recipe_changed
 
 
 QUICK_OPTIONS = {"shapes": ["ring", "cross"], "colours": ["red", "blue"]}
@@ -37,7 +38,8 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
         config.train = replace(config.train, steps=30, batch_size=32, checkpoint_every=0, log_every=10)
     vae_config.train.progress = progress
     print(f"== imagediff: training the VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
-    vae_run = train_vae(vae_config, out_dir=out / "vae")
+    vae_run = retrain_if_recipe_changed(lambda: train_vae(vae_config, out_dir=out / "vae"),
+                                        out / "vae" / "checkpoint.pt")
     held_out = make_dataset(vae_config.dataset, 1000, seed=300, image_size=size, **options).images
     reconstructions = decode_latents(vae_run.vae, encode_images(vae_run.vae, held_out))
     values = psnr(reconstructions, held_out)
@@ -47,7 +49,8 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
 
     config.train.progress = progress
     print(f"== imagediff: training the latent DiT ({config.train.steps} steps) -> {out / 'latent'}", flush=True)
-    run = train_image_diffusion(config, out_dir=out / "latent", vae=vae_run.vae)
+    run = retrain_if_recipe_changed(lambda: train_image_diffusion(config, out_dir=out / "latent", vae=vae_run.vae),
+                                    out / "latent" / "checkpoint.pt")
     labels = balanced_request(len(run.class_names), 1)
     report = {"vae_train_seconds": vae_run.seconds, "psnr_db": values.mean().item(),
               "dit_train_seconds": run.seconds, "sampling_seconds": {}}

@@ -10,6 +10,7 @@ import torch
 from toydiff.data import make_dataset
 from toydiff.experiment import ToyRunConfig, train_toy_model
 from toydiff.metrics import compare_to_data, format_comparison
+from toydiff.training import retrain_if_recipe_changed
 
 
 def run_demo(out: Path, progress: bool = True) -> dict:
@@ -17,7 +18,8 @@ def run_demo(out: Path, progress: bool = True) -> dict:
     config = ToyRunConfig(dataset="spiral")
     config.train.progress = progress
     print(f"== toydiff: training the {config.dataset} denoiser ({config.train.steps} steps) -> {out}")
-    run = train_toy_model(config, out_dir=out / "spiral")
+    run = retrain_if_recipe_changed(lambda: train_toy_model(config, out_dir=out / "spiral"),
+                                    out / "spiral" / "checkpoint.pt")
     print(f"   trained in {run.seconds:.1f} s, final loss {run.history[-1]['loss']:.4f}")
 
     fresh, _ = make_dataset(config.dataset, 4000, seed=1001)

@@ -134,6 +134,38 @@ class GuidedRunConfig(RunConfig):
         return guide.to(device).eval().requires_grad_(False)
 
 
+class RecipeChangedError(CheckpointError):
+    """The checkpoint to resume from was written by a run with another configuration; ``differing`` names
+    the settings that differ."""
+
+    def __init__(self, path, differing: list):
+        self.differing = list(differing)
+        super().__init__(f"{path} was written by a run with a different configuration (differs in: "
+                         f"{', '.join(self.differing) or 'everything'}); use another output folder, or delete the "
+                         "checkpoint to start over")
+
+
+# Where `retrain_if_recipe_changed` (and the lessons) keep a checkpoint of another recipe: beside the new one.
+PREVIOUS_RECIPE_CHECKPOINT = "checkpoint.previous-recipe.pt"
+
+
+def retrain_if_recipe_changed(train_run: Callable[[], object], checkpoint_path):
+    """``train_run()``, a training that resumes from ``checkpoint_path``; if that checkpoint was written by
+    another recipe (the library's defaults changed since it was trained, say), move it aside to
+    PREVIOUS_RECIPE_CHECKPOINT in the same folder (kept, not deleted), say so in one line, and train again
+    from scratch. What ``make demo`` does with the runs of an older version; the command lines instead
+    refuse such a checkpoint (exit 2), since there the user chose the folder."""
+    try:
+        return train_run()
+    except RecipeChangedError as error:
+        checkpoint_path = Path(checkpoint_path)
+        aside = checkpoint_path.with_name(PREVIOUS_RECIPE_CHECKPOINT)
+        checkpoint_path.replace(aside)
+        print(f"   {checkpoint_path} was trained with another recipe (differs in: {', '.join(error.differing)}); "
+              f"moved it to {aside.name}, training anew", flush=True)
+        return train_run()
+
+
 class TensorBatches:
     """An in-memory data set of aligned tensors, from which random batches are drawn.
 
@@ -296,11 +328,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             absent = object()  # a key one side lacks differs even from a stored None
             differing = sorted(key for key in stored.keys() | asked.keys()
                                if stored.get(key, absent) != asked.get(key, absent))
-            raise CheckpointError(
-                f"{checkpoint_path} was written by a run with a different configuration (differs in: "
-                f"{', '.join(differing) or 'everything'}); use another output folder, or delete the checkpoint "
-                "to start over"
-            )
+            raise RecipeChangedError(checkpoint_path, differing)
         _unwrap(model).load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from toydiff.training import retrain_if_recipe_changed
 from videodiff.evaluation import rollout_and_score
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
@@ -40,13 +41,15 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
 
     started = time.perf_counter()
     print(f"== videodiff: training the per-frame VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
-    vae_run = train_video_vae(vae_config, out_dir=out / "vae")
+    vae_run = retrain_if_recipe_changed(lambda: train_video_vae(vae_config, out_dir=out / "vae"),
+                                        out / "vae" / "checkpoint.pt")
     stages["vae_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
     print(f"== videodiff: training the video DiT with diffusion forcing ({config.train.steps} steps) -> "
           f"{out / 'dit'}", flush=True)
-    run = train_video_diffusion(config, out_dir=out / "dit", vae=vae_run.vae)
+    run = retrain_if_recipe_changed(lambda: train_video_diffusion(config, out_dir=out / "dit", vae=vae_run.vae),
+                                    out / "dit" / "checkpoint.pt")
     stages["dit_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
