@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import videodiff.cli
+from toydiff.checkpoints import load_checkpoint, save_checkpoint
 from videodiff.cli import main
 from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
 from videodiff.dit import video_dit_config
-from toydiff.checkpoints import load_checkpoint, save_checkpoint
 from videodiff.evaluation import AUTOGUIDANCE_OFF_ROW, GUIDANCE_ROWS, evaluation_table
 from videodiff.pipeline import (
     AUTOGUIDANCE_SCALE, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config,
