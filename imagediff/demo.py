@@ -38,8 +38,7 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
         config.train = replace(config.train, steps=30, batch_size=32, checkpoint_every=0, log_every=10)
     vae_config.train.progress = progress
     print(f"== imagediff: training the VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
-    vae_run = retrain_if_recipe_changed(lambda: train_vae(vae_config, out_dir=out / "vae"),
-                                        out / "vae" / "checkpoint.pt")
+    vae_run = retrain_if_recipe_changed(lambda: train_vae(vae_config, out_dir=out / "vae"))
     held_out = make_dataset(vae_config.dataset, 1000, seed=300, image_size=size, **options).images
     reconstructions = decode_latents(vae_run.vae, encode_images(vae_run.vae, held_out))
     values = psnr(reconstructions, held_out)
@@ -49,8 +48,7 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
 
     config.train.progress = progress
     print(f"== imagediff: training the latent DiT ({config.train.steps} steps) -> {out / 'latent'}", flush=True)
-    run = retrain_if_recipe_changed(lambda: train_image_diffusion(config, out_dir=out / "latent", vae=vae_run.vae),
-                                    out / "latent" / "checkpoint.pt")
+    run = retrain_if_recipe_changed(lambda: train_image_diffusion(config, out_dir=out / "latent", vae=vae_run.vae))
     labels = balanced_request(len(run.class_names), 1)
     report = {"vae_train_seconds": vae_run.seconds, "psnr_db": values.mean().item(),
               "dit_train_seconds": run.seconds, "sampling_seconds": {}}

@@ -377,9 +377,9 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
         def hook(ema_model, step):
             return evaluate(wrap(ema_model), step)
 
-    result = train(model, objective, TensorBatches(samples, data.labels), config.train_config_with_guide(), checkpoint_path=checkpoint,
-                   run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND, on_log=on_log,
-                   evaluate=hook, evaluate_every=evaluate_every)
+    result = train(model, objective, TensorBatches(samples, data.labels), config.train_config_with_guide(),
+                   checkpoint_path=checkpoint, run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND,
+                   on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
     device = next(result.ema_model.parameters()).device
     run = wrap(result.ema_model.eval(), config.guide_from(result.snapshots, lambda: DiT(config.dit), device))
     run.history, run.seconds = result.history, result.seconds

@@ -122,7 +122,7 @@ def finished(checkpoint: Path, steps: int, recipe=None) -> bool:
     configs, which training completes from the data).
     """
     from toydiff.checkpoints import load_checkpoint
-    from toydiff.training import PREVIOUS_RECIPE_CHECKPOINT
+    from toydiff.training import set_aside
 
     if not checkpoint.exists():
         return False
@@ -133,10 +133,7 @@ def finished(checkpoint: Path, steps: int, recipe=None) -> bool:
         differing = sorted(key for key, value in asked.items()
                            if not isinstance(value, dict) and stored.get(key, absent) != value)
         if differing:
-            aside = checkpoint.with_name(PREVIOUS_RECIPE_CHECKPOINT)
-            checkpoint.replace(aside)
-            print(f"{checkpoint} was trained with another recipe (differs in: {', '.join(differing)}); moved it to "
-                  f"{aside.name} and training the lesson's recipe", flush=True)
+            set_aside(checkpoint, differing)
             return False
     return int(state["step"]) >= steps
 

@@ -5,10 +5,10 @@ The trained fixtures are deliberately tiny (16x16 images of 2 shapes x 2 colours
 runs in well under a minute on 2 cores; the full-size figures are measured by `make bench`.
 """
 import math
-from dataclasses import replace
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch

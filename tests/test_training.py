@@ -15,8 +15,8 @@ from toydiff.losses import DiffusionObjective, min_snr_weight, sample_levels
 from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.schedules import make_schedule
 from toydiff.training import (
-    PREVIOUS_RECIPE_CHECKPOINT, RecipeChangedError, TensorBatches, TrainConfig, learning_rate_at, retrain_if_recipe_changed,
-    train,
+    PREVIOUS_RECIPE_CHECKPOINT, RecipeChangedError, TensorBatches, TrainConfig, learning_rate_at,
+    retrain_if_recipe_changed, train,
 )
 
 # One thread: on the 2-core machine, busy with another test run, this file took 82-89 s on two threads
@@ -133,16 +133,14 @@ def test_a_checkpoint_of_another_recipe_is_set_aside_and_the_run_trains_anew(tmp
     with pytest.raises(RecipeChangedError) as refused:
         tiny_run(tmp_path, steps=20, run_config={"name": "another"})
     assert refused.value.differing == ["name"]
-    new = retrain_if_recipe_changed(lambda: tiny_run(tmp_path, steps=20, run_config={"name": "another"}),
-                                    tmp_path / "checkpoint.pt")
+    new = retrain_if_recipe_changed(lambda: tiny_run(tmp_path, steps=20, run_config={"name": "another"}))
     assert "was trained with another recipe (differs in: name); moved it to checkpoint.previous-recipe.pt" in \
         capsys.readouterr().out
     assert (tmp_path / PREVIOUS_RECIPE_CHECKPOINT).read_bytes() == old_bytes       # kept, not deleted
     assert load_checkpoint(tmp_path / "checkpoint.pt")["config"] == {"name": "another"}
     assert new.history[0]["step"] == old.history[0]["step"]                         # trained from step 0
     # The same recipe resumes as before: nothing is moved.
-    again = retrain_if_recipe_changed(lambda: tiny_run(tmp_path, steps=20, run_config={"name": "another"}),
-                                      tmp_path / "checkpoint.pt")
+    again = retrain_if_recipe_changed(lambda: tiny_run(tmp_path, steps=20, run_config={"name": "another"}))
     assert again.history == new.history and "moved" not in capsys.readouterr().out
 
 

@@ -18,8 +18,7 @@ def run_demo(out: Path, progress: bool = True) -> dict:
     config = ToyRunConfig(dataset="spiral")
     config.train.progress = progress
     print(f"== toydiff: training the {config.dataset} denoiser ({config.train.steps} steps) -> {out}")
-    run = retrain_if_recipe_changed(lambda: train_toy_model(config, out_dir=out / "spiral"),
-                                    out / "spiral" / "checkpoint.pt")
+    run = retrain_if_recipe_changed(lambda: train_toy_model(config, out_dir=out / "spiral"))
     print(f"   trained in {run.seconds:.1f} s, final loss {run.history[-1]['loss']:.4f}")
 
     fresh, _ = make_dataset(config.dataset, 4000, seed=1001)

@@ -139,30 +139,36 @@ class RecipeChangedError(CheckpointError):
     the settings that differ."""
 
     def __init__(self, path, differing: list):
-        self.differing = list(differing)
+        self.path, self.differing = Path(path), list(differing)
         super().__init__(f"{path} was written by a run with a different configuration (differs in: "
                          f"{', '.join(self.differing) or 'everything'}); use another output folder, or delete the "
                          "checkpoint to start over")
 
 
-# Where `retrain_if_recipe_changed` (and the lessons) keep a checkpoint of another recipe: beside the new one.
+# Where a checkpoint of another recipe is kept when a new run takes its place: beside it.
 PREVIOUS_RECIPE_CHECKPOINT = "checkpoint.previous-recipe.pt"
 
 
-def retrain_if_recipe_changed(train_run: Callable[[], object], checkpoint_path):
-    """``train_run()``, a training that resumes from ``checkpoint_path``; if that checkpoint was written by
-    another recipe (the library's defaults changed since it was trained, say), move it aside to
-    PREVIOUS_RECIPE_CHECKPOINT in the same folder (kept, not deleted), say so in one line, and train again
-    from scratch. What ``make demo`` does with the runs of an older version; the command lines instead
-    refuse such a checkpoint (exit 2), since there the user chose the folder."""
+def set_aside(checkpoint_path, differing: list) -> Path:
+    """Move a checkpoint written by another recipe to PREVIOUS_RECIPE_CHECKPOINT in its folder (kept, not
+    deleted), say so in one line naming the settings that differ, and return where it went."""
+    checkpoint_path = Path(checkpoint_path)
+    aside = checkpoint_path.with_name(PREVIOUS_RECIPE_CHECKPOINT)
+    checkpoint_path.replace(aside)
+    print(f"{checkpoint_path} was trained with another recipe (differs in: {', '.join(differing)}); moved it to "
+          f"{aside.name}, training anew", flush=True)
+    return aside
+
+
+def retrain_if_recipe_changed(train_run: Callable[[], object]):
+    """``train_run()``, a training that resumes from its checkpoint; if that checkpoint was written by another
+    recipe (the library's defaults changed since it was trained, say), set it aside and train again from
+    scratch. What ``make demo`` does with the runs of an older version; the command lines instead refuse
+    such a checkpoint (exit 2), since there the user chose the folder."""
     try:
         return train_run()
     except RecipeChangedError as error:
-        checkpoint_path = Path(checkpoint_path)
-        aside = checkpoint_path.with_name(PREVIOUS_RECIPE_CHECKPOINT)
-        checkpoint_path.replace(aside)
-        print(f"   {checkpoint_path} was trained with another recipe (differs in: {', '.join(error.differing)}); "
-              f"moved it to {aside.name}, training anew", flush=True)
+        set_aside(error.path, error.differing)
         return train_run()
 
 

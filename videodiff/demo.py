@@ -41,15 +41,13 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
 
     started = time.perf_counter()
     print(f"== videodiff: training the per-frame VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
-    vae_run = retrain_if_recipe_changed(lambda: train_video_vae(vae_config, out_dir=out / "vae"),
-                                        out / "vae" / "checkpoint.pt")
+    vae_run = retrain_if_recipe_changed(lambda: train_video_vae(vae_config, out_dir=out / "vae"))
     stages["vae_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
     print(f"== videodiff: training the video DiT with diffusion forcing ({config.train.steps} steps) -> "
           f"{out / 'dit'}", flush=True)
-    run = retrain_if_recipe_changed(lambda: train_video_diffusion(config, out_dir=out / "dit", vae=vae_run.vae),
-                                    out / "dit" / "checkpoint.pt")
+    run = retrain_if_recipe_changed(lambda: train_video_diffusion(config, out_dir=out / "dit", vae=vae_run.vae))
     stages["dit_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
