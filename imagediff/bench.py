@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -97,11 +98,14 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
     schedule = make_schedule(config.schedule, config.num_timesteps)
     batch = config.train.batch_size
     data = (torch.randn(batch, *sample_shape), torch.randint(0, num_classes, (batch,)))
+    extra_inputs = ("angles",) if config.dit.angle_conditioning else ()
+    if config.dit.angle_conditioning:
+        data += (torch.rand(batch) * 2 * math.pi,)
 
     def timed(self_condition: float) -> float:
         objective = DiffusionObjective(schedule, config.prediction_type, config.weighting,
                                        label_dropout=config.label_dropout, null_label=model.null_label,
-                                       self_condition=self_condition)
+                                       self_condition=self_condition, extra_inputs=extra_inputs)
 
         def step():
             loss, _ = objective(model, data)

@@ -14,6 +14,7 @@ status 2 and one line saying what was wrong; an unknown prompt lists the known c
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the generated training images")
     train.add_argument("--guide-fraction", type=unit_fraction, default=diffusion_recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
+    train.add_argument("--angle-conditioning", action="store_true",
+                       help="also tell the DiT each training image's angle (a data set that records it: shapes); "
+                            "sample --angle then chooses the orientation")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
@@ -139,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--autoguidance", type=non_negative_float, default=None,
                         help="autoguidance scale w by the run's early snapshot (1 = off; default: "
                              f"{AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
+    sample.add_argument("--angle", type=float, default=None,
+                        help="orientation in degrees, counter-clockwise, for a run trained with --angle-conditioning "
+                             "(default: a random angle per image, as in the training data)")
     sample.add_argument("--num-samples", type=positive_int, default=16, help="images to draw")
     sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
@@ -195,7 +202,8 @@ def command_train_vae(args) -> None:
 def command_train(args) -> None:
     config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed,
                                 num_train_images=args.num_images, guide_fraction=args.guide_fraction)
-    config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}))
+    config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}),
+                            angle_conditioning=args.angle_conditioning)
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.learning_rate = args.learning_rate
     config.train.device = args.device
@@ -234,8 +242,13 @@ def command_sample(args) -> None:
         labels = [i % len(run.class_names) for i in range(args.num_samples)]
     classifier = load_noisy_classifier(args.classifier, run=run) if args.classifier else None
     guide_scale = _guide_scale(args.autoguidance, run, classifier)
+    if args.angle is not None and run.angle_range is None:
+        raise UsageError(f"--angle {args.angle:g}: this run was trained without --angle-conditioning, so it cannot "
+                         "be given an orientation")
+    angles = math.radians(args.angle) if args.angle is not None else None
     images = run.sample(labels=labels, guidance_scale=args.guidance, classifier=classifier, rescale=args.rescale,
-                        guide_scale=guide_scale, sampler=args.sampler, num_steps=args.steps, seed=args.seed)
+                        guide_scale=guide_scale, sampler=args.sampler, num_steps=args.steps, seed=args.seed,
+                        angles=angles)
     if out.suffix.lower() == ".pt":
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": images, "labels": torch.tensor(labels)}, out)

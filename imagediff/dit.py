@@ -92,6 +92,20 @@ class DiTConfig:
     # instead of averaging over all angles (docs/image_levers.md). Trained by
     # toydiff.losses.DiffusionObjective(self_condition=p), sampled through toydiff.samplers.SelfConditioned.
     self_condition: bool = False
+    # Angle conditioning: the model is also told the angle each training image was drawn at (a data
+    # set that knows it, ImageDataset.angles), as emb(angle) added to c like emb(t) and emb(label); a
+    # sampler draws an angle from the training range for each sample, or takes the one asked for. The
+    # label alone leaves "red square" at every angle at once, and the sampler must break that symmetry
+    # (docs/image_levers.md); given the angle, the model need not. SDXL conditions on crop and size the
+    # same way (Podell et al. 2023, "micro-conditioning").
+    angle_conditioning: bool = False
+    # With angle conditioning, also compute each token's sincos position in the frame of the angle:
+    # the grid turned by -angle about its centre, so that a shape drawn at that angle sits upright
+    # in the coordinates the model reads (docs/image_levers.md).
+    angle_positions: bool = False
+    # 0: embed the angle by its harmonics and an MLP (AngleEmbedder); n > 0: by a table of n equal bins
+    # of the circle, initialised like the label table (std label_init_std).
+    angle_bins: int = 0
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
@@ -117,6 +131,10 @@ class DiTConfig:
             raise ValueError(
                 f"DiTConfig: hidden_dim must be divisible by 4 for the 2-D sincos table, got {self.hidden_dim}."
             )
+        if isinstance(self.angle_bins, bool) or not isinstance(self.angle_bins, int) or self.angle_bins < 0:
+            raise ValueError(f"DiTConfig.angle_bins is 0 (harmonics and an MLP) or a number of bins, got {self.angle_bins!r}")
+        if self.angle_positions and not self.angle_conditioning:
+            raise ValueError("DiTConfig.angle_positions needs angle_conditioning=True (the angles it turns the grid by)")
         if self.num_classes < 0:
             raise ValueError(f"DiTConfig.num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
 
@@ -248,6 +266,30 @@ def sincos_position_embedding_2d(height: int, width: int, dim: int) -> torch.Ten
 # ---------------------------------------------------------------------------------------------
 #                                      Embedding the condition
 # ---------------------------------------------------------------------------------------------
+
+
+class AngleEmbedder(nn.Module):
+    """Angles (...) in radians -> vectors (..., D): cos kθ and sin kθ for k = 1..K, then Linear-SiLU-Linear.
+
+    Periodic by construction (θ and θ + 2π embed alike); the harmonics up to K let the MLP express a
+    shape's symmetry (a square looks the same every π/2: k = 4).
+    """
+
+    def __init__(self, hidden_dim: int, num_harmonics: int = 8, num_bins: int = 0) -> None:
+        super().__init__()
+        self.num_bins = num_bins
+        if num_bins > 0:
+            self.table = nn.Embedding(num_bins, hidden_dim)
+            return
+        self.register_buffer("harmonics", torch.arange(1, num_harmonics + 1, dtype=torch.float32), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * num_harmonics, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+
+    def forward(self, angles: torch.Tensor) -> torch.Tensor:
+        if self.num_bins > 0:
+            turns = torch.remainder(angles.float() / (2 * math.pi), 1.0)  # (...,) in [0, 1)
+            return self.table((turns * self.num_bins).long().clamp_max(self.num_bins - 1))  # (..., D)
+        phases = angles.float()[..., None] * self.harmonics  # (..., K)
+        return self.mlp(torch.cat([phases.cos(), phases.sin()], dim=-1))  # (..., D)
 
 
 class TimestepEmbedder(nn.Module):
@@ -478,6 +520,8 @@ class DiTTrunk(nn.Module):
         self.label_embedding = (
             nn.Embedding(config.num_classes + 1, config.hidden_dim) if config.num_classes > 0 else None
         )
+        self.angle_embedder = (AngleEmbedder(config.hidden_dim, num_bins=config.angle_bins)
+                               if config.angle_conditioning else None)
         self.blocks = nn.ModuleList(
             DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
@@ -516,6 +560,8 @@ class DiTTrunk(nn.Module):
                 nn.init.normal_(layer.weight, std=0.02)
         if self.label_embedding is not None:
             nn.init.normal_(self.label_embedding.weight, std=self.config.label_init_std)
+        if self.angle_embedder is not None and self.angle_embedder.num_bins > 0:
+            nn.init.normal_(self.angle_embedder.table.weight, std=self.config.label_init_std)
         for block in self.blocks:
             nn.init.zeros_(block.adaln_modulation[-1].weight)
             nn.init.zeros_(block.adaln_modulation[-1].bias)
@@ -527,7 +573,8 @@ class DiTTrunk(nn.Module):
 
     # -- checks that speak to the user --------------------------------------------------------
 
-    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
+                     angles: Optional[torch.Tensor] = None) -> None:
         config = self.config
         expected = (config.in_channels, config.height, config.width)
         if x_t.ndim != 4 or tuple(x_t.shape[1:]) != expected:
@@ -543,6 +590,7 @@ class DiTTrunk(nn.Module):
                 "timesteps are integers (docs/pitfalls.md, pitfall 13), "
                 "e.g. torch.full((B,), t, dtype=torch.int64)."
             )
+        self.check_angles(angles, x_t.shape[0])
         if labels is None:
             return
         if self.label_embedding is None:
@@ -563,26 +611,64 @@ class DiTTrunk(nn.Module):
                 f"{config.num_classes} = null), got {sorted(set(labels[outside].tolist()))}."
             )
 
+    def check_angles(self, angles: Optional[torch.Tensor], batch_size: int) -> None:
+        if self.angle_embedder is None:
+            if angles is not None:
+                raise ValueError("this DiT was built without angle conditioning (DiTConfig.angle_conditioning=False) "
+                                 "but angles were given; pass angles=None")
+            return
+        if angles is None:
+            raise ValueError(f"this DiT is angle-conditioned: pass angles, a float tensor ({batch_size},) of radians "
+                             "(ImageDiffusionModel.sample draws them from the training range)")
+        if not isinstance(angles, torch.Tensor) or not angles.is_floating_point() or angles.shape != (batch_size,):
+            got = f"{angles.dtype} tensor of shape {tuple(angles.shape)}" if isinstance(angles, torch.Tensor) \
+                else type(angles).__name__
+            raise ValueError(f"DiT expected angles as a float tensor of shape ({batch_size},) in radians, got a {got}")
+
     # -- the pieces of forward, each reusable by the video layer -------------------------------
 
-    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> tokens (B, N, D), with the fixed 2-D positions added."""
+    def embed_patches(self, x: torch.Tensor, angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C, H, W) -> tokens (B, N, D), with the fixed 2-D positions added (in the frame of each
+        example's angle for a model with ``angle_positions``)."""
         tokens = patchify(x, self.config.patch_size)  # (B, N, p·p·C)
+        if self.config.angle_positions and angles is not None:
+            return self.patch_embedding(tokens) + self.turned_positions(angles)  # (B, N, D)
         return self.patch_embedding(tokens) + self.position_embedding  # (B, N, D)
 
-    def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """c = emb(t) + emb(label): t (B, ...) int64 -> c (B, ..., D).
+    def turned_positions(self, angles: torch.Tensor) -> torch.Tensor:
+        """The sincos table (B, N, D) at every token's (row, column) seen from a frame turned by each angle
+        about the grid's centre: the same sinusoids as `sincos_position_embedding_2d`, at real positions."""
+        grid_height, grid_width = self.config.grid_size
+        device = angles.device
+        rows = torch.arange(grid_height, device=device, dtype=torch.float32).repeat_interleave(grid_width)  # (N,)
+        columns = torch.arange(grid_width, device=device, dtype=torch.float32).repeat(grid_height)  # (N,)
+        # (x, y) about the centre with y pointing up, turned by -angle, then back to (row, column).
+        x, y = columns - (grid_width - 1) / 2, (grid_height - 1) / 2 - rows  # (N,)
+        cos, sin = angles.float().cos()[:, None], angles.float().sin()[:, None]  # (B, 1)
+        turned_x, turned_y = cos * x + sin * y, -sin * x + cos * y  # (B, N)
+        turned_rows, turned_columns = (grid_height - 1) / 2 - turned_y, turned_x + (grid_width - 1) / 2
+        half = self.config.hidden_dim // 2
+        return torch.cat([timestep_embedding(turned_rows, half), timestep_embedding(turned_columns, half)], dim=-1)
+
+    def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                        angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """c = emb(t) + emb(label) [+ emb(angle)]: t (B, ...) int64 -> c (B, ..., D).
 
         labels: (B,) or None, meaning the null label (for a conditional model). With t of shape
         (B, F), e.g. one noise level per frame, each example's label is added to all its frames.
+        angles: (B,) radians, for an angle-conditioned model only (DiTConfig.angle_conditioning).
         """
         c = self.hook_time_embed(self.timestep_embedder(t))  # (B, ..., D)
+        per_example = [1] * (t.ndim - 1)  # (B, D) -> (B, 1, ..., D): one vector for all of an example's frames
+        if self.angle_embedder is not None and angles is not None:
+            angle = self.angle_embedder(angles)  # (B, D)
+            c = c + angle.view(angle.shape[0], *per_example, angle.shape[-1])
         if self.label_embedding is None:
             return c
         if labels is None:
             labels = torch.full(t.shape[:1], self.null_label, dtype=torch.int64, device=t.device)  # (B,)
         label = self.label_embedding(labels)  # (B, D)
-        return c + label.view(label.shape[0], *([1] * (t.ndim - 1)), label.shape[-1])  # (B, ..., D)
+        return c + label.view(label.shape[0], *per_example, label.shape[-1])  # (B, ..., D)
 
     def with_self_condition(self, x_t: torch.Tensor, previous_x0: Optional[torch.Tensor]) -> torch.Tensor:
         """x_t with the previous x_0 estimate beside it as extra channels, for a self-conditioned model.
@@ -604,15 +690,16 @@ class DiTTrunk(nn.Module):
         return torch.cat([x_t, previous_x0.to(x_t.dtype)], dim=-3)  # channels: dim 1 (image) or 2 (video)
 
     def trunk(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
-              previous_x0: Optional[torch.Tensor] = None):
+              previous_x0: Optional[torch.Tensor] = None, angles: Optional[torch.Tensor] = None):
         """Everything before the output head: tokens (B, N, D) after the last block, and c (B, D).
 
         x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label);
-        previous_x0: the previous x_0 estimate (B, C, H, W) for a self-conditioned model, or None.
+        previous_x0: the previous x_0 estimate (B, C, H, W) for a self-conditioned model, or None;
+        angles: (B,) radians for an angle-conditioned model, else None.
         """
-        self.check_inputs(x_t, t, labels)
-        x = self.hook_patch_embed(self.embed_patches(self.with_self_condition(x_t, previous_x0)))  # (B, N, D)
-        c = self.hook_condition(self.embed_condition(t, labels))  # (B, D)
+        self.check_inputs(x_t, t, labels, angles)
+        x = self.hook_patch_embed(self.embed_patches(self.with_self_condition(x_t, previous_x0), angles))  # (B, N, D)
+        c = self.hook_condition(self.embed_condition(t, labels, angles))  # (B, D)
         rotary = self.position_rotary(x_t, x)  # None: positions are in the sincos table
         for block in self.blocks:
             x = block(x, c, rotary)  # (B, N, D)
@@ -671,14 +758,15 @@ class DiT(DiTTrunk):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                previous_x0: Optional[torch.Tensor] = None) -> torch.Tensor:
+                previous_x0: Optional[torch.Tensor] = None, angles: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x_t: (B, C, H, W); t: (B,) int64; labels: (B,) int64 or None (= the null label);
-        previous_x0: the previous x_0 estimate (B, C, H, W), or None (see `with_self_condition`).
+        previous_x0: the previous x_0 estimate (B, C, H, W), or None (see `with_self_condition`);
+        angles: (B,) radians for an angle-conditioned model (DiTConfig.angle_conditioning), else None.
 
         Returns the prediction (B, C, H, W).
         """
         config = self.config
-        x, c = self.trunk(x_t, t, labels, previous_x0)  # (B, N, D), (B, D)
+        x, c = self.trunk(x_t, t, labels, previous_x0, angles)  # (B, N, D), (B, D)
         x = self.final_layer(x, c)  # (B, N, p·p·C)
         return unpatchify(x, config.patch_size, config.height, config.width, config.out_channels)  # (B, C, H, W)
 

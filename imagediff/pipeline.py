@@ -26,7 +26,7 @@ from imagediff.dit import DiT, DiTConfig, dit_config
 from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.distributed import barrier, setup_process
-from toydiff.guidance import guided_denoiser
+from toydiff.guidance import guided_denoiser, with_inputs
 from toydiff.losses import DiffusionObjective
 from toydiff.samplers import SAMPLERS, SelfConditioned, sample
 from toydiff.schedules import make_schedule
@@ -218,6 +218,9 @@ class ImageDiffusionModel:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     guide: Optional[DiT] = None                  # the EMA weights at config.guide_step(): autoguidance's guide
+    # (low, high) radians of the training images' angles, for an angle-conditioned model: where a
+    # sampler draws an angle for each sample it is not given one for.
+    angle_range: Optional[tuple] = None
 
     @property
     def default_guide_scale(self) -> float:
@@ -251,14 +254,38 @@ class ImageDiffusionModel:
         """What the sampler drew (latents or pixels) -> images (N, C, H, W), not clamped."""
         return decode_latents(self.vae, samples) if self.vae is not None else samples.cpu()
 
+    def angles_tensor(self, angles, count: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """(count,) float32 radians for an angle-conditioned model: ``angles`` (one number for all, or
+        one per sample), or None to draw each uniformly from the training range. None for other models."""
+        if self.angle_range is None:
+            if angles is not None:
+                raise ValueError("this model was trained without angle conditioning: it cannot be given angles "
+                                 "(train with DiTConfig.angle_conditioning=True on a data set that records them)")
+            return None
+        if angles is None:
+            low, high = self.angle_range
+            return (torch.rand(count, generator=generator, device=self.device) * (high - low) + low).float()
+        angles = torch.as_tensor(angles, dtype=torch.float32, device=self.device).reshape(-1)
+        if len(angles) == 1:
+            angles = angles.expand(count)
+        if len(angles) != count or not torch.isfinite(angles).all():
+            raise ValueError(f"angles must be one finite number (radians) or one per sample ({count}), "
+                             f"got {len(angles)} values")
+        return angles.contiguous()
+
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
-                 rescale: float = 0.0, guide_scale: float = 1.0):
+                 rescale: float = 0.0, guide_scale: float = 1.0, angles: Optional[torch.Tensor] = None):
         """The ``model(x, t)`` a toydiff sampler calls (see toydiff.guidance.guided_denoiser); a fresh one
         for every sampling run, since a self-conditioned model remembers its last estimate.
-        guide_scale: autoguidance by ``self.guide`` (1: off; a run without a guide refuses other values)."""
+        guide_scale: autoguidance by ``self.guide`` (1: off; a run without a guide refuses other values).
+        angles: (B,) radians, required by an angle-conditioned model (see `angles_tensor`)."""
 
         def network(model):
-            if model is not None and model.config.self_condition:
+            if model is None:
+                return None
+            if angles is not None:
+                model = with_inputs(model, angles=angles)  # the guide sees the same angles
+            if self.model.config.self_condition:
                 return SelfConditioned(model, self.schedule, self.config.prediction_type)
             return model
 
@@ -276,7 +303,7 @@ class ImageDiffusionModel:
                num_steps: int = 50,
                eta: float = 0.0, spacing: str = "trailing", seed: int = 0, callback=None,
                return_samples: bool = False,
-               batch_size: int = 500):
+               batch_size: int = 500, angles=None):
         """Draw images (N, C, H, W) in [-1, 1] (not clamped).
 
         labels: one class index or name per image, or None with ``num_samples`` for the unconditional
@@ -285,6 +312,9 @@ class ImageDiffusionModel:
         guide_scale: autoguidance scale w by the run's guide (1: off; ``default_guide_scale`` is the
             measured default for a run that has a guide).
         return_samples: also return what the sampler drew (scaled latents or pixels).
+        angles: for an angle-conditioned model, the orientation in radians (counter-clockwise) of every
+            sample or one per sample; None draws each uniformly from the training range, so that the
+            samples follow the data's distribution of angles. Refused by other models.
         The same seed gives the same images; they are drawn in batches of ``batch_size``.
         """
         if sampler not in SAMPLERS:
@@ -299,13 +329,15 @@ class ImageDiffusionModel:
             count = label_tensor.shape[0]
         config = self.model.config
         generator = torch.Generator(device=self.device).manual_seed(seed)
+        angle_tensor = self.angles_tensor(angles, count, generator)  # None unless angle-conditioned
         drawn = []
         for start in range(0, count, batch_size):
             size = min(batch_size, count - start)
             x_T = torch.randn(size, config.in_channels, config.height, config.width, generator=generator,
                               device=self.device)  # (b, c, h, w)
             batch_labels = label_tensor[start:start + size] if label_tensor is not None else None
-            model = self.denoiser(batch_labels, guidance_scale, classifier, rescale, guide_scale)
+            batch_angles = angle_tensor[start:start + size] if angle_tensor is not None else None
+            model = self.denoiser(batch_labels, guidance_scale, classifier, rescale, guide_scale, batch_angles)
             drawn.append(sample(model, x_T, self.schedule, sampler=sampler, num_steps=num_steps, eta=eta,
                                 spacing=spacing, prediction_type=self.config.prediction_type, generator=generator,
                                 callback=callback))
@@ -355,29 +387,43 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
         vae = _vae_for(config)
     vae = vae.eval() if config.space == "latent" else None
     samples, data = diffusion_training_set(config, vae)
+    tensors, angle_range = (samples, data.labels), None
+    # Angle conditioning (DiTConfig.angle_conditioning): the DiT is told each training image's angle, and a
+    # sampler draws one per sample from the training range (or takes the one asked for).
+    if config.dit.angle_conditioning:
+        if data.angles is None:
+            raise DataError(f"angle conditioning needs a data set that records the angle of each image; the "
+                            f"{config.dataset} data set does not (the shapes do): train with "
+                            "dit.angle_conditioning=False")
+        tensors += (data.angles,)
+        angle_range = (float(data.angles.min()), float(data.angles.max()))
     torch.manual_seed(config.train.seed)  # the initial weights
     model = build_dit(config, samples.shape[1:], data.num_classes)
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = DiffusionObjective(schedule, config.prediction_type, config.weighting, label_dropout=config.label_dropout,
                                    null_label=model.null_label, timestep_sampling=config.timestep_sampling,
                                    logit_mean=config.logit_mean, logit_std=config.logit_std,
-                                   self_condition=config.self_condition)
+                                   self_condition=config.self_condition,
+                                   extra_inputs=("angles",) if config.dit.angle_conditioning else ())
     # The class names, in label order, go into the checkpoint with the rest of the description, so
     # that loading it gives the names without regenerating the data.
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}
+    if angle_range is not None:
+        run_config["angle_range"] = list(angle_range)
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
     def wrap(ema_model, guide=None):
-        return ImageDiffusionModel(config, ema_model, schedule, data.class_names, vae, guide=guide)
+        return ImageDiffusionModel(config, ema_model, schedule, data.class_names, vae, guide=guide,
+                                   angle_range=angle_range)
 
     hook = None
     if evaluate is not None:
         def hook(ema_model, step):
             return evaluate(wrap(ema_model), step)
 
-    result = train(model, objective, TensorBatches(samples, data.labels), config.train_config_with_guide(),
+    result = train(model, objective, TensorBatches(*tensors), config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume, checkpoint_kind=DIFFUSION_KIND,
                    on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
     device = next(result.ema_model.parameters()).device
@@ -418,5 +464,9 @@ def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
         guide = config.guide_from(state.get("snapshots", {}), lambda: DiT(config.dit), device)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: its autoguidance guide does not match its model: {error}") from None
+    angle_range = state["config"].get("angle_range")
+    if config.dit.angle_conditioning and angle_range is None:
+        raise CheckpointError(f"{path}: an angle-conditioned model without the range of its training angles")
     return ImageDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
-                               list(class_names), vae, state.get("history", []), guide=guide)
+                               list(class_names), vae, state.get("history", []), guide=guide,
+                               angle_range=tuple(angle_range) if angle_range is not None else None)

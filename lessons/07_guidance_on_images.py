@@ -21,6 +21,7 @@
 #        2 min once both extra models exist.
 
 # %%
+import math
 import time
 from dataclasses import replace
 
@@ -187,18 +188,25 @@ print("wrote", save_curves({f"s = {scale:g}": (STEP_COUNTS, [r["frechet_distance
                            reference=grader.reference["frechet_distance"], logy=True))
 
 # %% [markdown]
-# ## Why squares stay blobs: the model has to choose an angle
+# ## Why squares stay blobs: choosing an angle, or drawing every angle?
 # Look at the grids above: colours, circles and rings are right, squares and diamonds are rounded
 # blobs, crosses grow extra arms.  The VAE is not to blame (it reconstructs corners, lesson 05), nor
-# the 16 tokens.  Every shape in the data set is drawn at a random angle, and early in sampling the
-# best guess of x_0 for "red square" is the average over all angles — a disc.  The sampler must break
-# that symmetry, and then every token must keep to the angle it chose.  A briefly trained model keeps
-# a blend of angles: a blend of squares is a disc, a blend of crosses a many-armed star.
+# the 16 tokens.  Every shape in the data set is drawn at a random angle, and two difficulties come
+# with that.  Early in sampling the best guess of x_0 for "red square" is the average over all angles
+# — a disc — so the sampler must *choose* an angle and keep every token to it.  And the network must
+# learn to *draw* a square at every angle, with edges that cross the latent grid at any slant.
 #
-# The experiment that shows it: the same recipe, trained on the same shapes drawn **upright**
-# (`rotate=False` changes the angle and nothing else), for fewer steps than the model above, graded
-# per shape by the same classifier.  (`python -m imagediff levers` runs such comparisons at equal
-# wall time; docs/image_levers.md has the full table.)
+# Two experiments pull them apart, each the same recipe for fewer steps than the model above, graded
+# per shape by the same classifier:
+# - **upright**: the same shapes drawn at angle 0 (`rotate=False` changes the angle and nothing else):
+#   nothing to choose, and one orientation to draw;
+# - **told the angle**: the rotated shapes, but the DiT is also given each image's angle
+#   (`DiTConfig.angle_conditioning`: the data set records it, and a table of 64 angle bins, embedded
+#   like the label, is added to the condition c).  Sampling draws an angle per image from the training
+#   range, so nothing is left to choose — but every orientation must still be drawn.
+#
+# (`python -m imagediff levers` runs such comparisons at equal wall time; docs/image_levers.md has the
+# full table.)
 
 # %%
 UPRIGHT_STEPS = 100 if QUICK else 800
@@ -211,25 +219,51 @@ if finished(upright_checkpoint, UPRIGHT_STEPS, upright_recipe):
     upright = load_image_diffusion(upright_checkpoint)
 else:
     upright = train_image_diffusion(upright_recipe, out_dir=upright_checkpoint.parent, vae=shared_vae().vae)
+told_recipe = replace(upright_recipe, dataset_options=dict(latent_recipe().dataset_options),
+                      dit=replace(upright_recipe.dit, angle_conditioning=True, angle_bins=64))
+told_checkpoint = OUT / "told_the_angle" / "checkpoint.pt"
+if finished(told_checkpoint, UPRIGHT_STEPS, told_recipe):
+    told = load_image_diffusion(told_checkpoint)
+else:
+    told = train_image_diffusion(told_recipe, out_dir=told_checkpoint.parent, vae=shared_vae().vae)
 labels = balanced_request(num_classes, PER_CLASS)
-for name, model, steps in (("rotated", run, run.config.train.steps), ("upright", upright, UPRIGHT_STEPS)):
+for name, model, steps in (("rotated shapes", run, run.config.train.steps), ("upright shapes", upright, UPRIGHT_STEPS),
+                           ("rotated shapes told the angle", told, UPRIGHT_STEPS)):
     drawn = model.sample(labels=labels, guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=0)
     predicted = grader.classifier.predict(drawn.clamp(-1, 1))[0].argmax(dim=1)
     grade = grade_by_shape(model.class_names, labels, predicted)
-    print(f"{name} shapes, {steps} steps: accuracy {(predicted == labels).float().mean().item():.3f} at s = 3; "
+    print(f"{name}, {steps} steps: accuracy {(predicted == labels).float().mean().item():.3f} at s = 3; "
           + ", ".join(f"{shape} {accuracy:.2f}" for shape, accuracy in grade["per_shape_accuracy"].items()))
     wrong = {shape: max((n, other) for other, n in seen.items() if other != shape)
              for shape, seen in grade["shape_confusion"].items()}
     print("  most often seen instead: " + ", ".join(f"{shape} -> {other} ({n})" for shape, (n, other) in wrong.items() if n))
     one_each = model.sample(labels=balanced_request(num_classes, 1), guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=1)
-    print("wrote", save_image_grid(one_each, OUT / f"{name}_samples.png", columns=columns_per_class_grid(model.class_names),
-                                   title=f"{name} shapes, {steps} training steps, s = 3"))
+    stem = {"rotated shapes": "rotated", "upright shapes": "upright"}.get(name, "told_the_angle")
+    print("wrote", save_image_grid(one_each, OUT / f"{stem}_samples.png",
+                                   columns=columns_per_class_grid(model.class_names),
+                                   title=f"{name}, {steps} training steps, s = 3"))
 
 # %% [markdown]
-# The upright model, with fewer steps, draws sharp corners and straight edges.  So the levers that
-# matter here are those that help a model *commit*: the default recipe weights the loss towards high
-# noise levels (min-SNR), where the angle is decided, and that is worth more than a wider or deeper
-# network at the same wall time on a CPU (docs/image_levers.md).
+# Does the told model use the angle it is given?  Ask it for squares and triangles at 0°, 15°, ..., 75°:
+# a model that draws what it is told turns the shape along each row and keeps its corners.
+
+# %%
+turns = [k * 15.0 for k in range(6)]
+turn_prompts = ["red cross", "blue cross"] if QUICK else ["red square", "blue triangle"]
+turned = told.sample(labels=[prompt for prompt in turn_prompts for _ in turns],
+                     angles=[math.radians(a) for a in turns] * len(turn_prompts),
+                     guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=3)
+print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", columns=len(turns),
+                               title=f"told the angle: {', '.join(turn_prompts)} at 0°, 15°, ..., 75°"))
+
+# %% [markdown]
+# The upright model, with fewer steps, draws sharp corners and straight edges.  The model told the
+# angle does not: it draws blobs, and asked for a square at 0° it draws a blob too.  Being told the
+# angle removes the choice and leaves the drawing — and the drawing is what is hard.  Every (class,
+# orientation) pair is another picture to learn, seen proportionally less often; an embedding of the
+# angle does not make the pictures share anything.  docs/image_levers.md measures the same at equal
+# wall time, and with data of 4 and 16 orientations: a square under 4 orientations (all alike for a
+# square) is drawn nearly as well as upright, under 16 (four distinct) as badly as under a continuum.
 #
 # ## Guiding the model away from its younger self
 # CFG cannot make the sample commit: at high noise the conditional guess for "red square" is already
@@ -275,8 +309,8 @@ print("wrote", save_image_grid(one_each, OUT / "autoguided_samples.png", columns
 #   must be yet another network, trained on clean pixels.
 # - Large scales inflate the spread of the prediction; guidance rescale pulls it back.
 # - Guidance does not reduce the number of sampling steps; a guided step costs two network passes.
-# - What the image DiT finds hard is committing to one orientation out of a continuum: trained on
-#   upright shapes, the same recipe draws corners in fewer steps.
+# - What the image DiT finds hard is drawing each shape at many angles, not choosing one: trained on
+#   upright shapes the same recipe draws corners in fewer steps, told the angle it does not.
 # - Autoguidance — guiding away from a weaker version of the model, here its own early EMA weights —
 #   makes the samples commit where CFG cannot: squares come back, at no extra training cost.
 # - Exercise: `python -m lessons.exercises.check 07` — write guidance rescale and the Fréchet distance.

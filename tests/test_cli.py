@@ -154,6 +154,9 @@ def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
     assert started["vae"] == VAERunConfig() and started["diffusion"] == DiffusionRunConfig()
     assert imagediff.cli.main(["train", "--out", str(tmp_path), "--guide-fraction", "0"]) == 0
     assert started["diffusion"].guide_fraction == 0.0 and started["diffusion"].guide_step() == 0
+    assert not started["diffusion"].dit.angle_conditioning
+    assert imagediff.cli.main(["train", "--out", str(tmp_path), "--angle-conditioning"]) == 0
+    assert started["diffusion"].dit.angle_conditioning
 
 
 def test_help_prints_each_option_with_its_default():

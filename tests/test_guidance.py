@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from toydiff.guidance import (autoguided, classifier_free_guidance, classifier_guidance, combine_guidance, drop_labels,
-                              guided_denoiser, guided_score, rescale_guidance)
+                              guided_denoiser, guided_score, rescale_guidance, with_inputs)
 from toydiff.losses import DiffusionObjective
 from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.parameterisation import score_from_epsilon
@@ -219,3 +219,35 @@ def test_autoguidance_of_a_model_without_labels_is_the_same_closed_form():
     assert calls == []
     with pytest.raises(ValueError, match="autoguidance scale 2 asked for, but there is no guide model"):
         autoguided(plain, None, 2.0)
+
+
+def test_fixed_inputs_follow_each_row_through_the_guided_batch_of_two_halves():
+    # A model that reads an extra per-example input (as the angle-conditioned DiT reads its angles):
+    # classifier-free guidance calls it on [conditional; unconditional], 2B rows, and each row must see
+    # its own example's value in both halves.
+    def model(x, t, labels, angles):
+        return x * angles[:, None] + labels[:, None].float()
+
+    x, t = torch.randn(3, 2), torch.tensor([5, 5, 5])
+    labels, angles = torch.tensor([0, 1, 2]), torch.tensor([0.5, -1.0, 2.0])
+    guided = classifier_free_guidance(with_inputs(model, angles=angles), labels, scale=3.0, null_label=7)(x, t)
+    cond, uncond = model(x, t, labels, angles), model(x, t, torch.full_like(labels, 7), angles)
+    assert torch.allclose(guided, uncond + 3.0 * (cond - uncond))
+    with pytest.raises(ValueError, match="angles holds 3 rows, but the model was called on 4"):
+        with_inputs(model, angles=angles)(torch.randn(4, 2), torch.zeros(4, dtype=torch.int64), labels)
+
+
+def test_the_objective_passes_a_batchs_extra_inputs_by_name_and_never_drops_them():
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, labels, angles):
+            seen.update(labels=labels.clone(), angles=angles.clone())
+            return torch.zeros_like(x)
+
+    objective = DiffusionObjective(make_schedule("linear"), label_dropout=0.5, null_label=9, extra_inputs=("angles",))
+    labels, angles = torch.zeros(1000, dtype=torch.int64), torch.rand(1000)
+    objective(Spy().train(), (torch.randn(1000, 2), labels, angles), torch.Generator().manual_seed(0))
+    assert (seen["labels"] == 9).any() and torch.equal(seen["angles"], angles)
+    with pytest.raises(ValueError, match=r"a batch of 2 tensors, but this objective expects \(x0, labels, angles\)"):
+        objective(Spy(), (torch.randn(4, 2), labels[:4]))

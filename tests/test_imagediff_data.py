@@ -437,3 +437,46 @@ def test_upright_shapes_change_only_the_angle():
     rotated = make_shapes(64, seed=3, shapes=["square"]).images
     assert all(int(spans.max() - spans.min()) == 0 for spans in row_spans(upright))
     assert sum(int(spans.max() - spans.min()) >= 2 for spans in row_spans(rotated)) > 48
+
+
+def test_shapes_record_the_angle_each_image_was_drawn_at():
+    # The same seed upright draws the same shape, size, position and colour at angle 0; turning that
+    # image by the recorded angle about the shape's centre must give the generated image, and turning it
+    # by another angle must not.
+    from imagediff.data.shapes import pixel_centres
+    size, options = 64, {"shapes": ["triangle"], "colours": ["red"]}
+    rotated = make_dataset("shapes", 6, seed=3, image_size=size, **options)
+    upright = make_dataset("shapes", 6, seed=3, image_size=size, rotate=False, **options)
+    assert rotated.angles.dtype == torch.float32 and rotated.angles.shape == (6,)
+    assert torch.equal(upright.angles, torch.zeros(6))
+    pixels = pixel_centres(size)  # (H, W, 2) as (x, y), y up
+
+    def turned(image, angle):  # image (C, H, W) turned counter-clockwise by angle about its centroid
+        coverage = (image[0] + 1) / 2  # (H, W) in [0, 1]
+        centre = (pixels * coverage[..., None]).sum((0, 1)) / coverage.sum()  # (2,)
+        cos, sin = math.cos(angle), math.sin(angle)
+        offset = pixels - centre
+        source = torch.stack([cos * offset[..., 0] + sin * offset[..., 1],
+                              -sin * offset[..., 0] + cos * offset[..., 1]], dim=-1) + centre  # R(-angle) p
+        grid = torch.stack([source[..., 0], -source[..., 1]], dim=-1)[None]  # grid_sample's y points down
+        return torch.nn.functional.grid_sample(image[None], grid, align_corners=False, padding_mode="border")[0]
+
+    for k in range(6):
+        angle = float(rotated.angles[k])
+        right = (turned(upright.images[k], angle) - rotated.images[k]).abs().mean()
+        wrong = (turned(upright.images[k], angle + 0.4) - rotated.images[k]).abs().mean()
+        assert right < 0.3 * wrong, (k, angle, float(right), float(wrong))
+    with pytest.raises(DataError, match=r"angles must be None or a float32 tensor of shape \(2,\)"):
+        ImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), ["a"], angles=torch.zeros(3))
+
+
+def test_num_angles_keeps_the_draws_and_turns_each_angle_down_to_one_of_n_orientations():
+    free = make_dataset("shapes", 200, seed=5)
+    four = make_dataset("shapes", 200, seed=5, num_angles=4)
+    quarter = math.pi / 2
+    assert torch.equal(four.labels, free.labels)
+    assert torch.allclose(four.angles, torch.floor(free.angles / quarter) * quarter)
+    assert len(set(four.angles.tolist())) == 4 and not torch.equal(four.images, free.images)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(DataError, match="num_angles is 0 .any angle. or a positive number of orientations"):
+            make_dataset("shapes", 4, num_angles=bad)

@@ -3,6 +3,7 @@ reach the zeroed layers (pitfall 9), use of t and labels (pitfall 14), the two a
 per-token conditioning, training on a few latents, guidance (pitfall 8), sizes and FLOPs, errors.
 Pitfall numbers are those of docs/pitfalls.md."""
 
+import math
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -479,3 +480,39 @@ def test_the_flop_count_includes_the_wider_patch_embedding():
     difference = matmul_parameter_counts(conditioned)["per_token"] - matmul_parameter_counts(plain)["per_token"]
     assert difference == plain.patch_dim * plain.hidden_dim
     assert count_parameters(DiT(conditioned)) - count_parameters(DiT(plain)) == difference
+
+
+@pytest.mark.parametrize("angle_bins", [0, 64])  # harmonics and an MLP, or a table of bins
+def test_an_angle_conditioned_dit_reads_the_angle_periodically_and_refuses_what_it_cannot_read(angle_bins):
+    model = perturbed(DiT(DiTConfig(input_size=4, hidden_dim=32, depth=1, num_heads=2, num_classes=3,
+                                    angle_conditioning=True, angle_bins=angle_bins)))
+    x, t, labels = torch.randn(2, 4, 4, 4), torch.tensor([10, 500]), torch.tensor([0, 2])
+    angles = torch.tensor([0.3, 2.0])
+    out = model(x, t, labels, angles=angles)
+    assert torch.allclose(model(x, t, labels, angles=angles + 2 * math.pi), out, atol=1e-4)
+    assert not torch.allclose(model(x, t, labels, angles=angles + 0.5), out, atol=1e-3)
+    # Each example reads its own angle: changing the second leaves the first alone.
+    moved = model(x, t, labels, angles=torch.tensor([0.3, 3.0]))
+    assert torch.equal(moved[0], out[0]) and not torch.allclose(moved[1], out[1], atol=1e-3)
+    with pytest.raises(ValueError, match=r"this DiT is angle-conditioned: pass angles, a float tensor \(2,\)"):
+        model(x, t, labels)
+    with pytest.raises(ValueError, match=r"expected angles as a float tensor of shape \(2,\) in radians"):
+        model(x, t, labels, angles=torch.tensor([1, 2]))
+    plain = DiT(DiTConfig(input_size=4, hidden_dim=32, depth=1, num_heads=2, num_classes=3))
+    with pytest.raises(ValueError, match="built without angle conditioning"):
+        plain(x, t, labels, angles=angles)
+
+
+def test_turned_positions_are_the_grid_seen_from_the_frame_of_the_angle():
+    model = DiT(DiTConfig(input_size=(8, 8), patch_size=2, hidden_dim=32, depth=1, num_heads=2, num_classes=3,
+                          angle_conditioning=True, angle_positions=True))
+    table = model.position_embedding[0]  # (16, D), rows of a 4 x 4 grid in row-major order
+    turned = model.turned_positions(torch.tensor([0.0, math.pi / 2]))  # (2, 16, D)
+    assert torch.allclose(turned[0], table, atol=1e-6)
+    # A quarter turn counter-clockwise: the token at (row r, column c) reads the position (row c', column r')
+    # it would have in a frame turned by -90°, i.e. the grid's top-left corner reads as its top-right one.
+    nearest = torch.cdist(turned[1], table).argmin(dim=1)  # (16,) which grid position each token reads
+    assert sorted(nearest.tolist()) == list(range(16))  # a permutation of the grid
+    assert nearest[0].item() == 3 and nearest[3].item() == 15 and nearest[15].item() == 12
+    with pytest.raises(ValueError, match="angle_positions needs angle_conditioning=True"):
+        DiTConfig(angle_positions=True)

@@ -19,6 +19,7 @@ from imagediff.classifier import (
     train_noisy_classifier,
 )
 from imagediff.cli import main
+from imagediff.data import DataError
 from imagediff.dit import DiTConfig
 from imagediff.evaluation import Grader, balanced_request, guidance_sweep
 from imagediff.metrics import accuracy, frechet_distance, psnr
@@ -465,3 +466,49 @@ def test_the_guide_snapshot_is_asked_of_one_training_not_written_into_the_config
     assert train_image_diffusion(config).guide is not None and config.train.snapshot_steps == ()
     shorter = replace(config, train=replace(config.train, steps=8))  # as the bench's pixel run copies the recipe
     assert train_image_diffusion(shorter).config.guide_step() == 1
+
+
+def test_an_angle_conditioned_run_draws_an_angle_per_sample_or_takes_the_one_asked_for(runs, tmp_path, monkeypatch,
+                                                                                         capsys):
+    config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS,
+                                vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
+                                dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2, angle_conditioning=True),
+                                train=quick(40, 16))
+    trained = train_image_diffusion(config, out_dir=tmp_path / "angles")
+    run = load_image_diffusion(tmp_path / "angles" / "checkpoint.pt")
+    low, high = run.angle_range
+    assert run.model.config.angle_conditioning and 0 <= low < 0.2 and 2 * math.pi - 0.2 < high < 2 * math.pi
+    images = run.sample(labels=[0, 3, 1], guidance_scale=3.0, guide_scale=2.0, num_steps=3, seed=4)
+    assert torch.equal(images, trained.sample(labels=[0, 3, 1], guidance_scale=3.0, guide_scale=2.0, num_steps=3,
+                                              seed=4))
+    seen = []
+    forward = type(run.model).forward
+
+    def spy(self, x_t, t, labels=None, previous_x0=None, angles=None):
+        seen.append(angles)
+        return forward(self, x_t, t, labels, previous_x0, angles)
+
+    monkeypatch.setattr(type(run.model), "forward", spy)
+    run.sample(labels=[0, 3, 1], guidance_scale=3.0, guide_scale=2.0, num_steps=3, seed=4)
+    drawn = seen[0][:3]  # the first call: the conditional and unconditional halves, 6 rows
+    assert ((drawn >= low) & (drawn <= high)).all() and len(set(drawn.tolist())) == 3
+    assert all(torch.equal(a, drawn.repeat(len(a) // 3)) for a in seen)  # model, guide, every step: the same
+    seen.clear()
+    turned = run.sample(labels=[0, 3, 1], guidance_scale=3.0, num_steps=3, seed=4, angles=0.5)
+    assert all(torch.equal(a, torch.full_like(a, 0.5)) for a in seen) and not torch.allclose(turned, images)
+    with pytest.raises(ValueError, match=r"one finite number \(radians\) or one per sample \(3\), got 2 values"):
+        run.sample(labels=[0, 3, 1], num_steps=2, angles=[0.1, 0.2])
+    with pytest.raises(ValueError, match="trained without angle conditioning: it cannot be given angles"):
+        runs["diffusion"].sample(labels=[0], num_steps=2, angles=0.5)
+    checkpoint = str(tmp_path / "angles" / "checkpoint.pt")
+    assert main(["sample", "--checkpoint", checkpoint, "--angle", "30", "--steps", "2", "--num-samples", "2",
+                 "--out", str(tmp_path / "turned.pt")]) == 0
+    asked = run.sample(labels=[0, 1], guidance_scale=3.0, guide_scale=run.default_guide_scale, num_steps=2, seed=0,
+                       angles=math.radians(30))
+    assert torch.equal(torch.load(tmp_path / "turned.pt")["images"], asked)
+    assert main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--angle", "30",
+                 "--out", str(tmp_path / "plain.png")]) == 2
+    assert "--angle 30: this run was trained without --angle-conditioning" in capsys.readouterr().err
+    glyphs = replace(config, dataset="glyphs", dataset_options={"channels": 3})
+    with pytest.raises(DataError, match="the glyphs data set does not"):
+        train_image_diffusion(glyphs)

@@ -78,6 +78,28 @@ def conditional(model: Callable, labels: torch.Tensor) -> Callable:
     return conditioned
 
 
+def with_inputs(model: Callable, **inputs: torch.Tensor) -> Callable:
+    """``model(x, t, *rest, **inputs)``: per-example tensors (B, ...) fixed for a whole sampling run, e.g.
+    imagediff's angles (``with_inputs(dit, angles=a)``), like `conditional` fixes the labels.
+
+    Guidance calls the model on several versions of a batch at once (classifier-free guidance: the
+    conditional and unconditional halves, 2B rows, each half in the batch's order), so every input is
+    repeated to the number of rows the model is called with: B, 2B, ...
+    """
+
+    def bound(x_t: torch.Tensor, t: torch.Tensor, *rest, **keywords) -> torch.Tensor:
+        rows = x_t.shape[0]
+        repeated = {}
+        for name, value in inputs.items():
+            if rows % len(value):
+                raise ValueError(f"{name} holds {len(value)} rows, but the model was called on {rows}: "
+                                 "expected a multiple of the batch it was fixed for")
+            repeated[name] = value.repeat(rows // len(value), *([1] * (value.ndim - 1)))
+        return model(x_t, t, *rest, **keywords, **repeated)
+
+    return bound
+
+
 def classifier_free_guidance(model: Callable, labels: torch.Tensor, scale: float, null_label: int,
                              rescale: float = 0.0, guide: Optional[Callable] = None,
                              guide_scale: float = 1.0) -> Callable:

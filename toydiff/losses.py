@@ -9,7 +9,8 @@ loop (:mod:`toydiff.training`) knows nothing else about diffusion.  Later layers
 """
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Optional, Sequence
 
 import torch
 
@@ -56,7 +57,10 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> tor
 class DiffusionObjective:
     """Denoising loss for any prediction type, weighting, and optional label dropout.
 
-    batch: (x0,) or (x0, labels); x0: (B, ...), labels: (B,) int64.
+    batch: (x0,), (x0, labels) or (x0, labels, *extras); x0: (B, ...), labels: (B,) int64.
+    extra_inputs: the names by which the model receives the extra tensors of a batch, in order: with
+    ``extra_inputs=("angles",)`` a batch (x0, labels, a) calls ``model(x_t, t, labels, angles=a)``
+    (imagediff's angle conditioning). They are never dropped: only the label has a null value.
     label_dropout: probability of replacing a label by ``null_label`` — in training mode only, so an
     evaluation pass with ``model.eval()`` always sees the real labels (docs/pitfalls.md, pitfall 8).
     self_condition: probability that a training batch is self-conditioned (Chen, Zhang & Hinton 2022):
@@ -69,7 +73,7 @@ class DiffusionObjective:
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", weighting: str = "uniform",
                  min_snr_gamma: float = 5.0, label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 self_condition: float = 0.0):
+                 self_condition: float = 0.0, extra_inputs: Sequence[str] = ()):
         check_prediction_type(prediction_type, schedule)
         if not 0.0 <= self_condition <= 1.0:
             raise ValueError(f"self_condition is the probability that a batch is self-conditioned, in [0, 1]; "
@@ -95,6 +99,7 @@ class DiffusionObjective:
         self.logit_mean = logit_mean
         self.logit_std = logit_std
         self.self_condition = float(self_condition)
+        self.extra_inputs = tuple(extra_inputs)
 
     def draw_levels(self, shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
         """Timesteps of ``shape`` drawn by this objective's ``timestep_sampling`` (see `sample_levels`)."""
@@ -113,12 +118,16 @@ class DiffusionObjective:
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         x0 = batch[0]
         labels = batch[1] if len(batch) > 1 else None
+        if len(batch) != 2 + len(self.extra_inputs) and (self.extra_inputs or len(batch) > 2):
+            raise ValueError(f"a batch of {len(batch)} tensors, but this objective expects (x0, labels"
+                             f"{''.join(', ' + name for name in self.extra_inputs)}) (extra_inputs={self.extra_inputs})")
+        extras = dict(zip(self.extra_inputs, batch[2:]))
         t = self.sample_timesteps(x0, generator)                                  # (B,) or (B, F)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.schedule.add_noise(x0, noise, t)                               # (B, ...)
         if labels is not None and model.training:
             labels = drop_labels(labels, self.label_dropout, self.null_label, generator)
-        output = self.denoise(model, x_t, t, labels, generator)
+        output = self.denoise(model, x_t, t, labels, generator, extras)
         target = training_target(self.schedule, x0, noise, t, self.prediction_type)
         squared_error = (output.float() - target.float()) ** 2                    # (B, ...)
         # Mean over everything the timestep does not index: per example, or per frame.
@@ -127,21 +136,23 @@ class DiffusionObjective:
         return weighted.mean(), {"t": t.detach(), "per_example_loss": per_item.detach()}
 
     def denoise(self, model, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
-                generator: Optional[torch.Generator]) -> torch.Tensor:
+                generator: Optional[torch.Generator], extras: Optional[dict] = None) -> torch.Tensor:
         """The model's output on x_t, self-conditioned on its own first estimate with probability
-        ``self_condition`` in training (always in eval mode, which is how a sampler runs it)."""
+        ``self_condition`` in training (always in eval mode, which is how a sampler runs it);
+        ``extras`` (name -> tensor) are passed as keyword arguments."""
         arguments = (x_t, t) if labels is None else (x_t, t, labels)
+        network = functools.partial(model, **extras) if extras else model
         if self.self_condition == 0.0:
-            return model(*arguments)
+            return network(*arguments)
         # One draw per batch, only for a self-conditioned objective, so other runs keep their random stream.
         draw = torch.rand((), generator=generator, device=x_t.device)
         chosen = not model.training or bool(draw < self.self_condition)
         if not chosen:
-            return model(*arguments, previous_x0=None)
+            return network(*arguments, previous_x0=None)
         with torch.no_grad():
-            first = model(*arguments, previous_x0=None)
+            first = network(*arguments, previous_x0=None)
         estimate = predict_x0(self.schedule, first, t, x_t, self.prediction_type).to(x_t.dtype)  # (B, ...)
-        return model(*arguments, previous_x0=estimate.detach())
+        return network(*arguments, previous_x0=estimate.detach())
 
     def config_dict(self) -> dict:
         return {"prediction_type": self.prediction_type, "weighting": self.weighting,

@@ -188,8 +188,9 @@ class VideoDiT(DiT):
         """
         return super().build_position_embedding() if self.config.spatial_table else None
 
-    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F, C, H, W) -> tokens (B, F·N, D), time-major, with the spatial table if there is one."""
+    def embed_patches(self, x: torch.Tensor, angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, F, C, H, W) -> tokens (B, F·N, D), time-major, with the spatial table if there is one
+        (``angles``: the image DiT's angle conditioning; a video DiT is built without it)."""
         frames = x.shape[1]
         tokens = patchify(rearrange(x, "b f c h w -> (b f) c h w"), self.config.patch_size)  # (B·F, N, p·p·C)
         tokens = self.patch_embedding(tokens)  # (B·F, N, D)
@@ -206,7 +207,8 @@ class VideoDiT(DiT):
                                                self.config.rope_base, device, dtype)
         return self._rotary_cache[key]
 
-    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor]) -> None:
+    def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
+                     angles: Optional[torch.Tensor] = None) -> None:
         config = self.config
         expected = (config.in_channels, config.height, config.width)
         if x_t.ndim != 5 or tuple(x_t.shape[2:]) != expected or x_t.shape[1] < 1:
@@ -220,8 +222,8 @@ class VideoDiT(DiT):
                 f"VideoDiT expected noise levels t as an int64 tensor of shape {tuple(x_t.shape[:2])} "
                 f"(one per frame), got a {got}."
             )
-        # Labels: the image DiT's checks, on the batch dimension.
-        super().check_inputs(x_t[:, 0], t[:, 0], labels)
+        # Labels (and angles): the image DiT's checks, on the batch dimension.
+        super().check_inputs(x_t[:, 0], t[:, 0], labels, angles)
 
     def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Rotary3D:
         """Every block's `rotary(q, k)`: 3-D RoPE over this window's (frame, row, column) grid.

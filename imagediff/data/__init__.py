@@ -26,7 +26,7 @@ from imagediff.data.shapes import make_shapes
 
 # The generated data sets by name; each takes (num_samples, seed, image_size, **options).
 GENERATORS: dict[str, Callable[..., ImageDataset]] = {
-    "shapes": make_shapes,  # options: shapes, colours, rotate
+    "shapes": make_shapes,  # options: shapes, colours, rotate, num_angles
     "glyphs": make_glyphs,  # options: channels
 }
 

@@ -6,6 +6,9 @@ files), the rest of imagediff receives an ``ImageDataset``:
     images       (N, C, H, W) float32 in [-1, 1]
     labels       (N,) int64, each an index into class_names
     class_names  list of N_classes readable, unique names ("red circle", "7", "cat")
+    angles       (N,) float32 radians, or None: the orientation a generator drew each image at, when
+                 it knows it (the shapes do). A model can be told it in training and be given one at
+                 sampling time (DiTConfig.angle_conditioning; docs/image_levers.md).
 
 Why [-1, 1] and not [0, 1]: the forward process mixes x_0 with unit-variance noise,
 x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) eps, and a signal centred on zero with a spread comparable to
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Optional
 
 import torch
 
@@ -55,12 +59,14 @@ def balanced_labels(num_samples: int, num_classes: int, generator: torch.Generat
 class ImageDataset:
     """Images with their class labels and the names of the classes.
 
-    images: (N, C, H, W) float32 in [-1, 1]; labels: (N,) int64 in [0, len(class_names)).
+    images: (N, C, H, W) float32 in [-1, 1]; labels: (N,) int64 in [0, len(class_names));
+    angles: (N,) float32 radians each image was drawn at, or None where the source does not know them.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
+    angles: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.dtype != torch.float32:
@@ -75,6 +81,11 @@ class ImageDataset:
             )
         if len(self.labels) != len(self.images):
             raise DataError(f"label count {len(self.labels)} does not match image count {len(self.images)}")
+        if self.angles is not None and (self.angles.dtype != torch.float32 or self.angles.shape != self.labels.shape):
+            raise DataError(
+                f"ImageDataset.angles must be None or a float32 tensor of shape ({len(self.labels)},) "
+                f"(radians, one per image), got {self.angles.dtype} of shape {tuple(self.angles.shape)}"
+            )
         if len(set(self.class_names)) != len(self.class_names):
             raise DataError(f"class names must be unique, got {self.class_names}")
         if len(self.labels) > 0 and not 0 <= self.labels.min() <= self.labels.max() < self.num_classes:

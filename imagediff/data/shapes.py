@@ -221,6 +221,7 @@ def make_shapes(
     colours: str | Sequence[str] = tuple(COLOURS),
     chunk_size: int = 8192,
     rotate: bool = True,
+    num_angles: int = 0,
 ) -> ImageDataset:
     """``num_samples`` images of coloured shapes, (N, 3, image_size, image_size) in [-1, 1].
 
@@ -230,6 +231,9 @@ def make_shapes(
     which bounds memory without changing the result. ``rotate=False`` draws every shape upright (angle
     0) and leaves every other draw as it was: the same seed gives the same shapes, colours, sizes and
     positions — an experiment on how much of a model's difficulty is the choice of an orientation.
+    ``num_angles=n`` (n > 0) turns each drawn angle down to the nearest of n equally spaced ones, k·2π/n:
+    how hard the data set is to draw as a function of how many orientations it holds. The angles
+    (counter-clockwise, radians, uniform in [0, 2π) by default) are kept in ``angles``.
     """
     check_generation_request(num_samples, image_size)
     shapes = _checked_names("shapes", shapes, SHAPES)
@@ -249,6 +253,11 @@ def make_shapes(
     angles = torch.rand(num_samples, generator=generator) * 2 * math.pi  # (N,)
     if not rotate:
         angles = torch.zeros_like(angles)  # drawn all the same, so that nothing else changes
+    if isinstance(num_angles, bool) or not isinstance(num_angles, int) or num_angles < 0:
+        raise DataError(f"num_angles is 0 (any angle) or a positive number of orientations, got {num_angles!r}")
+    if num_angles > 0:
+        step = 2 * math.pi / num_angles
+        angles = torch.floor(angles / step) * step
 
     chunks = []
     for i in range(0, num_samples, chunk_size):
@@ -257,4 +266,4 @@ def make_shapes(
             shape_ids[chunk], centres[chunk], sizes[chunk], angles[chunk], colour_values[chunk], image_size
         ))  # (n, 3, H, W)
     images = torch.cat(chunks)  # (N, 3, H, W)
-    return ImageDataset(to_model_range(images), labels, class_names)
+    return ImageDataset(to_model_range(images), labels, class_names, angles=angles)
