@@ -15,10 +15,10 @@
 # (guidance rescale corrects it), and guidance does not let the sampler take fewer steps.
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
-# Time:  about 5 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
-#        (measured: 273 s with `python lessons/run_all.py 05 06 07` on an idle 2-core machine, the
-#        noisy-latent classifier's 1000 and the upright model's 800 training steps included), about
-#        2 min once both extra models exist.
+# Time:  about 7 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
+#        (measured: 423 s with `python lessons/run_all.py 07` on an idle 2-core machine, the
+#        noisy-latent classifier's 1000 and the upright and told-the-angle models' 800 training steps
+#        each included), about 2 min (132 s) once the three extra models exist.
 
 # %%
 import math
@@ -258,8 +258,12 @@ print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", column
 
 # %% [markdown]
 # The upright model, with fewer steps, draws sharp corners and straight edges.  The model told the
-# angle does not: it draws blobs, and asked for a square at 0° it draws a blob too.  Being told the
-# angle removes the choice and leaves the drawing — and the drawing is what is hard.  Every (class,
+# angle does not: it draws blobs, and asked for a square at 0° it draws a blob too.  (A full-mode run
+# measured 0.548 for the rotated model, squares 0.03; 0.694 for the upright one at 800 steps, squares
+# 0.53, triangles 0.92, diamonds 0.86; 0.437 for the one told the angle at 800 steps.  Its squares
+# score 0.69 only because it draws squarish blobs for most shapes: the classifier also called 22 of 36
+# of its diamonds, 14 triangles and 9 circles squares.)  Being told the angle removes the choice and
+# leaves the drawing — and the drawing is what is hard.  Every (class,
 # orientation) pair is another picture to learn, seen proportionally less often; an embedding of the
 # angle does not make the pictures share anything.  docs/image_levers.md measures the same at equal
 # wall time, and with data of 4 and 16 orientations: a square under 4 orientations (all alike for a
