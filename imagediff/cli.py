@@ -38,8 +38,8 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, autoguidance_scale, non_negative_float, positive_float, positive_int, print_log_entry,
-    run_cli, unit_fraction,
+    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, positive_float, positive_int,
+    print_log_entry, run_cli, unit_fraction,
 )
 
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--autoguidance", type=non_negative_float, default=None,
                         help="autoguidance scale w by the run's early snapshot (1 = off; default: "
                              f"{AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
-    sample.add_argument("--angle", type=float, default=None,
+    sample.add_argument("--angle", type=finite_float, default=None,
                         help="orientation in degrees, counter-clockwise, for a run trained with --angle-conditioning "
                              "(default: a random angle per image, as in the training data)")
     sample.add_argument("--num-samples", type=positive_int, default=16, help="images to draw")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from numbers import Integral
 from typing import Callable, Optional, Union
 
 import torch
@@ -97,7 +98,9 @@ class DiTConfig:
     # sampler draws an angle from the training range for each sample, or takes the one asked for. The
     # label alone leaves "red square" at every angle at once, and the sampler must break that symmetry
     # (docs/image_levers.md); given the angle, the model need not. SDXL conditions on crop and size the
-    # same way (Podell et al. 2023, "micro-conditioning").
+    # same way (Podell et al. 2023, "micro-conditioning"). Off by default: at equal wall time it did not
+    # help (0.48-0.50 against 0.48 at 180 s, 0.49 against 0.59 at 360 s): choosing the angle is not what
+    # the model finds hard, drawing every angle is (docs/image_levers.md).
     angle_conditioning: bool = False
     # With angle conditioning, also compute each token's sincos position in the frame of the angle:
     # the grid turned by -angle about its centre, so that a shape drawn at that angle sits upright
@@ -106,6 +109,11 @@ class DiTConfig:
     # 0: embed the angle by its harmonics and an MLP (AngleEmbedder); n > 0: by a table of n equal bins
     # of the circle, initialised like the label table (std label_init_std).
     angle_bins: int = 0
+    # Factored labels: for each class, the index of each part of its name in that part's vocabulary,
+    # e.g. "red square" -> [colour 0, shape 1] (``factored_label_parts``). emb(label) is then the sum
+    # of one learned vector per part, so every square, whatever its colour, trains the same "square"
+    # vector; None gives every class its own vector (the label table).
+    label_parts: Optional[list] = None
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
@@ -131,12 +139,19 @@ class DiTConfig:
             raise ValueError(
                 f"DiTConfig: hidden_dim must be divisible by 4 for the 2-D sincos table, got {self.hidden_dim}."
             )
-        if isinstance(self.angle_bins, bool) or not isinstance(self.angle_bins, int) or self.angle_bins < 0:
+        if isinstance(self.angle_bins, bool) or not isinstance(self.angle_bins, Integral) or self.angle_bins < 0:
             raise ValueError(f"DiTConfig.angle_bins is 0 (harmonics and an MLP) or a number of bins, got {self.angle_bins!r}")
         if self.angle_positions and not self.angle_conditioning:
             raise ValueError("DiTConfig.angle_positions needs angle_conditioning=True (the angles it turns the grid by)")
         if self.num_classes < 0:
             raise ValueError(f"DiTConfig.num_classes must be >= 0 (0 = unconditional), got {self.num_classes}.")
+        if self.label_parts is not None:
+            self.label_parts = [[int(i) for i in parts] for parts in self.label_parts]  # tuples from a user, lists from a checkpoint
+            widths = {len(parts) for parts in self.label_parts}
+            if (len(self.label_parts) != self.num_classes or len(widths) != 1 or 0 in widths
+                    or min(min(parts) for parts in self.label_parts) < 0):
+                raise ValueError(f"DiTConfig.label_parts must give each of the {self.num_classes} classes the same "
+                                 f"number (>= 1) of non-negative part indices, got {self.label_parts!r}")
 
     @property
     def height(self) -> int:
@@ -191,6 +206,17 @@ DIT_SIZES: dict[str, DiTConfig] = {
     "large": DiTConfig(hidden_dim=1024, depth=24, num_heads=16),
     "xlarge": DiTConfig(hidden_dim=1152, depth=28, num_heads=16),
 }
+
+
+def factored_label_parts(class_names) -> list:
+    """Each class name's words as indices into one vocabulary per word position: ["red circle",
+    "blue circle", "red square"] -> [[0, 0], [1, 0], [0, 1]] (DiTConfig.label_parts). Names with a
+    different number of words cannot be factored: a ValueError says which."""
+    words = [name.split() for name in class_names]
+    if len({len(w) for w in words}) != 1:
+        raise ValueError(f"factored labels need class names of the same number of words, got {list(class_names)}")
+    vocabularies = [list(dict.fromkeys(w[position] for w in words)) for position in range(len(words[0]))]
+    return [[vocabulary.index(word) for vocabulary, word in zip(vocabularies, w)] for w in words]
 
 
 def dit_config(size: str = "tiny", **overrides) -> DiTConfig:
@@ -269,7 +295,8 @@ def sincos_position_embedding_2d(height: int, width: int, dim: int) -> torch.Ten
 
 
 class AngleEmbedder(nn.Module):
-    """Angles (...) in radians -> vectors (..., D): cos kθ and sin kθ for k = 1..K, then Linear-SiLU-Linear.
+    """Angles (...) in radians -> vectors (..., D): cos kθ and sin kθ for k = 1..K, then Linear-SiLU-Linear;
+    or, with ``num_bins`` = n > 0, the row of a learned table for the nearest of n angles k·2π/n.
 
     Periodic by construction (θ and θ + 2π embed alike); the harmonics up to K let the MLP express a
     shape's symmetry (a square looks the same every π/2: k = 4).
@@ -285,9 +312,9 @@ class AngleEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * num_harmonics, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
 
     def forward(self, angles: torch.Tensor) -> torch.Tensor:
-        if self.num_bins > 0:
-            turns = torch.remainder(angles.float() / (2 * math.pi), 1.0)  # (...,) in [0, 1)
-            return self.table((turns * self.num_bins).long().clamp_max(self.num_bins - 1))  # (..., D)
+        if self.num_bins > 0:  # bins centred on k·2π/n, so that the angles of data with n orientations sit mid-bin
+            turns = angles.float() / (2 * math.pi)  # (...,)
+            return self.table(torch.remainder(torch.round(turns * self.num_bins).long(), self.num_bins))  # (..., D)
         phases = angles.float()[..., None] * self.harmonics  # (..., K)
         return self.mlp(torch.cat([phases.cos(), phases.sin()], dim=-1))  # (..., D)
 
@@ -518,8 +545,18 @@ class DiTTrunk(nn.Module):
         self.timestep_embedder = TimestepEmbedder(config.hidden_dim, config.time_embedding_dim)
         # num_classes + 1 rows: the last one is the reserved null label ("no label") of CFG.
         self.label_embedding = (
-            nn.Embedding(config.num_classes + 1, config.hidden_dim) if config.num_classes > 0 else None
+            nn.Embedding(config.num_classes + 1, config.hidden_dim)
+            if config.num_classes > 0 and config.label_parts is None else None
         )
+        self.label_part_embedding = None
+        if config.num_classes > 0 and config.label_parts is not None:
+            # One table holding every part's vocabulary, then a null row; label -> its rows, summed.
+            parts = torch.tensor(config.label_parts)  # (K, P)
+            sizes = parts.max(dim=0).values + 1  # (P,) the vocabulary of each part
+            rows = parts + torch.cumsum(sizes, 0) - sizes  # (K, P) offsets into the one table
+            null = torch.full((1, parts.shape[1]), int(sizes.sum()))  # (1, P): the null label's row
+            self.register_buffer("label_part_rows", torch.cat([rows, null]), persistent=False)  # (K + 1, P)
+            self.label_part_embedding = nn.Embedding(int(sizes.sum()) + 1, config.hidden_dim)
         self.angle_embedder = (AngleEmbedder(config.hidden_dim, num_bins=config.angle_bins)
                                if config.angle_conditioning else None)
         self.blocks = nn.ModuleList(
@@ -560,6 +597,9 @@ class DiTTrunk(nn.Module):
                 nn.init.normal_(layer.weight, std=0.02)
         if self.label_embedding is not None:
             nn.init.normal_(self.label_embedding.weight, std=self.config.label_init_std)
+        if self.label_part_embedding is not None:  # a sum of P vectors: each std / sqrt(P), the sum std
+            parts = self.label_part_rows.shape[1]
+            nn.init.normal_(self.label_part_embedding.weight, std=self.config.label_init_std / math.sqrt(parts))
         if self.angle_embedder is not None and self.angle_embedder.num_bins > 0:
             nn.init.normal_(self.angle_embedder.table.weight, std=self.config.label_init_std)
         for block in self.blocks:
@@ -593,7 +633,7 @@ class DiTTrunk(nn.Module):
         self.check_angles(angles, x_t.shape[0])
         if labels is None:
             return
-        if self.label_embedding is None:
+        if config.num_classes == 0:
             raise ValueError("this DiT is unconditional (num_classes = 0) but labels were given; pass labels=None.")
         if labels.dtype != torch.int64 or labels.shape != x_t.shape[:1]:
             raise ValueError(
@@ -624,6 +664,8 @@ class DiTTrunk(nn.Module):
             got = f"{angles.dtype} tensor of shape {tuple(angles.shape)}" if isinstance(angles, torch.Tensor) \
                 else type(angles).__name__
             raise ValueError(f"DiT expected angles as a float tensor of shape ({batch_size},) in radians, got a {got}")
+        if not torch.isfinite(angles).all():  # one host sync, as the label check's
+            raise ValueError(f"DiT angles must be finite numbers of radians, got {angles.tolist()}")
 
     # -- the pieces of forward, each reusable by the video layer -------------------------------
 
@@ -663,12 +705,18 @@ class DiTTrunk(nn.Module):
         if self.angle_embedder is not None and angles is not None:
             angle = self.angle_embedder(angles)  # (B, D)
             c = c + angle.view(angle.shape[0], *per_example, angle.shape[-1])
-        if self.label_embedding is None:
+        if self.config.num_classes == 0:
             return c
         if labels is None:
             labels = torch.full(t.shape[:1], self.null_label, dtype=torch.int64, device=t.device)  # (B,)
-        label = self.label_embedding(labels)  # (B, D)
+        label = self.embed_labels(labels)  # (B, D)
         return c + label.view(label.shape[0], *per_example, label.shape[-1])  # (B, ..., D)
+
+    def embed_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """emb(label) (B, D): a row of the label table, or the sum of the label's part vectors."""
+        if self.label_part_embedding is None:
+            return self.label_embedding(labels)
+        return self.label_part_embedding(self.label_part_rows[labels]).sum(dim=-2)  # (B, P, D) -> (B, D)
 
     def with_self_condition(self, x_t: torch.Tensor, previous_x0: Optional[torch.Tensor]) -> torch.Tensor:
         """x_t with the previous x_0 estimate beside it as extra channels, for a self-conditioned model.
@@ -727,7 +775,7 @@ class DiTTrunk(nn.Module):
 
 
 class DiT(DiTTrunk):
-    """The latent denoiser: ``model(x_t, t, labels=None) -> output`` of x_t's shape (ε, x_0 or v).
+    """The latent denoiser: ``model(x_t, t, labels=None, angles=None) -> output`` of x_t's shape (ε, x_0 or v).
 
     The trunk (`DiTTrunk`) followed by the FinalLayer, whose tokens are unpatchified into an image.
     """

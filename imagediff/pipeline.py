@@ -15,6 +15,7 @@ a sample back into an image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,7 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from imagediff.data import DataError, ImageDataset, make_dataset
-from imagediff.dit import DiT, DiTConfig, dit_config
+from imagediff.dit import DiT, DiTConfig, dit_config, factored_label_parts
 from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.distributed import barrier, setup_process
@@ -36,6 +37,9 @@ from toydiff.training import GuidedRunConfig, RunConfig, TensorBatches, TrainCon
 # has a guide, the EMA weights its own training kept early on (DiffusionRunConfig.guide_fraction);
 # docs/image_levers.md measures it.
 AUTOGUIDANCE_SCALE = 2.0
+# An angle-conditioned run whose data hold at most this many distinct angles (make_shapes(num_angles=n))
+# keeps them, and a sampler draws among them rather than over the whole range.
+MAX_STORED_ANGLES = 64
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
@@ -176,6 +180,9 @@ class DiffusionRunConfig(GuidedRunConfig):
     # Self-conditioning: the share of training batches in which the DiT also reads its own first
     # estimate of x_0 (toydiff.losses.DiffusionObjective); 0 builds a DiT without it.
     self_condition: float = 0.0
+    # Factored labels (DiTConfig.label_parts): emb(label) as the sum of one vector per word of the class
+    # name ("red" + "square"), so that every colour of a shape trains the same shape vector.
+    factor_labels: bool = False
     # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
     # (0: none; toydiff.training.GuidedRunConfig, docs/image_levers.md).
     guide_fraction: float = 0.15
@@ -219,8 +226,10 @@ class ImageDiffusionModel:
     seconds: float = 0.0
     guide: Optional[DiT] = None                  # the EMA weights at config.guide_step(): autoguidance's guide
     # (low, high) radians of the training images' angles, for an angle-conditioned model: where a
-    # sampler draws an angle for each sample it is not given one for.
+    # sampler draws an angle for each sample it is not given one for; angle_values, the training angles
+    # themselves when there were few of them (data of n orientations), drawn from instead.
     angle_range: Optional[tuple] = None
+    angle_values: Optional[tuple] = None
 
     @property
     def default_guide_scale(self) -> float:
@@ -262,16 +271,38 @@ class ImageDiffusionModel:
                 raise ValueError("this model was trained without angle conditioning: it cannot be given angles "
                                  "(train with DiTConfig.angle_conditioning=True on a data set that records them)")
             return None
+        low, high = self.angle_range
         if angles is None:
-            low, high = self.angle_range
+            if self.angle_values is not None:
+                values = torch.tensor(self.angle_values, dtype=torch.float32, device=self.device)
+                return values[torch.randint(len(values), (count,), generator=generator, device=self.device)]
             return (torch.rand(count, generator=generator, device=self.device) * (high - low) + low).float()
         angles = torch.as_tensor(angles, dtype=torch.float32, device=self.device).reshape(-1)
         if len(angles) == 1:
             angles = angles.expand(count)
-        if len(angles) != count or not torch.isfinite(angles).all():
-            raise ValueError(f"angles must be one finite number (radians) or one per sample ({count}), "
-                             f"got {len(angles)} values")
+        if len(angles) != count:
+            raise ValueError(f"angles must be one number (radians) or one per sample ({count}), got {len(angles)} values")
+        if not torch.isfinite(angles).all():
+            raise ValueError(f"angles must be finite numbers of radians, got {angles.tolist()}")
+        self.check_trained_angles(angles)
         return angles.contiguous()
+
+    def check_trained_angles(self, angles: torch.Tensor) -> None:
+        """Refuse an angle the model never saw in training: one outside the training range (taken modulo a
+        full turn), or not among the few training angles of a data set with n orientations."""
+        turned = torch.remainder(angles, 2 * math.pi)  # (N,) in [0, 2π)
+        degrees = sorted({round(math.degrees(a), 2) for a in angles.tolist()})
+        if self.angle_values is not None:
+            values = torch.tensor(self.angle_values, dtype=torch.float32, device=angles.device)
+            gap = torch.remainder(turned[:, None] - values[None, :] + math.pi, 2 * math.pi) - math.pi  # (N, V)
+            if (gap.abs().min(dim=1).values > 1e-3).any():
+                raise ValueError(f"this model was trained on the angles {[round(math.degrees(v), 2) for v in self.angle_values]}"
+                                 f" degrees only; asked for {degrees}")
+            return
+        low, high = self.angle_range
+        if high - low < 2 * math.pi - 0.1 and ((turned < low - 1e-3) | (turned > high + 1e-3)).any():
+            raise ValueError(f"this model was trained on angles from {math.degrees(low):.1f} to {math.degrees(high):.1f} "
+                             f"degrees only; asked for {degrees}")
 
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
                  rescale: float = 0.0, guide_scale: float = 1.0, angles: Optional[torch.Tensor] = None):
@@ -346,11 +377,22 @@ class ImageDiffusionModel:
         return (images, samples) if return_samples else images
 
 
-def build_dit(config: DiffusionRunConfig, sample_shape: Sequence[int], num_classes: int) -> DiT:
-    """The run's DiT, sized for samples of shape (C, H, W) and ``num_classes`` labels."""
+def build_dit(config: DiffusionRunConfig, sample_shape: Sequence[int], num_classes: int,
+              class_names: Optional[Sequence[str]] = None) -> DiT:
+    """The run's DiT, sized for samples of shape (C, H, W) and ``num_classes`` labels (named
+    ``class_names``, which a run with ``factor_labels`` needs)."""
     channels, height, width = sample_shape
+    parts = None
+    if config.factor_labels:
+        if class_names is None or len(class_names) != num_classes:
+            raise ValueError("factor_labels needs the names of the classes, to split them into parts")
+        try:
+            parts = factored_label_parts(class_names)
+        except ValueError as error:
+            raise DataError(f"{error}: train with factor_labels=False") from None
     config.dit = DiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width),
-                              "num_classes": num_classes, "self_condition": config.self_condition > 0})
+                              "num_classes": num_classes, "self_condition": config.self_condition > 0,
+                              "label_parts": parts})
     return DiT(config.dit)
 
 
@@ -387,7 +429,7 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
         vae = _vae_for(config)
     vae = vae.eval() if config.space == "latent" else None
     samples, data = diffusion_training_set(config, vae)
-    tensors, angle_range = (samples, data.labels), None
+    tensors, angle_range, angle_values = (samples, data.labels), None, None
     # Angle conditioning (DiTConfig.angle_conditioning): the DiT is told each training image's angle, and a
     # sampler draws one per sample from the training range (or takes the one asked for).
     if config.dit.angle_conditioning:
@@ -397,8 +439,10 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
                             "dit.angle_conditioning=False")
         tensors += (data.angles,)
         angle_range = (float(data.angles.min()), float(data.angles.max()))
+        distinct = torch.unique(data.angles)
+        angle_values = tuple(distinct.tolist()) if len(distinct) <= MAX_STORED_ANGLES else None
     torch.manual_seed(config.train.seed)  # the initial weights
-    model = build_dit(config, samples.shape[1:], data.num_classes)
+    model = build_dit(config, samples.shape[1:], data.num_classes, data.class_names)
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = DiffusionObjective(schedule, config.prediction_type, config.weighting, label_dropout=config.label_dropout,
                                    null_label=model.null_label, timestep_sampling=config.timestep_sampling,
@@ -410,13 +454,15 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     run_config = {**config.to_dict(), "class_names": list(data.class_names)}
     if angle_range is not None:
         run_config["angle_range"] = list(angle_range)
+    if angle_values is not None:
+        run_config["angle_values"] = list(angle_values)
     if vae is not None:  # a retrained VAE means different latents: refuse to resume on top of them
         run_config["vae_latent_scale"] = float(vae.latent_scale)
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
     def wrap(ema_model, guide=None):
         return ImageDiffusionModel(config, ema_model, schedule, data.class_names, vae, guide=guide,
-                                   angle_range=angle_range)
+                                   angle_range=angle_range, angle_values=angle_values)
 
     hook = None
     if evaluate is not None:
@@ -464,9 +510,10 @@ def load_image_diffusion(path, device: str = "cpu", vae_checkpoint: Optional[str
         guide = config.guide_from(state.get("snapshots", {}), lambda: DiT(config.dit), device)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: its autoguidance guide does not match its model: {error}") from None
-    angle_range = state["config"].get("angle_range")
+    angle_range, angle_values = state["config"].get("angle_range"), state["config"].get("angle_values")
     if config.dit.angle_conditioning and angle_range is None:
         raise CheckpointError(f"{path}: an angle-conditioned model without the range of its training angles")
     return ImageDiffusionModel(config, model.to(device).eval(), make_schedule(config.schedule, config.num_timesteps),
                                list(class_names), vae, state.get("history", []), guide=guide,
-                               angle_range=tuple(angle_range) if angle_range is not None else None)
+                               angle_range=tuple(angle_range) if angle_range is not None else None,
+                               angle_values=tuple(angle_values) if angle_values is not None else None)

@@ -260,10 +260,10 @@ print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", column
 # The upright model, with fewer steps, draws sharp corners and straight edges.  The model told the
 # angle does not: it draws blobs, and asked for a square at 0° it draws a blob too.  (A full-mode run
 # measured 0.548 for the rotated model, squares 0.03; 0.694 for the upright one at 800 steps, squares
-# 0.53, triangles 0.92, diamonds 0.86; 0.437 for the one told the angle at 800 steps.  Its squares
-# score 0.69 only because it draws squarish blobs for most shapes: the classifier also called 22 of 36
-# of its diamonds, 14 triangles and 9 circles squares.)  Being told the angle removes the choice and
-# leaves the drawing — and the drawing is what is hard.  Every (class,
+# 0.53, triangles 0.92, diamonds 0.86; 0.405 for the one told the angle at 800 steps.  Its squares
+# score 0.67 only because it draws squarish blobs for most shapes: the classifier also called 24 of 36
+# of its diamonds, 16 triangles and 7 circles squares.)  Being told the angle removes the choice and
+# leaves the drawing — and at this budget the drawing is what fails.  Every (class,
 # orientation) pair is another picture to learn, seen proportionally less often; an embedding of the
 # angle does not make the pictures share anything.  docs/image_levers.md measures the same at equal
 # wall time, and with data of 4 and 16 orientations: a square under 4 orientations (all alike for a
@@ -313,8 +313,8 @@ print("wrote", save_image_grid(one_each, OUT / "autoguided_samples.png", columns
 #   must be yet another network, trained on clean pixels.
 # - Large scales inflate the spread of the prediction; guidance rescale pulls it back.
 # - Guidance does not reduce the number of sampling steps; a guided step costs two network passes.
-# - What the image DiT finds hard is drawing each shape at many angles, not choosing one: trained on
-#   upright shapes the same recipe draws corners in fewer steps, told the angle it does not.
+# - What the image DiT finds hard is drawing each shape at many angles, more than choosing one: trained
+#   on upright shapes the same recipe draws corners in fewer steps; told the angle, it still does not.
 # - Autoguidance — guiding away from a weaker version of the model, here its own early EMA weights —
 #   makes the samples commit where CFG cannot: squares come back, at no extra training cost.
 # - Exercise: `python -m lessons.exercises.check 07` — write guidance rescale and the Fréchet distance.

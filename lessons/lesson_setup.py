@@ -119,19 +119,19 @@ def finished(checkpoint: Path, steps: int, recipe=None) -> bool:
     not the lesson's model: it is moved aside to checkpoint.previous-recipe.pt, a line says which
     settings differ, and the answer is False, so that the lesson trains its own recipe from scratch.
     The recipe's top-level settings are compared (numbers, strings, flags; not the nested network
-    configs, which training completes from the data).
+    configs, which training completes from the data), as the training loop compares them
+    (`toydiff.training.recipe_differences`: a setting the checkpoint predates counts as unchanged when off).
     """
     from toydiff.checkpoints import load_checkpoint
-    from toydiff.training import set_aside
+    from toydiff.training import recipe_differences, set_aside
 
     if not checkpoint.exists():
         return False
     state = load_checkpoint(checkpoint)
     if recipe is not None:
-        stored, asked = state.get("config", {}), recipe.to_dict()
-        absent = object()
-        differing = sorted(key for key, value in asked.items()
-                           if not isinstance(value, dict) and stored.get(key, absent) != value)
+        stored = {key: value for key, value in state.get("config", {}).items() if not isinstance(value, dict)}
+        asked = {key: value for key, value in recipe.to_dict().items() if not isinstance(value, dict)}
+        differing = [key for key in recipe_differences(stored, asked) if key in asked]
         if differing:
             set_aside(checkpoint, differing)
             return False

@@ -10,10 +10,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imagediff.dit import (
     DIT_SIZES,
+    AngleEmbedder,
     DiT,
     DiTBlock,
     DiTConfig,
     dit_config,
+    factored_label_parts,
     make_dit,
     matmul_parameter_counts,
     modulate,
@@ -516,3 +518,27 @@ def test_turned_positions_are_the_grid_seen_from_the_frame_of_the_angle():
     assert nearest[0].item() == 3 and nearest[3].item() == 15 and nearest[15].item() == 12
     with pytest.raises(ValueError, match="angle_positions needs angle_conditioning=True"):
         DiTConfig(angle_positions=True)
+
+
+def test_factored_labels_share_one_vector_per_word_of_the_class_name():
+    names = ["red circle", "blue circle", "red square", "blue square"]
+    parts = factored_label_parts(names)
+    assert parts == [[0, 0], [1, 0], [0, 1], [1, 1]]
+    model = DiT(DiTConfig(input_size=4, hidden_dim=32, depth=1, num_heads=2, num_classes=4, label_parts=parts))
+    t = torch.zeros(5, dtype=torch.int64)
+    c = model.embed_condition(t, torch.tensor([0, 1, 2, 3, 4])) - model.embed_condition(t[:1], None)[0]  # emb(label) - emb(null)
+    # emb(red square) - emb(blue square) = emb(red circle) - emb(blue circle): "red" minus "blue", whatever the shape.
+    assert torch.allclose(c[2] - c[3], c[0] - c[1], atol=1e-6)
+    assert not torch.allclose(c[2], c[0], atol=1e-3) and not torch.allclose(c[4], c[0], atol=1e-3)
+    assert model.label_part_embedding.num_embeddings == 2 + 2 + 1 and model.label_embedding is None
+    with pytest.raises(ValueError, match="the same number of words"):
+        factored_label_parts(["red circle", "square"])
+    with pytest.raises(ValueError, match="label_parts must give each of the 3 classes"):
+        DiTConfig(num_classes=3, label_parts=parts)
+
+
+def test_angle_bins_are_centred_on_the_angles_of_data_with_n_orientations():
+    embedder = AngleEmbedder(8, num_bins=16)
+    exact = torch.arange(16) * (2 * math.pi / 16)  # the angles of make_shapes(num_angles=16)
+    for nudge in (-1e-4, 0.0, 1e-4, 2 * math.pi):  # float rounding either side of k·2π/n, or a turn later
+        assert torch.equal(embedder(exact + nudge), embedder.table.weight)

@@ -24,7 +24,8 @@ from imagediff.dit import DiTConfig
 from imagediff.evaluation import Grader, balanced_request, guidance_sweep
 from imagediff.metrics import accuracy, frechet_distance, psnr
 from imagediff.pipeline import (
-    DiffusionRunConfig, VAERunConfig, encode_images, load_image_diffusion, load_vae, train_image_diffusion, train_vae,
+    DiffusionRunConfig, VAERunConfig, build_dit, encode_images, load_image_diffusion, load_vae, train_image_diffusion,
+    train_vae,
 )
 from imagediff.vae import vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
@@ -496,8 +497,10 @@ def test_an_angle_conditioned_run_draws_an_angle_per_sample_or_takes_the_one_ask
     seen.clear()
     turned = run.sample(labels=[0, 3, 1], guidance_scale=3.0, num_steps=3, seed=4, angles=0.5)
     assert all(torch.equal(a, torch.full_like(a, 0.5)) for a in seen) and not torch.allclose(turned, images)
-    with pytest.raises(ValueError, match=r"one finite number \(radians\) or one per sample \(3\), got 2 values"):
+    with pytest.raises(ValueError, match=r"one number \(radians\) or one per sample \(3\), got 2 values"):
         run.sample(labels=[0, 3, 1], num_steps=2, angles=[0.1, 0.2])
+    with pytest.raises(ValueError, match="angles must be finite numbers of radians"):
+        run.sample(labels=[0, 3, 1], num_steps=2, angles=float("nan"))
     with pytest.raises(ValueError, match="trained without angle conditioning: it cannot be given angles"):
         runs["diffusion"].sample(labels=[0], num_steps=2, angles=0.5)
     checkpoint = str(tmp_path / "angles" / "checkpoint.pt")
@@ -509,6 +512,32 @@ def test_an_angle_conditioned_run_draws_an_angle_per_sample_or_takes_the_one_ask
     assert main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--angle", "30",
                  "--out", str(tmp_path / "plain.png")]) == 2
     assert "--angle 30: this run was trained without --angle-conditioning" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", checkpoint, "--angle", "nan", "--out", str(tmp_path / "nan.png")]) == 2
+    assert "expected a finite number, got nan" in capsys.readouterr().err
+    # Data of 4 orientations: the sampler draws among them, and refuses an angle between them.
+    four = train_image_diffusion(replace(config, dataset_options={**OPTIONS, "num_angles": 4}))
+    assert torch.allclose(torch.tensor(four.angle_values), torch.arange(4) * (math.pi / 2))
+    drawn = four.angles_tensor(None, 400, torch.Generator().manual_seed(0))
+    quarters = drawn / (math.pi / 2)
+    assert torch.allclose(quarters, torch.round(quarters), atol=1e-5)
+    assert len(set(drawn.tolist())) == 4
+    four.sample(labels=[0], num_steps=2, angles=math.pi / 2 + 2 * math.pi)  # a trained angle, a turn later
+    with pytest.raises(ValueError, match=r"trained on the angles \[0.0, 90.0, 180.0, 270.0\] degrees only; asked for \[45.0\]"):
+        four.sample(labels=[0], num_steps=2, angles=math.pi / 4)
     glyphs = replace(config, dataset="glyphs", dataset_options={"channels": 3})
     with pytest.raises(DataError, match="the glyphs data set does not"):
         train_image_diffusion(glyphs)
+
+
+def test_a_run_with_factored_labels_trains_reloads_and_refuses_names_it_cannot_split(runs, tmp_path):
+    config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS, factor_labels=True,
+                                vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
+                                dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2), train=quick(20, 16))
+    trained = train_image_diffusion(config, out_dir=tmp_path / "factored")
+    run = load_image_diffusion(tmp_path / "factored" / "checkpoint.pt")
+    # OPTIONS: rings and crosses in red and blue, named "<colour> <shape>".
+    assert run.model.config.label_parts == [[0, 0], [1, 0], [0, 1], [1, 1]] and run.model.label_embedding is None
+    assert torch.equal(run.sample(labels=[0, 3], guidance_scale=3.0, num_steps=3, seed=2),
+                       trained.sample(labels=[0, 3], guidance_scale=3.0, num_steps=3, seed=2))
+    with pytest.raises(DataError, match="the same number of words.*train with factor_labels=False"):
+        build_dit(config, (4, 4, 4), 2, ["red ring", "cross"])

@@ -16,7 +16,7 @@ from toydiff.models import MLPConfig, MLPDenoiser
 from toydiff.schedules import make_schedule
 from toydiff.training import (
     PREVIOUS_RECIPE_CHECKPOINT, RecipeChangedError, TensorBatches, TrainConfig, learning_rate_at,
-    retrain_if_recipe_changed, train,
+    recipe_differences, retrain_if_recipe_changed, train,
 )
 
 # One thread: on the 2-core machine, busy with another test run, this file took 82-89 s on two threads
@@ -484,3 +484,20 @@ def test_snapshots_keep_the_ema_of_their_step_in_the_result_and_over_a_resume(tm
     assert sorted(resumed.snapshots) == [10, 30, 40] and torch.equal(resumed.snapshots[10][first], seen[10][first])
     with pytest.raises(ValueError, match=r"snapshot_steps are steps in 1..40 \(the run's length\), got \[50\]"):
         tiny_run(tmp_path / "bad", steps=40, snapshot_steps=(50,))
+
+
+def test_a_setting_an_older_checkpoint_lacks_is_unchanged_only_when_asked_off(tmp_path):
+    stored = {"name": "run", "model": {"width": 8}}
+    # Settings added later, asked off (their default), at the top or nested: the same recipe.
+    assert recipe_differences(stored, {"name": "run", "model": {"width": 8, "angles": False, "parts": None},
+                                       "extra": 0.0}) == []
+    # Asked on, or changed, or dropped: another recipe, named by its top-level key.
+    assert recipe_differences(stored, {"name": "run", "model": {"width": 8, "angles": True}}) == ["model"]
+    assert recipe_differences(stored, {"name": "run", "model": {"width": 8}, "fraction": 0.15}) == ["fraction"]
+    assert recipe_differences(stored, {"name": "run", "model": {"width": 16}}) == ["model"]
+    assert recipe_differences(stored, {"name": "run"}) == ["model"]
+    # A checkpoint written before a setting existed resumes under a version that has it, off.
+    tiny_run(tmp_path, steps=10, run_config={"name": "run"})
+    with pytest.raises(RecipeChangedError, match="differs in: new_option"):
+        tiny_run(tmp_path, steps=20, run_config={"name": "run", "new_option": True})
+    assert tiny_run(tmp_path, steps=20, run_config={"name": "run", "new_option": False}).history[-1]["step"] == 20

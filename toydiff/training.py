@@ -160,6 +160,28 @@ def set_aside(checkpoint_path, differing: list) -> Path:
     return aside
 
 
+OFF_VALUES = (False, None, 0, 0.0, (), [])
+
+
+def recipe_differences(stored: dict, asked: dict) -> list:
+    """The top-level keys in which two run descriptions differ, nested dictionaries compared key by key.
+
+    A setting the stored description lacks (the checkpoint predates it) counts as unchanged when it is
+    asked for off (False, None, 0 or empty), as every setting a later version adds is by default, so that
+    a new option does not make every older checkpoint another recipe. Any other missing key differs.
+    """
+    absent = object()
+
+    def same(old, new) -> bool:
+        if isinstance(old, dict) and isinstance(new, dict):
+            return all(same(old.get(key, absent), new.get(key, absent)) for key in old.keys() | new.keys())
+        if old is absent:
+            return any(new is off or (type(new) is type(off) and new == off) for off in OFF_VALUES)
+        return old == new
+
+    return sorted(key for key in stored.keys() | asked.keys() if not same(stored.get(key, absent), asked.get(key, absent)))
+
+
 def retrain_if_recipe_changed(train_run: Callable[[], object]):
     """``train_run()``, a training that resumes from its checkpoint; if that checkpoint was written by another
     recipe (the library's defaults changed since it was trained, say), set it aside and train again from
@@ -328,12 +350,8 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, kind=checkpoint_kind)
-        stored = state.get("config", {})
-        if stored != run_config:
-            asked = run_config or {}
-            absent = object()  # a key one side lacks differs even from a stored None
-            differing = sorted(key for key in stored.keys() | asked.keys()
-                               if stored.get(key, absent) != asked.get(key, absent))
+        differing = recipe_differences(state.get("config", {}), run_config or {})
+        if differing:
             raise RecipeChangedError(checkpoint_path, differing)
         _unwrap(model).load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])

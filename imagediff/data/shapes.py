@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
@@ -231,7 +232,8 @@ def make_shapes(
     which bounds memory without changing the result. ``rotate=False`` draws every shape upright (angle
     0) and leaves every other draw as it was: the same seed gives the same shapes, colours, sizes and
     positions — an experiment on how much of a model's difficulty is the choice of an orientation.
-    ``num_angles=n`` (n > 0) turns each drawn angle down to the nearest of n equally spaced ones, k·2π/n:
+    ``num_angles=n`` (n > 0) turns each drawn angle down to the one at or below it of n equally spaced
+    ones, k·2π/n:
     how hard the data set is to draw as a function of how many orientations it holds. The angles
     (counter-clockwise, radians, uniform in [0, 2π) by default) are kept in ``angles``.
     """
@@ -253,7 +255,7 @@ def make_shapes(
     angles = torch.rand(num_samples, generator=generator) * 2 * math.pi  # (N,)
     if not rotate:
         angles = torch.zeros_like(angles)  # drawn all the same, so that nothing else changes
-    if isinstance(num_angles, bool) or not isinstance(num_angles, int) or num_angles < 0:
+    if isinstance(num_angles, bool) or not isinstance(num_angles, Integral) or num_angles < 0:
         raise DataError(f"num_angles is 0 (any angle) or a positive number of orientations, got {num_angles!r}")
     if num_angles > 0:
         step = 2 * math.pi / num_angles
