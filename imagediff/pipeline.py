@@ -435,8 +435,8 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     if config.dit.angle_conditioning:
         if data.angles is None:
             raise DataError(f"angle conditioning needs a data set that records the angle of each image; the "
-                            f"{config.dataset} data set does not (the shapes do): train with "
-                            "dit.angle_conditioning=False")
+                            f"{config.dataset} data set does not (the shapes do): train without it "
+                            "(DiTConfig.angle_conditioning=False; no --angle-conditioning)")
         tensors += (data.angles,)
         angle_range = (float(data.angles.min()), float(data.angles.max()))
         distinct = torch.unique(data.angles)

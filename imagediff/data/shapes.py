@@ -232,10 +232,10 @@ def make_shapes(
     which bounds memory without changing the result. ``rotate=False`` draws every shape upright (angle
     0) and leaves every other draw as it was: the same seed gives the same shapes, colours, sizes and
     positions — an experiment on how much of a model's difficulty is the choice of an orientation.
-    ``num_angles=n`` (n > 0) turns each drawn angle down to the one at or below it of n equally spaced
-    ones, k·2π/n:
-    how hard the data set is to draw as a function of how many orientations it holds. The angles
-    (counter-clockwise, radians, uniform in [0, 2π) by default) are kept in ``angles``.
+    ``num_angles=n`` (n > 0) turns each drawn angle down to the nearest of the n angles k·2π/n at or
+    below it, and leaves every other draw as it was: how hard the data set is to draw as a function of
+    how many orientations it holds. The angles (counter-clockwise, radians, uniform in [0, 2π) by
+    default) are kept in ``angles``.
     """
     check_generation_request(num_samples, image_size)
     shapes = _checked_names("shapes", shapes, SHAPES)
