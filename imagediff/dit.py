@@ -114,6 +114,10 @@ class DiTConfig:
     # of one learned vector per part, so every square, whatever its colour, trains the same "square"
     # vector; None gives every class its own vector (the label table).
     label_parts: Optional[list] = None
+    # The condition also as a token (DiT's "in-context conditioning", Peebles & Xie 2023, beside adaLN):
+    # a Linear of c prepended to the patch tokens, so that attention can read the label and the noise
+    # level; dropped before the final layer. Image DiT only (a video's c is per frame).
+    condition_token: bool = False
 
     def __post_init__(self) -> None:
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
@@ -559,6 +563,7 @@ class DiTTrunk(nn.Module):
             self.label_part_embedding = nn.Embedding(int(sizes.sum()) + 1, config.hidden_dim)
         self.angle_embedder = (AngleEmbedder(config.hidden_dim, num_bins=config.angle_bins)
                                if config.angle_conditioning else None)
+        self.condition_token = nn.Linear(config.hidden_dim, config.hidden_dim) if config.condition_token else None
         self.blocks = nn.ModuleList(
             DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
@@ -749,8 +754,12 @@ class DiTTrunk(nn.Module):
         x = self.hook_patch_embed(self.embed_patches(self.with_self_condition(x_t, previous_x0), angles))  # (B, N, D)
         c = self.hook_condition(self.embed_condition(t, labels, angles))  # (B, D)
         rotary = self.position_rotary(x_t, x)  # None: positions are in the sincos table
+        if self.config.condition_token:  # c also as a token every patch can attend to, dropped at the end
+            x = torch.cat([self.condition_token(c)[:, None], x], dim=1)  # (B, 1 + N, D)
         for block in self.blocks:
-            x = block(x, c, rotary)  # (B, N, D)
+            x = block(x, c, rotary)  # (B, N, D), or (B, 1 + N, D)
+        if self.config.condition_token:
+            x = x[:, 1:]  # (B, N, D)
         return x, c
 
     def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Optional[Rotary]:

@@ -542,3 +542,23 @@ def test_angle_bins_are_centred_on_the_angles_of_data_with_n_orientations():
     exact = torch.arange(16) * (2 * math.pi / 16)  # the angles of make_shapes(num_angles=16)
     for nudge in (-1e-4, 0.0, 1e-4, 2 * math.pi):  # float rounding either side of k·2π/n, or a turn later
         assert torch.equal(embedder(exact + nudge), embedder.table.weight)
+
+
+def test_a_condition_token_carries_the_label_through_attention_when_adaln_cannot():
+    def without_modulation(model):  # every adaLN Linear's weight zeroed: constant gates, shifts and scales
+        with torch.no_grad():      # (its bias), so c can reach the patches only as a token
+            for module in model.modules():
+                if hasattr(module, "adaln_modulation"):
+                    module.adaln_modulation[-1].weight.zero_()
+        return model
+
+    x, t = torch.randn(2, 4, 4, 4), torch.tensor([10, 10])
+    outputs = {}
+    for token in (False, True):
+        torch.manual_seed(0)
+        model = without_modulation(perturbed(DiT(DiTConfig(input_size=4, hidden_dim=32, depth=2, num_heads=2,
+                                                           num_classes=3, condition_token=token))))
+        outputs[token] = (model(x, t, torch.tensor([0, 0])), model(x, t, torch.tensor([1, 1])))
+        assert outputs[token][0].shape == x.shape
+    assert torch.equal(*outputs[False])  # adaLN silenced: the label has no way in
+    assert not torch.allclose(*outputs[True], atol=1e-4)  # the token lets it in

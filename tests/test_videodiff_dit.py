@@ -243,3 +243,10 @@ def test_a_self_conditioned_video_dit_reads_an_estimate_per_frame():
     plain, informed = model(x, t), model(x, t, previous_x0=estimate)
     assert plain.shape == x.shape and not torch.allclose(plain, informed, atol=1e-3)
     assert torch.equal(plain, model(x, t, previous_x0=torch.zeros_like(x)))
+
+
+def test_a_video_dit_config_refuses_the_image_only_options():
+    from videodiff.dit import VideoDiTConfig
+    for option in ({"angle_conditioning": True}, {"condition_token": True}, {"label_parts": [[0]], "num_classes": 1}):
+        with pytest.raises(ValueError, match="the image DiT's options; a video DiT reads none of them"):
+            VideoDiTConfig(**option)

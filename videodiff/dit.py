@@ -61,9 +61,9 @@ class VideoDiTConfig(DiTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.angle_conditioning or self.label_parts is not None:
-            raise ValueError("VideoDiTConfig: angle_conditioning and label_parts are the image DiT's options; a video "
-                             "DiT reads neither")
+        if self.angle_conditioning or self.label_parts is not None or self.condition_token:
+            raise ValueError("VideoDiTConfig: angle_conditioning, label_parts and condition_token are the image DiT's "
+                             "options; a video DiT reads none of them")
         if self.num_frames < 1:
             raise ValueError(f"VideoDiTConfig.num_frames must be >= 1, got {self.num_frames}.")
         if self.head_dim % 2 or self.head_dim // 2 < 3:
