@@ -277,6 +277,19 @@ def unpatchify(tokens: torch.Tensor, patch_size: int, height: int, width: int, c
     )  # (B, C, H, W)
 
 
+def grid_rows_and_columns(height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, column) of each token of an h x w grid in patchify's row-major order: two (h·w,) float32."""
+    rows = torch.arange(height, device=device, dtype=torch.float32).repeat_interleave(width)  # 0 0 … 1 1 …
+    columns = torch.arange(width, device=device, dtype=torch.float32).repeat(height)  # 0 1 … 0 1 …
+    return rows, columns
+
+
+def sincos_at(rows: torch.Tensor, columns: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of positions (..., dim): the row's in the first dim/2, the column's in the rest,
+    each the sinusoid that embeds timesteps; positions need not be integers (DiT.turned_positions)."""
+    return torch.cat([timestep_embedding(rows, dim // 2), timestep_embedding(columns, dim // 2)], dim=-1)
+
+
 def sincos_position_embedding_2d(height: int, width: int, dim: int) -> torch.Tensor:
     """Fixed 2-D sinusoidal positions for an h x w token grid (MAE / DiT), in patchify's row-major order.
 
@@ -286,11 +299,7 @@ def sincos_position_embedding_2d(height: int, width: int, dim: int) -> torch.Ten
     """
     if dim % 4:
         raise ValueError(f"the 2-D sincos embedding needs dim divisible by 4, got {dim}.")
-    rows = torch.arange(height, dtype=torch.int64).repeat_interleave(width)  # (h·w,) 0 0 … 1 1 …
-    columns = torch.arange(width, dtype=torch.int64).repeat(height)  # (h·w,) 0 1 … 0 1 …
-    row_features = timestep_embedding(rows, dim // 2)  # (h·w, dim/2)
-    column_features = timestep_embedding(columns, dim // 2)  # (h·w, dim/2)
-    return torch.cat([row_features, column_features], dim=-1)  # (h·w, dim)
+    return sincos_at(*grid_rows_and_columns(height, width), dim)  # (h·w, dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +572,8 @@ class DiTTrunk(nn.Module):
             self.label_part_embedding = nn.Embedding(int(sizes.sum()) + 1, config.hidden_dim)
         self.angle_embedder = (AngleEmbedder(config.hidden_dim, num_bins=config.angle_bins)
                                if config.angle_conditioning else None)
-        self.condition_token = nn.Linear(config.hidden_dim, config.hidden_dim) if config.condition_token else None
+        # DiTConfig.condition_token: the Linear that makes c a token (None without one).
+        self.condition_to_token = nn.Linear(config.hidden_dim, config.hidden_dim) if config.condition_token else None
         self.blocks = nn.ModuleList(
             DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
@@ -686,16 +696,12 @@ class DiTTrunk(nn.Module):
         """The sincos table (B, N, D) at every token's (row, column) seen from a frame turned by each angle
         about the grid's centre: the same sinusoids as `sincos_position_embedding_2d`, at real positions."""
         grid_height, grid_width = self.config.grid_size
-        device = angles.device
-        rows = torch.arange(grid_height, device=device, dtype=torch.float32).repeat_interleave(grid_width)  # (N,)
-        columns = torch.arange(grid_width, device=device, dtype=torch.float32).repeat(grid_height)  # (N,)
+        rows, columns = grid_rows_and_columns(grid_height, grid_width, angles.device)  # (N,), (N,)
         # (x, y) about the centre with y pointing up, turned by -angle, then back to (row, column).
         x, y = columns - (grid_width - 1) / 2, (grid_height - 1) / 2 - rows  # (N,)
         cos, sin = angles.float().cos()[:, None], angles.float().sin()[:, None]  # (B, 1)
         turned_x, turned_y = cos * x + sin * y, -sin * x + cos * y  # (B, N)
-        turned_rows, turned_columns = (grid_height - 1) / 2 - turned_y, turned_x + (grid_width - 1) / 2
-        half = self.config.hidden_dim // 2
-        return torch.cat([timestep_embedding(turned_rows, half), timestep_embedding(turned_columns, half)], dim=-1)
+        return sincos_at((grid_height - 1) / 2 - turned_y, turned_x + (grid_width - 1) / 2, self.config.hidden_dim)
 
     def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
                         angles: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -755,7 +761,7 @@ class DiTTrunk(nn.Module):
         c = self.hook_condition(self.embed_condition(t, labels, angles))  # (B, D)
         rotary = self.position_rotary(x_t, x)  # None: positions are in the sincos table
         if self.config.condition_token:  # c also as a token every patch can attend to, dropped at the end
-            x = torch.cat([self.condition_token(c)[:, None], x], dim=1)  # (B, 1 + N, D)
+            x = torch.cat([self.condition_to_token(c)[:, None], x], dim=1)  # (B, 1 + N, D)
         for block in self.blocks:
             x = block(x, c, rotary)  # (B, N, D), or (B, 1 + N, D)
         if self.config.condition_token:

@@ -265,17 +265,18 @@ class ImageDiffusionModel:
 
     def angles_tensor(self, angles, count: int, generator: torch.Generator) -> Optional[torch.Tensor]:
         """(count,) float32 radians for an angle-conditioned model: ``angles`` (one number for all, or
-        one per sample), or None to draw each uniformly from the training range. None for other models."""
+        one per sample), or None to draw each from the training angles (uniformly over their range, or
+        among ``angle_values`` when the run kept them). None for other models."""
         if self.angle_range is None:
             if angles is not None:
                 raise ValueError("this model was trained without angle conditioning: it cannot be given angles "
                                  "(train with DiTConfig.angle_conditioning=True on a data set that records them)")
             return None
-        low, high = self.angle_range
         if angles is None:
             if self.angle_values is not None:
                 values = torch.tensor(self.angle_values, dtype=torch.float32, device=self.device)
                 return values[torch.randint(len(values), (count,), generator=generator, device=self.device)]
+            low, high = self.angle_range
             return (torch.rand(count, generator=generator, device=self.device) * (high - low) + low).float()
         angles = torch.as_tensor(angles, dtype=torch.float32, device=self.device).reshape(-1)
         if len(angles) == 1:
@@ -291,18 +292,18 @@ class ImageDiffusionModel:
         """Refuse an angle the model never saw in training: one outside the training range (taken modulo a
         full turn), or not among the few training angles of a data set with n orientations."""
         turned = torch.remainder(angles, 2 * math.pi)  # (N,) in [0, 2π)
-        degrees = sorted({round(math.degrees(a), 2) for a in angles.tolist()})
         if self.angle_values is not None:
             values = torch.tensor(self.angle_values, dtype=torch.float32, device=angles.device)
             gap = torch.remainder(turned[:, None] - values[None, :] + math.pi, 2 * math.pi) - math.pi  # (N, V)
-            if (gap.abs().min(dim=1).values > 1e-3).any():
-                raise ValueError(f"this model was trained on the angles {[round(math.degrees(v), 2) for v in self.angle_values]}"
-                                 f" degrees only; asked for {degrees}")
-            return
-        low, high = self.angle_range
-        if high - low < 2 * math.pi - 0.1 and ((turned < low - 1e-3) | (turned > high + 1e-3)).any():
-            raise ValueError(f"this model was trained on angles from {math.degrees(low):.1f} to {math.degrees(high):.1f} "
-                             f"degrees only; asked for {degrees}")
+            untrained = bool((gap.abs().min(dim=1).values > 1e-3).any())
+            trained = f"the angles {[round(math.degrees(v), 2) for v in self.angle_values]} degrees"
+        else:
+            low, high = self.angle_range
+            untrained = high - low < 2 * math.pi - 0.1 and bool(((turned < low - 1e-3) | (turned > high + 1e-3)).any())
+            trained = f"angles from {math.degrees(low):.1f} to {math.degrees(high):.1f} degrees"
+        if untrained:
+            asked = sorted({round(math.degrees(a), 2) for a in angles.tolist()})
+            raise ValueError(f"this model was trained on {trained} only; asked for {asked}")
 
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
                  rescale: float = 0.0, guide_scale: float = 1.0, angles: Optional[torch.Tensor] = None):
@@ -344,8 +345,8 @@ class ImageDiffusionModel:
             measured default for a run that has a guide).
         return_samples: also return what the sampler drew (scaled latents or pixels).
         angles: for an angle-conditioned model, the orientation in radians (counter-clockwise) of every
-            sample or one per sample; None draws each uniformly from the training range, so that the
-            samples follow the data's distribution of angles. Refused by other models.
+            sample or one per sample; None draws each from the training angles (see `angles_tensor`), so
+            that the samples follow the data's distribution of angles. Refused by other models.
         The same seed gives the same images; they are drawn in batches of ``batch_size``.
         """
         if sampler not in SAMPLERS:

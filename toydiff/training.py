@@ -160,9 +160,6 @@ def set_aside(checkpoint_path, differing: list) -> Path:
     return aside
 
 
-OFF_VALUES = (False, None, 0, 0.0, (), [])
-
-
 def recipe_differences(stored: dict, asked: dict) -> list:
     """The top-level keys in which two run descriptions differ, nested dictionaries compared key by key.
 
@@ -175,8 +172,8 @@ def recipe_differences(stored: dict, asked: dict) -> list:
     def same(old, new) -> bool:
         if isinstance(old, dict) and isinstance(new, dict):
             return all(same(old.get(key, absent), new.get(key, absent)) for key in old.keys() | new.keys())
-        if old is absent:
-            return any(new is off or (type(new) is type(off) and new == off) for off in OFF_VALUES)
+        if old is absent:  # off: None, False, or a zero or empty number or sequence (not True, not a string)
+            return new is None or new is False or (type(new) in (int, float, tuple, list) and not new)
         return old == new
 
     return sorted(key for key in stored.keys() | asked.keys() if not same(stored.get(key, absent), asked.get(key, absent)))
