@@ -184,6 +184,32 @@ def test_a_shared_future_level_noises_the_frames_after_a_clean_history_together(
         VideoDiffusionObjective(SCHEDULE, shared_future_level=True)
 
 
+def test_a_noised_history_shares_one_level_per_clip_drawn_from_zero_to_its_maximum():
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
+                                        clean_history_frames=4, history_noise_max=40)
+    t = objective.sample_timesteps(clips(batch=4000), torch.Generator().manual_seed(4))   # (B, 6)
+    history = t[:, :4]
+    assert (history == history[:, :1]).all()                              # one level for the whole history
+    levels = history[:, 0]
+    assert levels.min() == CLEAN_LEVEL and levels.max() == 40             # 0..K, both ends reached
+    assert len(set(levels.tolist())) == 41 and abs(levels.double().mean() - 20) < 1.5   # uniform over them
+    assert (t[:, 4] == t[:, 5]).all() and t[:, 4].double().std() > 250   # the future as before
+    # Noised history frames keep their loss; only frames at the clean level lose it.
+    weight = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, clean_history_frames=4,
+                                     history_noise_max=40, clean_frame_loss=False).loss_weight(t)
+    assert ((weight == 0) == (t == CLEAN_LEVEL)).all()
+    # K = 0 is the clean history, drawn with the same generator stream as without the option.
+    plain = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=3)
+    same = [VideoDiffusionObjective(SCHEDULE, **plain, **extra).sample_timesteps(
+        clips(batch=64), torch.Generator().manual_seed(1)) for extra in ({}, {"history_noise_max": 0})]
+    assert torch.equal(*same)
+    for bad in (-1, 1000, 2.5, True):
+        with pytest.raises(ValueError, match=r"history_noise_max must be a timestep in 0\.\.999"):
+            VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, history_noise_max=bad)
+    with pytest.raises(ValueError, match="history_noise_max applies to the clips given a clean history"):
+        VideoDiffusionObjective(SCHEDULE, history_noise_max=10)
+
+
 def test_a_fixed_clean_history_length_cleans_exactly_that_many_first_frames():
     objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
                                         clean_history_frames=4)

@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--noise-mode diffusion_forcing: the length of that clean history: a number of frames, "
                             "'half' (half the window, the history of the default rollout) or 'random' (1..window-1 "
                             "per clip) (default: %(default)s)")
+    train.add_argument("--history-noise", type=int, default=recipe.history_noise_max, metavar="K",
+                       help="--noise-mode diffusion_forcing: show that history at a level drawn from 0..K instead of "
+                            "clean, so that a rollout's --stabilization k_s <= K is a pattern training showed "
+                            "(0: clean) (default: %(default)s)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
@@ -308,11 +312,17 @@ def command_train(args) -> None:
                                      shared_future_level=args.shared_future_level and clean_history > 0,
                                      clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
+                                     history_noise_max=args.history_noise,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
+    if not 0 <= args.history_noise < config.num_timesteps:
+        raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
+    if args.history_noise and not clean_history > 0:
+        raise UsageError(f"--history-noise {args.history_noise} noises the clean history of diffusion forcing's clips, "
+                         f"but this run gives none (--noise-mode {args.noise_mode}, --clean-history {args.clean_history})")
     if isinstance(args.history_frames, int) and args.history_frames >= args.window:
         raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:

@@ -155,6 +155,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     clean_frame_loss: bool = False
     # that history's length: "half" (HALF_WINDOW) = window // 2, a number of frames, or None = random 1..window-1
     clean_history_frames: Optional[int | str] = HALF_WINDOW
+    # K > 0: that history shown at a level drawn from 0..K instead of clean (VideoDiffusionObjective), so that
+    # a rollout's stabilised history (generated frames re-noised to k_s <= K) is a pattern training showed.
+    history_noise_max: int = 0
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
     # (0: none; toydiff.training.GuidedRunConfig). Rollouts use it at AUTOGUIDANCE_SCALE by default.
@@ -332,6 +335,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         shared_future_level=config.shared_future_level,
                                         clean_history_frames=config.history_frames(),
                                         clean_frame_loss=config.clean_frame_loss,
+                                        history_noise_max=config.history_noise_max,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}

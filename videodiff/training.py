@@ -12,8 +12,9 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        at sampling time any pattern works: a clean past and a noisy future
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
                        Options: `clean_history_probability`, the share of clips whose first frames
-                       (a random number of them, or `clean_history_frames`) are made clean, and
-                       `shared_future_level`, one level for the rest of those clips; see `__init__`.
+                       (a random number of them, or `clean_history_frames`) are made clean,
+                       `shared_future_level`, one level for the rest of those clips, and
+                       `history_noise_max`, that history lightly noised instead; see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -45,7 +46,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
                  clean_history_probability: float = 0.0, shared_future_level: bool = False,
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
-                 label_dropout: float = 0.0, null_label: Optional[int] = None,
+                 history_noise_max: int = 0, label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
                          timestep_sampling, logit_mean, logit_std)
@@ -85,6 +86,20 @@ class VideoDiffusionObjective(DiffusionObjective):
         # noise and nothing else. clean_frame_loss=False gives them no loss, as the clean context of
         # clean_context has none: a clean frame is given, not learned.
         self.clean_frame_loss = clean_frame_loss
+        # history_noise_max K > 0: the history of a clip given one is shown at a level drawn uniformly from
+        # 0..K (one level per clip, the whole history alike) instead of clean. A rollout shows the frames it
+        # generated as history re-noised to a level k_s (the stabilised history of `sample_window`); trained
+        # on clean histories only, the model has seen k_s > 0 next to a shared future almost never. A noised
+        # history frame is a frame at a learnable level, so it keeps its loss (clean_frame_loss concerns
+        # level 0 only). K = 0 draws nothing and trains exactly as before.
+        if isinstance(history_noise_max, bool) or not isinstance(history_noise_max, int) \
+                or not 0 <= history_noise_max < schedule.num_timesteps:
+            raise ValueError(f"history_noise_max must be a timestep in 0..{schedule.num_timesteps - 1} "
+                             f"(0 = clean histories), got {history_noise_max!r}")
+        if history_noise_max and not clean_history_probability > 0:
+            raise ValueError("history_noise_max applies to the clips given a clean history: set "
+                             "clean_history_probability > 0")
+        self.history_noise_max = history_noise_max
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
@@ -109,7 +124,11 @@ class VideoDiffusionObjective(DiffusionObjective):
                 if self.shared_future_level:
                     shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
                     t = torch.where(chosen[:, None], shared, t)
-                t = torch.where(chosen[:, None] & in_history, torch.full_like(t, CLEAN_LEVEL), t)
+                history_level = torch.full_like(t, CLEAN_LEVEL)  # (B, F)
+                if self.history_noise_max:
+                    history_level = torch.randint(CLEAN_LEVEL, self.history_noise_max + 1, (batch, 1),
+                                                  generator=generator, device=x0.device).expand(batch, frames)
+                t = torch.where(chosen[:, None] & in_history, history_level, t)
             return t
         shared = self.draw_levels((batch, 1), generator, x0.device)  # (B, 1)
         t = shared.expand(batch, frames).clone()  # (B, F)
@@ -129,7 +148,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "clean_history_probability": self.clean_history_probability,
                 "shared_future_level": self.shared_future_level,
                 "clean_history_frames": self.clean_history_frames,
-                "clean_frame_loss": self.clean_frame_loss}
+                "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max}
 
 
 class VideoClips(TensorBatches):
