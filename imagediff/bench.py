@@ -61,12 +61,41 @@ def median_seconds(function, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(functions: dict, rounds: int, per_round: int = 4, warmup: int = 2) -> dict:
+    """{name: median seconds} of each function, timed in turns: ``rounds`` rounds, each calling every
+    function ``per_round`` times in a row (after ``warmup`` untimed calls of each).
+
+    On a shared machine whose speed drifts by a fifth within minutes, two medians timed one after the other
+    can disagree by more than the difference they are meant to show (a compiled step against an eager
+    one, a step against the matmul rate it is a share of). Timed in turns, the drift slows every function
+    alike, and the ratios of the medians hold.
+    """
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times: dict = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            for _ in range(per_round):
+                started = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def matmul_function(size: int = 1024, device="cpu", dtype: torch.dtype = torch.float32):
+    """(function, FLOPs): a square matrix product of size n (2 n³ FLOPs) to time, waiting for the device
+    on a GPU (CUDA runs asynchronously)."""
+    device = torch.device(device)
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    return synchronized(lambda: torch.mm(a, b), device), 2 * size**3
+
+
 def matmul_rate(size: int = 1024, repeats: int = 7, device="cpu", dtype: torch.dtype = torch.float32) -> float:
     """Median FLOP/s of a square matrix product (2 n³ FLOPs): fp32 on the current CPU threads by default;
     on a GPU each timing waits for the device (CUDA runs asynchronously)."""
-    device = torch.device(device)
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    return 2 * size**3 / median_seconds(synchronized(lambda: torch.mm(a, b), device), repeats)
+    function, flops = matmul_function(size, device, dtype)
+    return flops / median_seconds(function, repeats)
 
 
 def synchronized(function, device):

@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    train.add_argument("--compile", action="store_true",
-                       help="torch.compile the training step (falls back to eager where the machine cannot compile)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=recipe.train.compile,
+                       help="torch.compile the training step (falls back to eager where the machine cannot compile) "
+                            "(default: %(default)s)")
 
     roll = commands.add_parser("rollout", help="continue held-out videos from real context frames")
     roll.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",

@@ -168,9 +168,12 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # bench's 20. lr 3e-3, not 1e-3: over the first 8 generated frames of 32 held-out videos its position
     # error was 4.16 px against 5.58 after 3000 steps, and 3.44 against 4.12 after these 7000
     # (docs/video_rollouts.md, "Recipe levers at 3000 steps" and "The new default through the bench").
+    # Compiled (toydiff.compilation; eager where the machine cannot compile): the training loop took 140 ms a
+    # step against 171 eager, medians of three interleaved runs of 250 steps on 2 cores, for about 10 s of
+    # compiling (docs/video_rollouts.md, "Compiling the training step").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
-        checkpoint_every=500))
+        checkpoint_every=500, compile=True))
 
     def __post_init__(self) -> None:
         self.check_guide_fraction()
@@ -282,7 +285,8 @@ def quick_run_configs(vae_checkpoint: str) -> tuple[VAERunConfig, "VideoDiffusio
     vae_config.train = replace(vae_config.train, steps=20, checkpoint_every=0, log_every=10)
     config = VideoDiffusionRunConfig(vae_checkpoint=vae_checkpoint, physics=physics, num_train_videos=20,
                                      dit=video_dit_config("tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4))
-    config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10)
+    # Eager: compiling (seconds) would take longer than the 20 steps.
+    config.train = replace(config.train, steps=20, batch_size=4, checkpoint_every=0, log_every=10, compile=False)
     return vae_config, config
 
 

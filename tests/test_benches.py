@@ -1,0 +1,59 @@
+"""The benches' own machinery: timings in turns, and the video bench end to end at its quick sizes."""
+import json
+import math
+
+import pytest
+
+import imagediff.bench
+from imagediff.bench import interleaved_medians, median_seconds
+
+
+class DriftingMachine:
+    """A fake clock on a machine that slows down by 1% with every call: a function of cost c takes
+    c · 1.01^k seconds on the k-th call of any function."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, 0
+
+    def perf_counter(self):
+        return self.now
+
+    def work(self, cost):
+        def function():
+            self.now += cost * 1.01 ** self.calls
+            self.calls += 1
+        return function
+
+
+def test_timings_in_turns_keep_the_ratio_that_one_after_the_other_loses(monkeypatch):
+    machine = DriftingMachine()
+    monkeypatch.setattr(imagediff.bench.time, "perf_counter", machine.perf_counter)
+    cheap, dear = machine.work(1.0), machine.work(2.0)
+    medians = interleaved_medians({"cheap": cheap, "dear": dear}, rounds=10, per_round=4)
+    assert medians["dear"] / medians["cheap"] == pytest.approx(2.0, rel=0.05)
+    # The same two functions timed one after the other: the drift between them reads as a difference.
+    machine.now, machine.calls = 0.0, 0
+    separate = median_seconds(dear, 40) / median_seconds(cheap, 40)
+    assert abs(separate - 2.0) > 0.5
+
+
+def test_timings_in_turns_call_every_function_in_rounds(monkeypatch):
+    order = []
+    medians = interleaved_medians({name: (lambda name=name: order.append(name)) for name in "ab"}, rounds=3,
+                                  per_round=2, warmup=1)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert set(medians) == {"a", "b"} and all(value >= 0 for value in medians.values())
+
+
+def test_the_video_bench_runs_at_its_quick_sizes_and_reports_shares_of_one_matmul_rate(tmp_path):
+    from videodiff.bench import run_bench
+
+    report = run_bench(tmp_path, repeats=1, num_videos=2, quick=True, baseline=False)
+    stored = json.loads((tmp_path / "bench.json").read_text())
+    throughput = stored["throughput"]
+    assert stored["chain"]["total_wall_seconds"] > 0 and report["throughput"]["target_share"] == 0.75
+    for rate in (throughput, throughput["eager"]):
+        assert rate["flop_rate"] > 0 and rate["frames_per_second"] > 0
+        assert math.isclose(rate["share_of_matmul_rate"], rate["flop_rate"] / throughput["matmul_rate"])
+    assert throughput["eager"]["compiled"] is False
+    assert (tmp_path / "rollout_vanilla.gif").exists()
