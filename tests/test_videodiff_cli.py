@@ -98,6 +98,8 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--history-frames", "0"], "expected a number of frames >= 1, 'half' or 'random', got '0'"),
     (["train", "--history-noise", "1000"], "--history-noise is a timestep in 0..999, got 1000"),
     (["train", "--history-noise", "20", "--clean-history", "0"], "--history-noise 20 noises the clean history"),
+    (["train", "--model-history", "0.5", "--history-frames", "random"], "--model-history 0.5 replaces the clean history"),
+    (["train", "--model-history", "2"], "expected a number in [0, 1], got 2"),
     (["train", "--guide-fraction", "1", "--vae", "missing.pt"], "guide_fraction is the share of training"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
@@ -158,6 +160,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].shared_future_level is False
     assert main(["train", "--out", str(tmp_path), "--history-noise", "50"]) == 0
     assert started["dit"].history_noise_max == 50
+    assert main(["train", "--out", str(tmp_path), "--model-history", "0.25"]) == 0
+    assert started["dit"].model_history_probability == 0.25
     for value, step in (("0", 0), ("0.3", 2100)):
         assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
         assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
@@ -173,9 +177,9 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert (options["timestep_sampling"], options["logit_mean"], options["logit_std"]) == ("logit_normal", 0.7, 1.3)
     assert options["shared_future_level"] == config.shared_future_level
-    config.history_noise_max = 30
+    config.history_noise_max, config.model_history_probability = 30, 0.5
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
-    assert options["history_noise_max"] == 30
+    assert options["history_noise_max"] == 30 and options["model_history_probability"] == 0.5
     # The recipe's "half" reaches the objective as a number of frames: half the quick window of 4.
     assert config.clean_history_frames == "half" and options["clean_history_frames"] == 2
 

@@ -2,12 +2,14 @@
 random clips, and a video DiT trained by toydiff's loop."""
 
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from toydiff.checkpoints import load_checkpoint
+from toydiff.parameterisation import convert_prediction
 from toydiff.schedules import make_schedule
 from toydiff.training import TrainConfig, train
 from videodiff.dit import VideoDiT, VideoDiTConfig
@@ -208,6 +210,53 @@ def test_a_noised_history_shares_one_level_per_clip_drawn_from_zero_to_its_maxim
             VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, history_noise_max=bad)
     with pytest.raises(ValueError, match="history_noise_max applies to the clips given a clean history"):
         VideoDiffusionObjective(SCHEDULE, history_noise_max=10)
+
+
+class OracleWindowModel:
+    """A denoiser that knows the true latents of the window it is shown (``truth``, (B, F, ...)): its
+    v-prediction is exact, so a DDIM rollout of it reproduces the true frames."""
+
+    def __init__(self, truth):
+        self.truth, self.config, self.calls = truth, SimpleNamespace(num_frames=truth.shape[1]), 0
+
+    def __call__(self, x_t, t):
+        self.calls += 1
+        return convert_prediction(SCHEDULE, self.truth, t, x_t, "x0", "v")
+
+
+def model_history_objective(probability):
+    return VideoDiffusionObjective(SCHEDULE, "v", clean_history_probability=0.9, shared_future_level=True,
+                                   clean_history_frames=2, model_history_probability=probability)
+
+
+def test_a_model_history_window_is_the_models_continuation_then_the_real_frames_after_it():
+    clips = torch.randn(3, 6 + 4, 2, 4, 4, generator=torch.Generator().manual_seed(5))   # F = 6, H = 2
+    objective = model_history_objective(1.0)
+    assert objective.clip_frames(6) == 10 and model_history_objective(0.0).clip_frames(6) == 6
+    # A perfect model continues the real history with the real frames: the window is the real one, F - H = 4
+    # frames on, and every frame after the generated history is real.
+    oracle = OracleWindowModel(clips[:, :6])
+    window = objective.window_with_model_history(oracle, clips, torch.Generator().manual_seed(0))
+    assert oracle.calls == 2                                               # two sampling steps, one window
+    torch.testing.assert_close(window, clips[:, 4:10], atol=1e-4, rtol=0)
+    # A biased one: the history is its own frames (the real ones there, off by its bias), the future real.
+    biased = OracleWindowModel(clips[:, :6] + 0.5)
+    window = objective.window_with_model_history(biased, clips, torch.Generator().manual_seed(0))
+    assert torch.equal(window[:, 2:], clips[:, 6:10])
+    torch.testing.assert_close(window[:, :2], clips[:, 4:6] + 0.5, atol=1e-4, rtol=0)
+    # Probability 0 takes the first F frames and never calls the model.
+    never = OracleWindowModel(clips[:, :6])
+    assert torch.equal(model_history_objective(1e-9).window_with_model_history(never, clips, torch.Generator()),
+                       clips[:, :6]) and never.calls == 0
+    # The loss runs through it: the window, not the longer clip, reaches the denoiser.
+    loss, logs = objective(OracleWindowModel(clips[:, 4:10]), (clips,), torch.Generator().manual_seed(1))
+    assert logs["t"].shape == (3, 6) and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="needs clips of 10 frames"):
+        objective.window_with_model_history(oracle, clips[:, :8], None)
+    with pytest.raises(ValueError, match="model_history_probability needs diffusion forcing with a clean history"):
+        VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.9, model_history_probability=0.5)
+    with pytest.raises(ValueError, match=r"model_history_probability must lie in \[0, 1\]"):
+        model_history_objective(1.5)
 
 
 def test_a_fixed_clean_history_length_cleans_exactly_that_many_first_frames():

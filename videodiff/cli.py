@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--noise-mode diffusion_forcing: show that history at a level drawn from 0..K instead of "
                             "clean, so that a rollout's --stabilization k_s <= K is a pattern training showed "
                             "(0: clean) (default: %(default)s)")
+    train.add_argument("--model-history", type=unit_fraction, default=recipe.model_history_probability, metavar="P",
+                       help="--noise-mode diffusion_forcing: with probability P a batch's history is the model's own "
+                            "continuation of real frames, as a rollout's later windows see it (0: real histories "
+                            "only) (default: %(default)s)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
@@ -314,6 +318,7 @@ def command_train(args) -> None:
                                      clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
                                      history_noise_max=args.history_noise,
+                                     model_history_probability=args.model_history,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
@@ -324,6 +329,10 @@ def command_train(args) -> None:
     if args.history_noise and not clean_history > 0:
         raise UsageError(f"--history-noise {args.history_noise} noises the clean history of diffusion forcing's clips, "
                          f"but this run gives none (--noise-mode {args.noise_mode}, --clean-history {args.clean_history})")
+    if args.model_history and (not clean_history > 0 or args.history_frames is None):
+        raise UsageError(f"--model-history {args.model_history} replaces the clean history of a fixed length by the "
+                         f"model's own frames, but this run has none (--noise-mode {args.noise_mode}, --clean-history "
+                         f"{args.clean_history}, --history-frames {args.history_frames or 'random'})")
     if isinstance(args.history_frames, int) and args.history_frames >= args.window:
         raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:

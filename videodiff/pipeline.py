@@ -158,6 +158,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # K > 0: that history shown at a level drawn from 0..K instead of clean (VideoDiffusionObjective), so that
     # a rollout's stabilised history (generated frames re-noised to k_s <= K) is a pattern training showed.
     history_noise_max: int = 0
+    # p > 0: with probability p a batch's history is the model's own continuation of real frames, made by
+    # model_history_steps sampling steps as a rollout makes it (VideoDiffusionObjective); the targets stay real.
+    model_history_probability: float = 0.0
+    model_history_steps: int = 2
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
     # (0: none; toydiff.training.GuidedRunConfig). Rollouts use it at AUTOGUIDANCE_SCALE by default.
@@ -340,6 +344,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         clean_history_frames=config.history_frames(),
                                         clean_frame_loss=config.clean_frame_loss,
                                         history_noise_max=config.history_noise_max,
+                                        model_history_probability=config.model_history_probability,
+                                        model_history_steps=config.model_history_steps,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
@@ -353,7 +359,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
         def hook(ema_model, step):
             return evaluate(wrap(ema_model.eval()), step)
 
-    result = train(model, objective, VideoClips(latents, config.dit.num_frames), config.train_config_with_guide(),
+    result = train(model, objective, VideoClips(latents, objective.clip_frames(config.dit.num_frames)), config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
     device = next(result.ema_model.parameters()).device

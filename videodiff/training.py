@@ -13,8 +13,10 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
                        Options: `clean_history_probability`, the share of clips whose first frames
                        (a random number of them, or `clean_history_frames`) are made clean,
-                       `shared_future_level`, one level for the rest of those clips, and
-                       `history_noise_max`, that history lightly noised instead; see `__init__`.
+                       `shared_future_level`, one level for the rest of those clips,
+                       `history_noise_max`, that history lightly noised instead, and
+                       `model_history_probability`, that history made by the model itself
+                       from the real frames before it; see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -34,7 +36,7 @@ import torch
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import NoiseSchedule
 from toydiff.training import TensorBatches
-from videodiff.sampling import CLEAN_LEVEL  # a clean frame's level, as the sampler shows context
+from videodiff.sampling import CLEAN_LEVEL, rollout  # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
 
@@ -46,7 +48,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                  min_snr_gamma: float = 5.0, noise_mode: str = "diffusion_forcing", context_frames: int = 0,
                  clean_history_probability: float = 0.0, shared_future_level: bool = False,
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
-                 history_noise_max: int = 0, label_dropout: float = 0.0, null_label: Optional[int] = None,
+                 history_noise_max: int = 0, model_history_probability: float = 0.0, model_history_steps: int = 2,
+                 label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
                          timestep_sampling, logit_mean, logit_std)
@@ -100,6 +103,56 @@ class VideoDiffusionObjective(DiffusionObjective):
             raise ValueError("history_noise_max applies to the clips given a clean history: set "
                              "clean_history_probability > 0")
         self.history_noise_max = history_noise_max
+        # model_history_probability p > 0: with probability p a batch's history is the model's own. A rollout
+        # conditions every window after the first on frames the model made, a little off the true path and a
+        # little blurred, while training shows it real frames only; the errors then compound window by window.
+        # Such a batch takes clips of F + (F - H) frames (H = clean_history_frames, F = the model's window):
+        # the model continues the first H real frames by F - H frames, as the rollout's first window does
+        # (full-sequence matrix, ``model_history_steps`` DDIM steps, no gradient), and the training window is
+        # the last H of those known frames, now partly or wholly generated, followed by the F - H real frames
+        # that come next. The targets stay real: the model learns to continue the true video from its own
+        # history. The other batches take the first F frames of the same clips.
+        if not 0.0 <= model_history_probability <= 1.0:
+            raise ValueError(f"model_history_probability must lie in [0, 1], got {model_history_probability}")
+        if model_history_probability > 0 and (noise_mode != "diffusion_forcing" or not clean_history_probability > 0
+                                              or clean_history_frames is None):
+            raise ValueError("model_history_probability needs diffusion forcing with a clean history of fixed length "
+                             "(clean_history_probability > 0 and clean_history_frames set): that history is what the "
+                             "model's own frames replace")
+        if isinstance(model_history_steps, bool) or not isinstance(model_history_steps, int) or model_history_steps < 1:
+            raise ValueError(f"model_history_steps must be a number of sampling steps >= 1, got {model_history_steps!r}")
+        self.model_history_probability = model_history_probability
+        self.model_history_steps = model_history_steps
+
+    def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
+        if self.model_history_probability > 0:
+            batch = (self.window_with_model_history(model, batch[0], generator), *batch[1:])
+        return super().__call__(model, batch, generator)
+
+    def clip_frames(self, window: int) -> int:
+        """How many frames each training clip needs for a model of ``window`` frames: F, or F + (F - H)
+        when batches may take the model's own history."""
+        if self.model_history_probability > 0:
+            return window + window - self.clean_history_frames
+        return window
+
+    def window_with_model_history(self, model, clips: torch.Tensor,
+                                  generator: Optional[torch.Generator]) -> torch.Tensor:
+        """clips (B, F + F - H, C, H, W) -> training windows (B, F, C, H, W): the first F frames, or, with
+        probability ``model_history_probability`` (one draw per batch), the last H frames of the real
+        history continued by the model followed by the F - H real frames after them (see ``__init__``)."""
+        window, history = model.config.num_frames, self.clean_history_frames
+        if clips.ndim < 3 or clips.shape[1] != self.clip_frames(window):
+            raise ValueError(f"model_history_probability > 0 needs clips of {self.clip_frames(window)} frames "
+                             f"(window {window} + {window - history} to continue), got shape {tuple(clips.shape)}")
+        draw = torch.rand((), generator=generator, device=clips.device)
+        if not bool(draw < self.model_history_probability):
+            return clips[:, :window]
+        with torch.no_grad():
+            known = rollout(model, clips[:, :history], window - history, window, self.schedule,
+                            kind="full_sequence", num_steps=self.model_history_steps,
+                            prediction_type=self.prediction_type, generator=generator)  # (B, F, ...)
+        return torch.cat([known[:, -history:].detach(), clips[:, window:]], dim=1)  # (B, F, ...)
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
@@ -148,7 +201,9 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "clean_history_probability": self.clean_history_probability,
                 "shared_future_level": self.shared_future_level,
                 "clean_history_frames": self.clean_history_frames,
-                "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max}
+                "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max,
+                "model_history_probability": self.model_history_probability,
+                "model_history_steps": self.model_history_steps}
 
 
 class VideoClips(TensorBatches):
