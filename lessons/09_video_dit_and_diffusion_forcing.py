@@ -10,8 +10,8 @@
 # or fills in the middle between two clean ends — only the pattern of noise levels changes.
 #
 # Run:   python lessons/09_video_dit_and_diffusion_forcing.py   (figures in runs/lessons/09_video_dit_and_diffusion_forcing/)
-# Time:  about 8 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 504 s,
-#        the video DiT's 3000 training steps included). Measured with `python lessons/run_all.py 09 10`
+# Time:  about 7.5 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 452 s,
+#        the video DiT's 3000 training steps included, compiled as the recipe trains). Measured with `python lessons/run_all.py 09 10`
 #        on an idle 2-core machine, both cores in use.
 #
 # The video DiT trained here is shared with lesson 10: it is trained once.

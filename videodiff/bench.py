@@ -93,8 +93,9 @@ def _rate(description: dict, seconds: float) -> dict:
 def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, device="cpu", bf16: bool = False,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None) -> dict:
     """Median time of ``training_step``'s step over ``repeats`` calls, with its frames per second and FLOP rate."""
+    compile = config.train.compile if compile is None else compile
     step, description = training_step(config, latent_shape, device, bf16, compile, batch_size)
-    seconds = median_seconds(step, repeats, warmup=3 if (config.train.compile if compile is None else compile) else 2)
+    seconds = median_seconds(step, repeats, warmup=3 if compile else 2)  # a compiled step compiles twice (RoPE's cache)
     return _rate(description, seconds)
 
 

@@ -359,7 +359,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
         def hook(ema_model, step):
             return evaluate(wrap(ema_model.eval()), step)
 
-    result = train(model, objective, VideoClips(latents, objective.clip_frames(config.dit.num_frames)), config.train_config_with_guide(),
+    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames))
+    result = train(model, objective, clips, config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)
     device = next(result.ema_model.parameters()).device

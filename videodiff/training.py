@@ -111,7 +111,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         # (full-sequence matrix, ``model_history_steps`` DDIM steps, no gradient), and the training window is
         # the last H of those known frames, now partly or wholly generated, followed by the F - H real frames
         # that come next. The targets stay real: the model learns to continue the true video from its own
-        # history. The other batches take the first F frames of the same clips.
+        # history. The other batches take the first F frames of the same clips. (A tenth of clips keep
+        # independent levels, history included: their generated frames are noised and learned like any other.)
         if not 0.0 <= model_history_probability <= 1.0:
             raise ValueError(f"model_history_probability must lie in [0, 1], got {model_history_probability}")
         if model_history_probability > 0 and (noise_mode != "diffusion_forcing" or not clean_history_probability > 0
