@@ -321,8 +321,10 @@ TORCHRUN_VAE_SCRIPT = textwrap.dedent("""
     run = train_vae(config, out_dir=sys.argv[1])
     measured = load_vae(sys.argv[1] + "/checkpoint.pt").vae.latent_scale  # refused if not yet measured
     assert float(measured) == float(run.vae.latent_scale) != 1.0
-    print("rank", dist.get_rank(), "writes", len(writes))
-    dist.barrier()  # both ranks done before either tears gloo down (else it can abort)
+    for rank in range(dist.get_world_size()):  # one rank at a time: two prints at once can interleave
+        if rank == dist.get_rank():
+            print(f"rank {rank} writes {len(writes)}", flush=True)
+        dist.barrier()  # also: both ranks done before either tears gloo down (else it can abort)
     dist.destroy_process_group()
 """)
 
