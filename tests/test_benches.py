@@ -57,3 +57,12 @@ def test_the_video_bench_runs_at_its_quick_sizes_and_reports_shares_of_one_matmu
         assert math.isclose(rate["share_of_matmul_rate"], rate["flop_rate"] / throughput["matmul_rate"])
     assert throughput["eager"]["compiled"] is False
     assert (tmp_path / "rollout_vanilla.gif").exists()
+
+
+def test_the_image_step_rate_comes_with_the_matmul_rate_timed_beside_it():
+    from imagediff.bench import dit_training_rate
+    from imagediff.pipeline import DiffusionRunConfig
+
+    rate = dit_training_rate(DiffusionRunConfig(), (4, 8, 8), num_classes=3, repeats=2)
+    assert rate["matmul_rate"] > 0 and rate["flop_rate"] > 0 and rate["compiled"] is False
+    assert math.isclose(rate["flop_rate"], rate["step_flops"] / rate["step_seconds"])
