@@ -200,11 +200,10 @@ def test_a_noised_history_shares_one_level_per_clip_drawn_from_zero_to_its_maxim
     weight = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, clean_history_frames=4,
                                      history_noise_max=40, clean_frame_loss=False).loss_weight(t)
     assert ((weight == 0) == (t == CLEAN_LEVEL)).all()
-    # K = 0 is the clean history, drawn with the same generator stream as without the option.
-    plain = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=3)
-    same = [VideoDiffusionObjective(SCHEDULE, **plain, **extra).sample_timesteps(
-        clips(batch=64), torch.Generator().manual_seed(1)) for extra in ({}, {"history_noise_max": 0})]
-    assert torch.equal(*same)
+    # K = 0 (the default) is the clean history.
+    plain = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
+                                    clean_history_frames=4).sample_timesteps(clips(batch=500), torch.Generator())
+    assert (plain[:, :4] == CLEAN_LEVEL).all()
     for bad in (-1, 1000, 2.5, True):
         with pytest.raises(ValueError, match=r"history_noise_max must be a timestep in 0\.\.999"):
             VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.5, history_noise_max=bad)
