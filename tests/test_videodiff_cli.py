@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import videodiff.cli
-from toydiff.checkpoints import load_checkpoint, save_checkpoint
+from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from videodiff.cli import main
 from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
@@ -165,6 +165,26 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for value, step in (("0", 0), ("0.3", 2100)):
         assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
         assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
+
+
+def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp_path):
+    from videodiff.pipeline import quick_run_configs, train_video_diffusion
+
+    out, _ = demo_run
+    start = load_checkpoint(out / "dit" / "checkpoint.pt")["ema"]["model"]
+    _, config = quick_run_configs(str(out / "vae" / "checkpoint.pt"))
+    config.train = replace(config.train, steps=1, learning_rate=1e-9, warmup_steps=1)
+    fresh = train_video_diffusion(config).model.state_dict()
+    config.init_checkpoint = str(out / "dit" / "checkpoint.pt")
+    started = train_video_diffusion(config).model.state_dict()
+    # One step at a vanishing learning rate: the weights are the checkpoint's, not a fresh draw.
+    assert all(torch.allclose(started[name], start[name], atol=1e-6) for name in start)
+    assert not all(torch.allclose(fresh[name], start[name], atol=1e-3) for name in start)
+    # A checkpoint of another shape, or none, is refused with one line.
+    config.dit = replace(config.dit, hidden_dim=64)
+    with pytest.raises(CheckpointError, match="holds a video DiT of another shape than this run's"):
+        train_video_diffusion(config)
+    assert main(["train", "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "d")]) == 2
 
 
 def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_options):

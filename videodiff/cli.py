@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--noise-mode diffusion_forcing: with probability P a batch's history is the model's own "
                             "continuation of real frames, as a rollout's later windows see it (0: real histories "
                             "only) (default: %(default)s)")
+    train.add_argument("--init", default=None, metavar="CHECKPOINT",
+                       help="start from this video run's EMA weights (fine-tuning) instead of a fresh initialisation")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
@@ -318,7 +320,7 @@ def command_train(args) -> None:
                                      clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
                                      history_noise_max=args.history_noise,
-                                     model_history_probability=args.model_history,
+                                     model_history_probability=args.model_history, init_checkpoint=args.init,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,

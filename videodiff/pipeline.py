@@ -162,6 +162,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # model_history_steps sampling steps as a rollout makes it (VideoDiffusionObjective); the targets stay real.
     model_history_probability: float = 0.0
     model_history_steps: int = 2
+    # A video run's checkpoint whose EMA weights the model starts from (fine-tuning) instead of a fresh
+    # initialisation; None: fresh. Its DiT must have this run's shape.
+    init_checkpoint: Optional[str] = None
     context_frames: int = 4                      # used by noise_mode "clean_context" only
     # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
     # (0: none; toydiff.training.GuidedRunConfig). Rollouts use it at AUTOGUIDANCE_SCALE by default.
@@ -323,11 +326,25 @@ def held_out_videos(config: VideoDiffusionRunConfig, num_videos: int, num_frames
                        config=physics_config(physics))
 
 
+def _start_from(model: VideoDiT, path) -> None:
+    """Load the EMA weights of the video run at ``path`` into ``model`` (init_checkpoint)."""
+    state = load_checkpoint(path, kind=VIDEO_DIFFUSION_KIND)
+    try:
+        model.load_state_dict(state["ema"]["model"])
+    except (KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} holds a video DiT of another shape than this run's "
+                              f"({model.config.hidden_dim} wide, {model.config.depth} blocks, window "
+                              f"{model.config.num_frames}): {first[:200]}") from None
+
+
 def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume: bool = True, on_log=None,
                           vae: Optional[VAE] = None, evaluate=None, evaluate_every: int = 0) -> VideoDiffusionModel:
     """Train the video DiT of ``config`` on the latents of physics videos; with ``out_dir``, write
     out_dir/checkpoint.pt and resume from it. evaluate(model: VideoDiffusionModel, step) -> dict is
     called every ``evaluate_every`` steps with the EMA weights, outside the training time."""
+    if config.init_checkpoint is not None and not Path(config.init_checkpoint).exists():
+        raise CheckpointError(f"the checkpoint to start from, {config.init_checkpoint}, does not exist")
     vae = (vae if vae is not None else _vae_at(config.vae_checkpoint)).eval()
     videos = training_videos(config)
     latents = encode_videos(vae, videos.to_model_range())  # (N, L, C, h, w)
@@ -336,6 +353,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                          f"({latents.shape[1]} frames)")
     torch.manual_seed(config.train.seed)  # the initial weights
     model = build_video_dit(config, latents.shape[2:])
+    if config.init_checkpoint is not None:
+        _start_from(model, config.init_checkpoint)
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
