@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "continuation of real frames, as a rollout's later windows see it (0: real histories "
                             "only) (default: %(default)s)")
     train.add_argument("--init", default=None, metavar="CHECKPOINT",
-                       help="start from this video run's EMA weights (fine-tuning) instead of a fresh initialisation")
+                       help="start from this video run's EMA weights (fine-tuning) instead of a fresh initialisation "
+                            "(default: none, a fresh initialisation)")
     train.add_argument("--clean-frame-loss", action=argparse.BooleanOptionalAction, default=recipe.clean_frame_loss,
                        help="whether frames at the clean level get a loss (their v-target is unlearnable noise; "
                             "see VideoDiffusionObjective) (default: %(default)s)")
