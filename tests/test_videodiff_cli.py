@@ -185,6 +185,15 @@ def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp
     with pytest.raises(CheckpointError, match="holds a video DiT of another shape than this run's"):
         train_video_diffusion(config)
     assert main(["train", "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "d")]) == 2
+    # A fine-tuning run that resumes from its own checkpoint no longer needs the one it started from.
+    config.dit = replace(config.dit, hidden_dim=48)
+    base = tmp_path / "base.pt"
+    base.write_bytes((out / "dit" / "checkpoint.pt").read_bytes())
+    config.init_checkpoint = str(base)
+    train_video_diffusion(config, out_dir=tmp_path / "tuned")
+    base.unlink()
+    config.train = replace(config.train, steps=2)
+    assert train_video_diffusion(config, out_dir=tmp_path / "tuned").history[-1]["step"] == 2
 
 
 def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_options):

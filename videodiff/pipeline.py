@@ -343,7 +343,10 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     """Train the video DiT of ``config`` on the latents of physics videos; with ``out_dir``, write
     out_dir/checkpoint.pt and resume from it. evaluate(model: VideoDiffusionModel, step) -> dict is
     called every ``evaluate_every`` steps with the EMA weights, outside the training time."""
-    if config.init_checkpoint is not None and not Path(config.init_checkpoint).exists():
+    # A run that resumes from its own checkpoint takes its weights from there: the starting point is not needed.
+    resuming = resume and out_dir is not None and (Path(out_dir) / "checkpoint.pt").exists()
+    start_from = config.init_checkpoint if not resuming else None
+    if start_from is not None and not Path(start_from).exists():
         raise CheckpointError(f"the checkpoint to start from, {config.init_checkpoint}, does not exist")
     vae = (vae if vae is not None else _vae_at(config.vae_checkpoint)).eval()
     videos = training_videos(config)
@@ -353,8 +356,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                          f"({latents.shape[1]} frames)")
     torch.manual_seed(config.train.seed)  # the initial weights
     model = build_video_dit(config, latents.shape[2:])
-    if config.init_checkpoint is not None:
-        _start_from(model, config.init_checkpoint)
+    if start_from is not None:
+        _start_from(model, start_from)
     schedule = make_schedule(config.schedule, config.num_timesteps)
     objective = VideoDiffusionObjective(schedule, config.prediction_type, config.weighting,
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
