@@ -50,7 +50,8 @@ CONTEXT, SHORT, LONG = 4, 8, 64
 def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", bf16: bool = False,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None):
     """(step, description): one full training step (forward, backward, AdamW) of the run's video DiT on
-    random clips, to time, and what it is — batch size, parameters, FLOPs, whether it runs compiled.
+    random clips, to time, and what it is — batch size, parameters, FLOPs, the forward it calls (compiled
+    or, where compilation failed, eager).
 
     device, bf16, compile: where the step runs, under bf16 autocast (CUDA only, as in toydiff.training)
     and through torch.compile (toydiff.compilation; default: as the run trains, config.train.compile);
@@ -79,13 +80,13 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
     description = {"batch_size": batch, "frames": batch * frames,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "flops_per_step": video_training_flops(dit, batch, frames),
-                   "compiled": lambda: bool(getattr(forward, "compiled", False))}
+                   "forward": forward}  # compiled or not is known once it has run (it may fall back to eager)
     return synchronized(step, device), description
 
 
 def _rate(description: dict, seconds: float) -> dict:
     return {"batch_size": description["batch_size"], "parameters": description["parameters"],
-            "compiled": description["compiled"](), "seconds_per_step": seconds,
+            "compiled": bool(getattr(description["forward"], "compiled", False)), "seconds_per_step": seconds,
             "frames_per_second": description["frames"] / seconds, "flops_per_step": description["flops_per_step"],
             "flop_rate": description["flops_per_step"] / seconds}
 
