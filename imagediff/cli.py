@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--angle-conditioning", action="store_true",
                        help="also tell the DiT each training image's angle (a data set that records it: shapes); "
                             "sample --angle then chooses the orientation")
+    train.add_argument("--canonical-frame", action=argparse.BooleanOptionalAction, default=None,
+                       help="learn every shape upright and turn each sample to an angle drawn from the data's "
+                            "(default: on for the shapes without --angle-conditioning, off otherwise)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
     sample.add_argument("--angle", type=finite_float, default=None,
                         help="orientation in degrees, counter-clockwise, for a run trained with --angle-conditioning "
-                             "(default: a random angle per image, as in the training data)")
+                             "or in the canonical frame (default: a random angle per image, as in the training data)")
     sample.add_argument("--num-samples", type=positive_int, default=16, help="images to draw")
     sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
@@ -200,10 +203,11 @@ def command_train_vae(args) -> None:
 
 
 def command_train(args) -> None:
+    dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}),
+                     angle_conditioning=args.angle_conditioning)
     config = DiffusionRunConfig(dataset=args.dataset, space=args.space, vae_checkpoint=args.vae, data_seed=args.seed,
-                                num_train_images=args.num_images, guide_fraction=args.guide_fraction)
-    config.dit = dit_config(args.dit_size, **({"patch_size": args.patch_size} if args.patch_size else {}),
-                            angle_conditioning=args.angle_conditioning)
+                                num_train_images=args.num_images, guide_fraction=args.guide_fraction,
+                                canonical_frame=args.canonical_frame, dit=dit)
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.learning_rate = args.learning_rate
     config.train.device = args.device
@@ -243,8 +247,8 @@ def command_sample(args) -> None:
     classifier = load_noisy_classifier(args.classifier, run=run) if args.classifier else None
     guide_scale = _guide_scale(args.autoguidance, run, classifier)
     if args.angle is not None and run.angle_range is None:
-        raise UsageError(f"--angle {args.angle:g}: this run was trained without --angle-conditioning, so it cannot "
-                         "be given an orientation")
+        raise UsageError(f"--angle {args.angle:g}: this run was trained neither with --angle-conditioning nor in the "
+                         "canonical frame, so it cannot be given an orientation")
     angles = math.radians(args.angle) if args.angle is not None else None
     images = run.sample(labels=labels, guidance_scale=args.guidance, classifier=classifier, rescale=args.rescale,
                         guide_scale=guide_scale, sampler=args.sampler, num_steps=args.steps, seed=args.seed,

@@ -95,10 +95,10 @@ def apply_variant(config: DiffusionRunConfig, variant: str) -> DiffusionRunConfi
             updated = replace(owner, **{name: value})
         except (ValueError, TypeError) as error:  # the config's own check, e.g. a patch size that does not divide
             raise LeverError(f"{change}: {error}") from None
-        if owner is config:
-            config = updated
-        else:
-            config = replace(config, **{path.split(".")[0]: updated})
+        try:
+            config = updated if owner is config else replace(config, **{path.split(".")[0]: updated})
+        except (ValueError, TypeError) as error:  # a check across fields, e.g. two options that exclude each other
+            raise LeverError(f"{change}: {error}") from None
     return config
 
 

@@ -188,60 +188,63 @@ print("wrote", save_curves({f"s = {scale:g}": (STEP_COUNTS, [r["frechet_distance
                            reference=grader.reference["frechet_distance"], logy=True))
 
 # %% [markdown]
-# ## Why squares stay blobs: choosing an angle, or drawing every angle?
-# Look at the grids above: colours, circles and rings are right, squares and diamonds are rounded
-# blobs, crosses grow extra arms.  The VAE is not to blame (it reconstructs corners, lesson 05), nor
-# the 16 tokens.  Every shape in the data set is drawn at a random angle, and two difficulties come
-# with that.  Early in sampling the best guess of x_0 for "red square" is the average over all angles
-# — a disc — so the sampler must *choose* an angle and keep every token to it.  And the network must
-# learn to *draw* a square at every angle, with edges that cross the latent grid at any slant.
+# ## Why the recipe learns every shape upright: choosing an angle, or drawing every angle?
+# Every shape in the data set is drawn at a random angle, and that brings two difficulties.  Early in
+# sampling the best guess of x_0 for "red square" is the average over all angles — a disc — so the
+# sampler must *choose* an angle and keep every token to it.  And the network must learn to *draw* a
+# square at every angle, with edges that cross the latent grid at any slant: every (class,
+# orientation) pair is another picture to learn, seen proportionally less often.
 #
-# Two experiments pull them apart, each the same recipe for fewer steps than the model above, graded
-# per shape by the same classifier:
-# - **upright**: the same shapes drawn at angle 0 (`rotate=False` changes the angle and nothing else):
-#   nothing to choose, and one orientation to draw;
-# - **told the angle**: the rotated shapes, but the DiT is also given each image's angle
+# Three models of the same recipe, each for fewer steps than the model above, pull the two apart:
+# - **every angle**: the DiT learns the images as they are (`canonical_frame=False`): it must choose
+#   an angle and draw every one;
+# - **told the angle**: the same images, and the DiT is also given each image's angle
 #   (`DiTConfig.angle_conditioning`: the data set records it, and a table of 64 angle bins, embedded
 #   like the label, is added to the condition c).  Sampling draws an angle per image from the training
-#   range, so nothing is left to choose — but every orientation must still be drawn.
+#   range, so nothing is left to choose — but every orientation must still be drawn;
+# - **own frame** (the recipe's default, `DiffusionRunConfig.canonical_frame`): the DiT learns every
+#   shape upright — the same draws of size, position and colour at angle 0 — and the sampler turns each
+#   decoded sample by an angle drawn from the training angles, about the centre of what it drew
+#   (`imagediff.data.shapes.turn_images`).  Nothing to choose, and one orientation to draw.
 #
-# (`python -m imagediff levers` runs such comparisons at equal wall time; docs/image_levers.md has the
-# full table.)
+# All three are graded on the turned shapes of the data set by the same classifier.
 
 # %%
-UPRIGHT_STEPS = 100 if QUICK else 800
-upright_recipe = latent_recipe()
-upright_recipe.dataset_options = {**upright_recipe.dataset_options, "rotate": False}
-upright_recipe.train = replace(upright_recipe.train, steps=UPRIGHT_STEPS,
-                               warmup_steps=min(upright_recipe.train.warmup_steps, UPRIGHT_STEPS // 10))
-upright_checkpoint = OUT / "upright" / "checkpoint.pt"
-if finished(upright_checkpoint, UPRIGHT_STEPS, upright_recipe):
-    upright = load_image_diffusion(upright_checkpoint)
-else:
-    upright = train_image_diffusion(upright_recipe, out_dir=upright_checkpoint.parent, vae=shared_vae().vae)
-told_recipe = replace(upright_recipe, dataset_options=dict(latent_recipe().dataset_options),
-                      dit=replace(upright_recipe.dit, angle_conditioning=True, angle_bins=64))
-told_checkpoint = OUT / "told_the_angle" / "checkpoint.pt"
-if finished(told_checkpoint, UPRIGHT_STEPS, told_recipe):
-    told = load_image_diffusion(told_checkpoint)
-else:
-    told = train_image_diffusion(told_recipe, out_dir=told_checkpoint.parent, vae=shared_vae().vae)
+EXPERIMENT_STEPS = 100 if QUICK else 600
+own_recipe = latent_recipe()
+own_recipe.train = replace(own_recipe.train, steps=EXPERIMENT_STEPS,
+                           warmup_steps=min(own_recipe.train.warmup_steps, EXPERIMENT_STEPS // 10))
+recipes = {"own frame": own_recipe,
+           "every angle": replace(own_recipe, canonical_frame=False),
+           "told the angle": replace(own_recipe, canonical_frame=False,
+                                     dit=replace(own_recipe.dit, angle_conditioning=True, angle_bins=64))}
+models = {}
+for name, recipe in recipes.items():
+    checkpoint = OUT / name.replace(" ", "_") / "checkpoint.pt"
+    if finished(checkpoint, EXPERIMENT_STEPS, recipe):
+        models[name] = load_image_diffusion(checkpoint)
+    else:
+        models[name] = train_image_diffusion(recipe, out_dir=checkpoint.parent, vae=shared_vae().vae)
 labels = balanced_request(num_classes, PER_CLASS)
-for name, model, steps in (("rotated shapes", run, run.config.train.steps), ("upright shapes", upright, UPRIGHT_STEPS),
-                           ("rotated shapes told the angle", told, UPRIGHT_STEPS)):
+for name, model in models.items():
     drawn = model.sample(labels=labels, guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=0)
     predicted = grader.classifier.predict(drawn.clamp(-1, 1))[0].argmax(dim=1)
     grade = grade_by_shape(model.class_names, labels, predicted)
-    print(f"{name}, {steps} steps: accuracy {(predicted == labels).float().mean().item():.3f} at s = 3; "
+    print(f"{name}, {EXPERIMENT_STEPS} steps: accuracy {(predicted == labels).float().mean().item():.3f} at s = 3; "
           + ", ".join(f"{shape} {accuracy:.2f}" for shape, accuracy in grade["per_shape_accuracy"].items()))
     wrong = {shape: max((n, other) for other, n in seen.items() if other != shape)
              for shape, seen in grade["shape_confusion"].items()}
     print("  most often seen instead: " + ", ".join(f"{shape} -> {other} ({n})" for shape, (n, other) in wrong.items() if n))
     one_each = model.sample(labels=balanced_request(num_classes, 1), guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=1)
-    stem = {"rotated shapes": "rotated", "upright shapes": "upright"}.get(name, "told_the_angle")
-    print("wrote", save_image_grid(one_each, OUT / f"{stem}_samples.png",
+    print("wrote", save_image_grid(one_each, OUT / f"{name.replace(' ', '_')}_samples.png",
                                    columns=columns_per_class_grid(model.class_names),
-                                   title=f"{name}, {steps} training steps, s = 3"))
+                                   title=f"{name}, {EXPERIMENT_STEPS} training steps, s = 3"))
+# What the own-frame model draws before it is turned: the same noise, angle 0.
+upright = models["own frame"].sample(labels=balanced_request(num_classes, 1), guidance_scale=3.0,
+                                     num_steps=SAMPLING_STEPS, seed=1, angles=0.0)
+print("wrote", save_image_grid(upright, OUT / "own_frame_upright_samples.png",
+                               columns=columns_per_class_grid(models["own frame"].class_names),
+                               title=f"own frame, {EXPERIMENT_STEPS} training steps, s = 3, before turning"))
 
 # %% [markdown]
 # Does the told model use the angle it is given?  Ask it for squares and triangles at 0°, 15°, ..., 75°:
@@ -250,25 +253,13 @@ for name, model, steps in (("rotated shapes", run, run.config.train.steps), ("up
 # %%
 turns = [k * 15.0 for k in range(6)]
 turn_prompts = ["red cross", "blue cross"] if QUICK else ["red square", "blue triangle"]
-turned = told.sample(labels=[prompt for prompt in turn_prompts for _ in turns],
-                     angles=[math.radians(a) for a in turns] * len(turn_prompts),
-                     guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=3)
+turned = models["told the angle"].sample(labels=[prompt for prompt in turn_prompts for _ in turns],
+                                         angles=[math.radians(a) for a in turns] * len(turn_prompts),
+                                         guidance_scale=3.0, num_steps=SAMPLING_STEPS, seed=3)
 print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", columns=len(turns),
                                title=f"told the angle: {', '.join(turn_prompts)} at 0°, 15°, ..., 75°"))
 
 # %% [markdown]
-# The upright model, with fewer steps, draws sharp corners and straight edges.  The model told the
-# angle does not: it draws blobs, and asked for a square at 0° it draws a blob too.  (A full-mode run
-# measured 0.548 for the rotated model, squares 0.03; 0.694 for the upright one at 800 steps, squares
-# 0.53, triangles 0.92, diamonds 0.86; 0.405 for the one told the angle at 800 steps.  Its squares
-# score 0.67 only because it draws squarish blobs for most shapes: the classifier also called 24 of 36
-# of its diamonds, 16 triangles and 7 circles squares.)  Being told the angle removes the choice and
-# leaves the drawing — and at this budget the drawing is what fails.  Every (class,
-# orientation) pair is another picture to learn, seen proportionally less often; an embedding of the
-# angle does not make the pictures share anything.  docs/image_levers.md measures the same at equal
-# wall time, and with data of 4 and 16 orientations: a square under 4 orientations (all alike for a
-# square) is drawn nearly as well as upright, under 16 (four distinct) as badly as under a continuum.
-#
 # ## Guiding the model away from its younger self
 # CFG cannot make the sample commit: at high noise the conditional guess for "red square" is already
 # the disc, and s > 1 only moves further from the unconditional guess.  **Autoguidance** (Karras et

@@ -156,7 +156,13 @@ def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
     assert started["diffusion"].guide_fraction == 0.0 and started["diffusion"].guide_step() == 0
     assert not started["diffusion"].dit.angle_conditioning
     assert imagediff.cli.main(["train", "--out", str(tmp_path), "--angle-conditioning"]) == 0
-    assert started["diffusion"].dit.angle_conditioning
+    assert started["diffusion"].dit.angle_conditioning and started["diffusion"].canonical_frame is False
+    assert DiffusionRunConfig().canonical_frame is True  # the shapes, not told the angle: on
+    assert imagediff.cli.main(["train", "--out", str(tmp_path), "--no-canonical-frame"]) == 0
+    assert started["diffusion"].canonical_frame is False
+    assert imagediff.cli.main(["train", "--out", str(tmp_path), "--dataset", "glyphs"]) == 0
+    assert started["diffusion"].canonical_frame is False  # the digits cannot be drawn upright: off by default
+    assert imagediff.cli.main(["train", "--out", str(tmp_path), "--canonical-frame", "--angle-conditioning"]) == 2
 
 
 def test_help_prints_each_option_with_its_default():

@@ -25,6 +25,9 @@ def test_a_variant_changes_exactly_the_fields_it_names():
     config = apply_variant(base, "timestep_sampling=logit_normal logit_mean=0.5")
     assert (config.timestep_sampling, config.logit_mean, config.logit_std) == ("logit_normal", 0.5, 1.0)
     assert apply_variant(base, 'dataset_options={"rotate":false}').dataset_options == {"rotate": False}
+    assert base.canonical_frame is True and apply_variant(base, "canonical_frame=false").canonical_frame is False
+    told = apply_variant(base, "canonical_frame=false dit.angle_conditioning=true")
+    assert told.dit.angle_conditioning and told.canonical_frame is False
 
 
 @pytest.mark.parametrize("variant, message", [
@@ -35,6 +38,9 @@ def test_a_variant_changes_exactly_the_fields_it_names():
     ("weighting", "a change is written field=value"),
     ("train.compile=maybe", "train.compile is true or false"),
     ("dataset_options=rotate", "dataset_options is a JSON object"),
+    ("canonical_frame=yes", "canonical_frame is true or false, got 'yes'"),
+    ("dit.angle_conditioning=true",
+     "dit.angle_conditioning=true: canonical_frame and dit.angle_conditioning exclude each other"),
 ])
 def test_a_wrong_variant_is_named_with_what_was_expected(variant, message):
     with pytest.raises(LeverError, match=message):

@@ -503,17 +503,21 @@ def test_an_angle_conditioned_run_draws_an_angle_per_sample_or_takes_the_one_ask
         run.sample(labels=[0, 3, 1], num_steps=2, angles=[0.1, 0.2])
     with pytest.raises(ValueError, match="angles must be finite numbers of radians"):
         run.sample(labels=[0, 3, 1], num_steps=2, angles=float("nan"))
+    # A run that draws at every angle, not told any: nothing to choose.
+    plain = train_image_diffusion(replace(config, canonical_frame=False, dit=replace(config.dit, angle_conditioning=False),
+                                          train=quick(4, 16)), out_dir=tmp_path / "plain")
     with pytest.raises(ValueError, match="trained without angle conditioning: it cannot be given angles"):
-        runs["diffusion"].sample(labels=[0], num_steps=2, angles=0.5)
+        plain.sample(labels=[0], num_steps=2, angles=0.5)
     checkpoint = str(tmp_path / "angles" / "checkpoint.pt")
     assert main(["sample", "--checkpoint", checkpoint, "--angle", "30", "--steps", "2", "--num-samples", "2",
                  "--out", str(tmp_path / "turned.pt")]) == 0
     asked = run.sample(labels=[0, 1], guidance_scale=3.0, guide_scale=run.default_guide_scale, num_steps=2, seed=0,
                        angles=math.radians(30))
     assert torch.equal(torch.load(tmp_path / "turned.pt")["images"], asked)
-    assert main(["sample", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--angle", "30",
+    assert main(["sample", "--checkpoint", str(tmp_path / "plain" / "checkpoint.pt"), "--angle", "30",
                  "--out", str(tmp_path / "plain.png")]) == 2
-    assert "--angle 30: this run was trained without --angle-conditioning" in capsys.readouterr().err
+    assert "--angle 30: this run was trained neither with --angle-conditioning nor in the canonical frame" \
+        in capsys.readouterr().err
     assert main(["sample", "--checkpoint", checkpoint, "--angle", "nan", "--out", str(tmp_path / "nan.png")]) == 2
     assert "expected a finite number, got nan" in capsys.readouterr().err
     # Data of 4 orientations: the sampler draws among them, and refuses an angle between them.
@@ -529,6 +533,47 @@ def test_an_angle_conditioned_run_draws_an_angle_per_sample_or_takes_the_one_ask
     glyphs = replace(config, dataset="glyphs", dataset_options={"channels": 3})
     with pytest.raises(DataError, match="the glyphs data set does not"):
         train_image_diffusion(glyphs)
+
+
+def test_a_run_in_the_shapes_own_frame_learns_them_upright_and_turns_each_sample(runs, tmp_path):
+    from imagediff.data import make_dataset
+    from imagediff.data.shapes import turn_images
+    from imagediff.pipeline import diffusion_training_set
+    config = DiffusionRunConfig(num_train_images=200, image_size=SIZE, dataset_options=OPTIONS, canonical_frame=True,
+                                vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
+                                dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2),
+                                train=quick(40, 16))
+    # What the DiT learns: the latents of the same draws at angle 0, labelled with the angles the data drew.
+    vae = runs["vae"].vae
+    latents, data = diffusion_training_set(config, vae)
+    rotated = make_dataset("shapes", 200, seed=0, image_size=SIZE, **OPTIONS)
+    upright = make_dataset("shapes", 200, seed=0, image_size=SIZE, rotate=False, **OPTIONS)
+    assert torch.equal(latents, encode_images(vae, upright.images)) and torch.equal(data.angles, rotated.angles)
+    assert torch.equal(data.labels, rotated.labels)
+
+    trained = train_image_diffusion(config, out_dir=tmp_path / "upright")
+    run = load_image_diffusion(tmp_path / "upright" / "checkpoint.pt")
+    assert run.config.canonical_frame and not run.model.config.angle_conditioning  # the DiT is told no angle
+    low, high = run.angle_range
+    assert 0 <= low < 0.2 and 2 * math.pi - 0.2 < high < 2 * math.pi
+    # Each decoded sample is turned to an angle drawn from the training range (the generator's first draw).
+    images, latents = run.sample(labels=[0, 3, 1, 2], guidance_scale=3.0, num_steps=3, seed=4, return_samples=True)
+    drawn = run.angles_tensor(None, 4, torch.Generator().manual_seed(4))
+    assert len(set(drawn.tolist())) == 4
+    torch.testing.assert_close(images, turn_images(run.to_images(latents), drawn))
+    assert not torch.allclose(images, run.to_images(latents), atol=0.05)
+    assert torch.equal(images, trained.sample(labels=[0, 3, 1, 2], guidance_scale=3.0, num_steps=3, seed=4))
+    asked, latents = run.sample(labels=[0, 3], num_steps=3, seed=4, angles=0.5, return_samples=True)
+    torch.testing.assert_close(asked, turn_images(run.to_images(latents), torch.full((2,), 0.5)))
+
+    with pytest.raises(DataError, match="canonical_frame needs a data set that records each image's angle"):
+        train_image_diffusion(replace(config, dataset="glyphs", dataset_options={"channels": 3}))
+    with pytest.raises(ValueError, match="canonical_frame and dit.angle_conditioning exclude each other"):
+        replace(config, dit=DiTConfig(angle_conditioning=True))
+    told_after = replace(config)
+    told_after.dit = DiTConfig(angle_conditioning=True)  # set after the config was made: refused when training starts
+    with pytest.raises(ValueError, match="canonical_frame and dit.angle_conditioning exclude each other"):
+        train_image_diffusion(told_after)
 
 
 def test_a_run_with_factored_labels_trains_reloads_and_refuses_names_it_cannot_split(runs, tmp_path):

@@ -53,7 +53,8 @@ LESSONS = {
                                        "latent_vs_pixel_samples.png"],
     "07_guidance_on_images": ["cfg_grid.png", "classifier_guidance_grid.png", "guidance_accuracy.png",
                               "guidance_frechet_distance.png", "guidance_rescale.png", "steps_and_guidance.png",
-                              "rotated_samples.png", "upright_samples.png", "told_the_angle_samples.png",
+                              "own_frame_samples.png", "every_angle_samples.png", "told_the_angle_samples.png",
+                              "own_frame_upright_samples.png",
                               "told_the_angle_turned.png", "autoguided_samples.png"],
     "08_physics_videos_and_a_per_frame_vae": ["frames.png", "energy.png", "impossible_twins.png",
                                               "reconstructions.png"],
@@ -314,23 +315,23 @@ def check_07_guidance_on_images(out: str) -> None:
     assert rescaled[largest, 0.7][0] < rescaled[largest, 0.0][0], rescaled
     for scale in (1.0, largest):
         assert rescaled[scale, 0.0][1:] == cfg[scale], (rescaled, cfg)
-    # The orientation experiment: the same grader on the lesson-06 model (rotated shapes), the upright one
-    # and the one told the angle; each line lists an accuracy per shape, whose mean is the overall accuracy.
-    graded = lines(out, r"^(rotated shapes|upright shapes|rotated shapes told the angle), (\d+) steps: "
+    # The orientation experiment: the same grader on the three short runs (own frame, every angle, told the
+    # angle); each line lists an accuracy per shape, whose mean is the overall accuracy.
+    graded = lines(out, r"^(own frame|every angle|told the angle), (\d+) steps: "
                         r"accuracy NUMBER at s = 3; (.*)$", count=3)
+    assert sorted(name for name, *_ in graded) == ["every angle", "own frame", "told the angle"]
     for name, _, overall, per_shape in graded:
         accuracies = [float(value) for value in re.findall(rf"\w+ {NUMBER}", per_shape)]
         assert accuracies and all(0 <= a <= 1 for a in accuracies), per_shape
         assert abs(sum(accuracies) / len(accuracies) - float(overall)) < 0.01, (name, overall, per_shape)
     assert len(lines(out, r"^  most often seen instead: ", count=3)) == 3
-    # Autoguidance by the run's early EMA: w = 1 is plain CFG (the rotated line's samples exactly); w = 2
+    # Autoguidance by the run's early EMA: w = 1 is plain CFG (the sweep's samples at s = 3 exactly); w = 2
     # draws other samples.
     guide_step, steps = lines(out, r"^the guide: the EMA weights at step (\d+) of (\d+)$", count=1)[0]
     assert 1 <= int(guide_step) < int(steps)
     autoguided = {(float(s), float(w)): (float(accuracy), float(distance)) for s, w, accuracy, distance in lines(
         out, r"^CFG s = NUMBER, autoguidance w = NUMBER: accuracy NUMBER, Fréchet distance NUMBER;", count=3)}
-    rotated_accuracy = float(next(overall for name, _, overall, _ in graded if name == "rotated shapes"))
-    assert autoguided[3.0, 1.0][0] == rotated_accuracy
+    assert autoguided[3.0, 1.0][0] == cfg[3.0][0]
     assert autoguided[1.0, 2.0] != autoguided[3.0, 1.0] and autoguided[2.0, 2.0] != autoguided[3.0, 1.0]
 
 

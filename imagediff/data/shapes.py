@@ -191,6 +191,45 @@ def render_shapes(
     return coverage[:, None] * colours[:, :, None, None]  # (N, 3, H, W)
 
 
+def drawing_centres(images: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """The centre of what each image draws on black: (N, 2) as (x, y) in [-1, 1], y up.
+
+    images (N, C, H, W) in [-1, 1]. Each pixel weighs by how far its brightest channel rises above
+    ``threshold`` (in [0, 1] intensities), so a faint haze around a generated shape does not pull the
+    centre. For the shapes here (regular, filled or ringed) the centroid of the drawing is the centre of
+    the circumscribed circle. An image with nothing above the threshold is centred on the picture.
+    """
+    brightness = ((images + 1) / 2).amax(dim=1)  # (N, H, W) in [0, 1]
+    weight = (brightness - threshold).clamp(min=0)  # (N, H, W)
+    total = weight.sum(dim=(1, 2))  # (N,)
+    pixels = pixel_centres(images.shape[-1]).to(images)  # (H, W, 2)
+    centres = torch.einsum("nhw,hwk->nk", weight, pixels) / total.clamp(min=1e-8)[:, None]  # (N, 2)
+    return torch.where(total[:, None] > 0, centres, torch.zeros_like(centres))
+
+
+def turn_images(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Turn each image counter-clockwise by its angle about the centre of its drawing.
+
+    images (N, C, H, W) in [-1, 1] on black, angles (N,) radians -> (N, C, H, W). Bilinear: the output
+    pixel at p reads the input at c + R(-angle)(p - c), where c is ``drawing_centres``; whatever falls
+    outside the picture is black. A shape drawn upright and turned by a reads close to the same shape
+    drawn at angle a (the edges are resampled, so about a pixel of their anti-aliasing softens); this
+    is how a model that draws in the shapes' own frame gives them an orientation
+    (DiffusionRunConfig.canonical_frame, docs/image_levers.md).
+    """
+    if images.dim() != 4 or angles.shape != images.shape[:1]:
+        raise ValueError(f"turn_images takes images (N, C, H, W) and one angle per image (N,), got "
+                         f"{tuple(images.shape)} and {tuple(angles.shape)}")
+    centres = drawing_centres(images)  # (N, 2)
+    pixels = pixel_centres(images.shape[-1]).to(images)  # (H, W, 2)
+    # R(-angle)(p - c) + c, written through to_shape_frame's rotation (size 1, no scaling).
+    read_at = to_shape_frame(pixels, centres, torch.ones_like(angles), angles) + centres[:, None, None, :]
+    grid = torch.stack([read_at[..., 0], -read_at[..., 1]], dim=-1)  # grid_sample's y points down
+    intensities = torch.nn.functional.grid_sample((images + 1) / 2, grid, mode="bilinear",
+                                                  padding_mode="zeros", align_corners=False)
+    return to_model_range(intensities)
+
+
 # ---------------------------------------------------------------------------------------------
 #                                          The data set
 # ---------------------------------------------------------------------------------------------
