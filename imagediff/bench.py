@@ -242,18 +242,22 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
     print(f"chain (VAE + latent DiT): {chain:.0f} s (target 600)", flush=True)
 
     rows = guidance_sweep(latent, grader, (0, 1, 3, 5, 7), per_class=per_class, num_steps=sample_steps)
-    rescaled = guidance_sweep(latent, grader, (7,), per_class=per_class, num_steps=sample_steps, rescale=0.7)
+    rescaled = guidance_sweep(latent, grader, (3, 7), per_class=per_class, num_steps=sample_steps, rescale=0.7)
     report["classifier_free_guidance"] = {"rows": rows, "rescale_0.7": rescaled, "target_accuracy_at_3": 0.95,
                                           "samples_per_scale": per_class * len(latent.class_names),
                                           "ddim_steps": sample_steps}
     # The same sweep with autoguidance by the run's early snapshot (the default sampling of a run that has one).
     autoguided = guidance_sweep(latent, grader, (0, 1, 2, 3, 5, 7), per_class=per_class, num_steps=sample_steps,
                                 guide_scale=AUTOGUIDANCE_SCALE)
+    autoguided_rescaled = guidance_sweep(latent, grader, (3,), per_class=per_class, num_steps=sample_steps,
+                                         guide_scale=AUTOGUIDANCE_SCALE, rescale=0.7)
     report["classifier_free_guidance"]["autoguided"] = {"guide_scale": AUTOGUIDANCE_SCALE,
-                                                        "guide_step": latent_config.guide_step(), "rows": autoguided}
+                                                        "guide_step": latent_config.guide_step(), "rows": autoguided,
+                                                        "rescale_0.7": autoguided_rescaled}
     print(format_sweep(rows, grader.reference, "CFG scale"), flush=True)
-    print(format_sweep(rescaled, None, "CFG 7, rescale 0.7"), flush=True)
+    print(format_sweep(rescaled, None, "CFG, rescale 0.7"), flush=True)
     print(format_sweep(autoguided, grader.reference, f"CFG, autoguided {AUTOGUIDANCE_SCALE:g}"), flush=True)
+    print(format_sweep(autoguided_rescaled, None, "autoguided, rescale 0.7"), flush=True)
     labels = balanced_request(len(latent.class_names), 1)
     for scale in (0, 1, 3, 7):
         save_image_grid(latent.sample(labels=labels, guidance_scale=scale, num_steps=sample_steps),

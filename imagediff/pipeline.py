@@ -208,12 +208,14 @@ class DiffusionRunConfig(GuidedRunConfig):
     guide_fraction: float = 0.15
     # in_channels and input_size are filled in from the data (latents or pixels) when the run starts.
     dit: DiTConfig = field(default_factory=lambda: dit_config("tiny"))
-    # Sized so that the VAE and this DiT together meet the bench's time target (about 6 minutes of DiT
-    # training on 2 cores). A short run, so a high learning rate and a short EMA. At equal time the
+    # Sized so that the VAE and this DiT together meet the bench's time target on a slow day (3500 steps
+    # took 507 s of DiT training at an fp32 matmul rate of 106 GFLOP/s, a chain of 642 s; learning the
+    # shapes upright, the accuracy curve is flat from about step 2500: docs/image_levers.md).
+    # A short run, so a high learning rate and a short EMA. At equal time the
     # lever table measured lr 4e-3 above 2e-3 (0.62 against 0.56 with min-SNR), EMA 0.999 no better
     # than 0.995, batch 64 no better than 128, depth 6 and 64 tokens (patch 1) worse: slower steps.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=3500, batch_size=128, learning_rate=4e-3, warmup_steps=100, ema_decay=0.995, log_every=100,
+        steps=3000, batch_size=128, learning_rate=4e-3, warmup_steps=100, ema_decay=0.995, log_every=100,
         checkpoint_every=500))
 
     def __post_init__(self) -> None:

@@ -72,7 +72,7 @@ def latent_recipe():
 
     recipe = DiffusionRunConfig(image_size=IMAGE_SIZE, dataset_options=dict(DATASET_OPTIONS),
                                 vae_checkpoint=str(VAE / "checkpoint.pt"))
-    # 2000 of the library's 3500 steps, so that lesson 06 (which also trains the pixel DiT for the same
+    # 2000 of the library's 3000 steps, so that lesson 06 (which also trains the pixel DiT for the same
     # time) stays within its 10 minutes; the bench (make bench) measures the full recipe.
     recipe.train = replace(recipe.train, steps=2000)
     if QUICK:
