@@ -416,8 +416,8 @@ class ImageDiffusionModel:
                                 callback=callback))
         samples = torch.cat(drawn)  # (N, c, h, w); latents are never clipped (docs/pitfalls.md, pitfall 11)
         images = self.to_images(samples)
-        if self.config.canonical_frame:  # drawn upright: each turned to its angle
-            images = turn_images(images, angle_tensor)
+        if self.config.canonical_frame:  # drawn upright: each turned to its angle (the images are on the CPU)
+            images = turn_images(images, angle_tensor.to(images.device))
         return (images, samples) if return_samples else images
 
 

@@ -565,6 +565,14 @@ def test_a_run_in_the_shapes_own_frame_learns_them_upright_and_turns_each_sample
     assert torch.equal(images, trained.sample(labels=[0, 3, 1, 2], guidance_scale=3.0, num_steps=3, seed=4))
     asked, latents = run.sample(labels=[0, 3], num_steps=3, seed=4, angles=0.5, return_samples=True)
     torch.testing.assert_close(asked, turn_images(run.to_images(latents), torch.full((2,), 0.5)))
+    # A run stored before the option learned every angle: it reads back off, and its samples are not turned.
+    state = load_checkpoint(tmp_path / "upright" / "checkpoint.pt")
+    del state["config"]["canonical_frame"]
+    save_checkpoint(tmp_path / "before.pt", state)
+    before = load_image_diffusion(tmp_path / "before.pt")
+    assert before.config.canonical_frame is False
+    images, latents = before.sample(labels=[0, 3], num_steps=3, seed=4, return_samples=True)
+    assert torch.equal(images, before.to_images(latents))
 
     with pytest.raises(DataError, match="canonical_frame needs a data set that records each image's angle"):
         train_image_diffusion(replace(config, dataset="glyphs", dataset_options={"channels": 3}))
