@@ -41,6 +41,9 @@ AUTOGUIDANCE_SCALE = 2.0
 # An angle-conditioned run whose data hold at most this many distinct angles (make_shapes(num_angles=n))
 # keeps them, and a sampler draws among them rather than over the whole range.
 MAX_STORED_ANGLES = 64
+# The generated data sets that can draw every image upright with the same seed (make_shapes(rotate=False)):
+# those a run can learn in the canonical frame (DiffusionRunConfig.canonical_frame).
+UPRIGHT_DATASETS = ("shapes",)
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
@@ -56,9 +59,9 @@ def _training_data(config) -> ImageDataset:
 def _upright_training_data(config, data: ImageDataset) -> ImageDataset:
     """The training images of ``data`` drawn in their own frame (DiffusionRunConfig.canonical_frame):
     the same draws with every angle 0, labelled with the angles ``data`` drew them at."""
-    if data.angles is None or config.dataset != "shapes":
+    if data.angles is None or config.dataset not in UPRIGHT_DATASETS:
         raise DataError(f"canonical_frame needs a data set that records each image's angle and can draw it "
-                        f"upright (the shapes); the {config.dataset} data set cannot: train with "
+                        f"upright ({', '.join(UPRIGHT_DATASETS)}); the {config.dataset} data set cannot: train with "
                         f"canonical_frame=False (--no-canonical-frame)")
     upright = make_dataset(config.dataset, config.num_train_images, seed=config.data_seed,
                            image_size=config.image_size, **{**config.dataset_options, "rotate": False})
@@ -234,7 +237,7 @@ class DiffusionRunConfig(GuidedRunConfig):
         that is not a bool or one asked for beside angle conditioning (also checked when training starts:
         ``dit`` may be replaced after the config is made)."""
         if self.canonical_frame is None:
-            self.canonical_frame = self.dataset == "shapes" and not self.dit.angle_conditioning
+            self.canonical_frame = self.dataset in UPRIGHT_DATASETS and not self.dit.angle_conditioning
         if not isinstance(self.canonical_frame, bool):
             raise ValueError(f"canonical_frame is True, False or None (on for the shapes), got {self.canonical_frame!r}")
         if self.canonical_frame and self.dit.angle_conditioning:
