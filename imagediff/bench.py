@@ -26,6 +26,7 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -115,12 +116,13 @@ def synchronized(function, device):
 
 
 def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int, repeats: int,
-                      compile: bool = False) -> dict:
+                      compile: Optional[bool] = None) -> dict:
     """Time full training steps (forward, backward, AdamW) of the run's DiT; FLOPs from training_flops.
 
     The step is timed in turns with the fp32 matmul (``interleaved_medians``, ``repeats`` rounds of one call each), whose
     rate is returned as "matmul_rate", so that the step's share of it is not the machine's drift between
-    two timings. compile: the step through torch.compile (toydiff.compilation).
+    two timings. compile: the step through torch.compile (toydiff.compilation); None: as the recipe trains
+    (config.train.compile).
     A self-conditioned run (share p of its batches take an extra forward pass without gradients) is timed
     both ways; its step is the average (1 - p) · plain + p · self-conditioned, and its FLOPs count the
     extra forward pass (a third of a step's matrix products) in the same share.
@@ -128,6 +130,7 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
     dit_config = replace(config.dit, in_channels=sample_shape[0], input_size=tuple(sample_shape[1:]),
                          num_classes=num_classes, self_condition=config.self_condition > 0)
     model = DiT(dit_config)
+    compile = config.train.compile if compile is None else compile
     forward = compile_or_eager(model, enabled=compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     schedule = make_schedule(config.schedule, config.num_timesteps)
@@ -201,7 +204,7 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
         for config in (vae_config, latent_config, grader_config):
             config.num_train_images = 1000
         vae_config.train = replace(vae_config.train, steps=60)
-        latent_config.train = replace(latent_config.train, steps=100, batch_size=32, log_every=25)
+        latent_config.train = replace(latent_config.train, steps=100, batch_size=32, log_every=25, compile=False)
         grader_config.train = replace(grader_config.train, steps=60)
         grader_config.classifier = EvaluationClassifierConfig(width=8)
         noisy_config.train = replace(noisy_config.train, steps=30)
@@ -310,12 +313,15 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
     latent_shape = tuple(encode_images(vae_run.vae, held_out[:1]).shape[1:])
     rate = dit_training_rate(latent_config, latent_shape, len(latent.class_names), 3 * repeats)
     matmul = rate["matmul_rate"]
+    eager = dit_training_rate(latent_config, latent_shape, len(latent.class_names), 3 * repeats, compile=False)
     report["flop_rate"] = {"matmul_fp32_flops": matmul, "latent_dit": rate, "pixel_dit": pixel_rate,
+                           "latent_dit_eager": eager, "latent_eager_fraction_of_matmul": eager["flop_rate"] / eager["matmul_rate"],
                            "latent_fraction_of_matmul": rate["flop_rate"] / matmul,
                            "pixel_fraction_of_matmul": pixel_rate["flop_rate"] / pixel_rate["matmul_rate"],
                            "target_fraction": 0.75}
     print(f"fp32 matmul {matmul / 1e9:.1f} GFLOP/s; latent DiT step {rate['flop_rate'] / 1e9:.1f} GFLOP/s "
-          f"({rate['flop_rate'] / matmul:.0%}); pixel DiT step {pixel_rate['flop_rate'] / 1e9:.1f} GFLOP/s "
+          f"({rate['flop_rate'] / matmul:.0%}{', compiled' if rate['compiled'] else ''}; eager "
+          f"{eager['flop_rate'] / eager['matmul_rate']:.0%} of {eager['matmul_rate'] / 1e9:.1f}); pixel DiT step {pixel_rate['flop_rate'] / 1e9:.1f} GFLOP/s "
           f"({pixel_rate['flop_rate'] / pixel_rate['matmul_rate']:.0%} of {pixel_rate['matmul_rate'] / 1e9:.1f}); "
           f"target 75%", flush=True)
     return report

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from imagediff.data import make_dataset
-from imagediff.dit import DiTConfig, DiTTrunk
+from imagediff.dit import DiTConfig, DiTTrunk, stored_dit_fields
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.losses import ClassifierObjective
 from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
@@ -253,7 +253,7 @@ def load_noisy_classifier(path, device: str = "cpu", run=None) -> NoisyLatentCla
     state = load_checkpoint(path, kind=NOISY_KIND)
     try:
         config = state["config"]
-        classifier = NoisyLatentClassifier(DiTConfig(**config["dit"]), config["num_labels"])
+        classifier = NoisyLatentClassifier(DiTConfig(**stored_dit_fields(config["dit"])), config["num_labels"])
         weights = state["ema"]["model"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} does not match this version's noisy classifier: {error}") from None

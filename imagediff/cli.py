@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    train.add_argument("--compile", action="store_true",
-                       help="torch.compile the training step (falls back to eager where the machine cannot compile)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DiffusionRunConfig().train.compile,
+                       help="torch.compile the training step (falls back to eager where the machine cannot compile) "
+                            "(default: %(default)s)")
 
     classifier = commands.add_parser("train-classifier",
                                      help="train the evaluation classifier (real pixels) or the noisy one (guidance)")

@@ -35,7 +35,8 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
     if quick:
         vae_config.num_train_images = config.num_train_images = 500
         vae_config.train = replace(vae_config.train, steps=30, checkpoint_every=0, log_every=10)
-        config.train = replace(config.train, steps=30, batch_size=32, checkpoint_every=0, log_every=10)
+        config.train = replace(config.train, steps=30, batch_size=32, checkpoint_every=0, log_every=10,
+                               compile=False)  # compiling would outlast 30 steps
     vae_config.train.progress = progress
     print(f"== imagediff: training the VAE ({vae_config.train.steps} steps) -> {out / 'vae'}", flush=True)
     vae_run = retrain_if_recipe_changed(lambda: train_vae(vae_config, out_dir=out / "vae"))

@@ -45,6 +45,7 @@ gets, and `toydiff.losses.DiffusionObjective` drops labels to the null label in 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Callable, Optional, Union
@@ -55,6 +56,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from imagediff.hooks import HookPoint, name_hook_points
+try:  # PyTorch >= 2.3; an older one picks SDPA's kernel itself
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # pragma: no cover
+    SDPBackend = sdpa_kernel = None
 from toydiff.models import timestep_embedding
 
 # Rotates queries and keys (B, heads, N, head_dim) before their dot product: how RoPE enters.
@@ -64,6 +69,10 @@ Rotary = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 # ---------------------------------------------------------------------------------------------
 #                                         Configuration
 # ---------------------------------------------------------------------------------------------
+
+
+# The MLP's non-linearity (DiTConfig.mlp_activation) -> F.gelu's `approximate`.
+MLP_ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 @dataclass
@@ -118,8 +127,16 @@ class DiTConfig:
     # a Linear of c prepended to the patch tokens, so that attention can read the label and the noise
     # level; dropped before the final layer. Image DiT only (a video's c is per frame).
     condition_token: bool = False
+    # The MLP's non-linearity: "gelu" (exact, through erf) or "gelu_tanh" (the tanh approximation the
+    # DiT paper used, as did this project's runs stored before the option). They differ by less than
+    # 1e-3; the exact one is cheaper on a CPU: compiled, the tiny image DiT's training step took 102
+    # against 113 ms (docs/image_levers.md, "Where the step's time goes").
+    mlp_activation: str = "gelu"
 
     def __post_init__(self) -> None:
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"DiTConfig.mlp_activation must be one of {', '.join(MLP_ACTIVATIONS)}, "
+                             f"got {self.mlp_activation!r}")
         # A checkpoint stores the tuple as a list; make the config equal to the one that saved it.
         size = self.input_size
         size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -221,6 +238,12 @@ def factored_label_parts(class_names) -> list:
         raise ValueError(f"factored labels need class names of the same number of words, got {list(class_names)}")
     vocabularies = [list(dict.fromkeys(w[position] for w in words)) for position in range(len(words[0]))]
     return [[vocabulary.index(word) for vocabulary, word in zip(vocabularies, w)] for w in words]
+
+
+def stored_dit_fields(fields: dict) -> dict:
+    """The fields of a DiT config read from a checkpoint, with the value it was trained with for every
+    option it was stored before: DiTConfig(**stored_dit_fields(checkpoint["config"]["dit"]))."""
+    return {"mlp_activation": "gelu_tanh", **fields}
 
 
 def dit_config(size: str = "tiny", **overrides) -> DiTConfig:
@@ -403,10 +426,26 @@ def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: 
     return tuple(per_token(part, condition, num_tokens) for part in parts)
 
 
+# On a CPU, sequences of up to this many tokens go through SDPA's math kernel (QKᵀ, softmax, AV), which
+# torch.compile fuses with the rest of the step, instead of the flash kernel, whose blocking pays off on
+# long sequences: compiled, the tiny image DiT's training step (16 tokens) took 102 against 111 ms, the
+# video DiT's (128 tokens) no longer (docs/image_levers.md, "Where the step's time goes").
+SHORT_SEQUENCE = 256
+
+
+def attention_kernel(q: torch.Tensor):
+    """The context to call F.scaled_dot_product_attention in for queries q (B, heads, N, d): the math
+    kernel for a short sequence on a CPU, PyTorch's own choice otherwise. Both give the same output."""
+    if sdpa_kernel is not None and q.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE:
+        return sdpa_kernel(SDPBackend.MATH)
+    return nullcontext()
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection.
 
-    By default it calls `F.scaled_dot_product_attention` (fused, memory-efficient). Set
+    By default it calls `F.scaled_dot_product_attention` (fused, memory-efficient; on a CPU, short
+    sequences take its math kernel: `attention_kernel`). Set
     `record_attention = True` to compute softmax(Q Kᵀ / sqrt(head_dim)) explicitly instead and keep it
     in `attention_pattern`, (B, heads, N, N), for interpretability. Both paths give the same output.
     The stored pattern is not detached, so gradient-based attribution through it works; detach it to
@@ -445,7 +484,8 @@ class SelfAttention(nn.Module):
                 self.attention_pattern = pattern
             out = pattern @ v  # (B, h, N, d)
         else:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d), same scale 1/sqrt(d)
+            with attention_kernel(q):
+                out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d), same scale 1/sqrt(d)
         out = self.hook_z(out)  # (B, h, N, d)
         if self.hook_head_out.is_hooked:
             # The projection W_O (D, h·d) is a sum over heads of W_O[:, head] (D, d): split it.
@@ -456,16 +496,17 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """The transformer MLP: Linear -> GELU (tanh approximation, as in DiT) -> Linear."""
+    """The transformer MLP: Linear -> GELU (exact, or the tanh approximation: DiTConfig.mlp_activation) -> Linear."""
 
-    def __init__(self, hidden_dim: int, mlp_hidden_dim: int) -> None:
+    def __init__(self, hidden_dim: int, mlp_hidden_dim: int, activation: str = "gelu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(hidden_dim, mlp_hidden_dim)
         self.fc2 = nn.Linear(mlp_hidden_dim, hidden_dim)
+        self.approximate = MLP_ACTIVATIONS[activation]  # F.gelu's name for it
         self.hook_hidden = HookPoint()  # (B, N, mlp_hidden_dim), after the GELU: the MLP's "neurons"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.hook_hidden(F.gelu(self.fc1(x), approximate="tanh")))  # (B, N, D)
+        return self.fc2(self.hook_hidden(F.gelu(self.fc1(x), approximate=self.approximate)))  # (B, N, D)
 
 
 class DiTBlock(nn.Module):
@@ -485,13 +526,13 @@ class DiTBlock(nn.Module):
 
     MODULATION = ("shift_attn", "scale_attn", "gate_attn", "shift_mlp", "scale_mlp", "gate_mlp")
 
-    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0, mlp_activation: str = "gelu") -> None:
         super().__init__()
         # No learned affine: the scale and shift come from the condition instead.
         self.norm1 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
         self.attention = SelfAttention(hidden_dim, num_heads)
         self.norm2 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = FeedForward(hidden_dim, int(hidden_dim * mlp_ratio))
+        self.mlp = FeedForward(hidden_dim, int(hidden_dim * mlp_ratio), mlp_activation)
         # c -> (shift, scale, gate) for the attention and for the MLP; zero at init (adaLN-Zero).
         self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
         for kind in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post") + self.MODULATION:
@@ -575,7 +616,8 @@ class DiTTrunk(nn.Module):
         # DiTConfig.condition_token: the Linear that makes c a token (None without one).
         self.condition_to_token = nn.Linear(config.hidden_dim, config.hidden_dim) if config.condition_token else None
         self.blocks = nn.ModuleList(
-            DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+            DiTBlock(config.hidden_dim, config.num_heads, config.mlp_ratio, config.mlp_activation)
+            for _ in range(config.depth)
         )
         # Hook points outside the blocks: the tokens entering block 0 (B, N, D); emb(t) and the whole
         # condition c (B, D), or (B, F, D) for a video. See imagediff.hooks and docs/hooks.md.

@@ -159,7 +159,8 @@ def run_variant(variant: str, base: DiffusionRunConfig, budget_seconds: float, v
     """Train one variant for ``budget_seconds`` of training and grade it; returns its row of the table."""
     config = apply_variant(base, variant)
     samples, data = diffusion_training_set(config, vae if config.space == "latent" else None)
-    # The bench's own timing of full training steps (forward, backward, AdamW), median of 5.
+    # The bench's own timing of full training steps (forward, backward, AdamW), median of 5, compiled if the
+    # variant trains compiled.
     step_seconds = dit_training_rate(config, tuple(samples.shape[1:]), data.num_classes, repeats=5)["step_seconds"]
     steps = max(4, int(budget_seconds / step_seconds) // 4 * 4)
     config.train = replace(config.train, steps=steps, log_every=steps // 4, checkpoint_every=0, progress=False,

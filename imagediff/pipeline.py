@@ -24,7 +24,7 @@ import torch
 
 from imagediff.data import DataError, ImageDataset, make_dataset
 from imagediff.data.shapes import turn_images
-from imagediff.dit import DiT, DiTConfig, dit_config, factored_label_parts
+from imagediff.dit import DiT, DiTConfig, dit_config, factored_label_parts, stored_dit_fields
 from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from toydiff.distributed import barrier, setup_process
@@ -217,9 +217,11 @@ class DiffusionRunConfig(GuidedRunConfig):
     # A short run, so a high learning rate and a short EMA. At equal time the
     # lever table measured lr 4e-3 above 2e-3 (0.62 against 0.56 with min-SNR), EMA 0.999 no better
     # than 0.995, batch 64 no better than 128, depth 6 and 64 tokens (patch 1) worse: slower steps.
+    # Compiled (toydiff.compilation; eager where the machine cannot compile), with the exact GELU and, on a
+    # CPU, SDPA's math kernel that compiling fuses (docs/image_levers.md, "Where the step's time goes").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=3000, batch_size=128, learning_rate=4e-3, warmup_steps=100, ema_decay=0.995, log_every=100,
-        checkpoint_every=500))
+        checkpoint_every=500, compile=True))
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -248,7 +250,7 @@ class DiffusionRunConfig(GuidedRunConfig):
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "DiffusionRunConfig":
         # A run stored before guides existed kept none; one stored before canonical_frame drew every angle.
         description = {"guide_fraction": 0.0, "canonical_frame": False, **description}
-        return cls.from_plain(description, train, dit=DiTConfig(**description["dit"]))
+        return cls.from_plain(description, train, dit=DiTConfig(**stored_dit_fields(description["dit"])))
 
 
 @dataclass

@@ -4,8 +4,11 @@ per-token conditioning, training on a few latents, guidance (pitfall 8), sizes a
 Pitfall numbers are those of docs/pitfalls.md."""
 
 import math
+from dataclasses import asdict
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from imagediff.dit import (
@@ -21,6 +24,7 @@ from imagediff.dit import (
     modulate,
     patchify,
     sincos_position_embedding_2d,
+    stored_dit_fields,
     training_flops,
     unpatchify,
 )
@@ -266,6 +270,44 @@ def test_self_attention_equals_pytorchs_multi_head_attention_with_the_same_weigh
     attention.record_attention = True
     assert torch.allclose(attention(tokens), expected, atol=1e-5)
     assert torch.allclose(attention.attention_pattern, expected_pattern, atol=1e-6)  # (B, heads, N, N)
+
+
+def test_short_sequences_on_a_cpu_take_sdpas_math_kernel_and_long_ones_pytorchs_own_choice(monkeypatch):
+    import imagediff.dit as dit_module
+    from torch.nn.attention import SDPBackend
+
+    chosen = []
+    real_choice = dit_module.sdpa_kernel
+    monkeypatch.setattr(dit_module, "sdpa_kernel", lambda backend: chosen.append(backend) or real_choice(backend))
+    torch.manual_seed(0)
+    attention = perturbed(small_dit(), std=0.1).blocks[0].attention
+    short, long = torch.randn(2, 16, 32), torch.randn(2, dit_module.SHORT_SEQUENCE + 1, 32)
+    outputs = [attention(short)]
+    assert chosen == [SDPBackend.MATH]
+    outputs.append(attention(long))
+    assert chosen == [SDPBackend.MATH]  # nothing chosen for the long one
+    attention.record_attention = True  # the explicit softmax(QKᵀ/√d)V
+    for tokens, output in zip((short, long), outputs):
+        torch.testing.assert_close(attention(tokens), output, atol=1e-5, rtol=1e-5)
+
+
+def test_the_mlp_activation_is_the_exact_gelu_and_a_config_stored_before_the_option_reads_back_the_tanh_one():
+    assert DiTConfig().mlp_activation == "gelu"
+    torch.manual_seed(0)
+    exact = perturbed(small_dit(), std=0.1)
+    tanh = small_dit(mlp_activation="gelu_tanh")
+    tanh.load_state_dict(exact.state_dict())  # the same weights
+    x = 3 * torch.randn(64, 32)
+    mlp = exact.blocks[0].mlp
+    torch.testing.assert_close(mlp(x), mlp.fc2(F.gelu(mlp.fc1(x))))
+    torch.testing.assert_close(tanh.blocks[0].mlp(x), mlp.fc2(F.gelu(mlp.fc1(x), approximate="tanh")))
+    assert not torch.allclose(mlp(x), tanh.blocks[0].mlp(x), atol=1e-6)
+    stored = asdict(DiTConfig(**SMALL))
+    del stored["mlp_activation"]  # as a checkpoint written before the option holds it
+    assert DiTConfig(**stored_dit_fields(stored)).mlp_activation == "gelu_tanh"
+    assert DiTConfig(**stored_dit_fields(asdict(DiTConfig(**SMALL)))).mlp_activation == "gelu"
+    with pytest.raises(ValueError, match="mlp_activation must be one of gelu, gelu_tanh, got 'relu'"):
+        DiTConfig(mlp_activation="relu")
 
 
 def test_per_token_condition_with_equal_tokens_equals_the_per_example_condition():

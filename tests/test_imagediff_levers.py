@@ -82,7 +82,7 @@ def test_the_command_refuses_a_bad_variant_before_training_anything(tmp_path, ca
 def test_a_small_lever_table_is_trained_graded_and_written(tmp_path):
     options = {"shapes": ["ring", "cross"], "colours": ["red", "blue"]}
     base = DiffusionRunConfig(image_size=16, dataset_options=options, num_train_images=300)
-    base.train.batch_size = 16
+    base.train.batch_size, base.train.compile = 16, False  # compiling would outlast a one-second budget
     vae = VAERunConfig(image_size=16, dataset_options=options, num_train_images=300)
     vae.train.steps, vae.train.batch_size = 20, 16
     grader = EvaluationRunConfig(image_size=16, dataset_options=options, num_train_images=300,

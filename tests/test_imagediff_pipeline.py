@@ -568,9 +568,11 @@ def test_a_run_in_the_shapes_own_frame_learns_them_upright_and_turns_each_sample
     # A run stored before the option learned every angle: it reads back off, and its samples are not turned.
     state = load_checkpoint(tmp_path / "upright" / "checkpoint.pt")
     del state["config"]["canonical_frame"]
+    del state["config"]["dit"]["mlp_activation"]
     save_checkpoint(tmp_path / "before.pt", state)
     before = load_image_diffusion(tmp_path / "before.pt")
     assert before.config.canonical_frame is False
+    assert before.model.config.mlp_activation == "gelu_tanh" and run.model.config.mlp_activation == "gelu"
     images, latents = before.sample(labels=[0, 3], num_steps=3, seed=4, return_samples=True)
     assert torch.equal(images, before.to_images(latents))
 

@@ -354,6 +354,10 @@ def test_history_length_is_resolved_against_the_window():
     stored = recipe.to_dict()
     del stored["clean_history_frames"]
     assert VideoDiffusionRunConfig.from_dict(stored).history_frames() is None
+    # One stored before the MLP's activation was an option used the tanh GELU.
+    del stored["dit"]["mlp_activation"]
+    assert VideoDiffusionRunConfig.from_dict(stored).dit.mlp_activation == "gelu_tanh"
+    assert VideoDiffusionRunConfig.from_dict(recipe.to_dict()).dit.mlp_activation == "gelu"
 
 
 def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkeypatch):

@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 
 from imagediff.pipeline import TrainedVAE, VAERunConfig, decode_latents, encode_images, load_vae, train_vae
+from imagediff.dit import stored_dit_fields
 from imagediff.vae import VAE
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.schedules import make_schedule
@@ -190,7 +191,7 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
         # A run stored before clean_history_frames existed drew its histories' lengths at random; one stored
         # before guides existed kept none.
         description = {"clean_history_frames": None, "guide_fraction": 0.0, **description}
-        return cls.from_plain(description, train, dit=VideoDiTConfig(**description["dit"]))
+        return cls.from_plain(description, train, dit=VideoDiTConfig(**stored_dit_fields(description["dit"])))
 
     def history_frames(self) -> Optional[int]:
         """The fixed length of the clean history that training gives its clips (clean_history_frames
