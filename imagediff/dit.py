@@ -428,9 +428,10 @@ def split_modulation(modulation: torch.Tensor, condition: torch.Tensor, chunks: 
 
 # On a CPU, sequences of up to this many tokens go through SDPA's math kernel (QKᵀ, softmax, AV), which
 # torch.compile fuses with the rest of the step, instead of the flash kernel, whose blocking pays off on
-# long sequences: compiled, the tiny image DiT's training step (16 tokens) took 102 against 111 ms, the
-# video DiT's (128 tokens) no longer (docs/image_levers.md, "Where the step's time goes").
-SHORT_SEQUENCE = 256
+# long sequences. Compiled: the tiny image DiT's training step (16 tokens) took 102 against 111 ms, the
+# video DiT's (128 tokens) the same either way, the pixel DiT's (256 tokens) longer, 2.8-3.4 s against
+# 2.2-2.4 s (docs/image_levers.md, "Where the step's time goes").
+SHORT_SEQUENCE = 128
 
 
 def attention_kernel(q: torch.Tensor):
