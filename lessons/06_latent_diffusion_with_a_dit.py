@@ -11,11 +11,11 @@
 #
 # Run:   python lessons/06_latent_diffusion_with_a_dit.py   (figures in runs/lessons/06_latent_diffusion_with_a_dit/)
 # Time:  about 7 min on a 2-core CPU the first time, with lesson 05's VAE and grader present
-#        (measured: 438 s: the latent DiT about 250 s of training plus its snapshots, the pixel DiT its
-#        equal share of at most 2 min, which it trains every time); about 2 min once the latent DiT
-#        is trained.
+#        (measured: 440 s: the latent DiT about 240 s of compiled training plus its snapshots, the
+#        pixel DiT its equal share of at most 2 min, which it trains every time); about 4 min (260 s)
+#        once the latent DiT is trained.
 #        Measured with `python lessons/run_all.py 06 07` on an idle 2-core machine, both cores in use
-#        (a full-mode run: 0.92 of the samples the class asked for at step 1800, CFG s = 3).
+#        (a full-mode run: 0.94 of the samples the class asked for at step 1800, CFG s = 3).
 #
 # The latent DiT trained here is shared with lesson 07: it is trained once.
 

@@ -16,10 +16,10 @@
 #
 # Run:   python lessons/07_guidance_on_images.py      (figures in runs/lessons/07_guidance_on_images/)
 # Time:  about 9 min on a 2-core CPU the first time, with the checkpoints of lessons 05 and 06 present
-#        (measured: 454 s with `python lessons/run_all.py 07` on an idle 2-core machine, the three
-#        orientation models' 800 training steps each included, the noisy-latent classifier present; its
-#        1000 steps, trained once, added about 1.5 min in an earlier measurement), about 2 min (132 s)
-#        once the extra models exist.
+#        (measured: 442 s with `python lessons/run_all.py 06 07` on an idle 2-core machine, the three
+#        orientation models' 800 compiled training steps each included, the noisy-latent classifier
+#        present; its 1000 steps, trained once, added about 1.5 min in an earlier measurement), about
+#        2 min (136 s) once the extra models exist.
 
 # %%
 import math
@@ -261,12 +261,11 @@ print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", column
                                title=f"told the angle: {', '.join(turn_prompts)} at 0°, 15°, ..., 75°"))
 
 # %% [markdown]
-# A full-mode run measured, at 800 steps each: own frame 0.643 (squares 0.61, triangles 0.81, diamonds
-# 0.78), every angle 0.464 (squares 0.19 — 28 of 36 called circles —, triangles 0.17, diamonds 0.33),
-# told the angle 0.405.  The model told the angle does not draw better than the one that must choose:
+# A full-mode run measured, at 800 steps each: own frame 0.643 (squares 0.61, triangles 0.78, diamonds
+# 0.81), every angle 0.456 (squares 0.19, triangles 0.11, diamonds 0.33), told the angle 0.405.  The model told the angle does not draw better than the one that must choose:
 # removing the choice leaves the drawing, and the drawing is what fails.  Removing the *drawing of every
 # angle* is what works, and it keeps working: the lesson-06 model, which learns upright for 2000 steps,
-# reached 0.948 in the sweep above, and the bench's (3000 steps) 0.986; the same recipe learning every
+# reached 0.952 in the sweep above, and the bench's (3000 steps) 0.976; the same recipe learning every
 # angle stayed between 0.5 and 0.75 at every budget measured, 0.59 after 8000 steps (docs/image_levers.md,
 # where the two are compared at equal wall time).  The turn itself is exact geometry, not learned: the data set is the same under any
 # rotation, so a model of the upright shapes and a random angle is a model of the data set.  It needs
@@ -302,11 +301,11 @@ print("wrote", save_image_grid(one_each, OUT / "autoguided_samples.png", columns
                                title="CFG s = 2 with autoguidance w = 2 by the run's early EMA"))
 
 # %% [markdown]
-# Read the Fréchet distance.  On this lesson's model (2000 steps) a full-mode run measured 0.948 of the
-# samples right and a distance of 83 with CFG alone at s = 3 (real images: 16.7), 0.885 and 38 with
-# autoguidance alone (s = 1, w = 2), and 0.952 and 63 with both (s = 2, w = 2): autoguidance keeps the
-# accuracy and more than halves the distance.  On the bench's default model (3000 steps,
-# docs/image_levers.md) CFG 3 reads 0.986 / 48.8, autoguidance alone 0.946 / 18.0, both 0.984 / 31.9.
+# Read the Fréchet distance.  On this lesson's model (2000 steps) a full-mode run measured 0.952 of the
+# samples right and a distance of 88 with CFG alone at s = 3 (real images: 16.7), 0.873 and 42 with
+# autoguidance alone (s = 1, w = 2), and 0.940 and 69 with both (s = 2, w = 2): autoguidance keeps most
+# of the accuracy and more than halves the distance.  On the bench's default model (3000 steps,
+# docs/image_levers.md) CFG 3 reads 0.976 / 48.8, autoguidance alone 0.942 / 19.2, both 0.978 / 29.4.
 
 # %% [markdown]
 # ## What to remember
