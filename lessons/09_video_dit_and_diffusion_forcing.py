@@ -10,8 +10,8 @@
 # or fills in the middle between two clean ends — only the pattern of noise levels changes.
 #
 # Run:   python lessons/09_video_dit_and_diffusion_forcing.py   (figures in runs/lessons/09_video_dit_and_diffusion_forcing/)
-# Time:  about 7.5 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 452 s,
-#        the video DiT's 3000 training steps included, compiled as the recipe trains). Measured with `python lessons/run_all.py 09 10`
+# Time:  about 8 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 477 s,
+#        the video DiT's 3000 training steps included, compiled as the recipe trains). Measured with `python lessons/run_all.py 09 10 11 12`
 #        on an idle 2-core machine, both cores in use.
 #
 # The video DiT trained here is shared with lesson 10: it is trained once.
@@ -301,7 +301,7 @@ print("wrote", save_frame_strips(shown, labels, OUT / "prediction_and_interpolat
 
 # %% [markdown]
 # ## What the recipe traded
-# When this was written, the model above scored 1.29 px on prediction and 3.20 px on interpolation
+# When this was written, the model above scored 1.31 px on prediction and 3.23 px on interpolation
 # (32 videos, the pyramid and full-sequence matrices at 20 steps): it predicts far better than the
 # video that stands still (3.04 px) but interpolates worse than the nearest real frame repeated
 # (2.46 px).  The same 3000 steps with earlier draws: a clean history of random length (1 to 7

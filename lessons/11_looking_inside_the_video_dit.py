@@ -12,7 +12,7 @@
 # lose.  A pattern that a head shows is a description; only an ablation says whether the model uses it.
 #
 # Run:   python lessons/11_looking_inside_the_video_dit.py   (figures in runs/lessons/11_looking_inside_the_video_dit/)
-# Time:  about 15 s on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 15 s on an
+# Time:  about 20 s on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 22 s on an
 #        idle 2-core machine, both cores in use).
 
 # %%

@@ -12,7 +12,7 @@
 # explains its parts, runs it at a size that fits the lesson's time, and reads what it measured.
 #
 # Run:   python lessons/12_the_physics_probe.py   (figures in runs/lessons/12_the_physics_probe/)
-# Time:  about 4 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 257 s on an
+# Time:  about 4 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 259 s on an
 #        idle 2-core machine, both cores in use).
 
 # %%
