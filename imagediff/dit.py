@@ -56,11 +56,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from imagediff.hooks import HookPoint, name_hook_points
+from toydiff.models import timestep_embedding
+
 try:  # PyTorch >= 2.3; an older one picks SDPA's kernel itself
     from torch.nn.attention import SDPBackend, sdpa_kernel
 except ImportError:  # pragma: no cover
     SDPBackend = sdpa_kernel = None
-from toydiff.models import timestep_embedding
 
 # Rotates queries and keys (B, heads, N, head_dim) before their dot product: how RoPE enters.
 Rotary = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -527,7 +528,8 @@ class DiTBlock(nn.Module):
 
     MODULATION = ("shift_attn", "scale_attn", "gate_attn", "shift_mlp", "scale_mlp", "gate_mlp")
 
-    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0, mlp_activation: str = "gelu") -> None:
+    def __init__(self, hidden_dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 mlp_activation: str = "gelu") -> None:
         super().__init__()
         # No learned affine: the scale and shift come from the condition instead.
         self.norm1 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from imagediff.pipeline import TrainedVAE, VAERunConfig, decode_latents, encode_images, load_vae, train_vae
 from imagediff.dit import stored_dit_fields
+from imagediff.pipeline import TrainedVAE, VAERunConfig, decode_latents, encode_images, load_vae, train_vae
 from imagediff.vae import VAE
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.schedules import make_schedule
