@@ -54,14 +54,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from imagediff.hooks import HookPoint, name_hook_points
 from toydiff.models import timestep_embedding
-
-try:  # PyTorch >= 2.3; an older one picks SDPA's kernel itself
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-except ImportError:  # pragma: no cover
-    SDPBackend = sdpa_kernel = None
 
 # Rotates queries and keys (B, heads, N, head_dim) before their dot product: how RoPE enters.
 Rotary = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -438,7 +434,7 @@ SHORT_SEQUENCE = 128
 def attention_kernel(q: torch.Tensor):
     """The context to call F.scaled_dot_product_attention in for queries q (B, heads, N, d): the math
     kernel for a short sequence on a CPU, PyTorch's own choice otherwise. Both give the same output."""
-    if sdpa_kernel is not None and q.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE:
+    if q.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE:
         return sdpa_kernel(SDPBackend.MATH)
     return nullcontext()
 

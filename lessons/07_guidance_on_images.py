@@ -262,13 +262,14 @@ print("wrote", save_image_grid(turned, OUT / "told_the_angle_turned.png", column
 
 # %% [markdown]
 # A full-mode run measured, at 800 steps each: own frame 0.643 (squares 0.61, triangles 0.78, diamonds
-# 0.81), every angle 0.456 (squares 0.19, triangles 0.11, diamonds 0.33), told the angle 0.405.  The model told the angle does not draw better than the one that must choose:
-# removing the choice leaves the drawing, and the drawing is what fails.  Removing the *drawing of every
-# angle* is what works, and it keeps working: the lesson-06 model, which learns upright for 2000 steps,
-# reached 0.952 in the sweep above, and the bench's (3000 steps) 0.976; the same recipe learning every
-# angle stayed between 0.5 and 0.75 at every budget measured, 0.59 after 8000 steps (docs/image_levers.md,
-# where the two are compared at equal wall time).  The turn itself is exact geometry, not learned: the data set is the same under any
-# rotation, so a model of the upright shapes and a random angle is a model of the data set.  It needs
+# 0.81), every angle 0.456 (squares 0.19, triangles 0.11, diamonds 0.33), told the angle 0.405.  The
+# model told the angle does not draw better than the one that must choose: removing the choice leaves
+# the drawing, and the drawing is what fails.  Removing the *drawing of every angle* is what works, and
+# it keeps working: the lesson-06 model, which learns upright for 2000 steps, reached 0.952 in the sweep
+# above, and the bench's (3000 steps) 0.976; the same recipe learning every angle stayed between 0.5
+# and 0.75 at every budget measured, 0.59 after 8000 steps (docs/image_levers.md, where the two are
+# compared at equal wall time).  The turn itself is exact geometry, not learned: the data set is the
+# same under any rotation, so a model of the upright shapes and a random angle is a model of the data set.  It needs
 # to know each training image's angle, which this generator records and a folder of photographs would
 # not: there the symmetry has to be learned, or built into the network.
 #
