@@ -6,6 +6,7 @@ erased, an extra ball, noise, blur), so the score each should get is known in ad
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 
 from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
-from videodiff.metrics import colour_labels, physics_metrics, track_balls, well_formed
+from videodiff.data.physics import simulate_balls
+from videodiff.metrics import (
+    COVER_FRAMES, HIDE_REACH, colour_labels, intact_frames, physics_metrics, track_balls, well_formed,
+)
 
 SIZE, CONTEXT = 32, 8
 
@@ -103,6 +107,84 @@ def test_well_formed_needs_the_expected_area_and_a_compact_blob(open_truth):
 
 
 # ---------------------------------------------------------------------------------------------
+#                                  A frame judged on its own
+# ---------------------------------------------------------------------------------------------
+
+
+def exact_physics_from(truth: PhysicsVideos, velocity_noise: float, seed: int = 0) -> np.ndarray:
+    """The truth's frames up to the context's last, then the exact physics from that frame's state with
+    every velocity moved by Gaussian noise of ``velocity_noise`` px/frame: right in every frame, off the path."""
+    start = CONTEXT - 1
+    velocities = truth.velocities[:, start] + np.random.default_rng(seed).normal(0, velocity_noise, (len(truth), 3, 2))
+    path, _, _ = simulate_balls(truth.positions[:, start], velocities, truth.radii, SIZE - start, SIZE,
+                                truth.config.gravity, truth.config.restitution)
+    positions = truth.positions.astype(np.float64).copy()
+    positions[:, start:] = path
+    return rendered(truth, positions=positions)
+
+
+def test_a_continuation_off_the_true_path_is_intact_though_not_where_the_truth_hides_its_balls(truth):
+    tracks = track_balls(truth.frames, truth.colours)
+    assert (truth.present & ~tracks.found).any(axis=2).mean() > 0.01  # balls do hide, behind the bar or a ball
+    assert intact_frames(truth.frames, truth).mean() > 0.99
+
+    metrics = physics_metrics(exact_physics_from(truth, 0.2), truth, CONTEXT)
+    assert metrics["position_error"] > 1.5  # it drifts from the true path ...
+    assert metrics["intact_share"] > 0.98  # ... but every frame still holds its whole balls ...
+    assert metrics["well_formed_share"] < 0.93  # ... which the truth-matched share misses at the bar and overlaps
+
+
+def test_a_ball_vanishing_in_the_open_or_drawn_over_the_bar_is_not_intact(truth):
+    # Drawn with no bar, the balls that should pass behind it are in front of it: wrong wherever a ball
+    # should be mostly hidden, right elsewhere.
+    in_front = render_videos(truth.positions, truth.radii, truth.colours, truth.present,
+                             np.zeros_like(truth.occluders), SIZE)
+    tracks = track_balls(truth.frames, truth.colours)
+    disc_areas = math.pi * truth.radii[:, None, :] ** 2
+    behind = (truth.present & (tracks.areas < 0.5 * disc_areas)).any(axis=2) & (truth.occluders[:, None, 1] > 0)
+    assert behind.sum() > 50
+    intact = intact_frames(in_front, truth)
+    assert intact[behind].mean() < 0.15 and intact[~behind].mean() > 0.85
+
+    # A ball that vanishes far from the bar is missing, not hidden (once no other ball can cover it).
+    bar_centre, bar_half = truth.occluders.mean(axis=1), np.diff(truth.occluders, axis=1)[:, 0] / 2  # (N,)
+    last_x = truth.positions[:, CONTEXT - 1, 0, 0]
+    far = (truth.occluders[:, 1] > 0) & (np.abs(last_x - bar_centre) > bar_half + truth.radii[:, 0] + HIDE_REACH + 1)
+    assert far.sum() >= 3
+    present = truth.present.copy()
+    present[:, :, 0] &= ~from_context_on(present[:, :, 0])  # ball 0 (always present) erased
+    intact = intact_frames(rendered(truth, present=present), truth)
+    assert intact[:, :CONTEXT].all() and not intact[far, CONTEXT + COVER_FRAMES + 1:].any()
+
+
+def test_a_ball_hidden_behind_a_larger_one_for_a_few_frames_is_not_missing(open_truth):
+    # Ball 0 made small and ball 1 large; ball 0 peeks out beside ball 1 in the last context frame, then
+    # passes under it (balls are drawn in slot order, so ball 1 covers it) for three frames.
+    both = open_truth.present[:, 0, 0] & open_truth.present[:, 0, 1]
+    scene = open_truth[np.nonzero(both)[0]]
+    radii = scene.radii.copy()
+    radii[:, 0], radii[:, 1] = 2.5, 4.5
+    positions = scene.positions.astype(np.float64).copy()
+    under = slice(CONTEXT, CONTEXT + 3)
+    positions[:, CONTEXT - 1, 0] = positions[:, CONTEXT - 1, 1] + [3.5, 0]
+    positions[:, under, 0] = positions[:, under, 1]
+    scene = dataclasses.replace(scene, radii=radii, positions=positions.astype(np.float32))
+    scene = dataclasses.replace(scene, frames=rendered(scene))
+    tracks = track_balls(scene.frames, scene.colours)
+    slow = np.linalg.norm(positions[:, under, 1] - positions[:, CONTEXT - 1, None, 1], axis=-1).max(axis=1) < 3
+    assert tracks.found[:, CONTEXT - 1, 0].all() and not tracks.found[:, under, 0].any() and slow.sum() >= 3
+    assert intact_frames(scene.frames, scene)[slow, under].all()
+
+
+def test_a_shrunken_ball_is_not_intact(open_truth):
+    radii = open_truth.radii.copy()
+    radii[:, 0] *= 0.6  # a third of the area
+    frames = rendered(open_truth, radii=radii)
+    frames[:, :CONTEXT] = open_truth.frames[:, :CONTEXT]
+    assert physics_metrics(frames, open_truth, CONTEXT)["intact_share"] < 0.1  # but where another ball covers it
+
+
+# ---------------------------------------------------------------------------------------------
 #                                       The physics scores
 # ---------------------------------------------------------------------------------------------
 
@@ -113,6 +195,7 @@ def test_the_truth_scores_perfectly_and_dumps_to_json(truth):
     assert all(error == 0 for error in metrics["position_error_per_frame"])
     assert metrics["position_error_first"] == 0 and metrics["found_share"] == 1
     assert metrics["well_formed_share"] == 1 and metrics["stray_frame_share"] == 0
+    assert metrics["intact_share"] > 0.99 and len(metrics["intact_per_frame"]) == 32 - CONTEXT
     assert metrics["moves"] is True and metrics["motion_ratio"] == pytest.approx(1)
     assert metrics["colour_kept"] > 0.99
     assert json.loads(json.dumps(metrics)) == metrics
@@ -136,7 +219,7 @@ def test_balls_shifted_by_two_pixels_are_two_pixels_off(open_truth):
     assert metrics["position_error_first"] == pytest.approx(2, abs=0.1)
     assert all(abs(error - 2) < 0.3 for error in metrics["position_error_per_frame"])
     assert metrics["found_share"] == 1 and metrics["moves"] is True
-    assert metrics["well_formed_share"] > 0.9  # shifted, but still whole balls
+    assert metrics["well_formed_share"] > 0.9 and metrics["intact_share"] > 0.9  # shifted, but still whole balls
 
 
 def test_an_erased_ball_is_missed_and_its_frames_are_wrong(open_truth):
@@ -146,6 +229,7 @@ def test_an_erased_ball_is_missed_and_its_frames_are_wrong(open_truth):
     balls = open_truth.present[:, CONTEXT:]  # (N, G, K) every ball is in view in an open box, nearly always
     assert metrics["found_share"] == pytest.approx(1 - balls[..., 0].sum() / balls.sum(), abs=0.02)
     assert metrics["well_formed_share"] < 0.1  # only frames where ball 0 hid behind another ball anyway
+    assert metrics["intact_share"] < 0.1  # in an open box nothing but another ball can hide it
     assert metrics["position_error"] < 0.1  # the balls that are left are where they should be
 
 
@@ -196,6 +280,7 @@ def test_an_extra_ball_breaks_the_count(open_truth):
     with_stranger = render_videos(positions, radii, colours, present, open_truth.occluders, SIZE)
     metrics = physics_metrics(with_stranger, open_truth, CONTEXT)
     assert metrics["stray_frame_share"] > 0.95 and metrics["well_formed_share"] < 0.05
+    assert metrics["intact_share"] < 0.05
 
     # A ball spawned in an empty slot: its colour is expected in the video, but not in view.
     spare = ~open_truth.present[:, 0, 2]  # (N,) videos with fewer than three balls
@@ -204,6 +289,7 @@ def test_an_extra_ball_breaks_the_count(open_truth):
     present[:, :, 2] |= from_context_on(present[:, :, 2])
     metrics = physics_metrics(rendered(open_truth, present=present)[spare], open_truth[spare], CONTEXT)
     assert metrics["well_formed_share"] < 0.05 and metrics["stray_frame_share"] == 0
+    assert metrics["intact_share"] < 0.05  # a whole ball, but one more than the scene holds
 
 
 def test_a_colour_change_is_caught(open_truth):

@@ -5,7 +5,8 @@
 2. Rollouts of held-out videos from 4 real frames, scored against their true physics:
    - mean ball-position error over the first 8 generated frames (target <= 1.5 px);
    - over a 64-frame rollout: the share of frames with the right number of well-formed balls
-     (target >= 95%) and whether the balls still move;
+     (target >= 95%), read two ways — where the truth has them ("well-formed") and judged on the frame
+     alone ("intact") — and whether the balls still move;
    one row per history guidance (none, vanilla, fractional, temporal; with and without stabilisation),
    all with autoguidance by the run's early EMA (the default), and one without.
 3. The same for a full-sequence baseline (one noise level per clip) trained with the same budget.

@@ -377,7 +377,8 @@ def command_rollout(args) -> None:
                           "autoguidance": guide_scale}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
-          f"well-formed frames {metrics['well_formed_share']:.1%}; moves: {metrics['moves']}")
+          f"well-formed frames {metrics['well_formed_share']:.1%} (matched to the truth), intact "
+          f"{metrics['intact_share']:.1%} (judged alone); moves: {metrics['moves']}")
     print(f"wrote rollout.gif, frames.npy, truth.npy and metrics.json to {out}")
 
 

@@ -57,14 +57,15 @@ def run_demo(out: Path, progress: bool = True, quick: bool = False) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report = {**stages, "vae_train_seconds": vae_run.seconds, "dit_train_seconds": run.seconds,
               "position_error_first": metrics["position_error_first"],
-              "well_formed_share": metrics["well_formed_share"], "moves": metrics["moves"]}
+              "well_formed_share": metrics["well_formed_share"], "intact_share": metrics["intact_share"],
+              "moves": metrics["moves"]}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"   stages: VAE {stages['vae_seconds']:.0f} s, video DiT {stages['dit_seconds']:.0f} s, "
           f"rollout {stages['rollout_seconds']:.0f} s")
     print(f"   {num_videos} held-out videos, {context} real frames then {length} generated "
           f"(autoguidance w = {run.default_guide_scale:g}, no history guidance): position error over the first 8 "
           f"{_number(metrics['position_error_first'])} px, well-formed frames {metrics['well_formed_share']:.0%}, "
-          f"moves: {metrics['moves']}")
+          f"intact {metrics['intact_share']:.0%}, moves: {metrics['moves']}")
     print(f"   wrote rollout.gif, metrics.json and report.json under {out}")
     return report
 

@@ -39,8 +39,8 @@ GUIDANCE_ROWS = (
 def _table_row(name: str, metrics: dict) -> dict:
     """One row of the table: the name and the metrics it shows."""
     return {"guidance": name, **{key: metrics[key] for key in (
-        "position_error_first", "position_error", "found_share", "well_formed_share", "motion_ratio", "moves",
-        "position_error_per_frame")}}
+        "position_error_first", "position_error", "found_share", "well_formed_share", "intact_share", "motion_ratio",
+        "moves", "position_error_per_frame")}}
 
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
@@ -86,12 +86,13 @@ def reference_rows(run, num_videos: int, context: int, length: int) -> list[dict
 def format_table(table: list[dict]) -> str:
     """The rows of `evaluation_table` as a plain-text table."""
     lines = [f"{'guidance':<22} {'err first 8 (px)':>16} {'err all (px)':>12} {'found':>6} {'well-formed':>11} "
-             f"{'motion':>7} moves"]
+             f"{'intact':>6} {'motion':>7} moves"]
     for row in table:
         def number(key, digits=2):
             value = row[key]
             return "   -" if value is None else f"{value:.{digits}f}"
         lines.append(f"{row['guidance']:<22} {number('position_error_first'):>16} {number('position_error'):>12} "
-                     f"{number('found_share'):>6} {number('well_formed_share'):>11} {number('motion_ratio'):>7} "
+                     f"{number('found_share'):>6} {number('well_formed_share'):>11} {number('intact_share'):>6} "
+                     f"{number('motion_ratio'):>7} "
                      f"{row['moves']}")
     return "\n".join(lines)

@@ -17,6 +17,12 @@ ball, or paints noise, shows up there.
 compares the two, so what the occluder hides (or another ball covers) is expected to be hidden in both:
 a ball is *in view* in a true frame when at least half its disc shows. Hue survives a decoder's blur
 (mixing a colour with black dims it but keeps its hue), which is why hue, not exact RGB, is matched.
+
+Judged against the truth, a frame is only "well formed" if the balls are where the truth has them
+hidden or in view; a continuation that is right in every frame but a little off the true path
+(physics run exactly from a velocity 0.2 px/frame off) fails about one frame in ten that way, at the
+occluder and where balls overlap. ``intact_frames`` judges a frame on its own instead: every ball of the
+scene drawn whole where it is drawn, or missing only where the occluder can hide it (see its docstring).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from videodiff.data.physics import PALETTE, PhysicsVideos
+from videodiff.data.physics import PALETTE, PhysicsVideos, render_videos
 
 # A pixel belongs to a ball only if it is this bright (its largest channel, in [0, 1]) and this
 # saturated ((max - min) / max); both are low enough to keep most of a disc's one-pixel edge ramp.
@@ -168,6 +174,109 @@ def well_formed(
                 & (tracks.compactness <= compactness_factor * np.asarray(expected_compactness)))
 
 
+# A ball missing from a generated frame may be behind the occluder only if the bar is wide enough to hide
+# it whole and the ball was last seen with its centre within its radius plus this many pixels of the
+# bar: about the farthest a ball moves in one frame (3.5 px/frame after falling the whole height).
+HIDE_REACH = 4.0
+# Balls pass through each other, so one may hide behind another, but only while the two overlap: for
+# at most this many frames after it was last seen (a bar can hide a ball for as long as it stays there).
+COVER_FRAMES = 6
+# Rounds of moving each drawn disc so that its visible part's centroid matches the tracked one (a ball
+# half behind the bar or another ball shows a centroid off its centre).
+DISC_FIT_ROUNDS = 3
+
+
+def whole_disc_tracks(tracks: BallTracks, videos: PhysicsVideos, rounds: int = DISC_FIT_ROUNDS) -> BallTracks:
+    """What the tracker would see if every ball found in ``tracks`` were a whole disc of its radius,
+    drawn where the tracker found it, with the video's occluder and the other balls in front as usual.
+
+    tracks: BallTracks of frames (N, F, ...) of the scenes of ``videos`` (their radii, colours, present
+    and occluders are the set-up, the same in the context and the continuation). The disc's centre is
+    moved ``rounds`` times by the gap between the tracked centroid and the centroid its drawing shows,
+    so that a ball partly hidden is placed behind the bar rather than beside it. Returns BallTracks of
+    the redrawn frames (areas and compactness are what ``well_formed`` compares with).
+    """
+    shown = tracks.found & videos.present  # (N, F, K)
+    target = np.nan_to_num(tracks.positions)  # (N, F, K, 2)
+    centres = target.copy()
+    image_size = videos.frames.shape[2]
+
+    def redraw(centres: np.ndarray) -> BallTracks:
+        frames = render_videos(centres, videos.radii, videos.colours, shown, videos.occluders, image_size)
+        return track_balls(frames, videos.colours)
+
+    redrawn = redraw(centres)
+    for _ in range(rounds):
+        seen = (redrawn.found & shown)[..., None]
+        centres = np.where(seen, centres + target - np.nan_to_num(redrawn.positions), centres)
+        redrawn = redraw(centres)
+    return redrawn
+
+
+def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, compactness_factor: float = 1.5,
+                  stray_tolerance: float = 3.0) -> np.ndarray:
+    """(N, F) bool: the frame holds the scene's balls, each drawn whole wherever it is drawn, and
+    nothing else. Judged on the frame itself, not against the true continuation, so a ball a little
+    off its true path still counts; ``physics_metrics``' position error is what measures the path.
+
+    generated (N, F, H, W, 3) frames of the scenes of ``videos`` (only their set-up is used: radii,
+    colours, present, occluders). Every ball the scene holds in that frame must be either
+      - found, with area within ``area_factor`` and compactness within ``compactness_factor`` of what a
+        whole disc of its radius drawn at the tracked place shows (`whole_disc_tracks`: the occluder
+        and the balls drawn over it taken into account); a ball that, drawn there, would show less than
+        half its disc is only held to not showing more than ``area_factor`` times that, since a sliver
+        beside the bar tells little about its shape; or
+      - not found, where something can hide it: the occluder, if it is at least 2r - 1 px wide and the
+        ball was last seen (in any earlier frame, context included) with its centre within
+        r + HIDE_REACH px of the bar; or another ball at least about as large (radius r' >= r - 0.5),
+        found in this frame within r' + HIDE_REACH px of where the hidden one was last seen, at most
+        COVER_FRAMES frames ago;
+    and bright pixels of colours no ball of the scene has (an empty slot's colour included: a ball of it
+    is one too many) may add up to at most ``stray_tolerance`` px more than the redrawn frame shows
+    (where two balls overlap, their blend can take a third hue).
+    """
+    generated = as_unit_frames(generated)
+    if generated.shape != videos.frames.shape:
+        raise ValueError(f"generated frames {generated.shape} must match the videos' {videos.frames.shape} "
+                         f"(N, F, H, W, 3)")
+    tracks = track_balls(generated, videos.colours)
+    redrawn = whole_disc_tracks(tracks, videos)
+    radii = videos.radii.astype(np.float64)  # (N, K)
+    disc_areas = math.pi * radii[:, None, :] ** 2  # (N, 1, K)
+    mostly_hidden = redrawn.areas < 0.5 * disc_areas  # (N, F, K) at the place it was drawn
+    whole = well_formed(tracks, redrawn.areas, redrawn.compactness, area_factor, compactness_factor)
+    sliver = tracks.found & mostly_hidden & (tracks.areas <= area_factor * np.maximum(redrawn.areas, MIN_AREA))
+
+    # Missing balls: could the bar, or a ball drawn over it, hide them where they were last seen?
+    first, end = videos.occluders[:, :1].astype(np.float64), videos.occluders[:, 1:].astype(np.float64)  # (N, 1)
+    bar_hides = (end - first) >= 2 * radii - 1  # (N, K)
+    big_enough = radii[:, None, :] >= radii[:, :, None] - 0.5  # (N, K hidden, K over it)
+    big_enough &= ~np.eye(radii.shape[1], dtype=bool)
+    hideable = np.zeros(tracks.found.shape, dtype=bool)  # (N, F, K)
+    last_seen = np.full(radii.shape + (2,), np.nan)  # (N, K, 2) centre where each ball was last found
+    last_frame = np.full(radii.shape, -COVER_FRAMES - 1)  # (N, K) and in which frame
+    for frame in range(generated.shape[1]):
+        last_x = last_seen[..., 0]
+        near_bar = (last_x >= first - radii - HIDE_REACH) & (last_x <= end + radii + HIDE_REACH)
+        now = tracks.positions[:, frame]  # (N, K, 2), NaN where not found
+        gap = np.linalg.norm(last_seen[:, :, None] - now[:, None, :], axis=-1)  # (N, K hidden, K over it)
+        covered = (big_enough & (gap <= radii[:, None, :] + HIDE_REACH)).any(axis=2)  # NaN compares False
+        covered &= frame - last_frame <= COVER_FRAMES
+        never_seen = np.isnan(last_x)  # hidden since the first frame
+        hideable[:, frame] = (bar_hides & (near_bar | never_seen)) | covered
+        found = tracks.found[:, frame]  # (N, K)
+        last_seen = np.where(found[..., None], now, last_seen)
+        last_frame = np.where(found, frame, last_frame)
+
+    ball_right = np.where(tracks.found, whole | sliver, hideable) | ~videos.present  # (N, F, K)
+    # The colour of a slot the scene leaves empty is stray too: a ball of it is one ball too many (where
+    # two balls overlap, their blend can take it, in the redrawn frame as well).
+    def stray(seen: BallTracks) -> np.ndarray:  # (N, F)
+        return seen.stray_areas + np.where(videos.present, 0, seen.areas).sum(axis=2)
+
+    return ball_right.all(axis=2) & (stray(tracks) <= stray(redrawn) + stray_tolerance)
+
+
 def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
@@ -199,6 +308,9 @@ def physics_metrics(
                                truth's), no ball wholly hidden in the truth is found, and stray
                                colours add up to at most ``stray_tolerance`` px more than the truth's
     stray_frame_share          the share of generated frames with too many stray coloured pixels
+    intact_share               the share of generated frames that hold the scene's balls, each whole
+                               wherever it is drawn, judged on the frame alone (``intact_frames``)
+    intact_per_frame           the same, per generated frame
     motion_ratio, moves        mean displacement of the tracked balls between consecutive generated
                                frames divided by the truth's, over balls in view and found in both
                                frames; moves = ratio >= ``min_motion_ratio`` (a frozen rollout has
@@ -238,6 +350,8 @@ def physics_metrics(
     right_frame = ((good_balls | ~in_view).all(axis=2) & (~generated_tracks.found | ~hidden).all(axis=2)
                    & ~too_much_stray)  # (N, F)
 
+    intact = intact_frames(generated, truth)  # (N, F)
+
     # Motion between consecutive generated frames.
     both = (in_view[:, :-1] & in_view[:, 1:] & generated_tracks.found[:, :-1] & generated_tracks.found[:, 1:])
     both[:, :num_context] = False  # only steps between two generated frames
@@ -254,6 +368,8 @@ def physics_metrics(
         "found_share": float(scored_balls.sum() / max(in_view[:, scored].sum(), 1)),
         "well_formed_share": float(right_frame[:, scored].mean()),
         "stray_frame_share": float(too_much_stray[:, scored].mean()),
+        "intact_share": float(intact[:, scored].mean()),
+        "intact_per_frame": intact[:, scored].mean(axis=0).tolist(),
         "motion_ratio": motion_ratio,
         "moves": None if motion_ratio is None else bool(motion_ratio >= min_motion_ratio),
         "colour_kept": _colour_kept(generated, truth, true_tracks.positions, in_view, scored),
