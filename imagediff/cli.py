@@ -32,8 +32,8 @@ from imagediff.evaluation import Grader, format_sweep, guidance_sweep
 from imagediff.levers import run_levers
 from imagediff.metrics import psnr, summarise_psnr
 from imagediff.pipeline import (
-    AUTOGUIDANCE_SCALE, SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents, encode_images,
-    load_image_diffusion, load_vae, train_image_diffusion, train_vae,
+    AUTOGUIDANCE_SCALE, GUIDANCE_RESCALE, SAMPLERS, SPACES, DiffusionRunConfig, VAERunConfig, decode_latents,
+    encode_images, load_image_diffusion, load_vae, train_image_diffusion, train_vae,
 )
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prompt", help='a class name such as "red circle" (default: cycle through all classes)')
     sample.add_argument("--guidance", type=non_negative_float, default=3.0,
                         help="classifier-free guidance scale s (1 = the conditional model)")
-    sample.add_argument("--rescale", type=unit_fraction, default=0.0, help="guidance rescale φ in [0, 1]")
+    sample.add_argument("--rescale", type=unit_fraction, default=None,
+                        help=f"guidance rescale φ in [0, 1] (default: {GUIDANCE_RESCALE:g} for classifier-free "
+                             "guidance at s > 1, else 0)")
     sample.add_argument("--classifier", type=_existing_file,
                         help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead "
                              "(default: none, classifier-free guidance)")

@@ -91,13 +91,14 @@ class Grader:
 
 
 def guidance_sweep(run, grader: Grader, scales: Sequence[float] = (0, 1, 3, 5, 7), per_class: int = 12,
-                   classifier=None, rescale: float = 0.0, num_steps: int = 50, seed: int = 0,
+                   classifier=None, rescale: Optional[float] = None, num_steps: int = 50, seed: int = 0,
                    guide_scale: float = 1.0) -> list[dict]:
     """Accuracy and Fréchet distance of ``run``'s samples at each guidance scale.
 
     run: an ImageDiffusionModel. classifier: a NoisyLatentClassifier for classifier guidance (the
     scale is then the classifier-guidance scale); None: classifier-free guidance. guide_scale: the
-    autoguidance scale added at every row (1: none).
+    autoguidance scale added at every row (1: none). rescale: guidance rescale φ at every row; None, the
+    sampler's default at each scale (imagediff.pipeline.default_rescale).
     The same seeds at every scale, so the rows differ only by the guidance.
     Returns one dict per scale: scale, accuracy, frechet_distance, seconds (sampling wall time).
     """

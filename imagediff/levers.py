@@ -132,7 +132,9 @@ class ShapeGrade:
 
     def __call__(self, run, step) -> dict:
         labels = balanced_request(len(run.class_names), self.per_class)
-        images = run.sample(labels=labels, guidance_scale=GUIDANCE_SCALE, num_steps=self.num_steps, seed=1)
+        # Plain guidance (no rescale), as every lever table in docs/image_levers.md was measured.
+        images = run.sample(labels=labels, guidance_scale=GUIDANCE_SCALE, rescale=0.0, num_steps=self.num_steps,
+                            seed=1)
         score = self.grader.score(images, labels)
         predicted = self.grader.classifier.predict(images.clamp(-1, 1))[0].argmax(dim=1)  # (N,)
         score.update(grade_by_shape(run.class_names, labels, predicted))

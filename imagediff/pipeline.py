@@ -38,6 +38,10 @@ from toydiff.training import GuidedRunConfig, RunConfig, TensorBatches, TrainCon
 # has a guide, the EMA weights its own training kept early on (DiffusionRunConfig.guide_fraction);
 # docs/image_levers.md measures it.
 AUTOGUIDANCE_SCALE = 2.0
+# Guidance rescale φ (toydiff.guidance.rescale_guidance) that a sampler applies when none is asked for and
+# classifier-free guidance extrapolates past the conditional model (s > 1); docs/image_levers.md, "Guidance
+# rescale by default", measures it.
+GUIDANCE_RESCALE = 1.0
 # An angle-conditioned run whose data hold at most this many distinct angles (make_shapes(num_angles=n))
 # keeps them, and a sampler draws among them rather than over the whole range.
 MAX_STORED_ANGLES = 64
@@ -47,6 +51,15 @@ UPRIGHT_DATASETS = ("shapes",)
 VAE_KIND = "imagediff.vae"
 DIFFUSION_KIND = "imagediff.diffusion"
 SPACES = ("latent", "pixel")
+
+
+def default_rescale(guidance_scale: float, classifier=None) -> float:
+    """The guidance rescale φ of a sampling run that asks for none: GUIDANCE_RESCALE where classifier-free
+    guidance extrapolates (s > 1), which inflates the spread of the prediction more the larger s is; 0 for
+    s <= 1, so that s = 0 stays the unconditional model and s = 1 the conditional one, and 0 under classifier
+    guidance, which rescale does not apply to. Continuous in s: at s = 1 the guided prediction is the
+    conditional one, which rescale leaves as it is."""
+    return GUIDANCE_RESCALE if classifier is None and guidance_scale > 1 else 0.0
 
 
 def _training_data(config) -> ImageDataset:
@@ -349,9 +362,10 @@ class ImageDiffusionModel:
             raise ValueError(f"this model was trained on {trained} only; asked for {asked}")
 
     def denoiser(self, labels: Optional[torch.Tensor], guidance_scale: float = 1.0, classifier=None,
-                 rescale: float = 0.0, guide_scale: float = 1.0, angles: Optional[torch.Tensor] = None):
+                 rescale: Optional[float] = None, guide_scale: float = 1.0, angles: Optional[torch.Tensor] = None):
         """The ``model(x, t)`` a toydiff sampler calls (see toydiff.guidance.guided_denoiser); a fresh one
         for every sampling run, since a self-conditioned model remembers its last estimate.
+        rescale: guidance rescale φ; None takes `default_rescale` (φ = GUIDANCE_RESCALE for CFG at s > 1).
         guide_scale: autoguidance by ``self.guide`` (1: off; a run without a guide refuses other values).
         angles: (B,) radians, required by an angle-conditioned model (see `angles_tensor`)."""
 
@@ -367,6 +381,8 @@ class ImageDiffusionModel:
         if guide_scale != 1.0 and self.guide is None:
             raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
                              "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
+        if rescale is None:
+            rescale = default_rescale(guidance_scale, classifier)
         return guided_denoiser(network(self.model), labels, null_label=self.model.null_label,
                                guidance_scale=guidance_scale, classifier=classifier, schedule=self.schedule,
                                prediction_type=self.config.prediction_type, rescale=rescale,
@@ -374,7 +390,7 @@ class ImageDiffusionModel:
 
     @torch.no_grad()
     def sample(self, labels=None, num_samples: Optional[int] = None, guidance_scale: float = 1.0,
-               classifier=None, rescale: float = 0.0, guide_scale: float = 1.0, sampler: str = "ddim",
+               classifier=None, rescale: Optional[float] = None, guide_scale: float = 1.0, sampler: str = "ddim",
                num_steps: int = 50,
                eta: float = 0.0, spacing: str = "trailing", seed: int = 0, callback=None,
                return_samples: bool = False,
@@ -384,6 +400,8 @@ class ImageDiffusionModel:
         labels: one class index or name per image, or None with ``num_samples`` for the unconditional
             (null-label) pass. guidance_scale: CFG scale s (s = 1 the conditional model), or the
             classifier-guidance scale when ``classifier`` (a NoisyLatentClassifier) is given.
+        rescale: guidance rescale φ in [0, 1]; None (the default) applies GUIDANCE_RESCALE where classifier-free
+            guidance extrapolates, s > 1, and none elsewhere (`default_rescale`); 0 is plain guidance.
         guide_scale: autoguidance scale w by the run's guide (1: off; ``default_guide_scale`` is the
             measured default for a run that has a guide).
         return_samples: also return what the sampler drew (scaled latents or pixels).

@@ -160,7 +160,8 @@ for step in (1, 2, 3):
 def snapshot(run, step) -> dict:
     """Draw PER_CLASS samples of every class, grade them, and keep one image per prompt."""
     labels = balanced_request(len(run.class_names), PER_CLASS)        # (K·PER_CLASS,)
-    drawn = run.sample(labels=labels, guidance_scale=GUIDANCE, num_steps=SAMPLING_STEPS, seed=0)
+    # Plain guidance: the sampler's default also rescales it above s = 1 (lesson 07 shows what that changes).
+    drawn = run.sample(labels=labels, guidance_scale=GUIDANCE, rescale=0.0, num_steps=SAMPLING_STEPS, seed=0)
     picks = [int(torch.nonzero(labels == run.class_index(prompt))[0, 0]) for prompt in PROMPTS]
     return {**grader.score(drawn, labels), "images": drawn[picks].clamp(-1, 1)}
 

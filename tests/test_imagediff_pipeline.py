@@ -24,8 +24,8 @@ from imagediff.dit import DiTConfig
 from imagediff.evaluation import Grader, balanced_request, guidance_sweep
 from imagediff.metrics import accuracy, frechet_distance, psnr
 from imagediff.pipeline import (
-    DiffusionRunConfig, VAERunConfig, build_dit, encode_images, load_image_diffusion, load_vae, train_image_diffusion,
-    train_vae,
+    GUIDANCE_RESCALE, DiffusionRunConfig, VAERunConfig, build_dit, default_rescale, encode_images, load_image_diffusion,
+    load_vae, train_image_diffusion, train_vae,
 )
 from imagediff.vae import vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
@@ -275,7 +275,7 @@ def test_classifier_guidance_on_noisy_latents_steers_towards_the_label(runs, tmp
 def test_guidance_rescale_pulls_the_spread_of_guided_latents_back(runs):
     run = runs["diffusion"]
     labels = balanced_request(len(run.class_names), 4)
-    _, plain = run.sample(labels=labels, guidance_scale=7.0, num_steps=10, return_samples=True)
+    _, plain = run.sample(labels=labels, guidance_scale=7.0, num_steps=10, rescale=0.0, return_samples=True)
     _, rescaled = run.sample(labels=labels, guidance_scale=7.0, num_steps=10, rescale=0.7, return_samples=True)
     _, conditional = run.sample(labels=labels, guidance_scale=1.0, num_steps=10, return_samples=True)
     assert torch.isfinite(rescaled).all()
@@ -285,6 +285,29 @@ def test_guidance_rescale_pulls_the_spread_of_guided_latents_back(runs):
     assert abs(rescaled.std() - conditional.std()) < 0.7 * abs(plain.std() - conditional.std())
     assert torch.equal(run.sample(labels=[0], guidance_scale=1.0, num_steps=5, rescale=0.7),
                        run.sample(labels=[0], guidance_scale=1.0, num_steps=5))  # s = 1 stays exact
+
+
+def test_the_sampler_rescales_guidance_by_default_only_where_it_extrapolates(runs):
+    run = runs["diffusion"]
+    labels = balanced_request(len(run.class_names), 2)
+
+    def draw(**options):
+        return run.sample(labels=labels, num_steps=5, **options)
+
+    # s > 1: the default is rescale by GUIDANCE_RESCALE, which changes the samples.
+    assert torch.equal(draw(guidance_scale=3.0), draw(guidance_scale=3.0, rescale=GUIDANCE_RESCALE))
+    assert not torch.equal(draw(guidance_scale=3.0), draw(guidance_scale=3.0, rescale=0.0))
+    # s <= 1: none, so that s = 0 is the unconditional model and s = 1 the conditional one, bit for bit.
+    for scale in (0.0, 0.5, 1.0):
+        assert torch.equal(draw(guidance_scale=scale), draw(guidance_scale=scale, rescale=0.0))
+    assert torch.equal(draw(guidance_scale=0.0), run.sample(num_samples=len(labels), num_steps=5))
+    # Classifier guidance takes no rescale (asking for one is an error, the default is none).
+    noisy = train_noisy_classifier(run, NoisyClassifierRunConfig(
+        dit=DiTConfig(patch_size=1, hidden_dim=16, depth=1, num_heads=2), train=quick(2, 8)))
+    assert torch.equal(draw(guidance_scale=3.0, classifier=noisy),
+                       draw(guidance_scale=3.0, classifier=noisy, rescale=0.0))
+    assert default_rescale(3.0) == GUIDANCE_RESCALE and default_rescale(3.0, classifier=noisy) == 0
+    assert default_rescale(1.0) == 0 == default_rescale(0.0)
 
 
 def test_balanced_request_asks_for_every_class_equally():

@@ -305,15 +305,16 @@ def check_07_guidance_on_images(out: str) -> None:
     assert max(accuracy for scale, (accuracy, _) in cfg.items() if scale >= 1) > max(cfg[0.0][0], chance)
     for accuracy in lines(out, r"^noisy-latent classifier at t = +\d+: accuracy NUMBER", count=4):
         assert 0 <= float(accuracy[0]) <= 1
-    # Guidance rescale pulls the spread of the latents at the largest s back towards the unguided one;
-    # without rescale (φ = 0) the same request and seed grade exactly as in the sweep.
+    # Guidance rescale (0.7 at the largest s, the default φ = 1 at s = 3) pulls the spread of the latents
+    # back towards the unguided one; without rescale (φ = 0) the same request and seed grade exactly as in the sweep.
     rescaled = {(float(s), float(phi)): (float(std), float(accuracy), float(distance))
                 for s, phi, std, _, accuracy, distance in lines(
                     out, r"^s = NUMBER, φ = NUMBER: std of the sampled latents NUMBER \(real latents: NUMBER\); "
-                         r"accuracy NUMBER, Fréchet distance NUMBER", count=3)}
+                         r"accuracy NUMBER, Fréchet distance NUMBER", count=5)}
     largest = max(s for s, _ in rescaled)
     assert rescaled[largest, 0.7][0] < rescaled[largest, 0.0][0], rescaled
-    for scale in (1.0, largest):
+    assert rescaled[3.0, 1.0][0] < rescaled[3.0, 0.0][0], rescaled  # the sampler's default at s = 3
+    for scale in (1.0, 3.0, largest):
         assert rescaled[scale, 0.0][1:] == cfg[scale], (rescaled, cfg)
     # The orientation experiment: the same grader on the three short runs (own frame, every angle, told the
     # angle); each line lists an accuracy per shape, whose mean is the overall accuracy.
@@ -431,10 +432,12 @@ def check_09_video_dit_and_diffusion_forcing(out: str) -> None:
 
 
 def rollout_table(out: str) -> dict[str, tuple]:
-    """Parse videodiff.cli.format_table: {guidance: (err first 8, err all, found, well-formed, motion, moves)}."""
+    """Parse videodiff.cli.format_table: {guidance: (err first 8, err all, found, well-formed, intact, motion,
+    moves)}."""
     names = "|".join(re.escape(name) for name, _, _ in GUIDANCE_ROWS)
-    rows = lines(out, rf"^({names}) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) (True|False|None)$", count=len(GUIDANCE_ROWS))
-    return {name: (*(px_or_none(v) for v in values[:5]), values[5]) for name, *values in rows}
+    rows = lines(out, rf"^({names}) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) (True|False|None)$",
+                 count=len(GUIDANCE_ROWS))
+    return {name: (*(px_or_none(v) for v in values[:6]), values[6]) for name, *values in rows}
 
 
 def check_10_rollouts_and_history_guidance(out: str) -> None:
@@ -450,8 +453,8 @@ def check_10_rollouts_and_history_guidance(out: str) -> None:
         out, r"^no guidance: position error (\S+)(?: px)? over the first 8 generated frames, (\S+)(?: px)? over all",
         count=1)[0])
     assert table["none"][:2] == (first, every), (table["none"], first, every)
-    for name, (_, _, found, formed, motion, moves) in table.items():
-        assert 0 <= found <= 1 and 0 <= formed <= 1, name
+    for name, (_, _, found, formed, intact, motion, moves) in table.items():
+        assert 0 <= found <= 1 and 0 <= formed <= 1 and 0 <= intact <= 1, name
         assert moves == ("None" if motion is None else str(motion >= 0.25)), name
     curves = dict(lines(out, r"^(none|vanilla, s = [\d.]+(?:, stabilised)?|fractional, s = [\d.]+) *: mean position "
                              r"error (\S+)", count=4))
