@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--autoguidance", type=non_negative_float, default=None,
                           help="autoguidance scale w at every CFG scale (1 = off; default: "
                                f"{AUTOGUIDANCE_SCALE:g} for a run that kept a guide, else 1)")
+    evaluate.add_argument("--rescale", type=unit_fraction, default=None,
+                          help=f"guidance rescale φ in [0, 1] at every CFG scale (default: {GUIDANCE_RESCALE:g} at "
+                               "s > 1, else 0, as the sampler draws)")
     evaluate.add_argument("--per-class", type=positive_int, default=12, help="samples drawn per class and scale")
     evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
     evaluate.add_argument("--vae", type=_existing_file,
@@ -288,11 +291,16 @@ def command_evaluate(args) -> None:
                           **run.config.dataset_options)
     guide = load_noisy_classifier(args.guidance_classifier, run=run) if args.guidance_classifier else None
     guide_scale = _guide_scale(args.autoguidance, run, guide)
+    if args.rescale and guide is not None:
+        raise UsageError("--rescale applies to classifier-free guidance, not with --guidance-classifier")
     rows = guidance_sweep(run, grader, args.scales, per_class=args.per_class, classifier=guide, num_steps=args.steps,
-                          guide_scale=guide_scale)
+                          guide_scale=guide_scale, rescale=args.rescale)
     title = "classifier scale" if guide is not None else "CFG scale"
     if guide_scale != 1:
         print(f"every row with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
+    if guide is None:
+        print("guidance rescale: " + (f"φ = {args.rescale:g} at every scale" if args.rescale is not None else
+                                      f"φ = {GUIDANCE_RESCALE:g} at s > 1 (the sampler's default), none at s <= 1"))
     print(format_sweep(rows, grader.reference, title))
     if args.vae is not None:
         vae = load_vae(args.vae).vae

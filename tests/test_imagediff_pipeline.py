@@ -402,12 +402,20 @@ def test_cli_evaluate_prints_the_sweep_next_to_real_images(runs, capsys):
                  "--per-class", "3", "--steps", "4"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "CFG scale" in out and "real images" in out and len(out.strip().splitlines()) == 5
+    assert "CFG scale" in out and "real images" in out and len(out.strip().splitlines()) == 6
     assert out.startswith("every row with autoguidance w = 2")  # the run kept a guide: the default applies
-    assert main(["evaluate", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--autoguidance", "1",
-                 "--classifier", str(runs["root"] / "evaluation" / "checkpoint.pt"), "--scales", "3",
-                 "--per-class", "3", "--steps", "4"]) == 0
-    assert "autoguidance" not in capsys.readouterr().out
+    assert "guidance rescale: φ = 1 at s > 1 (the sampler's default)" in out
+
+    def scale_three(*options):
+        assert main(["evaluate", "--checkpoint", str(runs["root"] / "latent" / "checkpoint.pt"), "--autoguidance", "1",
+                     "--classifier", str(runs["root"] / "evaluation" / "checkpoint.pt"), "--scales", "3",
+                     "--per-class", "3", "--steps", "4", *options]) == 0
+        return capsys.readouterr().out
+
+    default, plain = scale_three(), scale_three("--rescale", "0")
+    assert "autoguidance" not in default and "φ = 0 at every scale" in plain
+    row = [line for line in default.splitlines() if line.strip().startswith("3 |")]
+    assert len(row) == 1 and row[0] not in plain  # the rescaled samples grade otherwise (their distance)
 
 
 def test_cli_missing_checkpoint_and_unknown_command_exit_2(tmp_path):
