@@ -22,7 +22,8 @@ Judged against the truth, a frame is only "well formed" if the balls are where t
 hidden or in view; a continuation that is right in every frame but a little off the true path
 (physics run exactly from a velocity 0.2 px/frame off) fails about one frame in ten that way, at the
 occluder and where balls overlap. ``intact_frames`` judges a frame on its own instead: every ball of the
-scene drawn whole where it is drawn, or missing only where the occluder can hide it (see its docstring).
+scene drawn whole where it is drawn, or missing only where the occluder or a larger ball can hide it
+(see its docstring).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def well_formed(
 
 # A ball missing from a generated frame may be behind the occluder only if the bar is wide enough to hide
 # it whole and the ball was last seen with its centre within its radius plus this many pixels of the
-# bar: about the farthest a ball moves in one frame (3.5 px/frame after falling the whole height).
+# bar (or of a larger ball that may cover it): about the farthest a ball moves in one frame (3.5 px/frame
+# after falling the whole height).
 HIDE_REACH = 4.0
 # Balls pass through each other, so one may hide behind another, but only while the two overlap: for
 # at most this many frames after it was last seen (a bar can hide a ball for as long as it stays there).
