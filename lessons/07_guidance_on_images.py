@@ -19,7 +19,7 @@
 #        (measured: 441 s with `python lessons/run_all.py 07` on an idle 2-core machine, the three
 #        orientation models' 800 compiled training steps each included, the noisy-latent classifier
 #        present; its 1000 steps, trained once, added about 1.5 min in an earlier measurement), about
-#        2 min (136 s) once the extra models exist.
+#        2 min (143 s) once the extra models exist.
 
 # %%
 import math
@@ -148,9 +148,9 @@ for key, short, label, logy in (("accuracy", "accuracy", "accuracy (requested cl
 # one, and blends: φ · rescaled + (1 - φ) · guided.  φ = 0.7 is the paper's choice.
 #
 # The sampler rescales by default wherever guidance extrapolates (s > 1), with φ = 1
-# (`imagediff.pipeline.GUIDANCE_RESCALE`, `default_rescale`): on the bench's model at s = 3 (504 samples,
-# two models and two seeds each) the Fréchet distance fell from 48.8–54.2 to 28.8–31.5 with φ = 1 and to
-# 35.8–39.0 with φ = 0.7, while accuracy fell by about a point and a half (0.976–0.992 to 0.962–0.974):
+# (`imagediff.pipeline.GUIDANCE_RESCALE`, `default_rescale`): on two of the bench's models at s = 3 (504
+# samples, two seeds each) the Fréchet distance fell from 48.8–54.2 to 28.8–31.5 with φ = 1 and to
+# 35.8–39.0 with φ = 0.7, while accuracy fell by one and a half to two points (0.976–0.992 to 0.962–0.974):
 # much of what large s costs in variety is the inflated spread, not the direction (docs/image_levers.md).
 # At s <= 1 nothing extrapolates, and s = 0 stays the unconditional model, s = 1 the conditional one.
 # This lesson's model, trained for fewer steps, pays more: a full-mode run measured 0.952 / 88 at s = 3
