@@ -248,6 +248,7 @@ def test_a_ball_smeared_into_a_streak_is_not_well_formed(open_truth):
     assert good[:, CONTEXT:, 0].mean() < 0.1  # the streak
     metrics = physics_metrics(generated, open_truth, CONTEXT)
     assert metrics["well_formed_share"] < 0.1
+    assert metrics["intact_share"] < 0.1  # judged alone too: a streak is not a whole disc anywhere
 
 
 def test_a_ball_blurred_into_a_big_smear_is_not_well_formed_but_a_slight_blur_is(open_truth):

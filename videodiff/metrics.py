@@ -241,7 +241,12 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     if generated.shape != videos.frames.shape:
         raise ValueError(f"generated frames {generated.shape} must match the videos' {videos.frames.shape} "
                          f"(N, F, H, W, 3)")
-    tracks = track_balls(generated, videos.colours)
+    return _intact(track_balls(generated, videos.colours), videos, area_factor, compactness_factor, stray_tolerance)
+
+
+def _intact(tracks: BallTracks, videos: PhysicsVideos, area_factor: float = 2.0, compactness_factor: float = 1.5,
+            stray_tolerance: float = 3.0) -> np.ndarray:
+    """`intact_frames` from the tracks of the generated frames (physics_metrics has them already)."""
     redrawn = whole_disc_tracks(tracks, videos)
     radii = videos.radii.astype(np.float64)  # (N, K)
     disc_areas = math.pi * radii[:, None, :] ** 2  # (N, 1, K)
@@ -257,7 +262,7 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     hideable = np.zeros(tracks.found.shape, dtype=bool)  # (N, F, K)
     last_seen = np.full(radii.shape + (2,), np.nan)  # (N, K, 2) centre where each ball was last found
     last_frame = np.full(radii.shape, -COVER_FRAMES - 1)  # (N, K) and in which frame
-    for frame in range(generated.shape[1]):
+    for frame in range(tracks.found.shape[1]):
         last_x = last_seen[..., 0]
         near_bar = (last_x >= first - radii - HIDE_REACH) & (last_x <= end + radii + HIDE_REACH)
         now = tracks.positions[:, frame]  # (N, K, 2), NaN where not found
@@ -352,7 +357,7 @@ def physics_metrics(
     right_frame = ((good_balls | ~in_view).all(axis=2) & (~generated_tracks.found | ~hidden).all(axis=2)
                    & ~too_much_stray)  # (N, F)
 
-    intact = intact_frames(generated, truth)  # (N, F)
+    intact = _intact(generated_tracks, truth)  # (N, F), intact_frames on the tracks above
 
     # Motion between consecutive generated frames.
     both = (in_view[:, :-1] & in_view[:, 1:] & generated_tracks.found[:, :-1] & generated_tracks.found[:, 1:])
