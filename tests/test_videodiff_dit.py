@@ -95,15 +95,42 @@ def test_attention_scores_of_the_model_are_unchanged_when_a_window_starts_later(
     model.record_attention(True)
     model(x, t)
     pattern = model.attention_patterns()[0]
-    shifted = model.rotary(6, x.device, x.dtype)
+    shifted = model.rotary(6, x.device, x.dtype)  # longer than the model's window: computed afresh
     tokens_per_frame = 4
     late = slice(2 * tokens_per_frame, 6 * tokens_per_frame)
     attention = model.blocks[0].attention
     shifted.cos, shifted.sin = shifted.cos[late], shifted.sin[late]
-    model._rotary_cache[(4, str(x.device), x.dtype)] = shifted
+    model.position_rotary = lambda x_t, tokens: shifted  # this model only: every block gets positions 2..5
     model(x, t)
     assert torch.allclose(model.attention_patterns()[0], pattern, atol=1e-5)
     assert attention.record_attention
+
+
+def test_a_shorter_window_takes_the_first_rows_of_the_models_rope_table():
+    # Positions restart at 0 in every window and tokens are time-major, so the table of the model's
+    # window (4 frames here) holds every shorter window's; longer ones get a table of their own.
+    model = small_video_dit()
+    grid = model.config.grid_size
+    for frames in (1, 3, 4, 6):
+        stored = model.rotary(frames, torch.device("cpu"), torch.float32)
+        fresh = rope_angles(frames, *grid, model.config.head_dim, model.config.rope_base)
+        assert stored.cos.shape == fresh.shape
+        assert torch.equal(stored.cos, fresh.cos()) and torch.equal(stored.sin, fresh.sin())
+    assert "rope_cos" not in model.state_dict()  # it follows from the config: checkpoints stay as they were
+
+
+def test_the_compiled_model_is_not_compiled_again_on_its_second_call():
+    # Dynamo's "eager" backend traces and guards like the real compiler, in a fraction of the time. A RoPE
+    # table cached on the first call (inside the compiled region) failed a guard on the second: the
+    # training step compiled twice.
+    torch._dynamo.reset()
+    model = small_video_dit()
+    compiled = torch.compile(model, backend="eager")
+    x, t = video_inputs()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        first = compiled(x, t)
+        assert torch.equal(compiled(x, t), first)
+    torch._dynamo.reset()
 
 
 # ---------------------------------------------------------------------------------------------

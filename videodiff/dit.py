@@ -152,6 +152,13 @@ class Rotary3D:
         angles = rope_angles(frames, height, width, head_dim, base).to(device)  # (N, d/2)
         self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
 
+    @classmethod
+    def from_table(cls, cos: torch.Tensor, sin: torch.Tensor) -> "Rotary3D":
+        """The hook for tokens whose angles' cosines and sines are given, (N, d/2) each."""
+        rotary = cls.__new__(cls)
+        rotary.cos, rotary.sin = cos, sin
+        return rotary
+
     def __call__(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.cos.to(q.dtype), self.sin.to(q.dtype)  # bf16 under autocast
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -179,7 +186,14 @@ class VideoDiT(DiT):
             raise TypeError(f"VideoDiT needs a VideoDiTConfig, got {type(config).__name__}; "
                             "build one with videodiff.dit.video_dit_config(size, ...).")
         super().__init__(config)
-        self._rotary_cache: dict = {}
+        # The RoPE table of the training window, (num_frames · N, d/2): a shorter window's tokens are its
+        # first rows, since positions restart at 0 in every window and tokens are time-major. Buffers move
+        # with the model and are not saved (they follow from the config). Kept here rather than built on
+        # the first call: a cache filled inside a compiled forward makes torch.compile compile it twice.
+        grid_height, grid_width = config.grid_size
+        angles = rope_angles(config.num_frames, grid_height, grid_width, config.head_dim, config.rope_base)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)  # (num_frames · N, d/2)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)  # (num_frames · N, d/2)
 
     def build_position_embedding(self) -> Optional[torch.Tensor]:
         """The image DiT's 2-D sincos table (1, N, D), added to every frame alike — or None.
@@ -202,13 +216,14 @@ class VideoDiT(DiT):
         return rearrange(tokens, "(b f) n d -> b (f n) d", f=frames)  # (B, F·N, D)
 
     def rotary(self, frames: int, device, dtype) -> Rotary3D:
-        """The RoPE hook for a window of ``frames`` frames (cached: it depends only on the grid)."""
-        key = (frames, str(device), dtype)
-        if key not in self._rotary_cache:
-            grid_height, grid_width = self.config.grid_size
-            self._rotary_cache[key] = Rotary3D(frames, grid_height, grid_width, self.config.head_dim,
-                                               self.config.rope_base, device, dtype)
-        return self._rotary_cache[key]
+        """The RoPE hook for a window of ``frames`` frames: the first rows of the window's table, or a
+        table computed for this call when the window is longer than the one the model was built for."""
+        if frames <= self.config.num_frames:
+            tokens = frames * self.config.tokens_per_frame
+            cos, sin = self.rope_cos[:tokens], self.rope_sin[:tokens]  # (F · N, d/2) each
+            return Rotary3D.from_table(cos.to(device, dtype), sin.to(device, dtype))
+        grid_height, grid_width = self.config.grid_size
+        return Rotary3D(frames, grid_height, grid_width, self.config.head_dim, self.config.rope_base, device, dtype)
 
     def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
                      angles: Optional[torch.Tensor] = None) -> None:
