@@ -97,7 +97,7 @@ def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, d
     """Median time of ``training_step``'s step over ``repeats`` calls, with its frames per second and FLOP rate."""
     compile = config.train.compile if compile is None else compile
     step, description = training_step(config, latent_shape, device, bf16, compile, batch_size)
-    seconds = median_seconds(step, repeats, warmup=3 if compile else 2)  # a compiled step compiles twice (RoPE's cache)
+    seconds = median_seconds(step, repeats, warmup=3 if compile else 2)  # a compiled step's first call compiles
     return _rate(description, seconds)
 
 
