@@ -148,16 +148,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class Rotary3D:
     """The `rotary(q, k) -> (q, k)` hook of `imagediff.dit.SelfAttention` for one window's token grid."""
 
-    def __init__(self, frames: int, height: int, width: int, head_dim: int, base: float, device, dtype) -> None:
-        angles = rope_angles(frames, height, width, head_dim, base).to(device)  # (N, d/2)
-        self.cos, self.sin = angles.cos().to(dtype), angles.sin().to(dtype)
-
-    @classmethod
-    def from_table(cls, cos: torch.Tensor, sin: torch.Tensor) -> "Rotary3D":
-        """The hook for tokens whose angles' cosines and sines are given, (N, d/2) each."""
-        rotary = cls.__new__(cls)
-        rotary.cos, rotary.sin = cos, sin
-        return rotary
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """cos, sin: (N, d/2), of every token's rotation angles (`rope_angles`)."""
+        self.cos, self.sin = cos, sin
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = self.cos.to(q.dtype), self.sin.to(q.dtype)  # bf16 under autocast
@@ -190,10 +183,14 @@ class VideoDiT(DiT):
         # first rows, since positions restart at 0 in every window and tokens are time-major. Buffers move
         # with the model and are not saved (they follow from the config). Kept here rather than built on
         # the first call: a cache filled inside a compiled forward makes torch.compile compile it twice.
-        grid_height, grid_width = config.grid_size
-        angles = rope_angles(config.num_frames, grid_height, grid_width, config.head_dim, config.rope_base)
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)  # (num_frames · N, d/2)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)  # (num_frames · N, d/2)
+        angles = self.window_angles(config.num_frames)  # (num_frames · N, d/2)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+
+    def window_angles(self, frames: int) -> torch.Tensor:
+        """`rope_angles` of a window of ``frames`` frames on this model's grid, (frames · N, d/2)."""
+        grid_height, grid_width = self.config.grid_size
+        return rope_angles(frames, grid_height, grid_width, self.config.head_dim, self.config.rope_base)
 
     def build_position_embedding(self) -> Optional[torch.Tensor]:
         """The image DiT's 2-D sincos table (1, N, D), added to every frame alike — or None.
@@ -221,9 +218,10 @@ class VideoDiT(DiT):
         if frames <= self.config.num_frames:
             tokens = frames * self.config.tokens_per_frame
             cos, sin = self.rope_cos[:tokens], self.rope_sin[:tokens]  # (F · N, d/2) each
-            return Rotary3D.from_table(cos.to(device, dtype), sin.to(device, dtype))
-        grid_height, grid_width = self.config.grid_size
-        return Rotary3D(frames, grid_height, grid_width, self.config.head_dim, self.config.rope_base, device, dtype)
+        else:
+            angles = self.window_angles(frames).to(device)  # (F · N, d/2)
+            cos, sin = angles.cos(), angles.sin()
+        return Rotary3D(cos.to(device, dtype), sin.to(device, dtype))
 
     def check_inputs(self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
                      angles: Optional[torch.Tensor] = None) -> None:

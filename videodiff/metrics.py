@@ -216,7 +216,7 @@ def whole_disc_tracks(tracks: BallTracks, videos: PhysicsVideos, rounds: int = D
 
 
 def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, compactness_factor: float = 1.5,
-                  stray_tolerance: float = 3.0) -> np.ndarray:
+                  stray_tolerance: float = 3.0, tracks: BallTracks | None = None) -> np.ndarray:
     """(N, F) bool: the frame holds the scene's balls, each drawn whole wherever it is drawn, and
     nothing else. Judged on the frame itself, not against the true continuation, so a ball a little
     off its true path still counts; ``physics_metrics``' position error is what measures the path.
@@ -236,17 +236,14 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     and bright pixels of colours no ball of the scene has (an empty slot's colour included: a ball of it
     is one too many) may add up to at most ``stray_tolerance`` px more than the redrawn frame shows
     (where two balls overlap, their blend can take a third hue).
+    tracks: ``track_balls(generated, videos.colours)``, when the caller has it already (physics_metrics).
     """
     generated = as_unit_frames(generated)
     if generated.shape != videos.frames.shape:
         raise ValueError(f"generated frames {generated.shape} must match the videos' {videos.frames.shape} "
                          f"(N, F, H, W, 3)")
-    return _intact(track_balls(generated, videos.colours), videos, area_factor, compactness_factor, stray_tolerance)
-
-
-def _intact(tracks: BallTracks, videos: PhysicsVideos, area_factor: float = 2.0, compactness_factor: float = 1.5,
-            stray_tolerance: float = 3.0) -> np.ndarray:
-    """`intact_frames` from the tracks of the generated frames (physics_metrics has them already)."""
+    if tracks is None:
+        tracks = track_balls(generated, videos.colours)
     redrawn = whole_disc_tracks(tracks, videos)
     radii = videos.radii.astype(np.float64)  # (N, K)
     disc_areas = math.pi * radii[:, None, :] ** 2  # (N, 1, K)
@@ -357,7 +354,7 @@ def physics_metrics(
     right_frame = ((good_balls | ~in_view).all(axis=2) & (~generated_tracks.found | ~hidden).all(axis=2)
                    & ~too_much_stray)  # (N, F)
 
-    intact = _intact(generated_tracks, truth)  # (N, F), intact_frames on the tracks above
+    intact = intact_frames(generated, truth, tracks=generated_tracks)  # (N, F)
 
     # Motion between consecutive generated frames.
     both = (in_view[:, :-1] & in_view[:, 1:] & generated_tracks.found[:, :-1] & generated_tracks.found[:, 1:])
