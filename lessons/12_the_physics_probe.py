@@ -22,7 +22,8 @@ from collections import Counter
 import numpy as np
 
 from videodiff.interp.activations import pool_tokens
-from videodiff.interp.experiment import ProbeExperimentConfig, pair_windows, quick_probe_config, run_probe_experiment
+from videodiff.interp.experiment import (ProbeExperimentConfig, held_history_frames, pair_windows, quick_probe_config,
+                                         run_probe_experiment)
 from videodiff.interp.probes import grouped_folds, nested_probe
 from videodiff.interp.trajectories import invert_video, sample_video
 from videodiff.plots import save_frame_strips
@@ -81,14 +82,24 @@ print("wrote", save_frame_strips(
 # attention and MLP outputs) is averaged over the window's tokens: one vector of D numbers per video and
 # *cell* (site, block, level).  Averaging keeps a linear probe honest in size: a few hundred videos
 # cannot support a probe on all T · D numbers of a site.
+#
+# One thing sets a diffusion-forcing model apart from the image DiT here: most of its training clips
+# began with a clean history (lesson 09), and a rollout shows it one (lesson 10).  So the window's first
+# frames — the history before the event, the same in both twins — are held clean along the inversion, at
+# the clean level with their latents, and only the frames from the event on travel to noise: the model is
+# asked what it was trained to answer, how this history goes on, while the frames that followed it are
+# shown at each noise level.  `ProbeExperimentConfig(history_frames=0)` (`--history-frames 0`) inverts
+# every frame instead, as the paper does.
 
 # %%
+history = held_history_frames(run, CONFIG)                                      # the run's trained history
 latents = run.encode(windows.frames[[0, P]])                                    # (2, W, C, h, w): pair 0's twins
-trajectory = invert_video(model, latents, schedule, num_steps=CONFIG.inversion_steps,
+trajectory = invert_video(model, latents, schedule, num_steps=CONFIG.inversion_steps, history_frames=history,
                           prediction_type=run.config.prediction_type, names=["resid_post"], select=pool_tokens)
-back = sample_video(model, trajectory.end, schedule, num_steps=CONFIG.inversion_steps,
+back = sample_video(model, trajectory.end, schedule, num_steps=CONFIG.inversion_steps, history_frames=history,
                     prediction_type=run.config.prediction_type).end
 level = trajectory.levels[-1]
+print(f"the first {history} of the window's {W} frames held clean; the event is frame {offsets[0]} of pair 0's window")
 print(f"DDIM inversion in {CONFIG.inversion_steps} steps evaluates the model at levels {trajectory.levels}")
 pooled = trajectory.caches[level]["resid_post", 0]                              # (2, D)
 print(f"at level {level}: resid_post of block 0 pooled over tokens {tuple(pooled.shape)} (videos, D); cells per site:"

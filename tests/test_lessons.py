@@ -615,6 +615,11 @@ def check_12_the_physics_probe(out: str) -> None:
     same, different = lines(out, r"^twins identical before their event: (\w+); different at the event frame: (\d+) of",
                             count=1)[0]
     assert same == "True" and int(different) == pairs
+    # The history the run trained with is held clean, and it ends where the event begins (or before).
+    held, frames, event = (int(v) for v in lines(
+        out, r"^the first (\d+) of the window's (\d+) frames held clean; the event is frame (\d+) of pair 0's window$",
+        count=1)[0])
+    assert frames == window and 0 < held <= event < window
     # The inversion visits as many levels as it takes steps, from the clean video up.
     steps, visited = lines(out, r"^DDIM inversion in (\d+) steps evaluates the model at levels (\[.*\])$", count=1)[0]
     visited = [int(v) for v in re.findall(r"\d+", visited)]

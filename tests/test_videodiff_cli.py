@@ -18,6 +18,9 @@ from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
 from videodiff.dit import video_dit_config
 from videodiff.evaluation import AUTOGUIDANCE_OFF_ROW, GUIDANCE_ROWS, evaluation_table
+from videodiff.interp.activations import pool_tokens
+from videodiff.interp.experiment import pair_windows, quick_probe_config
+from videodiff.interp.trajectories import invert_video
 from videodiff.pipeline import (
     AUTOGUIDANCE_SCALE, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config,
 )
@@ -248,6 +251,21 @@ def test_probe_writes_the_figures_json_and_refittable_features(demo_run, tmp_pat
             assert features[f"{site}_block0_level{level}"].shape == (len(labels), 48)
     assert features["vae_latent_block0_level0"].shape[0] == len(labels)
     assert "per-video accuracy" in capsys.readouterr().out
+    # By default the inversion holds the history the run trained with clean, and the stored features are
+    # those of that trajectory: one video's pooled block-0 state, recomputed, matches features.npz.
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    held = run.config.history_frames()
+    assert held and result["history_frames"] == held
+    config = replace(quick_probe_config(), **{key: result["config"][key] for key in ("pool", "frames_before_event")})
+    latents = run.encode(pair_windows(run, config).frames[:2])
+    level = result["heatmap"]["levels"][-1]
+    for history in (held, 0):
+        trajectory = invert_video(run.model, latents, run.schedule, num_steps=config.inversion_steps,
+                                  prediction_type=run.config.prediction_type, names=["resid_post"], layers=[0],
+                                  select=pool_tokens, levels=[level], history_frames=history)
+        recomputed = trajectory.caches[level]["resid_post", 0].numpy()
+        stored = features[f"resid_post_block0_level{level}"][:2]
+        assert np.allclose(recomputed, stored, atol=1e-4) == (history == held)
 
 
 def test_probe_per_frame_pools_each_frame_and_projects_the_frames_together(demo_run, tmp_path):
@@ -268,6 +286,8 @@ def test_probe_per_frame_pools_each_frame_and_projects_the_frames_together(demo_
     (["probe", "--num-pairs", "4"], "--num-pairs must be at least 10"),
     (["probe", "--pool", "middle"], "invalid choice: 'middle'"),
     (["probe", "--steps", "0"], "expected a positive integer, got 0"),
+    (["probe", "--history-frames", "4"], "history_frames must leave a frame of the model's window of 4"),
+    (["probe", "--history-frames", "-1"], "expected an integer >= 0, got -1"),
     (["ablate", "--context", "9"], "does not fit the model's window of 4 frames"),
 ])
 def test_probe_and_ablate_refuse_bad_requests_with_one_line(demo_run, tmp_path, capsys, args, message):

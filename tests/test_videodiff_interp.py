@@ -234,6 +234,59 @@ def test_inversion_caches_chosen_sites_at_chosen_levels_and_hooks_act_at_every_s
         invert_video(model, x[0], schedule)
 
 
+class Recorder:
+    """A video denoiser that records what it is shown and answers with a fixed function of it."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def __call__(self, x, t):
+        self.seen.append((x.clone(), t.clone()))
+        return self.model(x, t)
+
+
+def test_a_held_history_is_shown_clean_at_every_step_and_stays_clean_in_the_end():
+    model, (x, _) = random_model(), inputs()
+    schedule = make_schedule("linear", 1000)
+    for run in (invert_video, sample_video):
+        recorder = Recorder(model)
+        states = []
+        extra = {"callback": states.append} if run is sample_video else {}
+        end = run(recorder, x, schedule, num_steps=4, prediction_type="v", history_frames=2, **extra).end
+        assert len({int(t[0, -1]) for _, t in recorder.seen}) == 4  # four levels visited
+        for shown, t in recorder.seen:
+            assert torch.equal(shown[:, :2], x[:, :2])  # the history, as given, at every step
+            assert (t[:, :2] == 0).all() and (t[:, 2:] == t[0, -1]).all()  # the rest at the step's level
+        assert torch.equal(end[:, :2], x[:, :2]) and not torch.allclose(end[:, 2:], x[:, 2:])
+        if run is sample_video:
+            assert all(torch.equal(state.x[:, :2], x[:, :2]) and torch.equal(state.pred_x0[:, :2], x[:, :2])
+                       for state in states)
+    # The frames after the history travel a trajectory that depends on it: held clean, the history
+    # moves the later frames' noise differently than when it is inverted along with them.
+    free = invert_video(model, x, schedule, num_steps=4, prediction_type="v").end
+    held = invert_video(model, x, schedule, num_steps=4, prediction_type="v", history_frames=2).end
+    assert not torch.allclose(free[:, 2:], held[:, 2:], atol=1e-3)
+    assert torch.equal(invert_video(model, x, schedule, num_steps=4, history_frames=0).end,
+                       invert_video(model, x, schedule, num_steps=4).end)
+
+
+def test_with_a_held_history_sampling_continues_the_inverted_frames_back_to_the_clip():
+    schedule = make_schedule("linear", 1000)
+    oracle = GaussianVideo(schedule)
+    latents = 0.3 + 0.5 * torch.randn(3, FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = invert_video(oracle, latents, schedule, num_steps=200, prediction_type="v", history_frames=1).end
+    back = sample_video(oracle, noise, schedule, num_steps=200, prediction_type="v", history_frames=1).end
+    assert torch.equal(back[:, :1], latents[:, :1])
+    assert float((back - latents).pow(2).mean().sqrt()) < 0.03
+
+
+@pytest.mark.parametrize("history_frames", [-1, FRAMES, 1.5, True])
+def test_a_history_that_leaves_no_frame_to_invert_is_refused(history_frames):
+    model, (x, _) = random_model(), inputs()
+    with pytest.raises(ValueError, match=r"history_frames must be an integer in 0\.\.3"):
+        invert_video(model, x, make_schedule("linear", 1000), num_steps=2, history_frames=history_frames)
+
+
 # ------------------------------------------------------------------------------------- ablations
 
 

@@ -25,14 +25,15 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, positive_float, positive_int,
-    print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, non_negative_int, positive_float,
+    positive_int, print_log_entry, run_cli, unit_fraction,
 )
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
-from videodiff.interp.experiment import POOLS, ProbeExperimentConfig, quick_probe_config, run_probe_experiment
+from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
+                                         run_probe_experiment)
 from videodiff.pipeline import (
     AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion,
     physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
@@ -258,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--pool", choices=POOLS, default="all",
                        help="mean-pool the tokens of all the window's frames, only of those from the event on, or "
                             "each frame's own (per_frame: frames kept in order, projected to 256 features)")
+    probe.add_argument("--frames-before-event", type=non_negative_int, default=4,
+                       help="the window starts this many frames before the event frame")
+    probe.add_argument("--history-frames", type=non_negative_int, default=None,
+                       help="frames at the window's start held clean along the inversion, as a rollout holds its "
+                            "history (default: the history the run trained with, 4 for the recipe; 0 inverts every "
+                            "frame, as the paper does)")
     probe.add_argument("--permutations", type=positive_int, default=199, help="relabellings of the permutation null")
     probe.add_argument("--seed", type=int, default=0, help="seed of the pairs (the probes' splits use 0, 1, 2)")
     probe.add_argument("--quick", action="store_true", help="smoke-test sizes: runs in seconds, figures mean nothing")
@@ -402,10 +409,13 @@ def command_probe(args) -> None:
     if args.num_pairs < 10 and not args.quick:
         raise UsageError(f"--num-pairs must be at least 10 (grouped folds need pairs to split), got {args.num_pairs}")
     run = load_video_diffusion(args.checkpoint)
-    config = replace(quick_probe_config(), pool=args.pool) if args.quick else ProbeExperimentConfig(
-        num_pairs=args.num_pairs, inversion_steps=args.steps, pool=args.pool, num_permutations=args.permutations,
-        seed=args.seed)
-    print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos)")
+    chosen = dict(pool=args.pool, frames_before_event=args.frames_before_event, history_frames=args.history_frames)
+    config = replace(quick_probe_config(), **chosen) if args.quick else ProbeExperimentConfig(
+        num_pairs=args.num_pairs, inversion_steps=args.steps, num_permutations=args.permutations, seed=args.seed,
+        **chosen)
+    history = held_history_frames(run, config)  # refuses a history that fills the window, before any work
+    print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos); windows from "
+          f"{config.frames_before_event} frames before the event, the first {history} held clean")
     result = run_probe_experiment(run, config, out_dir=args.out)
     best = result["best"]
     print(f"best cell (chosen on inner folds): {best['site']} block {best['block']} level {best['noise_level']}: "

@@ -3,7 +3,9 @@
 Matched pairs of videos (videodiff.data.physics.make_impossible_pairs) share a set-up up to an event
 frame; after it, one continues lawfully and its twin does something impossible (a teleport, a ball
 that vanishes, gravity reversing, ...). For each video, a window of frames around the event is
-encoded by the VAE and DDIM-inverted through the DiT (videodiff.interp.trajectories); every block's
+encoded by the VAE and DDIM-inverted through the DiT (videodiff.interp.trajectories), its first frames
+held clean as a rollout holds its history (by default the history the run trained with, which ends
+where the event begins: ProbeExperimentConfig.history_frames and frames_before_event); every block's
 output is mean-pooled over tokens (by default over the whole window, as the paper does; optionally per
 frame, see ProbeExperimentConfig.pool) at every noise level the inversion visits. One linear probe per
 cell (site, block, noise level) then tries to tell plausible from impossible, evaluated honestly
@@ -52,7 +54,13 @@ POOLS = ("all", "after_event", "per_frame")
 class ProbeExperimentConfig:
     num_pairs: int = 200                 # matched pairs: 2 · num_pairs videos
     seed: int = 0
-    frames_before_event: int = 3         # the window starts this many frames before the event frame
+    frames_before_event: int = 4         # the window starts this many frames before the event frame
+    # The first frames of the window held clean along the inversion (shown at CLEAN_LEVEL with their
+    # latents, as a rollout shows its history; videodiff.interp.trajectories), so that the model is asked
+    # what it was mostly trained to do: continue a clean history. None: the history the run trained with
+    # (VideoDiffusionRunConfig.history_frames(): 4 of 8 for the recipe; 0 for a run that trains none);
+    # 0: every frame inverted, as the paper does.
+    history_frames: Optional[int] = None
     # "all": mean over the window's tokens (as the paper pools); "after_event": over the frames from the
     # event on; "per_frame": over each frame's tokens, frames kept in order (F·D features, projected to
     # projection_dim), so that a linear probe can compare frames.
@@ -81,6 +89,9 @@ class ProbeExperimentConfig:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}.")
         if self.frames_before_event < 0:
             raise ValueError(f"frames_before_event must be >= 0, got {self.frames_before_event}.")
+        if self.history_frames is not None and (isinstance(self.history_frames, bool) or
+                                                not isinstance(self.history_frames, int) or self.history_frames < 0):
+            raise ValueError(f"history_frames must be None (the run's own) or an integer >= 0, got {self.history_frames!r}.")
         if not self.sites or any(site not in SITES for site in self.sites):
             raise ValueError(f"sites must be a non-empty subset of {SITES}, got {self.sites!r}.")
         if self.num_levels < 1:
@@ -121,6 +132,18 @@ class PairWindows:
     event_offset: np.ndarray
     ball_state: np.ndarray
     attribute: np.ndarray
+
+
+def held_history_frames(run, config: ProbeExperimentConfig) -> int:
+    """How many frames at the window's start the inversion holds clean: config.history_frames, or the
+    clean history the run trained with when that is None."""
+    frames = config.history_frames
+    if frames is None:
+        frames = run.config.history_frames() or 0
+    if frames >= run.window:
+        raise ValueError(f"history_frames must leave a frame of the model's window of {run.window} to invert, "
+                         f"got {frames}.")
+    return frames
 
 
 def pair_windows(run, config: ProbeExperimentConfig) -> PairWindows:
@@ -187,10 +210,11 @@ def kept_levels(num_steps: int, num_levels: int, num_timesteps: int = 1000) -> l
 
 def trajectory_features(model, latents: torch.Tensor, schedule, *, prediction_type: str, num_steps: int,
                         sites, select, batch_size: int, levels=None, fwd_hooks=(),
-                        projection_dim: Optional[int] = None):
+                        projection_dim: Optional[int] = None, history_frames: int = 0):
     """Pooled features of every (site, block, level) along each video's DDIM inversion.
 
-    latents (n, W, C, H, W); levels: the evaluation levels to keep (None: all). Returns (features
+    latents (n, W, C, H, W); levels: the evaluation levels to keep (None: all); history_frames: the
+    first frames held clean (invert_video). Returns (features
     {(site, block, level): (n, D)}, the levels kept, x_t {level: (n, projection_dim)} — the noisy
     latents the model saw at each kept level, flattened and projected — when projection_dim is given,
     else {}).
@@ -206,7 +230,7 @@ def trajectory_features(model, latents: torch.Tensor, schedule, *, prediction_ty
             batch = latents[start:start + batch_size]
             trajectory = invert_video(model, batch, schedule, num_steps=num_steps, prediction_type=prediction_type,
                                       names=list(sites), select=select, levels=levels,
-                                      keep_states=projection_dim is not None)
+                                      keep_states=projection_dim is not None, history_frames=history_frames)
             for level, cache in trajectory.caches.items():
                 for site in sites:
                     for block in cache.layers(site):
@@ -294,7 +318,8 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
         log(f"  {name}: {seconds[name]:.1f} s")
 
     model, schedule = run.model.eval(), run.schedule
-    kw = dict(prediction_type=run.config.prediction_type, batch_size=config.batch_size)
+    history = held_history_frames(run, config)
+    kw = dict(prediction_type=run.config.prediction_type, batch_size=config.batch_size, history_frames=history)
     windows = pair_windows(run, config)
     y, groups, pair_ids = windows.labels, windows.pair_ids, windows.pair_ids
     window = run.window
@@ -399,6 +424,7 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
         "num_pairs": config.num_pairs,
         "num_videos": int(len(y)),
         "kinds": sorted(set(windows.kinds.tolist())),
+        "history_frames": history,
         "best": {**_cell_json(best_cell), **_summary(trained),
                  "chosen_cells_per_seed": [_cell_json(r.best_cell) for r in trained["results"]],
                  "per_kind_accuracy": per_kind_accuracy(trained, windows)},

@@ -12,14 +12,17 @@ understands it, at every noise level: the features a probe reads (videodiff.inte
     trajectory.levels                      # [0, 99, 199, ..., 899]: where the model was evaluated
     trajectory.caches[499]["resid_post", 2]  # block 2's pooled residual stream at level 499, (B, D)
 
-All frames of the window share one noise level here (full-sequence inversion): the question is what
-the network makes of a whole clip, not how it continues one. Hooks attached around the call (an
+By default all frames of the window share one noise level (full-sequence inversion): the question is
+what the network makes of a whole clip. With ``history_frames=h`` the first h frames are held clean
+instead — shown at every step with their clean latents at CLEAN_LEVEL, as a rollout shows its history —
+and only the frames after them travel the trajectory: the question becomes how the network continues
+that history, the task a diffusion-forcing model is mostly trained on. Hooks attached around the call (an
 intervention, videodiff.interp.ablations) act at every step of the trajectory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -27,6 +30,7 @@ import torch
 from imagediff.hooks import ActivationCache, caching, hook_points
 from toydiff.samplers import SamplerState, ddim_invert, ddim_sample
 from toydiff.schedules import NoiseSchedule
+from videodiff.sampling import CLEAN_LEVEL
 
 # model(x_t (B, F, C, H, W), t (B, F)) -> prediction; the VideoDiT itself, or any function of that shape.
 VideoDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,18 +53,24 @@ class Trajectory:
 
 
 class _RecordingDenoiser:
-    """Wraps a video model for toydiff's samplers: (x, t (B,)) -> model(x, t per frame), caching on the way."""
+    """Wraps a video model for toydiff's samplers: (x, t (B,)) -> model(x, t per frame), caching on the way.
+    history (B, h, C, H, W) or None: clean latents that replace the first h frames of every x the model
+    is shown, at CLEAN_LEVEL (the sampler's update of those frames is thrown away at the next call)."""
 
     def __init__(self, model: VideoDenoiser, trajectory: Trajectory, names, layers, select, levels,
-                 keep_states: bool) -> None:
+                 keep_states: bool, history: Optional[torch.Tensor] = None) -> None:
         self.model, self.trajectory = model, trajectory
         self.names, self.layers, self.select = names, layers, select
         self.levels = None if levels is None else {int(level) for level in levels}
         self.keep_states = keep_states
+        self.history = history
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         level = int(t[0])
         per_frame = t[:, None].expand(-1, x.shape[1]).contiguous()  # (B, F): the same level for every frame
+        if self.history is not None:
+            x = with_history(x, self.history)
+            per_frame[:, :self.history.shape[1]] = CLEAN_LEVEL
         self.trajectory.levels.append(level)
         if self.keep_states:
             self.trajectory.states.append(x.detach().clone())
@@ -73,30 +83,43 @@ class _RecordingDenoiser:
         return output
 
 
-def _check_request(latents: torch.Tensor, schedule: NoiseSchedule, num_steps) -> None:
+def with_history(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """x (B, F, ...) with its first h frames replaced by ``history`` (B, h, ...)."""
+    return torch.cat([history, x[:, history.shape[1]:]], dim=1)
+
+
+def _check_request(latents: torch.Tensor, schedule: NoiseSchedule, num_steps, history_frames=0) -> None:
     if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
         got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
         raise ValueError(f"expected video latents of shape (B, F, C, H, W), got {got}.")
     if not isinstance(num_steps, int) or not 1 <= num_steps <= schedule.num_timesteps:
         raise ValueError(f"num_steps must be an integer in 1..{schedule.num_timesteps}, got {num_steps!r}.")
+    frames = latents.shape[1]
+    if isinstance(history_frames, bool) or not isinstance(history_frames, int) or not 0 <= history_frames < frames:
+        raise ValueError(f"history_frames must be an integer in 0..{frames - 1} (the clip has {frames} frames and "
+                         f"at least one must travel the trajectory), got {history_frames!r}.")
 
 
 @torch.no_grad()
 def invert_video(model: VideoDenoiser, latents: torch.Tensor, schedule: NoiseSchedule, *, num_steps: int = 10,
                  prediction_type: str = "v", names=None, layers: Optional[Iterable[int]] = None,
                  select=None, levels: Optional[Iterable[int]] = None, keep_states: bool = False,
-                 spacing: str = "trailing") -> Trajectory:
+                 spacing: str = "trailing", history_frames: int = 0) -> Trajectory:
     """DDIM-invert clean latents (B, F, C, H, W) in ``num_steps`` steps, caching along the way.
 
     names, layers, select: what to cache, as in imagediff.hooks.caching (names None: cache nothing).
     levels: the evaluation levels to cache at (None: all of them; see Trajectory.levels for which
-    levels a run visits). Returns a Trajectory whose ``end`` is the noise x_T (B, F, C, H, W).
+    levels a run visits). history_frames h: the first h frames are held clean at every step (shown at
+    CLEAN_LEVEL with their latents) and only the others are inverted; 0: every frame is.
+    Returns a Trajectory whose ``end`` is the noise x_T (B, F, C, H, W) (the first h frames clean).
     """
-    _check_request(latents, schedule, num_steps)
+    _check_request(latents, schedule, num_steps, history_frames)
     trajectory = Trajectory()
-    denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states)
-    trajectory.end = ddim_invert(denoiser, latents, schedule, num_steps=num_steps, spacing=spacing,
-                                 prediction_type=prediction_type)
+    history = latents[:, :history_frames].clone() if history_frames else None
+    denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states, history)
+    end = ddim_invert(denoiser, latents, schedule, num_steps=num_steps, spacing=spacing,
+                      prediction_type=prediction_type)
+    trajectory.end = end if history is None else with_history(end, history)
     return trajectory
 
 
@@ -104,14 +127,24 @@ def invert_video(model: VideoDenoiser, latents: torch.Tensor, schedule: NoiseSch
 def sample_video(model: VideoDenoiser, noise: torch.Tensor, schedule: NoiseSchedule, *, num_steps: int = 10,
                  prediction_type: str = "v", names=None, layers: Optional[Iterable[int]] = None,
                  select=None, levels: Optional[Iterable[int]] = None, keep_states: bool = False,
-                 spacing: str = "trailing",
+                 spacing: str = "trailing", history_frames: int = 0,
                  callback: Optional[Callable[[SamplerState], None]] = None) -> Trajectory:
     """Deterministic DDIM from noise (B, F, C, H, W) to a clip, every frame at the same level, caching
     as `invert_video` does. ``sample_video(invert_video(x).end)`` returns x up to the discretisation
-    error, smaller with more steps. Returns a Trajectory whose ``end`` is the sampled latents."""
-    _check_request(noise, schedule, num_steps)
+    error, smaller with more steps. history_frames h: the first h frames of ``noise`` are a clean
+    history, held at every step (so ``sample_video(invert_video(x, history_frames=h).end,
+    history_frames=h)`` continues x's history back to x); the callback sees them held too.
+    Returns a Trajectory whose ``end`` is the sampled latents."""
+    _check_request(noise, schedule, num_steps, history_frames)
     trajectory = Trajectory()
-    denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states)
-    trajectory.end = ddim_sample(denoiser, noise, schedule, num_steps=num_steps, spacing=spacing,
-                                 prediction_type=prediction_type, callback=callback)
+    history = noise[:, :history_frames].clone() if history_frames else None
+    denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states, history)
+    if history is not None and callback is not None:
+        user_callback = callback
+
+        def callback(state: SamplerState) -> None:
+            user_callback(replace(state, x=with_history(state.x, history), pred_x0=with_history(state.pred_x0, history)))
+    end = ddim_sample(denoiser, noise, schedule, num_steps=num_steps, spacing=spacing,
+                      prediction_type=prediction_type, callback=callback)
+    trajectory.end = end if history is None else with_history(end, history)
     return trajectory
