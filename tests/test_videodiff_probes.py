@@ -427,3 +427,25 @@ def test_bad_inputs_raise_errors_that_name_the_problem():
         choose_l2(X[:6], [1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 2, 2], (1.0,), num_folds=3)
     with pytest.raises(ValueError, match="single value"):
         control_labels(np.zeros(5))
+
+
+# ------------------------------------------------------------------------------------- the experiment's settings
+
+
+def test_the_held_history_is_the_runs_own_unless_given_and_must_leave_a_frame():
+    from types import SimpleNamespace
+
+    from videodiff.interp.experiment import ProbeExperimentConfig, held_history_frames
+
+    def run(trained_history):
+        return SimpleNamespace(window=8, config=SimpleNamespace(history_frames=lambda: trained_history))
+
+    assert held_history_frames(run(4), ProbeExperimentConfig()) == 4       # None: what the run trained with
+    assert held_history_frames(run(None), ProbeExperimentConfig()) == 0    # a run with no fixed clean history
+    assert held_history_frames(run(4), ProbeExperimentConfig(history_frames=0)) == 0
+    assert held_history_frames(run(4), ProbeExperimentConfig(history_frames=7)) == 7
+    with pytest.raises(ValueError, match="must leave a frame of the model's window of 8"):
+        held_history_frames(run(4), ProbeExperimentConfig(history_frames=8))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="history_frames must be None"):
+            ProbeExperimentConfig(history_frames=bad)

@@ -414,8 +414,8 @@ def command_probe(args) -> None:
         num_pairs=args.num_pairs, inversion_steps=args.steps, num_permutations=args.permutations, seed=args.seed,
         **chosen)
     history = held_history_frames(run, config)  # refuses a history that fills the window, before any work
-    print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos); windows from "
-          f"{config.frames_before_event} frames before the event, the first {history} held clean")
+    print(f"probing {args.checkpoint} on {config.num_pairs} matched pairs ({2 * config.num_pairs} videos); windows "
+          f"from {config.frames_before_event} frames before the event, the first {history} held clean")
     result = run_probe_experiment(run, config, out_dir=args.out)
     best = result["best"]
     print(f"best cell (chosen on inner folds): {best['site']} block {best['block']} level {best['noise_level']}: "

@@ -91,7 +91,8 @@ class ProbeExperimentConfig:
             raise ValueError(f"frames_before_event must be >= 0, got {self.frames_before_event}.")
         if self.history_frames is not None and (isinstance(self.history_frames, bool) or
                                                 not isinstance(self.history_frames, int) or self.history_frames < 0):
-            raise ValueError(f"history_frames must be None (the run's own) or an integer >= 0, got {self.history_frames!r}.")
+            raise ValueError(f"history_frames must be None (the run's own) or an integer >= 0, "
+                             f"got {self.history_frames!r}.")
         if not self.sites or any(site not in SITES for site in self.sites):
             raise ValueError(f"sites must be a non-empty subset of {SITES}, got {self.sites!r}.")
         if self.num_levels < 1:

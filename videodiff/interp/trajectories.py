@@ -69,7 +69,7 @@ class _RecordingDenoiser:
         level = int(t[0])
         per_frame = t[:, None].expand(-1, x.shape[1]).contiguous()  # (B, F): the same level for every frame
         if self.history is not None:
-            x = with_history(x, self.history)
+            x = _with_history(x, self.history)
             per_frame[:, :self.history.shape[1]] = CLEAN_LEVEL
         self.trajectory.levels.append(level)
         if self.keep_states:
@@ -83,9 +83,19 @@ class _RecordingDenoiser:
         return output
 
 
-def with_history(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+def _with_history(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """x (B, F, ...) with its first h frames replaced by ``history`` (B, h, ...)."""
     return torch.cat([history, x[:, history.shape[1]:]], dim=1)
+
+
+def _holding_history(callback: Callable[[SamplerState], None], history: torch.Tensor):
+    """The callback, handed states whose first frames are the held history (the sampler's own x and
+    x_0-estimate for those frames are the updates the next model call throws away)."""
+
+    def held(state: SamplerState) -> None:
+        callback(replace(state, x=_with_history(state.x, history), pred_x0=_with_history(state.pred_x0, history)))
+
+    return held
 
 
 def _check_request(latents: torch.Tensor, schedule: NoiseSchedule, num_steps, history_frames=0) -> None:
@@ -119,7 +129,7 @@ def invert_video(model: VideoDenoiser, latents: torch.Tensor, schedule: NoiseSch
     denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states, history)
     end = ddim_invert(denoiser, latents, schedule, num_steps=num_steps, spacing=spacing,
                       prediction_type=prediction_type)
-    trajectory.end = end if history is None else with_history(end, history)
+    trajectory.end = end if history is None else _with_history(end, history)
     return trajectory
 
 
@@ -140,11 +150,8 @@ def sample_video(model: VideoDenoiser, noise: torch.Tensor, schedule: NoiseSched
     history = noise[:, :history_frames].clone() if history_frames else None
     denoiser = _RecordingDenoiser(model, trajectory, names, layers, select, levels, keep_states, history)
     if history is not None and callback is not None:
-        user_callback = callback
-
-        def callback(state: SamplerState) -> None:
-            user_callback(replace(state, x=with_history(state.x, history), pred_x0=with_history(state.pred_x0, history)))
+        callback = _holding_history(callback, history)
     end = ddim_sample(denoiser, noise, schedule, num_steps=num_steps, spacing=spacing,
                       prediction_type=prediction_type, callback=callback)
-    trajectory.end = end if history is None else with_history(end, history)
+    trajectory.end = end if history is None else _with_history(end, history)
     return trajectory
