@@ -234,27 +234,20 @@ def test_inversion_caches_chosen_sites_at_chosen_levels_and_hooks_act_at_every_s
         invert_video(model, x[0], schedule)
 
 
-class Recorder:
-    """A video denoiser that records what it is shown and answers with a fixed function of it."""
-
-    def __init__(self, model):
-        self.model, self.seen = model, []
-
-    def __call__(self, x, t):
-        self.seen.append((x.clone(), t.clone()))
-        return self.model(x, t)
-
-
 def test_a_held_history_is_shown_clean_at_every_step_and_stays_clean_in_the_end():
     model, (x, _) = random_model(), inputs()
     schedule = make_schedule("linear", 1000)
     for run in (invert_video, sample_video):
-        recorder = Recorder(model)
-        states = []
+        seen, states = [], []
+
+        def recorder(x_t, t):  # the model, keeping a copy of what it is shown
+            seen.append((x_t.clone(), t.clone()))
+            return model(x_t, t)
+
         extra = {"callback": states.append} if run is sample_video else {}
         end = run(recorder, x, schedule, num_steps=4, prediction_type="v", history_frames=2, **extra).end
-        assert len({int(t[0, -1]) for _, t in recorder.seen}) == 4  # four levels visited
-        for shown, t in recorder.seen:
+        assert len({int(t[0, -1]) for _, t in seen}) == 4  # four levels visited
+        for shown, t in seen:
             assert torch.equal(shown[:, :2], x[:, :2])  # the history, as given, at every step
             assert (t[:, :2] == 0).all() and (t[:, 2:] == t[0, -1]).all()  # the rest at the step's level
         assert torch.equal(end[:, :2], x[:, :2]) and not torch.allclose(end[:, 2:], x[:, 2:])
