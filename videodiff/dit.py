@@ -219,7 +219,7 @@ class VideoDiT(DiT):
             tokens = frames * self.config.tokens_per_frame
             cos, sin = self.rope_cos[:tokens], self.rope_sin[:tokens]  # (F · N, d/2) each
         else:
-            angles = self.window_angles(frames).to(device)  # (F · N, d/2)
+            angles = self.window_angles(frames)  # (F · N, d/2), on the CPU like the buffers it extends
             cos, sin = angles.cos(), angles.sin()
         return Rotary3D(cos.to(device, dtype), sin.to(device, dtype))
 
