@@ -453,6 +453,11 @@ def check_10_rollouts_and_history_guidance(out: str) -> None:
         out, r"^no guidance: position error (\S+)(?: px)? over the first 8 generated frames, (\S+)(?: px)? over all",
         count=1)[0])
     assert table["none"][:2] == (first, every), (table["none"], first, every)
+    # Where the frames fail: every generated frame of the rollout falls in one group of each breakdown.
+    for title in ("balls in the frame", "the closest two balls' gap"):
+        groups = lines(out, rf"^intact by {title}: (.*)$", count=1)[0][0]
+        counts = [int(n) for n in re.findall(r"\((\d+)\)", groups)]
+        assert sum(counts) == int(lines(out, r"^frames \((\d+), ", count=1)[0][0]) * length, (title, groups)
     for name, (_, _, found, formed, intact, motion, moves) in table.items():
         assert 0 <= found <= 1 and 0 <= formed <= 1 and 0 <= intact <= 1, name
         assert moves == ("None" if motion is None else str(motion >= 0.25)), name

@@ -48,7 +48,7 @@ def test_the_quick_demo_writes_its_gif_metrics_and_stage_times(demo_run):
     assert len(metrics["position_error_per_frame"]) == 5
 
 
-def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path):
+def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path, capsys):
     out, _ = demo_run
     target = tmp_path / "roll"
     code = main(["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "3", "--context", "2",
@@ -61,6 +61,11 @@ def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path):
     assert np.array_equal(frames[:, :2], run.decode(run.encode(truth[:, :2])))
     metrics = json.loads((target / "metrics.json").read_text())
     assert metrics["request"]["guidance"] == "vanilla" and len(metrics["position_error_per_frame"]) == 7
+    # Where the frames fail: every generated frame is in one group by ball count and one by gap.
+    crowding = metrics["intact_by_crowding"]
+    assert sum(group["frames"] for group in crowding["by_balls"].values()) == 3 * 7
+    assert sum(group["frames"] for group in crowding["by_gap"].values()) == 3 * 7
+    assert "intact by the closest two balls' gap: overlapping" in capsys.readouterr().out
     assert (target / "rollout.gif").stat().st_size > 1000
     # Same seed, same video.
     again = tmp_path / "again"

@@ -16,7 +16,8 @@ import pytest
 from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
 from videodiff.data.physics import simulate_balls
 from videodiff.metrics import (
-    COVER_FRAMES, HIDE_REACH, colour_labels, intact_frames, physics_metrics, track_balls, well_formed,
+    COVER_FRAMES, HIDE_REACH, closest_gaps, colour_labels, format_crowding, intact_by_crowding, intact_frames,
+    physics_metrics, track_balls, well_formed,
 )
 
 SIZE, CONTEXT = 32, 8
@@ -351,3 +352,65 @@ def test_the_reference_rows_score_an_exact_round_trip_perfectly_and_a_frozen_fra
     assert through_vae["motion_ratio"] == pytest.approx(1.0)
     assert frozen["motion_ratio"] == 0.0 and frozen["position_error_first"] > 0.5
     assert frozen["position_error_per_frame"][0] > 0.1  # the last *context* frame is held, not the first new one
+
+
+# ---------------------------------------------------------------------------------------------
+#                               Where the frames fail: crowding
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_closest_gap_is_between_edges_of_present_balls_and_infinite_for_one():
+    """Three balls of radii 2, 3, 1: frame 0 has balls 0 and 1 5 px apart edge to edge (ball 2 far off),
+    frame 1 only ball 0 (and ball 2 absent, placed on it), frame 2 balls 0 and 1 overlapping by 3 px."""
+    from types import SimpleNamespace
+
+    positions = np.array([[[5, 5], [15, 5], [30, 30]],
+                          [[5, 5], [15, 5], [5, 5]],
+                          [[5, 5], [7, 5], [30, 30]]], dtype=np.float32)[None]  # (1, 3, 3, 2)
+    present = np.array([[True, True, True], [True, False, False], [True, True, False]])[None]
+    videos = SimpleNamespace(positions=positions, radii=np.array([[2.0, 3.0, 1.0]]), present=present)
+    gaps = closest_gaps(videos)
+    assert gaps.shape == (1, 3)
+    assert gaps[0, 0] == pytest.approx(5.0) and gaps[0, 1] == np.inf and gaps[0, 2] == pytest.approx(-3.0)
+
+
+def test_intact_by_crowding_groups_the_generated_frames_by_ball_count_and_gap(open_truth):
+    """Flags planted from the state itself: a frame is marked intact exactly where its closest two balls
+    are at least 4 px apart (or it holds one ball), so the groups must read 0 and 1 by construction; the
+    context frames are marked wrong and must not count."""
+    balls = open_truth.present.sum(axis=2)
+    intact = (closest_gaps(open_truth) >= 4.0) | (balls == 1)
+    intact[:, :CONTEXT] = False
+    breakdown = intact_by_crowding(intact, open_truth, CONTEXT)
+    by_gap, by_balls = breakdown["by_gap"], breakdown["by_balls"]
+    assert list(by_gap) == ["overlapping", "0-4 px", "4-10 px", ">= 10 px", "one ball"]
+    assert by_gap["overlapping"]["intact"] == 0.0 and by_gap["0-4 px"]["intact"] == 0.0
+    assert by_gap["4-10 px"]["intact"] == 1.0 and by_gap[">= 10 px"]["intact"] == 1.0
+    assert by_gap["one ball"]["intact"] == 1.0 and by_balls["1 ball"]["intact"] == 1.0
+    generated_frames = open_truth.present[:, CONTEXT:].shape[0] * open_truth.present[:, CONTEXT:].shape[1]
+    assert sum(group["frames"] for group in by_gap.values()) == generated_frames
+    assert sum(group["frames"] for group in by_balls.values()) == generated_frames
+    assert all(by_gap[name]["frames"] > 0 for name in by_gap)  # the fixture's videos fill every group
+    # Two or three balls: the share is that of the frames whose closest pair is 4 px or more apart.
+    far = (closest_gaps(open_truth) >= 4.0)[:, CONTEXT:]
+    assert by_balls["2 balls"]["intact"] == pytest.approx(far[balls[:, CONTEXT:] == 2].mean())
+    text = format_crowding(breakdown)
+    assert "1 ball 1.00" in text and "overlapping 0.00" in text
+
+
+def test_physics_metrics_reports_where_balls_crowd_a_continuation_that_drops_them(open_truth):
+    """Every ball erased from the frames whose closest two balls are under 4 px apart (edge to edge):
+    those frames are not intact, the rest are, and physics_metrics' breakdown says so group by group."""
+    close = closest_gaps(open_truth) < 4.0  # (N, F)
+    generated = rendered(open_truth, present=open_truth.present & ~close[:, :, None])
+    crowding = physics_metrics(generated, open_truth, CONTEXT)["intact_by_crowding"]["by_gap"]
+    assert crowding["overlapping"]["intact"] == 0.0 and crowding["0-4 px"]["intact"] == 0.0
+    assert crowding["4-10 px"]["intact"] > 0.95 and crowding[">= 10 px"]["intact"] > 0.95
+    assert crowding["one ball"]["intact"] > 0.95
+
+
+def test_intact_by_crowding_refuses_flags_of_another_shape(open_truth):
+    with pytest.raises(ValueError, match=r"must be \(N, F\)"):
+        intact_by_crowding(np.ones((2, 5), dtype=bool), open_truth, CONTEXT)
+    with pytest.raises(ValueError, match="num_context"):
+        intact_by_crowding(np.ones(open_truth.present.shape[:2], dtype=bool), open_truth, 32)

@@ -281,6 +281,70 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     return ball_right.all(axis=2) & (stray(tracks) <= stray(redrawn) + stray_tolerance)
 
 
+# Where two balls meet, a model of 8 x 8-pixel tokens has to keep two discs and two colours apart inside
+# one token; ``intact_by_crowding`` groups the intact share by how close the scene's balls are. The edges
+# (px) of the groups of the closest pair's gap: overlapping, then up to 4 px, up to 10 px, farther.
+GAP_EDGES = (0.0, 4.0, 10.0)
+
+
+def closest_gaps(videos: PhysicsVideos) -> np.ndarray:
+    """(N, F) float: the distance between the edges of the two closest balls present in each frame, in px
+    (centre distance minus both radii: negative where they overlap); +inf where fewer than two are present.
+    From the physical state, not the pixels, so a ball hidden behind another still counts."""
+    positions = videos.positions.astype(np.float64)  # (N, F, K, 2)
+    radii = videos.radii.astype(np.float64)  # (N, K)
+    centres = np.linalg.norm(positions[:, :, :, None] - positions[:, :, None, :], axis=-1)  # (N, F, K, K)
+    gaps = centres - radii[:, None, :, None] - radii[:, None, None, :]
+    pair = videos.present[:, :, :, None] & videos.present[:, :, None, :]
+    pair &= ~np.eye(radii.shape[1], dtype=bool)
+    return np.where(pair, gaps, np.inf).min(axis=(2, 3))
+
+
+def intact_by_crowding(intact: np.ndarray, videos: PhysicsVideos, num_context: int) -> dict:
+    """The intact share of the generated frames grouped by what the true scene holds in them.
+
+    intact (N, F) bool from ``intact_frames`` (context frames included, not scored); videos: the truth
+    the frames continue. Returns {"by_balls": {"1 ball": group, "2 balls": group, ...}, "by_gap": {
+    "overlapping": group, "0-4 px": group, "4-10 px": group, ">= 10 px": group, "one ball": group}}, each
+    group {"frames": how many generated frames, "intact": their intact share, None if there are none};
+    the gap is the closest pair's (``closest_gaps``), in the groups of ``GAP_EDGES``. A frame with no ball
+    present (an impossible twin's, after a vanishing) is in no group."""
+    intact = np.asarray(intact, dtype=bool)
+    if intact.shape != videos.present.shape[:2]:
+        raise ValueError(f"intact {intact.shape} must be (N, F) = {videos.present.shape[:2]}, one flag per frame "
+                         f"of the videos, context frames included")
+    if not 0 <= num_context < intact.shape[1]:
+        raise ValueError(f"num_context must lie in [0, {intact.shape[1] - 1}], got {num_context}")
+    scored = slice(num_context, None)
+    intact = intact[:, scored]
+    balls = videos.present[:, scored].sum(axis=2)  # (N, G)
+    gaps = closest_gaps(videos)[:, scored]
+
+    def group(mask: np.ndarray) -> dict:
+        count = int(mask.sum())
+        return {"frames": count, "intact": float(intact[mask].mean()) if count else None}
+
+    by_balls = {f"{n} ball{'s' if n != 1 else ''}": group(balls == n) for n in range(1, videos.radii.shape[1] + 1)}
+    edges = (-np.inf, *GAP_EDGES, np.inf)
+    names = ["overlapping"] + [f"{low:g}-{high:g} px" for low, high in zip(GAP_EDGES, GAP_EDGES[1:])]
+    names.append(f">= {GAP_EDGES[-1]:g} px")
+    by_gap = {name: group((balls >= 2) & (gaps >= low) & (gaps < high))
+              for name, low, high in zip(names, edges, edges[1:])}
+    by_gap["one ball"] = group(balls == 1)
+    return {"by_balls": by_balls, "by_gap": by_gap}
+
+
+def format_crowding(breakdown: dict) -> str:
+    """``intact_by_crowding``'s groups on two lines: "name share (frames)", "-" for an empty group."""
+    def line(title: str, groups: dict) -> str:
+        cells = [f"{name} {'-' if g['intact'] is None else format(g['intact'], '.2f')} ({g['frames']})"
+                 for name, g in groups.items()]
+        return f"{title}: " + ", ".join(cells)
+
+    return "\n".join((line("intact by balls in the frame", breakdown["by_balls"]),
+                      line("intact by the closest two balls' gap", breakdown["by_gap"])))
+
+
 def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
@@ -315,6 +379,8 @@ def physics_metrics(
     intact_share               the share of generated frames that hold the scene's balls, each whole
                                wherever it is drawn, judged on the frame alone (``intact_frames``)
     intact_per_frame           the same, per generated frame
+    intact_by_crowding         the same, by how many balls the true frame holds and how close the
+                               closest two are (``intact_by_crowding``)
     motion_ratio, moves        mean displacement of the tracked balls between consecutive generated
                                frames divided by the truth's, over balls in view and found in both
                                frames; moves = ratio >= ``min_motion_ratio`` (a frozen rollout has
@@ -374,6 +440,7 @@ def physics_metrics(
         "stray_frame_share": float(too_much_stray[:, scored].mean()),
         "intact_share": float(intact[:, scored].mean()),
         "intact_per_frame": intact[:, scored].mean(axis=0).tolist(),
+        "intact_by_crowding": intact_by_crowding(intact, truth, num_context),
         "motion_ratio": motion_ratio,
         "moves": None if motion_ratio is None else bool(motion_ratio >= min_motion_ratio),
         "colour_kept": _colour_kept(generated, truth, true_tracks.positions, in_view, scored),
