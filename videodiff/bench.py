@@ -38,6 +38,7 @@ from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.dit import VideoDiT, video_training_flops
+from videodiff.metrics import format_crowding
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
@@ -150,9 +151,11 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     print(f"autoguidance: w = {run.default_guide_scale:g}, guide = the EMA at step {config.guide_step()}", flush=True)
     _, _, metrics = rollout_and_score(run, num_videos, context, short, HistoryGuidance("none"))
     report["short_rollout"] = {"position_error_first": metrics["position_error_first"], "target_px": 1.5,
-                               "found_share": metrics["found_share"]}
+                               "found_share": metrics["found_share"], "intact_share": metrics["intact_share"],
+                               "intact_by_crowding": metrics["intact_by_crowding"]}
     print(f"position error over the first {short} generated frames: {metrics['position_error_first']:.2f} px "
-          f"(target <= 1.5)", flush=True)
+          f"(target <= 1.5); intact {metrics['intact_share']:.2f}", flush=True)
+    print(format_crowding(metrics["intact_by_crowding"]), flush=True)
     table = evaluation_table(run, num_videos, context, long, scale=2.0, stabilization=20, rows=rows)
     # What the same metrics give the truth decoded by the VAE (the ceiling) and a frozen frame (no model).
     reference = reference_rows(run, num_videos, context, long)
