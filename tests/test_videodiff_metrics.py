@@ -387,7 +387,7 @@ def test_intact_by_crowding_groups_the_generated_frames_by_ball_count_and_gap(op
     assert by_gap["overlapping"]["intact"] == 0.0 and by_gap["0-4 px"]["intact"] == 0.0
     assert by_gap["4-10 px"]["intact"] == 1.0 and by_gap[">= 10 px"]["intact"] == 1.0
     assert by_gap["one ball"]["intact"] == 1.0 and by_balls["1 ball"]["intact"] == 1.0
-    generated_frames = open_truth.present[:, CONTEXT:].shape[0] * open_truth.present[:, CONTEXT:].shape[1]
+    generated_frames = intact[:, CONTEXT:].size
     assert sum(group["frames"] for group in by_gap.values()) == generated_frames
     assert sum(group["frames"] for group in by_balls.values()) == generated_frames
     assert all(by_gap[name]["frames"] > 0 for name in by_gap)  # the fixture's videos fill every group
