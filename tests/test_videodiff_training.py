@@ -328,3 +328,20 @@ def test_the_video_model_trains_under_torchrun_ddp_with_two_cpu_processes(tmp_pa
     assert sorted(p.name for p in tmp_path.glob("rank*.ok")) == ["rank0.ok", "rank1.ok"]
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 12 and len(state["rng"]["generators"]) == 2
+
+
+def test_training_physics_changes_the_training_videos_only():
+    from videodiff.pipeline import VideoDiffusionRunConfig, held_out_videos, training_videos
+
+    config = VideoDiffusionRunConfig(num_train_videos=60, physics={"num_frames": 4},
+                                     training_physics={"min_balls": 3})
+    balls = training_videos(config).present[:, 0].sum(axis=1)
+    assert (balls == 3).all()
+    # Held-out videos, which rollouts and probes score, keep the run's physics: one to three balls.
+    held_out = held_out_videos(config, 60).present[:, 0].sum(axis=1)
+    assert set(held_out.tolist()) == {1, 2, 3}
+    assert training_videos(config).frames.shape[1] == 4
+    # A run stored before the field existed trained on its physics alone, whatever today's default.
+    description = config.to_dict()
+    del description["training_physics"]
+    assert VideoDiffusionRunConfig.from_dict(description).training_physics == {}

@@ -29,7 +29,7 @@ from toydiff.cli import (
     positive_int, print_log_entry, run_cli, unit_fraction,
 )
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
-from videodiff.data import make_impossible_pairs, make_videos
+from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
+    train.add_argument("--min-balls", type=positive_int, default=_recipe_min_balls(recipe),
+                       help=f"the fewest balls a training video holds (at most {PhysicsConfig().max_balls}); held-out "
+                            f"videos, rollouts and probes keep {PhysicsConfig().min_balls} to "
+                            f"{PhysicsConfig().max_balls} (default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -319,6 +323,18 @@ def command_train_vae(args) -> None:
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 
+def _recipe_min_balls(recipe: VideoDiffusionRunConfig) -> int:
+    return {**recipe.physics, **recipe.training_physics}.get("min_balls", PhysicsConfig().min_balls)
+
+
+def _training_physics(min_balls: int) -> dict:
+    """The recipe's training_physics with ``min_balls`` in it (only where it differs from the videos' default)."""
+    physics = {k: v for k, v in VideoDiffusionRunConfig().training_physics.items() if k != "min_balls"}
+    if min_balls > PhysicsConfig().max_balls:
+        raise UsageError(f"--min-balls {min_balls}: the videos hold at most {PhysicsConfig().max_balls} balls")
+    return {**physics, **({"min_balls": min_balls} if min_balls != PhysicsConfig().min_balls else {})}
+
+
 def command_train(args) -> None:
     if args.clean_history > 1:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
@@ -334,7 +350,8 @@ def command_train(args) -> None:
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
-                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window))
+                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window),
+                                     training_physics=_training_physics(args.min_balls))
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:

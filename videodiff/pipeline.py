@@ -130,6 +130,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     num_train_videos: int = 2000
     data_seed: int = 0
     physics: dict = field(default_factory=dict)  # PhysicsConfig fields that differ from the defaults
+    # PhysicsConfig fields that differ for the training videos only, on top of ``physics``; held-out videos,
+    # rollouts and probes keep ``physics``. E.g. {"min_balls": 2}: train on scenes of two or three balls.
+    training_physics: dict = field(default_factory=dict)
     vae_checkpoint: str = "runs/video/vae/checkpoint.pt"
     # imagediff's recipe: linear β, v-prediction.
     schedule: str = "linear"
@@ -189,8 +192,8 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VideoDiffusionRunConfig":
         # A run stored before clean_history_frames existed drew its histories' lengths at random; one stored
-        # before guides existed kept none.
-        description = {"clean_history_frames": None, "guide_fraction": 0.0, **description}
+        # before guides existed kept none; one stored before training_physics existed trained on its physics alone.
+        description = {"clean_history_frames": None, "guide_fraction": 0.0, "training_physics": {}, **description}
         return cls.from_plain(description, train, dit=VideoDiTConfig(**stored_dit_fields(description["dit"])))
 
     def history_frames(self) -> Optional[int]:
@@ -314,7 +317,9 @@ def _vae_at(path) -> VAE:
 
 
 def training_videos(config: VideoDiffusionRunConfig) -> PhysicsVideos:
-    return make_videos(config.num_train_videos, seed=config.data_seed, config=physics_config(config.physics))
+    """The run's training videos: its ``physics`` with ``training_physics`` on top."""
+    physics = {**config.physics, **config.training_physics}
+    return make_videos(config.num_train_videos, seed=config.data_seed, config=physics_config(physics))
 
 
 def held_out_videos(config: VideoDiffusionRunConfig, num_videos: int, num_frames: Optional[int] = None,
