@@ -30,7 +30,7 @@ from toydiff.schedules import make_schedule
 from videodiff.dit import apply_rotary, rope_angles, rope_split
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import (build_video_dit, encode_videos, held_out_videos, load_video_diffusion,
-                                train_video_diffusion)
+                                physics_config, train_video_diffusion)
 from videodiff.plots import save_frame_strips
 from videodiff.sampling import (SCHEDULING_KINDS, check_timestep_matrix, sample_window, scheduling_matrix,
                                 timesteps_from_indices)
@@ -220,10 +220,15 @@ print("wrote", plots.save_figure(figure, OUT / "scheduling_matrices.png"))
 # `train_video_diffusion` encodes the training videos once with the VAE, cuts random clips of
 # `window` consecutive frames (`VideoClips`), and runs toydiff's loop with the objective above in
 # diffusion-forcing mode: v-prediction, the loss averaged over every frame of every clip.  The recipe
-# is `lesson_setup.video_dit_recipe`; lesson 10 loads the same checkpoint.
+# is `lesson_setup.video_dit_recipe`; lesson 10 loads the same checkpoint.  Its training videos hold two
+# or three balls each (`training_physics`), the videos it is scored on one to three: crowded scenes are
+# where rollouts fail, and showing them more often cost nothing and helped the first generated frames on
+# both training seeds tried (docs/video_rollouts.md, "Training on scenes with two or three balls").
 
 # %%
-print(f"recipe: {recipe.num_train_videos} videos, window {window}, {recipe.noise_mode}, {recipe.schedule} schedule, "
+training_balls = physics_config({**recipe.physics, **recipe.training_physics})
+print(f"recipe: {recipe.num_train_videos} videos of {training_balls.min_balls} to {training_balls.max_balls} balls, "
+      f"window {window}, {recipe.noise_mode}, {recipe.schedule} schedule, "
       f"target {recipe.prediction_type}; DiT width {recipe.dit.hidden_dim}, depth {recipe.dit.depth}, "
       f"{recipe.dit.num_heads} heads; {recipe.train.steps} steps of {recipe.train.batch_size} clips")
 checkpoint = VIDEO_DIT / "checkpoint.pt"
