@@ -30,7 +30,7 @@ from toydiff.schedules import make_schedule
 from videodiff.dit import apply_rotary, rope_angles, rope_split
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import (build_video_dit, encode_videos, held_out_videos, load_video_diffusion,
-                                physics_config, train_video_diffusion)
+                                train_video_diffusion)
 from videodiff.plots import save_frame_strips
 from videodiff.sampling import (SCHEDULING_KINDS, check_timestep_matrix, sample_window, scheduling_matrix,
                                 timesteps_from_indices)
@@ -226,7 +226,7 @@ print("wrote", plots.save_figure(figure, OUT / "scheduling_matrices.png"))
 # both training seeds tried (docs/video_rollouts.md, "Training on scenes with two or three balls").
 
 # %%
-training_balls = physics_config({**recipe.physics, **recipe.training_physics})
+training_balls = recipe.training_physics_config()
 print(f"recipe: {recipe.num_train_videos} videos of {training_balls.min_balls} to {training_balls.max_balls} balls, "
       f"window {window}, {recipe.noise_mode}, {recipe.schedule} schedule, "
       f"target {recipe.prediction_type}; DiT width {recipe.dit.hidden_dim}, depth {recipe.dit.depth}, "

@@ -335,12 +335,11 @@ def test_training_physics_changes_the_training_videos_only():
 
     config = VideoDiffusionRunConfig(num_train_videos=60, physics={"num_frames": 4},
                                      training_physics={"min_balls": 3})
-    balls = training_videos(config).present[:, 0].sum(axis=1)
-    assert (balls == 3).all()
+    videos = training_videos(config)
+    assert (videos.present[:, 0].sum(axis=1) == 3).all() and videos.frames.shape[1] == 4
     # Held-out videos, which rollouts and probes score, keep the run's physics: one to three balls.
     held_out = held_out_videos(config, 60).present[:, 0].sum(axis=1)
     assert set(held_out.tolist()) == {1, 2, 3}
-    assert training_videos(config).frames.shape[1] == 4
     # A run stored before the field existed trained on its physics alone, whatever today's default.
     description = config.to_dict()
     del description["training_physics"]

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
-    train.add_argument("--min-balls", type=positive_int, default=_recipe_min_balls(recipe),
+    train.add_argument("--min-balls", type=positive_int, default=recipe.training_physics_config().min_balls,
                        help=f"the fewest balls a training video holds (at most {PhysicsConfig().max_balls}); held-out "
                             f"videos, rollouts and probes keep {PhysicsConfig().min_balls} to "
                             f"{PhysicsConfig().max_balls} (default: %(default)s)")
@@ -323,16 +323,11 @@ def command_train_vae(args) -> None:
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 
-def _recipe_min_balls(recipe: VideoDiffusionRunConfig) -> int:
-    return {**recipe.physics, **recipe.training_physics}.get("min_balls", PhysicsConfig().min_balls)
-
-
 def _training_physics(min_balls: int) -> dict:
-    """The recipe's training_physics with ``min_balls`` in it (only where it differs from the videos' default)."""
-    physics = {k: v for k, v in VideoDiffusionRunConfig().training_physics.items() if k != "min_balls"}
+    """--min-balls as the run's training_physics: stored only where it differs from the videos' default."""
     if min_balls > PhysicsConfig().max_balls:
         raise UsageError(f"--min-balls {min_balls}: the videos hold at most {PhysicsConfig().max_balls} balls")
-    return {**physics, **({"min_balls": min_balls} if min_balls != PhysicsConfig().min_balls else {})}
+    return {} if min_balls == PhysicsConfig().min_balls else {"min_balls": min_balls}
 
 
 def command_train(args) -> None:

@@ -200,6 +200,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
         description = {"clean_history_frames": None, "guide_fraction": 0.0, "training_physics": {}, **description}
         return cls.from_plain(description, train, dit=VideoDiTConfig(**stored_dit_fields(description["dit"])))
 
+    def training_physics_config(self) -> PhysicsConfig:
+        """The physics of the run's training videos: ``physics`` with ``training_physics`` on top."""
+        return physics_config({**self.physics, **self.training_physics})
+
     def history_frames(self) -> Optional[int]:
         """The fixed length of the clean history that training gives its clips (clean_history_frames
         resolved against the window), or None when there is none: random lengths, or no clean histories."""
@@ -321,9 +325,7 @@ def _vae_at(path) -> VAE:
 
 
 def training_videos(config: VideoDiffusionRunConfig) -> PhysicsVideos:
-    """The run's training videos: its ``physics`` with ``training_physics`` on top."""
-    physics = {**config.physics, **config.training_physics}
-    return make_videos(config.num_train_videos, seed=config.data_seed, config=physics_config(physics))
+    return make_videos(config.num_train_videos, seed=config.data_seed, config=config.training_physics_config())
 
 
 def held_out_videos(config: VideoDiffusionRunConfig, num_videos: int, num_frames: Optional[int] = None,
