@@ -23,7 +23,7 @@ import numpy as np
 
 from imagediff.plots import save_curves
 from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
-from videodiff.metrics import format_crowding
+from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS
 from videodiff.plots import save_frame_strips, save_rollout_gif
 from videodiff.sampling import HistoryGuidance
@@ -96,6 +96,9 @@ print(f"no guidance: position error {px(plain['position_error_first'])} over the
 print("wrote", save_rollout_gif(generated, truth.frames, OUT / "rollout.gif", num_context=K))
 # Which frames fail (the paragraph above): intact share (generated frames in the group)
 print(format_crowding(plain["intact_by_crowding"]))
+# And how they fail: a ball missing (vanished, or drawn in another colour), too small, too large, smeared,
+# or colour where no ball of that colour is
+print(format_faults(plain["faults"]))
 shown = list(range(0, K + LENGTH, 1 if QUICK else 2))
 print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i], generated[i])],
                                  [f"{name} {i}" for i in range(2) for name in ("truth", "rollout")],

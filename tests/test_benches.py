@@ -61,6 +61,9 @@ def test_the_video_bench_runs_at_its_quick_sizes_and_reports_shares_of_one_matmu
     short = stored["short_rollout"]
     assert sum(group["frames"] for group in short["intact_by_crowding"]["by_balls"].values()) == 2 * 3
     assert 0 <= short["intact_share"] <= 1
+    # Each long rollout's row says how its frames fail.
+    rows = stored["long_rollout"]["rows"]
+    assert all(row["faults"]["all"]["frames"] == 2 * 6 for row in rows)
 
 
 def test_the_image_step_rate_comes_with_the_matmul_rate_timed_beside_it():

@@ -65,7 +65,11 @@ def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path, capsys)
     crowding = metrics["intact_by_crowding"]
     assert sum(group["frames"] for group in crowding["by_balls"].values()) == 3 * 7
     assert sum(group["frames"] for group in crowding["by_gap"].values()) == 3 * 7
-    assert "intact by the closest two balls' gap: overlapping" in capsys.readouterr().out
+    # And how: the faults of every generated frame, over all of them and by ball count.
+    faults = metrics["faults"]
+    assert faults["all"]["frames"] == 3 * 7 and {"missing", "smeared", "stray colour"} <= set(faults["all"])
+    printed = capsys.readouterr().out
+    assert "intact by the closest two balls' gap: overlapping" in printed and "why frames fail" in printed
     assert (target / "rollout.gif").stat().st_size > 1000
     # Same seed, same video.
     again = tmp_path / "again"

@@ -16,8 +16,8 @@ import pytest
 from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
 from videodiff.data.physics import simulate_balls
 from videodiff.metrics import (
-    COVER_FRAMES, HIDE_REACH, closest_gaps, colour_labels, format_crowding, intact_by_crowding, intact_frames,
-    physics_metrics, track_balls, well_formed,
+    COVER_FRAMES, FAULTS, HIDE_REACH, closest_gaps, colour_labels, faults_by_balls, format_crowding, format_faults,
+    frame_faults, intact_by_crowding, intact_frames, physics_metrics, track_balls, well_formed,
 )
 
 SIZE, CONTEXT = 32, 8
@@ -414,3 +414,101 @@ def test_intact_by_crowding_refuses_flags_of_another_shape(open_truth):
         intact_by_crowding(np.ones((2, 5), dtype=bool), open_truth, CONTEXT)
     with pytest.raises(ValueError, match="num_context"):
         intact_by_crowding(np.ones(open_truth.present.shape[:2], dtype=bool), open_truth, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                  Why a frame is not intact
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lone_truth() -> PhysicsVideos:
+    """Videos of one ball each and no occluder: nothing can hide the ball, so a ball not found is missing."""
+    return make_videos(8, seed=7, config=PhysicsConfig(max_balls=1, occluder_probability=0.0))
+
+
+def test_frame_faults_name_what_was_done_to_the_frames(lone_truth):
+    """Each continuation is the truth redrawn with one thing changed from the context on; frame_faults must
+    name that fault in every generated frame and leave the context frames alone, and a frame is intact
+    exactly when it has no fault."""
+    after = from_context_on(lone_truth.present)  # (1, F, 1)
+    colours = lone_truth.colours
+    # The copy 9 px to the side that keeps it in the picture.
+    shift = np.where(lone_truth.positions[..., :1] < SIZE / 2, 9.0, -9.0) * np.array([1.0, 0.0])
+    twice_positions = np.concatenate([lone_truth.positions, lone_truth.positions + shift], axis=2)
+    changed = {
+        "truth": (lone_truth.frames, set()),
+        "erased": (rendered(lone_truth, present=lone_truth.present & ~after), {"missing"}),
+        "recoloured": (rendered(lone_truth, colours=np.where(after, (colours + 3) % len(PALETTE), colours)),
+                       {"missing", "stray colour"}),
+        "half the radius": (np.where(after[..., None, None], rendered(lone_truth, radii=lone_truth.radii * 0.5),
+                                     lone_truth.frames), {"too small"}),
+        "1.8 times the radius": (np.where(after[..., None, None], rendered(lone_truth, radii=lone_truth.radii * 1.8),
+                                          lone_truth.frames), {"too large"}),
+        "drawn twice, 9 px apart": (np.where(after[..., None, None], render_videos(
+            twice_positions, np.repeat(lone_truth.radii, 2, axis=1), np.repeat(colours, 2, axis=2),
+            np.repeat(lone_truth.present, 2, axis=2), lone_truth.occluders, SIZE), lone_truth.frames), {"smeared"}),
+    }
+    for name, (frames, expected) in changed.items():
+        faults = frame_faults(frames, lone_truth)
+        assert set(faults) == {"intact", *FAULTS}
+        np.testing.assert_array_equal(faults["intact"], intact_frames(frames, lone_truth), err_msg=name)
+        any_fault = np.logical_or.reduce([faults[fault] for fault in FAULTS])
+        np.testing.assert_array_equal(faults["intact"], ~any_fault, err_msg=name)
+        assert faults["intact"][:, :CONTEXT].all(), name
+        for fault in expected:
+            assert faults[fault][:, CONTEXT:].all(), (name, fault)
+        # Faults not planted: none for the clean changes; the copy drawn twice also has twice the area.
+        others = set(FAULTS) - expected - ({"too large"} if name.startswith("drawn twice") else set())
+        for fault in others:
+            assert not faults[fault].any(), (name, fault)
+
+
+def test_a_ball_the_bar_hides_is_not_missing(truth):
+    """Behind the occluder a ball is not found and may not be: in the true frames (and with every ball
+    erased from the context on) a frame is intact exactly when it has no fault, hidden balls included."""
+    erased = rendered(truth, present=truth.present & ~from_context_on(truth.present))
+    for frames in (truth.frames, erased):
+        faults = frame_faults(frames, truth)
+        hidden = truth.present & ~track_balls(truth.frames, truth.colours).found  # (N, F, K)
+        assert hidden.any()  # the fixture's bar does hide balls
+        np.testing.assert_array_equal(faults["intact"], ~np.logical_or.reduce([faults[f] for f in FAULTS]))
+    assert not frame_faults(truth.frames, truth)["missing"].any()
+
+
+def test_faults_by_balls_counts_the_generated_frames_group_by_group(open_truth):
+    """Faults planted from the state: "missing" in the frames with three balls, "smeared" in those with two,
+    nothing in those with one; the context frames carry every fault and must not count."""
+    balls = open_truth.present.sum(axis=2)
+    faults = {fault: np.zeros(balls.shape, dtype=bool) for fault in FAULTS}
+    faults["missing"] = balls == 3
+    faults["smeared"] = balls == 2
+    for fault in FAULTS:
+        faults[fault][:, :CONTEXT] = True
+    faults["intact"] = ~np.logical_or.reduce([faults[fault] for fault in FAULTS])
+    breakdown = faults_by_balls(faults, open_truth, CONTEXT)
+    assert list(breakdown) == ["all", "1 ball", "2 balls", "3 balls"]
+    assert breakdown["all"]["frames"] == balls[:, CONTEXT:].size
+    assert sum(breakdown[name]["frames"] for name in ("1 ball", "2 balls", "3 balls")) == breakdown["all"]["frames"]
+    assert breakdown["1 ball"]["intact"] == 1.0 and breakdown["1 ball"]["missing"] == 0.0
+    assert breakdown["2 balls"]["smeared"] == 1.0 and breakdown["2 balls"]["missing"] == 0.0
+    assert breakdown["3 balls"]["missing"] == 1.0 and breakdown["3 balls"]["intact"] == 0.0
+    assert breakdown["all"]["missing"] == pytest.approx((balls[:, CONTEXT:] == 3).mean())
+    assert breakdown["all"]["stray colour"] == 0.0
+    text = format_faults(breakdown)
+    assert "3 balls" in text and "missing 1.00" in text and "intact 1.00" in text
+    with pytest.raises(ValueError, match="frame_faults"):
+        faults_by_balls({"intact": faults["intact"]}, open_truth, CONTEXT)
+    with pytest.raises(ValueError, match="num_context"):
+        faults_by_balls(faults, open_truth, 32)
+
+
+def test_physics_metrics_says_why_a_continuation_that_drops_a_ball_fails(lone_truth):
+    generated = rendered(lone_truth, present=lone_truth.present & ~from_context_on(lone_truth.present))
+    metrics = physics_metrics(generated, lone_truth, CONTEXT)
+    everything = metrics["faults"]["all"]
+    assert everything["frames"] == lone_truth.present[:, CONTEXT:, 0].size
+    assert everything["intact"] == 0.0 and everything["missing"] == 1.0
+    assert all(everything[fault] == 0.0 for fault in FAULTS if fault != "missing")
+    assert metrics["faults"]["1 ball"] == everything and metrics["faults"].keys() == {"all", "1 ball"}
+    json.dumps(metrics)  # plain types, as metrics.json stores them

@@ -38,7 +38,7 @@ from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.dit import VideoDiT, video_training_flops
-from videodiff.metrics import format_crowding
+from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
     VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
@@ -161,6 +161,7 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     reference = reference_rows(run, num_videos, context, long)
     report["long_rollout"] = {"length": long, "rows": table, "target_well_formed_share": 0.95, "reference": reference}
     print(format_table(table), flush=True)
+    print(f"{table[0]['guidance']}: " + format_faults(table[0]["faults"]), flush=True)
     print("reference (no model):\n" + format_table(reference), flush=True)
     generated, truth, _ = rollout_and_score(run, min(num_videos, 8), context, long, HistoryGuidance("vanilla", 2.0))
     save_rollout_gif(generated, truth.frames, out / "rollout_vanilla.gif", num_context=context)

@@ -34,7 +34,7 @@ from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
 from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
                                          run_probe_experiment)
-from videodiff.metrics import format_crowding
+from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
     AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion,
     physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
@@ -400,6 +400,7 @@ def command_rollout(args) -> None:
           f"well-formed frames {metrics['well_formed_share']:.1%} (matched to the truth), intact "
           f"{metrics['intact_share']:.1%} (judged alone); moves: {metrics['moves']}")
     print(format_crowding(metrics["intact_by_crowding"]))
+    print(format_faults(metrics["faults"]))
     print(f"wrote rollout.gif, frames.npy, truth.npy and metrics.json to {out}")
 
 

@@ -40,7 +40,7 @@ def _table_row(name: str, metrics: dict) -> dict:
     """One row of the table: the name and the metrics it shows."""
     return {"guidance": name, **{key: metrics[key] for key in (
         "position_error_first", "position_error", "found_share", "well_formed_share", "intact_share", "motion_ratio",
-        "moves", "position_error_per_frame")}}
+        "moves", "position_error_per_frame", "faults")}}
 
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,

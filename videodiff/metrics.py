@@ -238,6 +238,29 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     (where two balls overlap, their blend can take a third hue).
     tracks: ``track_balls(generated, videos.colours)``, when the caller has it already (physics_metrics).
     """
+    return frame_faults(generated, videos, area_factor, compactness_factor, stray_tolerance, tracks)["intact"]
+
+
+# What can fail a frame, in the order ``frame_faults`` returns them. A ball "missing" is one not found
+# where nothing can hide it — vanished, or drawn in another colour (then that colour is usually stray too).
+FAULTS = ("missing", "too small", "too large", "smeared", "stray colour")
+
+
+def frame_faults(generated, videos: PhysicsVideos, area_factor: float = 2.0, compactness_factor: float = 1.5,
+                 stray_tolerance: float = 3.0, tracks: BallTracks | None = None) -> dict:
+    """Why ``intact_frames`` fails a frame: {"intact": (N, F) bool, and for each name of FAULTS an (N, F)
+    bool, True where some ball of the scene (or, for "stray colour", the frame) fails in that way}. A frame
+    is intact exactly when it has none of the faults; a failed frame may have several.
+
+        missing      a ball of the scene is not found, and neither the occluder nor another ball can hide it
+        too small    a ball is found with less than 1 / area_factor of the area a whole disc drawn there
+                     shows (a ball mostly hidden there is never too small)
+        too large    more than area_factor times that area
+        smeared      more than compactness_factor times the compactness that disc shows
+        stray colour bright pixels of colours no ball of the scene has, beyond stray_tolerance px
+
+    The arguments are ``intact_frames``'.
+    """
     generated = as_unit_frames(generated)
     if generated.shape != videos.frames.shape:
         raise ValueError(f"generated frames {generated.shape} must match the videos' {videos.frames.shape} "
@@ -278,7 +301,22 @@ def intact_frames(generated, videos: PhysicsVideos, area_factor: float = 2.0, co
     def stray(seen: BallTracks) -> np.ndarray:  # (N, F)
         return seen.stray_areas + np.where(videos.present, 0, seen.areas).sum(axis=2)
 
-    return ball_right.all(axis=2) & (stray(tracks) <= stray(redrawn) + stray_tolerance)
+    stray_colour = stray(tracks) > stray(redrawn) + stray_tolerance  # (N, F)
+    # Each ball that fails, by how: the tests of `whole` and `sliver` above, one at a time.
+    wrong = videos.present & tracks.found & ~(whole | sliver)  # (N, F, K)
+    with np.errstate(invalid="ignore"):
+        ratio = tracks.areas / np.maximum(redrawn.areas, 1e-12)
+        too_large = np.where(mostly_hidden, tracks.areas > area_factor * np.maximum(redrawn.areas, MIN_AREA),
+                             ratio > area_factor)
+        smeared = ~mostly_hidden & ~(tracks.compactness <= compactness_factor * redrawn.compactness)
+    faults = {"missing": videos.present & ~tracks.found & ~hideable,
+              "too small": wrong & ~mostly_hidden & (ratio < 1 / area_factor),
+              "too large": wrong & too_large, "smeared": wrong & smeared}
+    faults = {name: fault.any(axis=2) for name, fault in faults.items()}  # (N, F) each
+    faults["stray colour"] = stray_colour
+    return {"intact": ball_right.all(axis=2) & ~stray_colour, **faults}
+
+
 
 
 # Where two balls meet, a model of 8 x 8-pixel tokens has to keep two discs and two colours apart inside
@@ -324,7 +362,7 @@ def intact_by_crowding(intact: np.ndarray, videos: PhysicsVideos, num_context: i
         count = int(mask.sum())
         return {"frames": count, "intact": float(intact[mask].mean()) if count else None}
 
-    by_balls = {f"{n} ball{'s' if n != 1 else ''}": group(balls == n) for n in range(1, videos.radii.shape[1] + 1)}
+    by_balls = {name: group(mask) for name, mask in _by_ball_count(balls, videos.radii.shape[1]).items()}
     edges = (-np.inf, *GAP_EDGES, np.inf)
     names = ["overlapping"] + [f"{low:g}-{high:g} px" for low, high in zip(GAP_EDGES, GAP_EDGES[1:])]
     names.append(f">= {GAP_EDGES[-1]:g} px")
@@ -332,6 +370,49 @@ def intact_by_crowding(intact: np.ndarray, videos: PhysicsVideos, num_context: i
               for name, low, high in zip(names, edges, edges[1:])}
     by_gap["one ball"] = group(balls == 1)
     return {"by_balls": by_balls, "by_gap": by_gap}
+
+
+def _by_ball_count(balls: np.ndarray, max_balls: int) -> dict:
+    """{"1 ball": mask, "2 balls": mask, ...}: the frames whose true scene holds that many balls; balls (N, G)."""
+    return {f"{n} ball{'s' if n != 1 else ''}": balls == n for n in range(1, max_balls + 1)}
+
+
+def faults_by_balls(faults: dict, videos: PhysicsVideos, num_context: int) -> dict:
+    """How the generated frames fail, over all of them and by how many balls the true frame holds.
+
+    faults: ``frame_faults``' dict of (N, F) flags (context frames included, not scored); videos: the truth
+    the frames continue. Returns {"all": group, "1 ball": group, "2 balls": group, ...}, each group
+    {"frames": how many generated frames, "intact": their intact share, and for each name of FAULTS the
+    share of them with that fault (None where the group is empty)}. A failed frame may have several faults,
+    so a group's fault shares add up to at least 1 - intact."""
+    shape = videos.present.shape[:2]
+    if any(np.shape(faults.get(name)) != shape for name in ("intact", *FAULTS)):
+        raise ValueError(f"faults must hold (N, F) = {shape} flags for 'intact' and each of {', '.join(FAULTS)} "
+                         f"(frame_faults' dict), context frames included")
+    if not 0 <= num_context < shape[1]:
+        raise ValueError(f"num_context must lie in [0, {shape[1] - 1}], got {num_context}")
+    scored = slice(num_context, None)
+    flags = {name: np.asarray(faults[name], dtype=bool)[:, scored] for name in ("intact", *FAULTS)}
+    balls = videos.present[:, scored].sum(axis=2)  # (N, G)
+
+    def group(mask: np.ndarray) -> dict:
+        count = int(mask.sum())
+        return {"frames": count, **{name: float(flag[mask].mean()) if count else None for name, flag in flags.items()}}
+
+    return {"all": group(np.ones_like(balls, dtype=bool)),
+            **{name: group(mask) for name, mask in _by_ball_count(balls, videos.radii.shape[1]).items()}}
+
+
+def format_faults(breakdown: dict) -> str:
+    """``faults_by_balls``' groups, one line each: "name (frames): intact share; fault share, ..."."""
+    def line(name: str, group: dict) -> str:
+        if not group["frames"]:
+            return f"{name} (0 frames): -"
+        return (f"{name} ({group['frames']} frames): intact {group['intact']:.2f}; "
+                + ", ".join(f"{fault} {group[fault]:.2f}" for fault in FAULTS))
+
+    return "why frames fail (share of the frames with each fault; a frame may have several):\n" + "\n".join(
+        "  " + line(name, group) for name, group in breakdown.items())
 
 
 def format_crowding(breakdown: dict) -> str:
@@ -381,6 +462,9 @@ def physics_metrics(
     intact_per_frame           the same, per generated frame
     intact_by_crowding         the same, by how many balls the true frame holds and how close the
                                closest two are (``intact_by_crowding``)
+    faults                     why the other frames fail — a ball missing, too small, too large or
+                               smeared, or stray colour — over all generated frames and by how many
+                               balls the true frame holds (``faults_by_balls``)
     motion_ratio, moves        mean displacement of the tracked balls between consecutive generated
                                frames divided by the truth's, over balls in view and found in both
                                frames; moves = ratio >= ``min_motion_ratio`` (a frozen rollout has
@@ -420,7 +504,8 @@ def physics_metrics(
     right_frame = ((good_balls | ~in_view).all(axis=2) & (~generated_tracks.found | ~hidden).all(axis=2)
                    & ~too_much_stray)  # (N, F)
 
-    intact = intact_frames(generated, truth, tracks=generated_tracks)  # (N, F)
+    faults = frame_faults(generated, truth, tracks=generated_tracks)  # (N, F) flags: intact, and each fault
+    intact = faults["intact"]
 
     # Motion between consecutive generated frames.
     both = (in_view[:, :-1] & in_view[:, 1:] & generated_tracks.found[:, :-1] & generated_tracks.found[:, 1:])
@@ -441,6 +526,7 @@ def physics_metrics(
         "intact_share": float(intact[:, scored].mean()),
         "intact_per_frame": intact[:, scored].mean(axis=0).tolist(),
         "intact_by_crowding": intact_by_crowding(intact, truth, num_context),
+        "faults": faults_by_balls(faults, truth, num_context),
         "motion_ratio": motion_ratio,
         "moves": None if motion_ratio is None else bool(motion_ratio >= min_motion_ratio),
         "colour_kept": _colour_kept(generated, truth, true_tracks.positions, in_view, scored),
