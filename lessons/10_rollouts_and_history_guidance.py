@@ -76,6 +76,12 @@ def ratio(value) -> str:
 # time, did worse at every gap.  Training videos that all hold two or three balls (the recipe now) did
 # better over the first window on two training seeds, but not where the balls overlap, and not over a
 # long rollout (the same page, its last sections).
+#
+# How do they fail?  The metrics name each fault of a frame: a ball missing, too small, too large or
+# smeared, or colour where no ball of it should be.  In the first window the failures are smears where
+# balls meet; over the long rollout they are balls that vanish, change colour or appear, lone balls
+# included: the model forgets what its scene holds (docs/video_rollouts.md, "How the long rollout's
+# frames fail").  The autoguidance section below shows what a stronger guide does to those faults.
 
 # %%
 run = shared_video_model()
@@ -160,7 +166,9 @@ print(format_table(table))
 # guide; the table's last row is that rollout.  On the bench's model (7000 steps, 32 videos), error over
 # the first 8 / balls found / well-formed frames / motion ratio: w = 1: 1.33 px / 0.46 / 0.15 / 0.79;
 # w = 1.5: 1.21 px / 0.64 / 0.16 / 1.34; w = 2: 1.67 px / 0.72 / 0.10 / 1.98 — more balls found, but past
-# a mild scale they grow, smear and move too far.  Measured now, without history guidance:
+# a mild scale they grow, smear and move too far.  In the faults' terms (the same page, "How the long
+# rollout's frames fail"): a stronger guide turns missing balls into stray colour and smears — at w = 4
+# almost no ball is missing and almost every frame is over-painted.  Measured now, without history guidance:
 
 # %%
 if run.guide is None:
@@ -173,7 +181,8 @@ else:
             run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=SAMPLING_STEPS, guide_scale=w)[2]
         print(f"autoguidance w = {w:g}: position error {px(metrics['position_error_first'])} over the first 8, "
               f"balls found {metrics['found_share']:.1%}, well-formed {metrics['well_formed_share']:.1%}, "
-              f"motion ratio {ratio(metrics['motion_ratio'])}")
+              f"motion ratio {ratio(metrics['motion_ratio'])}; frames with a ball missing "
+              f"{metrics['faults']['all']['missing']:.1%}, with stray colour {metrics['faults']['all']['stray colour']:.1%}")
 
 # %% [markdown]
 # ## How the error grows along the rollout
