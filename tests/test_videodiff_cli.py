@@ -113,6 +113,8 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--model-history", "0.5", "--history-frames", "random"], "--model-history 0.5 replaces the clean history"),
     (["train", "--model-history", "2"], "expected a number in [0, 1], got 2"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
+    (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
+    (["train", "--scene-labels", "--label-dropout", "1"], "label_dropout must lie in [0, 1), got 1.0"),
     (["train", "--guide-fraction", "1", "--vae", "missing.pt"], "guide_fraction is the share of training"),
 ])
 def test_bad_requests_exit_2_with_one_line(demo_run, tmp_path, capsys, args, message):
@@ -181,6 +183,10 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for value, physics in (("3", {"min_balls": 3}), ("2", {"min_balls": 2}), ("1", {})):
         assert main(["train", "--out", str(tmp_path), "--min-balls", value]) == 0
         assert started["dit"].training_physics == physics and started["dit"].physics == {}
+    # Scene labels train on every ball count unless told otherwise.
+    assert main(["train", "--out", str(tmp_path), "--scene-labels", "--label-dropout", "0.2"]) == 0
+    assert started["dit"].scene_labels is True and started["dit"].label_dropout == 0.2
+    assert started["dit"].training_physics == {}
 
 
 def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp_path):

@@ -8,6 +8,7 @@ colour is an exact multiple of its palette colour, weighted by how lit they are.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -358,3 +359,29 @@ def test_pairs_regenerate_from_their_seeds_and_kinds(pairs):
     assert_same_videos(again.impossible, pairs.impossible[chosen])
     np.testing.assert_array_equal(again.event_frames, pairs.event_frames[chosen])
     np.testing.assert_array_equal(again.event_balls, pairs.event_balls[chosen])
+
+
+def test_scene_labels_index_the_set_of_colours_a_video_starts_with():
+    from videodiff.data import scene_labels, scene_sets
+
+    table = scene_sets(3)
+    assert len(table) == 6 + 15 + 20 and len(set(table)) == len(table)
+    assert all(list(colours) == sorted(set(colours)) for colours in table)
+    assert [len(colours) for colours in table] == sorted(len(colours) for colours in table)
+    videos = make_videos(40, seed=3)
+    labels = scene_labels(videos)
+    assert labels.dtype == np.int64 and labels.shape == (40,)
+    for label, colours, present in zip(labels, videos.colours[:, 0], videos.present[:, 0]):
+        assert table[label] == tuple(sorted(colours[present].tolist()))
+    assert len(set(labels.tolist())) > 10  # the videos' colours vary
+    # An impossible twin whose ball appears later is labelled by the balls it starts with.
+    pairs = make_impossible_pairs(20, seed=1, kinds=["appear"])
+    twin_labels = scene_labels(pairs.impossible)
+    assert all(len(table[label]) == int(present.sum())
+               for label, present in zip(twin_labels, pairs.impossible.present[:, 0]))
+    empty = replace(videos, present=np.zeros_like(videos.present))
+    with pytest.raises(ValueError, match="video 0 has no ball in its first frame"):
+        scene_labels(empty)
+    for bad in (0, 7, 2.5, True):
+        with pytest.raises(ValueError, match="max_balls must be a whole number in 1..6"):
+            scene_sets(bad)

@@ -2,6 +2,7 @@
 random clips, and a video DiT trained by toydiff's loop."""
 
 import textwrap
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -344,3 +345,64 @@ def test_training_physics_changes_the_training_videos_only():
     description = config.to_dict()
     del description["training_physics"]
     assert VideoDiffusionRunConfig.from_dict(description).training_physics == {}
+
+
+def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_path):
+    """A tiny run with scene labels: its DiT has a class per set of colours, the checkpoint reads back as
+    labelled, rollout_and_score gives held-out videos their labels (not the null label), and bad labels
+    and a training set that lacks a ball count are refused."""
+    from videodiff.data import scene_labels, scene_sets
+    from videodiff.evaluation import rollout_and_score
+    from videodiff.pipeline import (VideoDiffusionRunConfig, load_video_diffusion, quick_run_configs, train_video_diffusion,
+                                    train_video_vae)
+    from videodiff.sampling import HistoryGuidance
+
+    vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    vae = train_video_vae(vae_config, tmp_path / "vae")
+    config = replace(config, scene_labels=True, training_physics={})
+    config.train = replace(config.train, progress=False)
+    run = train_video_diffusion(config, tmp_path / "dit", vae=vae.vae)
+    assert run.model.config.num_classes == config.num_scene_labels() == len(scene_sets(3)) == 41
+    # Training saw the labels of its videos: rows of the label table moved from the initial weights (rebuilt
+    # from the run's seed) — those of the clips drawn, all of them labels of training videos.
+    from videodiff.pipeline import training_videos
+    torch.manual_seed(config.train.seed)
+    initial = VideoDiT(run.model.config).label_embedding.weight
+    trained = run.model.label_embedding.weight
+    seen = set(scene_labels(training_videos(config)).tolist())
+    moved = {label for label in range(41) if not torch.equal(trained[label], initial[label])}
+    assert len(moved) >= len(seen) // 2 and moved <= seen
+    again = load_video_diffusion(tmp_path / "dit" / "checkpoint.pt")
+    assert again.config.scene_labels and again.model.config.num_classes == 41
+    generated, truth, _ = rollout_and_score(again, 3, 2, 5, HistoryGuidance("vanilla", 2.0))
+    labelled = again.rollout(truth.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), labels=scene_labels(truth))
+    null = again.rollout(truth.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0))
+    assert np.array_equal(generated, labelled) and not np.array_equal(generated, null)
+    # Each video its own label: the labels of other videos give another continuation.
+    shuffled = again.rollout(truth.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0),
+                             labels=(scene_labels(truth) + 1) % 41)
+    assert not np.array_equal(shuffled, labelled)
+    with pytest.raises(ValueError, match="one scene label in 0..40 per video, 3 in all"):
+        again.rollout(truth.frames[:, :2], 5, labels=[0, 41, 2])
+    with pytest.raises(ValueError, match="one scene label in 0..40 per video, 3 in all"):
+        again.rollout(truth.frames[:, :2], 5, labels=[0, 1])
+    with pytest.raises(ValueError, match="scene labels need training videos of 1 to 3 balls"):
+        replace(config, training_physics={"min_balls": 2}).check_scene_labels()
+    with pytest.raises(ValueError, match="label_dropout"):
+        VideoDiffusionRunConfig(label_dropout=1.0)
+    unlabelled = VideoDiffusionRunConfig()
+    assert not unlabelled.scene_labels and unlabelled.num_scene_labels() == 0
+    description = unlabelled.to_dict()
+    del description["scene_labels"], description["label_dropout"]
+    assert VideoDiffusionRunConfig.from_dict(description).scene_labels is False  # runs stored before the option
+
+
+def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
+    from videodiff.pipeline import quick_run_configs, train_video_diffusion, train_video_vae
+
+    vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    config.train = replace(config.train, steps=2, progress=False)
+    run = train_video_diffusion(config, vae=train_video_vae(vae_config).vae)
+    frames = np.zeros((2, 2, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="trained without them"):
+        run.rollout(frames, 3, labels=[0, 1])

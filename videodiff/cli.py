@@ -213,10 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
-    train.add_argument("--min-balls", type=positive_int, default=recipe.training_physics_config().min_balls,
+    train.add_argument("--min-balls", type=positive_int, default=None,
                        help=f"the fewest balls a training video holds (at most {PhysicsConfig().max_balls}); held-out "
                             f"videos, rollouts and probes keep {PhysicsConfig().min_balls} to "
-                            f"{PhysicsConfig().max_balls} (default: %(default)s)")
+                            f"{PhysicsConfig().max_balls} (default: {recipe.training_physics_config().min_balls}, or "
+                            f"{PhysicsConfig().min_balls} with --scene-labels)")
+    train.add_argument("--scene-labels", action=argparse.BooleanOptionalAction, default=recipe.scene_labels,
+                       help="tell the DiT which colours each video's balls have (a class per set of colours, "
+                            "videodiff.data.scene_labels); rollouts of held-out videos then pass their labels "
+                            "(default: %(default)s)")
+    train.add_argument("--label-dropout", type=unit_fraction, default=recipe.label_dropout,
+                       help="with --scene-labels, the share of clips shown the null label instead "
+                            "(default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -330,6 +338,13 @@ def _training_physics(min_balls: int) -> dict:
     return {} if min_balls == PhysicsConfig().min_balls else {"min_balls": min_balls}
 
 
+def _min_balls(args) -> int:
+    """--min-balls, or its default: the recipe's, or every ball count of the videos with --scene-labels."""
+    if args.min_balls is not None:
+        return args.min_balls
+    return PhysicsConfig().min_balls if args.scene_labels else VideoDiffusionRunConfig().training_physics_config().min_balls
+
+
 def command_train(args) -> None:
     if args.clean_history > 1:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
@@ -346,7 +361,12 @@ def command_train(args) -> None:
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window),
-                                     training_physics=_training_physics(args.min_balls))
+                                     training_physics=_training_physics(_min_balls(args)),
+                                     scene_labels=args.scene_labels, label_dropout=args.label_dropout)
+    try:
+        config.check_scene_labels()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:

@@ -317,8 +317,6 @@ def frame_faults(generated, videos: PhysicsVideos, area_factor: float = 2.0, com
     return {"intact": ball_right.all(axis=2) & ~stray_colour, **faults}
 
 
-
-
 # Where two balls meet, a model of 8 x 8-pixel tokens has to keep two discs and two colours apart inside
 # one token; ``intact_by_crowding`` groups the intact share by how close the scene's balls are. The edges
 # (px) of the groups of the closest pair's gap: overlapping, then up to 4 px, up to 10 px, farther.

@@ -28,7 +28,7 @@ from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.schedules import make_schedule
 from toydiff.guidance import autoguided
 from toydiff.training import GuidedRunConfig, TrainConfig, train
-from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos
+from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos, scene_labels, scene_sets
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
 from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout
 from videodiff.training import VideoClips, VideoDiffusionObjective
@@ -177,6 +177,15 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # Autoguidance's guide: the EMA weights after this share of the training steps, kept in the checkpoint
     # (0: none; toydiff.training.GuidedRunConfig). Rollouts use it at AUTOGUIDANCE_SCALE by default.
     guide_fraction: float = 0.15
+    # Scene labels: the DiT is also told which palette colours the video's balls have (one class per set of
+    # colours, videodiff.data.scene_labels; 41 for up to 3 balls), embedded and added to every frame's
+    # condition as the image DiT adds its class. Over a long rollout the model otherwise forgets what its
+    # scene holds: balls vanish, change colour or appear (docs/video_rollouts.md, "Scene labels"). With
+    # probability label_dropout a clip is shown the null label instead, so the run is also an unlabelled
+    # model (the probe and a rollout without labels use that). The training videos must hold every ball
+    # count of the held-out ones, or the labels of the missing counts would never be trained.
+    scene_labels: bool = False
+    label_dropout: float = 0.1
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
     # 7000 steps: about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain fits the
@@ -192,6 +201,21 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
 
     def __post_init__(self) -> None:
         self.check_guide_fraction()
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+
+    def check_scene_labels(self) -> None:
+        """With scene labels, the training videos must hold every ball count the run's videos do."""
+        trained, held_out = self.training_physics_config(), physics_config(self.physics)
+        if self.scene_labels and (trained.min_balls > held_out.min_balls or trained.max_balls != held_out.max_balls):
+            raise ValueError(f"scene labels need training videos of {held_out.min_balls} to {held_out.max_balls} balls, "
+                             f"as the run's videos hold, but training_physics gives {trained.min_balls} to "
+                             f"{trained.max_balls}: the labels of the other counts would never be trained "
+                             f"(set training_physics={{}}; on the command line, --min-balls {held_out.min_balls})")
+
+    def num_scene_labels(self) -> int:
+        """How many scene labels the run's videos can have (0 without scene labels)."""
+        return len(scene_sets(physics_config(self.physics).max_balls)) if self.scene_labels else 0
 
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VideoDiffusionRunConfig":
@@ -243,13 +267,36 @@ class VideoDiffusionModel:
         """AUTOGUIDANCE_SCALE for a run that kept a guide, 1 (off) for one that did not."""
         return AUTOGUIDANCE_SCALE if self.guide is not None else 1.0
 
-    def denoiser(self, guide_scale: float = 1.0):
+    def denoiser(self, guide_scale: float = 1.0, labels: Optional[torch.Tensor] = None):
         """``denoiser(x_t (B, F, C, h, w), t (B, F)) -> prediction``, what videodiff.sampling calls;
-        guide_scale: autoguidance by ``self.guide`` (1: the model alone; a run without a guide refuses others)."""
+        guide_scale: autoguidance by ``self.guide`` (1: the model alone; a run without a guide refuses others);
+        labels: the videos' scene labels (B,) for a run trained with them (None: the null label), given to the
+        model and its guide (history guidance stacks its branches along the batch: each gets the labels)."""
         if guide_scale != 1.0 and self.guide is None:
             raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
                              "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
-        return autoguided(self.model, self.guide, guide_scale)
+        if labels is None:
+            return autoguided(self.model, self.guide, guide_scale)
+
+        def labelled(network):
+            if network is None:
+                return None
+            return lambda x_t, t: network(x_t, t, labels=labels.repeat(x_t.shape[0] // labels.shape[0]))
+
+        return autoguided(labelled(self.model), labelled(self.guide), guide_scale)
+
+    def check_labels(self, labels, num_videos: int) -> Optional[torch.Tensor]:
+        """Scene labels for ``num_videos`` videos as an int64 tensor on the model's device, or None."""
+        if labels is None:
+            return None
+        if not self.config.scene_labels:
+            raise ValueError("scene labels were given, but this run was trained without them (scene_labels=False)")
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        count = self.config.num_scene_labels()
+        if labels.shape != (num_videos,) or bool((labels < 0).any()) or bool((labels >= count).any()):
+            raise ValueError(f"expected one scene label in 0..{count - 1} per video, {num_videos} in all "
+                             f"(videodiff.data.scene_labels), got shape {tuple(labels.shape)}")
+        return labels.to(self.device)
 
     def encode(self, frames) -> torch.Tensor:
         """uint8 frames (N, F, H, W, 3) (numpy or torch) -> scaled latents (N, F, C, h, w)."""
@@ -268,7 +315,7 @@ class VideoDiffusionModel:
                 num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING,
                 new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
-                guide_scale: Optional[float] = None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                guide_scale: Optional[float] = None, labels=None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 
         The context frames come back as the VAE reconstructs them, followed by ``length`` generated
@@ -279,8 +326,11 @@ class VideoDiffusionModel:
         sampler, eta: toydiff's step for every denoising step ("ddim" with η = ``eta``, default 0, or "ddpm").
         guide_scale: autoguidance by the run's early snapshot, applied to every call of the denoiser (history
         guidance's too); default ``default_guide_scale`` (AUTOGUIDANCE_SCALE for a run that kept a guide).
+        labels: (N,) scene labels of the videos (videodiff.data.scene_labels) for a run trained with them;
+        None rolls such a run out with the null label, as an unlabelled model.
         """
-        denoiser = self.denoiser(self.default_guide_scale if guide_scale is None else guide_scale)
+        guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
+        labels = self.check_labels(labels, len(context_frames))
         trained_history = self.config.history_frames()
         if new_frames is None and trained_history is not None:
             new_frames = self.window - trained_history
@@ -288,9 +338,10 @@ class VideoDiffusionModel:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         pieces = []
         for start in range(0, context.shape[0], batch_size):
+            piece_labels = None if labels is None else labels[start:start + batch_size]
             pieces.append(rollout(
-                denoiser, context[start:start + batch_size], length, self.window, self.schedule,
-                frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
+                self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
+                self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
                 stabilization_level=stabilization_level, generator=generator))
         return self.decode(torch.cat(pieces))
@@ -312,7 +363,9 @@ def quick_run_configs(vae_checkpoint: str) -> tuple[VAERunConfig, "VideoDiffusio
 def build_video_dit(config: VideoDiffusionRunConfig, latent_shape) -> VideoDiT:
     """The run's video DiT, sized for frame latents of shape (C, h, w)."""
     channels, height, width = latent_shape
-    config.dit = VideoDiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width)})
+    labels = {"num_classes": config.num_scene_labels()} if config.scene_labels else {}
+    config.dit = VideoDiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width),
+                                   **labels})
     return VideoDiT(config.dit)
 
 
@@ -360,6 +413,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     start_from = config.init_checkpoint if not resuming else None
     if start_from is not None and not Path(start_from).exists():
         raise CheckpointError(f"the checkpoint to start from, {config.init_checkpoint}, does not exist")
+    config.check_scene_labels()
     vae = (vae if vae is not None else _vae_at(config.vae_checkpoint)).eval()
     videos = training_videos(config)
     latents = encode_videos(vae, videos.to_model_range())  # (N, L, C, h, w)
@@ -381,7 +435,9 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         model_history_probability=config.model_history_probability,
                                         model_history_steps=config.model_history_steps,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
-                                        logit_std=config.logit_std)
+                                        logit_std=config.logit_std,
+                                        label_dropout=config.label_dropout if config.scene_labels else 0.0,
+                                        null_label=model.null_label)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
@@ -393,7 +449,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
         def hook(ema_model, step):
             return evaluate(wrap(ema_model.eval()), step)
 
-    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames))
+    labels = torch.from_numpy(scene_labels(videos)) if config.scene_labels else None  # (N,)
+    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels)
     result = train(model, objective, clips, config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from videodiff.data.physics import (
     IMPOSSIBLE_KINDS, PALETTE, PALETTE_NAMES, PhysicsConfig, PhysicsPairs, PhysicsVideos, ball_energy,
-    make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds, render_videos,
-    simulate_balls,
+    make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds, render_videos, scene_labels,
+    scene_sets, simulate_balls,
 )
 
 __all__ = [
     "IMPOSSIBLE_KINDS", "PALETTE", "PALETTE_NAMES", "PhysicsConfig", "PhysicsPairs", "PhysicsVideos",
     "ball_energy", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos", "make_videos_from_seeds",
-    "render_videos", "simulate_balls",
+    "render_videos", "scene_labels", "scene_sets", "simulate_balls",
 ]

@@ -36,6 +36,7 @@ approach of imagediff/data/shapes.py), composited over black in slot order; then
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -303,6 +304,32 @@ def render_videos(
 # ---------------------------------------------------------------------------------------------
 #                                         The data set
 # ---------------------------------------------------------------------------------------------
+
+
+def scene_sets(max_balls: int) -> list[tuple[int, ...]]:
+    """Every set of 1..max_balls distinct palette colours, smallest sets first, each sorted: the table of
+    scene labels. A video's scene label is the index of the set of its balls' colours (``scene_labels``);
+    with the default 3 balls and 6 colours there are 6 + 15 + 20 = 41."""
+    if isinstance(max_balls, bool) or not isinstance(max_balls, (int, np.integer)) \
+            or not 1 <= max_balls <= len(PALETTE):
+        raise ValueError(f"max_balls must be a whole number in 1..{len(PALETTE)} (the palette's colours), "
+                         f"got {max_balls!r}")
+    return [combination for size in range(1, int(max_balls) + 1)
+            for combination in itertools.combinations(range(len(PALETTE)), size)]
+
+
+def scene_labels(videos: "PhysicsVideos") -> np.ndarray:
+    """(N,) int64: each video's scene label — which palette colours the balls present in its first frame
+    have, as an index into ``scene_sets(K)`` (K = the videos' ball slots). A video with no ball in its first
+    frame has no label: ValueError."""
+    table = {colours: index for index, colours in enumerate(scene_sets(videos.radii.shape[1]))}
+    colours, present = videos.colours[:, 0], videos.present[:, 0]  # (N, K)
+    empty = np.flatnonzero(~present.any(axis=1))
+    if empty.size:
+        raise ValueError(f"video {int(empty[0])} has no ball in its first frame, so no scene label: "
+                         "the label names the colours of the balls a video starts with")
+    return np.array([table[tuple(sorted(int(c) for c in row[shown]))] for row, shown in zip(colours, present)],
+                    dtype=np.int64)
 
 
 @dataclass
