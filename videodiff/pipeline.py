@@ -180,10 +180,11 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # Scene labels: the DiT is also told which palette colours the video's balls have (one class per set of
     # colours, videodiff.data.scene_labels; 41 for up to 3 balls), embedded and added to every frame's
     # condition as the image DiT adds its class. Over a long rollout the model otherwise forgets what its
-    # scene holds: balls vanish, change colour or appear (docs/video_rollouts.md, "Scene labels"). With
-    # probability label_dropout a clip is shown the null label instead, so the run is also an unlabelled
-    # model (the probe and a rollout without labels use that). The training videos must hold every ball
-    # count of the held-out ones, or the labels of the missing counts would never be trained.
+    # scene holds: balls vanish, change colour or appear (docs/video_rollouts.md, "Scene labels: telling the
+    # model what its scene holds"). With probability label_dropout a clip is shown the null label instead, so
+    # the run is also an unlabelled model (the probe and a rollout without labels use that). The training
+    # videos must hold every ball count of the held-out ones, or the labels of the missing counts would never
+    # be trained.
     scene_labels: bool = False
     label_dropout: float = 0.1
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
