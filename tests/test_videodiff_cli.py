@@ -187,6 +187,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert main(["train", "--out", str(tmp_path), "--scene-labels", "--label-dropout", "0.2"]) == 0
     assert started["dit"].scene_labels is True and started["dit"].label_dropout == 0.2
     assert started["dit"].training_physics == {}
+    assert main(["train", "--out", str(tmp_path), "--scene-labels"]) == 0
+    assert started["dit"].scene_label_dropout() == 0.1
 
 
 def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from toydiff.checkpoints import load_checkpoint
 from toydiff.parameterisation import convert_prediction
 from toydiff.schedules import make_schedule
-from toydiff.training import TrainConfig, train
+from toydiff.training import TrainConfig, recipe_differences, train
 from videodiff.dit import VideoDiT, VideoDiTConfig
 from videodiff.training import CLEAN_LEVEL, VideoClips, VideoDiffusionObjective
 
@@ -299,7 +299,7 @@ def test_logit_normal_levels_shift_with_their_mean_and_keep_the_clean_history():
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from toydiff.schedules import make_schedule
-    from toydiff.training import TrainConfig, train
+    from toydiff.training import TrainConfig, recipe_differences, train
     from videodiff.dit import VideoDiT, VideoDiTConfig
     from videodiff.training import VideoClips, VideoDiffusionObjective
     torch.manual_seed(0)
@@ -390,11 +390,14 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
         replace(config, training_physics={"min_balls": 2}).check_scene_labels()
     with pytest.raises(ValueError, match="label_dropout"):
         VideoDiffusionRunConfig(label_dropout=1.0)
+    assert config.scene_label_dropout() == 0.1 and replace(config, label_dropout=0.3).scene_label_dropout() == 0.3
     unlabelled = VideoDiffusionRunConfig()
-    assert not unlabelled.scene_labels and unlabelled.num_scene_labels() == 0
+    assert not unlabelled.scene_labels and unlabelled.num_scene_labels() == 0 and unlabelled.scene_label_dropout() == 0
+    # A run stored before the option is the same recipe as today's default (make demo keeps its checkpoint).
     description = unlabelled.to_dict()
     del description["scene_labels"], description["label_dropout"]
-    assert VideoDiffusionRunConfig.from_dict(description).scene_labels is False  # runs stored before the option
+    assert VideoDiffusionRunConfig.from_dict(description).scene_labels is False
+    assert recipe_differences(description, unlabelled.to_dict()) == []
 
 
 def test_an_unlabelled_run_refuses_scene_labels(tmp_path):

@@ -36,8 +36,8 @@ from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_hist
                                          run_probe_experiment)
 from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, load_video_diffusion,
-    physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT, VideoDiffusionRunConfig,
+    load_video_diffusion, physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -222,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tell the DiT which colours each video's balls have (a class per set of colours, "
                             "videodiff.data.scene_labels); rollouts of held-out videos then pass their labels "
                             "(default: %(default)s)")
-    train.add_argument("--label-dropout", type=unit_fraction, default=recipe.label_dropout,
+    train.add_argument("--label-dropout", type=unit_fraction, default=None,
                        help="with --scene-labels, the share of clips shown the null label instead "
-                            "(default: %(default)s)")
+                            f"(default: {SCENE_LABEL_DROPOUT})")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

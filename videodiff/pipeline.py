@@ -49,6 +49,9 @@ ROLLOUT_STEPS = 2
 # 1.21 / 0.64 / 0.16 / 1.34; w = 2: 1.67 / 0.72 / 0.10 / 1.98 (docs/video_rollouts.md, "Autoguidance by the
 # run's early EMA"). Stronger scales find more balls but deform them and move them too far.
 AUTOGUIDANCE_SCALE = 1.5
+# A run with scene labels shows a tenth of its clips the null label, as imagediff's recipe does for its
+# classes, so that the same weights are also an unlabelled model.
+SCENE_LABEL_DROPOUT = 0.1
 # clean_history_frames="half": a clean history of half the window (4 of 8 frames), the history a rollout
 # keeps when it makes the other half of each window.
 HALF_WINDOW = "half"
@@ -184,9 +187,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # model what its scene holds"). With probability label_dropout a clip is shown the null label instead, so
     # the run is also an unlabelled model (the probe and a rollout without labels use that). The training
     # videos must hold every ball count of the held-out ones, or the labels of the missing counts would never
-    # be trained.
+    # be trained. label_dropout None: SCENE_LABEL_DROPOUT (None, not the number, so that a run stored before
+    # the option reads as the same recipe).
     scene_labels: bool = False
-    label_dropout: float = 0.1
+    label_dropout: Optional[float] = None
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
     # 7000 steps: about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain fits the
@@ -202,8 +206,15 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
 
     def __post_init__(self) -> None:
         self.check_guide_fraction()
-        if not 0.0 <= self.label_dropout < 1.0:
+        if self.label_dropout is not None and not 0.0 <= self.label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
+
+    def scene_label_dropout(self) -> float:
+        """The share of clips trained with the null label: label_dropout, SCENE_LABEL_DROPOUT by default;
+        0 without scene labels."""
+        if not self.scene_labels:
+            return 0.0
+        return SCENE_LABEL_DROPOUT if self.label_dropout is None else self.label_dropout
 
     def check_scene_labels(self) -> None:
         """With scene labels, the training videos must hold every ball count the run's videos do."""
@@ -295,8 +306,9 @@ class VideoDiffusionModel:
         labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
         count = self.config.num_scene_labels()
         if labels.shape != (num_videos,) or bool((labels < 0).any()) or bool((labels >= count).any()):
+            values = f", values {int(labels.min())}..{int(labels.max())}" if labels.numel() else ""
             raise ValueError(f"expected one scene label in 0..{count - 1} per video, {num_videos} in all "
-                             f"(videodiff.data.scene_labels), got shape {tuple(labels.shape)}")
+                             f"(videodiff.data.scene_labels), got shape {tuple(labels.shape)}{values}")
         return labels.to(self.device)
 
     def encode(self, frames) -> torch.Tensor:
@@ -437,7 +449,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         model_history_steps=config.model_history_steps,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std,
-                                        label_dropout=config.label_dropout if config.scene_labels else 0.0,
+                                        label_dropout=config.scene_label_dropout(),
                                         null_label=model.null_label)
     run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
