@@ -179,10 +179,11 @@ else:
     for w in (1.0, run.default_guide_scale, 2.0, 3.0):
         metrics = plain if w == run.default_guide_scale else rollout_and_score(
             run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=SAMPLING_STEPS, guide_scale=w)[2]
+        faults = metrics["faults"]["all"]
         print(f"autoguidance w = {w:g}: position error {px(metrics['position_error_first'])} over the first 8, "
               f"balls found {metrics['found_share']:.1%}, well-formed {metrics['well_formed_share']:.1%}, "
-              f"motion ratio {ratio(metrics['motion_ratio'])}; frames with a ball missing "
-              f"{metrics['faults']['all']['missing']:.1%}, with stray colour {metrics['faults']['all']['stray colour']:.1%}")
+              f"motion ratio {ratio(metrics['motion_ratio'])}; frames with a ball missing {faults['missing']:.1%}, "
+              f"with stray colour {faults['stray colour']:.1%}")
 
 # %% [markdown]
 # ## How the error grows along the rollout

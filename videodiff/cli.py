@@ -363,10 +363,6 @@ def command_train(args) -> None:
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window),
                                      training_physics=_training_physics(_min_balls(args)),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
-    try:
-        config.check_scene_labels()
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:
