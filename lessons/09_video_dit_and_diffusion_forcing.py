@@ -228,6 +228,7 @@ print("wrote", plots.save_figure(figure, OUT / "scheduling_matrices.png"))
 # %%
 training_balls = recipe.training_physics_config()
 print(f"recipe: {recipe.num_train_videos} videos of {training_balls.min_balls} to {training_balls.max_balls} balls, "
+      f"scene labels {'on' if recipe.scene_labels else 'off'}, "
       f"window {window}, {recipe.noise_mode}, {recipe.schedule} schedule, "
       f"target {recipe.prediction_type}; DiT width {recipe.dit.hidden_dim}, depth {recipe.dit.depth}, "
       f"{recipe.dit.num_heads} heads; {recipe.train.steps} steps of {recipe.train.batch_size} clips")
@@ -258,7 +259,7 @@ print("wrote", save_curves({"diffusion forcing": ([e["step"] for e in logged], [
 truth = held_out_videos(recipe, NUM_VIDEOS, num_frames=window)
 true_latents = run.encode(truth.frames)                                     # (N, F, C, h, w)
 reconstructed = run.decode(true_latents)                                    # (N, F, H, W, 3) uint8
-denoiser, prediction_type = run.denoiser(), run.config.prediction_type
+denoiser, prediction_type = run.denoiser(labels=run.labels_for(truth)), run.config.prediction_type
 
 
 def generate(context, kind: str) -> torch.Tensor:

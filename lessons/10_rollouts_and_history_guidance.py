@@ -148,7 +148,8 @@ for kind, steps in (("full_sequence", 1), ("full_sequence", SAMPLING_STEPS), ("f
 # "these frames may hold small errors" so that it does not copy them — real frames stay clean.
 
 # %%
-once_guided = run.rollout(truth.frames[:, :K], LENGTH, HistoryGuidance("vanilla", 1.0), num_steps=SAMPLING_STEPS)
+once_guided = run.rollout(truth.frames[:, :K], LENGTH, HistoryGuidance("vanilla", 1.0), num_steps=SAMPLING_STEPS,
+                          labels=run.labels_for(truth))
 print(f"vanilla guidance at s = 1 equals no guidance bit for bit: {np.array_equal(once_guided, generated)}")
 table = evaluation_table(run, NUM_VIDEOS, K, LENGTH, SCALE, STABILIZATION, SAMPLING_STEPS)
 print(f"{NUM_VIDEOS} held-out videos, {K} real frames then {LENGTH} generated, guided rows at s = {SCALE:g}, "

@@ -186,6 +186,7 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     # Scene labels train on every ball count unless told otherwise.
     assert main(["train", "--out", str(tmp_path), "--scene-labels", "--label-dropout", "0.2"]) == 0
     assert started["dit"].scene_labels is True and started["dit"].label_dropout == 0.2
+    assert started["dit"].dit.label_init_std == 0.02  # the video DiT's label table starts small
     assert started["dit"].training_physics == {}
     assert main(["train", "--out", str(tmp_path), "--scene-labels"]) == 0
     assert started["dit"].scene_label_dropout() == 0.1

@@ -314,6 +314,13 @@ def test_mean_modulation_and_a_fixed_level_remove_what_tells_frames_apart():
     with hooks(model, fixed_noise_level(model, 999)):
         fixed = model(x, clean_history)
     assert torch.allclose(fixed, model(x, torch.full((2, FRAMES), 999)), atol=1e-6)
+    # A scene-labelled model keeps each video's label: only the noise level's part of c is fixed.
+    labelled, labels = random_model(num_classes=5), torch.tensor([1, 3])
+    with hooks(labelled, fixed_noise_level(labelled, 999)):
+        fixed = labelled(x, clean_history, labels)
+    all_noised = torch.full((2, FRAMES), 999)
+    assert torch.allclose(fixed, labelled(x, all_noised, labels), atol=1e-6)
+    assert not torch.allclose(fixed, labelled(x, all_noised), atol=1e-3)  # the null label instead
     with hooks(model, modulation_mean(model)):
         mean = model(x, clean_history)
         _, cache = run_with_cache(model, x, clean_history, names=["gate_attn"], layers=[0])

@@ -352,7 +352,10 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     labelled, rollout_and_score gives held-out videos their labels (not the null label), and bad labels
     and a training set that lacks a ball count are refused."""
     from videodiff.data import scene_labels, scene_sets
+    from videodiff.dit import VIDEO_LABEL_INIT_STD
     from videodiff.evaluation import rollout_and_score
+    from videodiff.interp.ablations import Ablation, ablation_table
+    from videodiff.metrics import physics_metrics
     from videodiff.pipeline import (VideoDiffusionRunConfig, load_video_diffusion, quick_run_configs, train_video_diffusion,
                                     train_video_vae)
     from videodiff.sampling import HistoryGuidance
@@ -369,6 +372,9 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     torch.manual_seed(config.train.seed)
     initial = VideoDiT(run.model.config).label_embedding.weight
     trained = run.model.label_embedding.weight
+    # The table starts small (VIDEO_LABEL_INIT_STD), not at the image recipe's std 1.0.
+    assert run.model.config.label_init_std == VIDEO_LABEL_INIT_STD == 0.02
+    assert 0.015 < float(initial.detach().std()) < 0.025
     seen = set(scene_labels(training_videos(config)).tolist())
     moved = {label for label in range(41) if not torch.equal(trained[label], initial[label])}
     assert len(moved) >= len(seen) // 2 and moved <= seen
@@ -382,6 +388,19 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     shuffled = again.rollout(truth.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0),
                              labels=(scene_labels(truth) + 1) % 41)
     assert not np.array_equal(shuffled, labelled)
+    assert torch.equal(again.labels_for(truth), torch.from_numpy(scene_labels(truth)))
+    # The ablation table rolls out with the videos' labels too (the model alone, as its rows do).
+    (row,) = ablation_table(again, [Ablation("none")], num_videos=3, context=2, length=5, num_steps=2)
+    alone = physics_metrics(again.rollout(truth.frames[:, :2], 5, num_steps=2, guide_scale=1.0,
+                                          labels=again.labels_for(truth)), truth, num_context=2)
+    assert all(row[key] == alone[key] for key in ("position_error", "found_share", "motion_ratio"))
+    # The denoiser takes labels as a list, an array or a tensor alike.
+    shape = again.model.config
+    x = torch.randn(3, shape.num_frames, shape.in_channels, *shape.input_size)
+    t = torch.full((3, shape.num_frames), 500)
+    as_tensor = again.denoiser(labels=again.labels_for(truth))(x, t)
+    assert torch.equal(again.denoiser(labels=scene_labels(truth).tolist())(x, t), as_tensor)
+    assert not torch.equal(again.denoiser()(x, t), as_tensor)
     with pytest.raises(ValueError, match="one scene label in 0..40 per video, 3 in all"):
         again.rollout(truth.frames[:, :2], 5, labels=[0, 41, 2])
     with pytest.raises(ValueError, match="one scene label in 0..40 per video, 3 in all"):
@@ -401,7 +420,7 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
 
 
 def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
-    from videodiff.pipeline import quick_run_configs, train_video_diffusion, train_video_vae
+    from videodiff.pipeline import held_out_videos, quick_run_configs, train_video_diffusion, train_video_vae
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
     config.train = replace(config.train, steps=2, progress=False)
@@ -409,3 +428,4 @@ def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
     frames = np.zeros((2, 2, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="trained without them"):
         run.rollout(frames, 3, labels=[0, 1])
+    assert run.labels_for(held_out_videos(config, 2)) is None

@@ -46,6 +46,16 @@ from imagediff.dit import DIT_SIZES, DiT, DiTConfig, patchify, training_flops, u
 # ---------------------------------------------------------------------------------------------
 
 
+# The initial std of a video DiT's label table (DiTConfig.label_init_std): DiT's 0.02, not the image
+# recipe's 1.0. A label is added to every frame's condition, beside the embedding of that frame's noise
+# level, the only thing that tells context frames from the frames being made. Rows of std 1.0 (norm
+# about 11 at width 128) start some 35 times larger than that embedding (norm about 0.3), which in a
+# 7000-step run grew to norms of 60-85 to be read past them; from 0.02 the table grows to what it needs
+# (rows of norm 0.4 beside time embeddings of 1-3.4). Scene-labelled runs, over the first 8 generated frames
+# of 96 held-out videos: docs/video_rollouts.md, "The label table's scale".
+VIDEO_LABEL_INIT_STD = 0.02
+
+
 @dataclass
 class VideoDiTConfig(DiTConfig):
     """The image DiT's configuration plus what time adds. Saved in checkpoints as plain types."""
@@ -58,6 +68,7 @@ class VideoDiTConfig(DiTConfig):
     rope_base: float = 10_000.0
     # Also add the image DiT's fixed 2-D sincos table to every frame (see VideoDiT.build_position_embedding).
     spatial_table: bool = True
+    label_init_std: float = VIDEO_LABEL_INIT_STD  # the image DiT's field, another default (above)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,10 +101,11 @@ VIDEO_DIT_SIZES = ("tiny", "mini", "small", "base", "large", "xlarge")
 
 
 def video_dit_config(size: str = "tiny", **overrides) -> VideoDiTConfig:
-    """The VideoDiTConfig of a registered size, with any field replaced by ``overrides``."""
+    """The VideoDiTConfig of a registered size (label table std VIDEO_LABEL_INIT_STD), with any field
+    replaced by ``overrides``."""
     if size not in VIDEO_DIT_SIZES:
         raise ValueError(f"Unknown video DiT size {size!r}; the registered sizes are {list(VIDEO_DIT_SIZES)}.")
-    return VideoDiTConfig(**{**asdict(DIT_SIZES[size]), **overrides})
+    return VideoDiTConfig(**{**asdict(DIT_SIZES[size]), "label_init_std": VIDEO_LABEL_INIT_STD, **overrides})
 
 
 def make_video_dit(size: str = "tiny", **overrides) -> "VideoDiT":

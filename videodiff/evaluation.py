@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from videodiff.data import scene_labels
 from videodiff.metrics import physics_metrics
 from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS, held_out_videos
 from videodiff.sampling import HistoryGuidance
@@ -21,8 +20,7 @@ def rollout_and_score(run, num_videos: int, context: int, length: int, guidance:
     """Continue ``num_videos`` held-out videos; returns (generated, truth PhysicsVideos, metrics). A run
     trained with scene labels is given each video's (unless ``labels`` is among the options)."""
     truth = held_out_videos(run.config, num_videos, num_frames=context + length)
-    if run.config.scene_labels:
-        options.setdefault("labels", scene_labels(truth))
+    options.setdefault("labels", run.labels_for(truth))
     generated = run.rollout(truth.frames[:, :context], length, guidance, **options)
     return generated, truth, physics_metrics(generated, truth, num_context=context)
 

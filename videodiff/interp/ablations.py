@@ -81,7 +81,8 @@ def modulation_mean(model, layers: Optional[list[int]] = None) -> FwdHooks:
 
 
 def fixed_noise_level(model, level: int) -> FwdHooks:
-    """The condition c (B, F, D) of every frame replaced by that of noise level ``level`` (and the same label)."""
+    """The condition c (B, F, D) of every frame replaced by that of noise level ``level`` (and the same label):
+    emb(t) is replaced where it is made (hook_time_embed), before a scene label's vector is added to it."""
     if not isinstance(level, int) or not 0 <= level < 100_000:
         raise ValueError(f"level must be a non-negative integer timestep, got {level!r}.")
 
@@ -90,9 +91,7 @@ def fixed_noise_level(model, level: int) -> FwdHooks:
                                                             device=activation.device))  # (B, F, D)
         return time_embedding.to(activation.dtype)
 
-    if model.label_embedding is not None:
-        raise ValueError("fixed_noise_level supports unconditional video models (no label table).")
-    return [("hook_condition", fixed)]
+    return [("hook_time_embed", fixed)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +154,8 @@ def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context
             last = latents[:, -1:].expand(-1, length, *latents.shape[2:])  # (N, length, C, h, w)
             generated = run.decode(torch.cat([latents, last], dim=1))
         else:
-            options = {"num_steps": num_steps, "seed": seed, "guide_scale": 1.0, **ablation.rollout_options}
+            options = {"num_steps": num_steps, "seed": seed, "guide_scale": 1.0, "labels": run.labels_for(truth),
+                       **ablation.rollout_options}
             with hooks(run.model, ablation.fwd_hooks):
                 generated = run.rollout(truth.frames[:, :context], length, **options)
         metrics = physics_metrics(generated, truth, num_context=context)
