@@ -188,9 +188,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # the run is also an unlabelled model (the probe and a rollout without labels use that). The training
     # videos must hold every ball count of the held-out ones, or the labels of the missing counts would never
     # be trained. label_dropout None: SCENE_LABEL_DROPOUT (None, not the number, so that a run stored before
-    # the option reads as the same recipe). Off by default: through the bench, on the recipe's seeds, it
-    # read 1.54 px over the first 8 generated frames and 0.21 of 64 frames intact, against 1.19 and 0.24
-    # for the recipe (docs/video_rollouts.md, "Scene labels through the bench").
+    # the option reads as the same recipe). Off by default: over three training seeds each, against the
+    # recipe, 0.229 of 64 frames intact against 0.169 but 1.64 px over the first 8 generated frames against
+    # 1.47, the short-range target being 1.5 (docs/video_rollouts.md, "Scene labels through the bench").
     scene_labels: bool = False
     label_dropout: Optional[float] = None
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
