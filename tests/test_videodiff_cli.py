@@ -190,6 +190,10 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].training_physics == {}
     assert main(["train", "--out", str(tmp_path), "--scene-labels"]) == 0
     assert started["dit"].scene_label_dropout() == 0.1
+    # An anchor frame is an option of the DiT, off by default.
+    assert started["dit"].dit.anchor_frame is False
+    assert main(["train", "--out", str(tmp_path), "--anchor-frame"]) == 0
+    assert started["dit"].dit.anchor_frame is True and started["dit"].dit.input_frames == 9
 
 
 def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp_path):

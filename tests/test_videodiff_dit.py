@@ -279,3 +279,28 @@ def test_a_video_dit_config_refuses_the_image_only_options():
     for option in ({"angle_conditioning": True}, {"condition_token": True}, {"label_parts": [[0]], "num_classes": 1}):
         with pytest.raises(ValueError, match="the image DiT's options; a video DiT reads none of them"):
             VideoDiTConfig(**option)
+
+
+def test_an_anchored_video_dit_marks_frame_0_and_draws_the_other_weights_as_before():
+    torch.manual_seed(3)
+    plain = small_video_dit()
+    torch.manual_seed(3)
+    anchored = small_video_dit(anchor_frame=True)
+    # The same seed draws the same weights; the anchor's vector is drawn after all of them.
+    anchored_weights = anchored.state_dict()
+    assert all(torch.equal(weight, anchored_weights[name]) for name, weight in plain.state_dict().items())
+    assert set(anchored_weights) - set(plain.state_dict()) == {"anchor_embedding"}
+    anchored.load_state_dict(perturbed(plain).state_dict(), strict=False)  # the same random weights but the mark
+    assert plain.anchor_embedding is None and anchored.config.input_frames == 5 and plain.config.input_frames == 4
+    # The RoPE table covers the anchor and the window: 5 frames of N = 4 tokens.
+    assert anchored.rope_cos.shape == (5 * 4, anchored.config.head_dim // 2)
+    # Frame 0's condition carries the anchor's mark, and no other frame's.
+    x, t = video_inputs(frames=5)
+    difference = anchored.embed_condition(t) - plain.embed_condition(t)  # (B, 5, D)
+    torch.testing.assert_close(difference[:, 0], anchored.anchor_embedding.expand(2, -1))
+    assert torch.equal(difference[:, 1:], torch.zeros_like(difference[:, 1:]))
+    assert not torch.allclose(anchored(x, t), plain(x, t))
+    with pytest.raises(ValueError, match="takes an anchor frame in front of every window"):
+        anchored(x[:, :1], t[:, :1])
+    # A training step runs over the anchor and the window.
+    assert video_training_flops(anchored.config, 2) == video_training_flops(anchored.config, 2, frames=5)

@@ -15,7 +15,7 @@ import torch
 
 from toydiff.samplers import ddim_sample, ddim_step, ddpm_step, sampling_timesteps
 from toydiff.schedules import make_schedule
-from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, check_timestep_matrix,
+from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, anchored, check_timestep_matrix,
                                 history_guided_prediction, rollout, sample_window, scheduling_matrix,
                                 timesteps_from_indices)
 
@@ -503,3 +503,46 @@ def test_rollout_refuses_bad_arguments_naming_what_was_wrong():
         rollout(model, context[:, :1], 2, 3, SCHEDULE, frames_per_window=3)
     with pytest.raises(ValueError, match="none, vanilla, fractional, temporal"):
         rollout(model, context[:, :1], 2, 3, SCHEDULE, guidance=HistoryGuidance("history"))
+
+
+def test_an_anchored_denoiser_puts_the_anchor_clean_in_front_of_every_window_and_drops_it():
+    calls = []
+
+    def recording(x, t):
+        calls.append((x.clone(), t.clone()))
+        return 2 * x
+
+    anchor = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 5, 3, 4, 4, generator=torch.Generator().manual_seed(1))   # two guidance branches of 2
+    t = torch.randint(0, 1000, (4, 5), generator=torch.Generator().manual_seed(2))
+    output = anchored(recording, anchor)(x, t)
+    (seen_x, seen_t), = calls
+    assert seen_x.shape == (4, 6, 3, 4, 4) and torch.equal(seen_x[:, 1:], x) and torch.equal(seen_t[:, 1:], t)
+    assert torch.equal(seen_x[:, 0], torch.cat([anchor, anchor])) and (seen_t[:, 0] == CLEAN_LEVEL).all()
+    assert torch.equal(output, 2 * x)  # the anchor's prediction is dropped
+    with pytest.raises(ValueError, match="do not fit windows"):
+        anchored(recording, anchor)(x[:3], t[:3])
+    with pytest.raises(ValueError, match=r"one frame per video, \(B, C, H, W\)"):
+        anchored(recording, anchor[:, None])
+
+
+def test_a_rollout_with_an_anchor_shows_it_in_front_of_every_window_guidance_branches_included():
+    calls = []
+
+    def recording(x, t):
+        calls.append(x[:, 0].clone())
+        return torch.zeros_like(x)
+
+    context = torch.randn(2, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    anchor = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    video = rollout(recording, context, 7, 4, SCHEDULE, num_steps=3, prediction_type="v",
+                    guidance=HistoryGuidance("vanilla", 2.0), anchor=anchor, generator=torch.Generator().manual_seed(2))
+    assert video.shape == (2, 9, 3, 4, 4) and len(calls) == 4 * 3  # 4 windows of 2 new frames, 3 rows each
+    assert all(torch.equal(seen, anchor.repeat(len(seen) // 2, 1, 1, 1)) for seen in calls)
+    assert any(len(seen) == 4 for seen in calls)  # guidance's two branches, each with the anchor
+    # The same as wrapping the denoiser by hand.
+    by_hand = rollout(anchored(recording, anchor), context, 7, 4, SCHEDULE, num_steps=3, prediction_type="v",
+                      guidance=HistoryGuidance("vanilla", 2.0), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(video, by_hand)
+    with pytest.raises(ValueError, match=r"the anchor must be one frame per video, of shape \(2, 3, 4, 4\)"):
+        rollout(recording, context, 7, 4, SCHEDULE, anchor=anchor[:1])

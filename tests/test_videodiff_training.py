@@ -429,3 +429,106 @@ def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
     with pytest.raises(ValueError, match="trained without them"):
         run.rollout(frames, 3, labels=[0, 1])
     assert run.labels_for(held_out_videos(config, 2)) is None
+
+
+def test_anchored_clips_put_an_earlier_frame_of_the_same_video_in_front():
+    # Video n, frame f holds the number 100·n + f everywhere, so a clip shows where it came from.
+    videos = (100 * torch.arange(5)[:, None] + torch.arange(10)[None, :]).float()[:, :, None, None].expand(5, 10, 2, 3)
+    data = VideoClips(videos.contiguous(), window=4, anchor_reach=2)
+    (batch,) = data.sample(2000, torch.Generator().manual_seed(0))
+    assert batch.shape == (2000, 5, 2, 3)
+    values = batch[:, :, 0, 0]  # (B, 5)
+    video, start = values[:, 1] // 100, values[:, 1] % 100
+    assert torch.equal(values[:, 1:], video[:, None] * 100 + start[:, None] + torch.arange(4))
+    anchor_video, anchor = values[:, 0] // 100, values[:, 0] % 100
+    assert torch.equal(anchor_video, video)                     # the same video
+    assert (anchor <= start + 1).all()                          # at most the history's last frame (reach 2)
+    # Every frame up to there is drawn, the video's first and the window's own first two among them.
+    for first in range(7):
+        drawn = set(anchor[start == first].long().tolist())
+        assert drawn == set(range(first + 2)), (first, drawn)
+    # Without an anchor the draws are the ones a model without it always had.
+    (plain,) = VideoClips(videos.contiguous(), window=4).sample(50, torch.Generator().manual_seed(0))
+    (again,) = VideoClips(videos.contiguous(), window=4).sample(50, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, again) and plain.shape == (50, 4, 2, 3)
+    for reach in (0, 5, True, 1.5):
+        with pytest.raises(ValueError, match=r"anchor_reach must be a number of the clip's frames in 1\.\.4"):
+            VideoClips(videos, window=4, anchor_reach=reach)
+
+
+def test_the_anchor_is_clean_and_unlearned_and_the_window_after_it_drawn_as_without_one():
+    settings = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=2)
+    anchored = VideoDiffusionObjective(SCHEDULE, "v", anchor_frame=True, **settings)
+    plain = VideoDiffusionObjective(SCHEDULE, "v", **settings)
+    windows = clips(frames=6)
+    with_anchor = torch.cat([windows[:, :1] * 0 + 7, windows], dim=1)  # (B, 7, ...)
+    t = anchored.sample_timesteps(with_anchor, torch.Generator().manual_seed(1))
+    assert t.shape == (256, 7) and (t[:, 0] == CLEAN_LEVEL).all()
+    assert torch.equal(t[:, 1:], plain.sample_timesteps(windows, torch.Generator().manual_seed(1)))
+    # The anchor gets no loss even where clean frames get one; every frame of the window that is noised does.
+    output = torch.zeros(8, 7, 2, 4, 4, requires_grad=True)
+
+    def model(x_t, t):
+        return x_t * 0 + output
+
+    learning = VideoDiffusionObjective(SCHEDULE, "v", anchor_frame=True, clean_frame_loss=True)
+    loss, logs = learning(model, (with_anchor[:8],), torch.Generator().manual_seed(2))
+    loss.backward()
+    assert torch.equal(output.grad[:, 0], torch.zeros_like(output.grad[:, 0]))
+    assert (output.grad[:, 1:].abs().sum(dim=(2, 3, 4)) > 0).all()
+    # clean_context's context is the window's first frames, after the anchor.
+    context = VideoDiffusionObjective(SCHEDULE, noise_mode="clean_context", context_frames=2, anchor_frame=True)
+    weight = context.loss_weight(context.sample_timesteps(with_anchor, torch.Generator().manual_seed(3)))
+    assert (weight[:, :3] == 0).all() and (weight[:, 3:] > 0).all()
+    with pytest.raises(ValueError, match="expected clips of an anchor and a window"):
+        anchored.sample_timesteps(with_anchor[:, :1], None)
+
+
+def test_a_model_history_window_keeps_its_anchor_in_front():
+    clips = torch.randn(3, 1 + 6 + 4, 2, 4, 4, generator=torch.Generator().manual_seed(5))   # anchor, F = 6, H = 2
+    objective = VideoDiffusionObjective(SCHEDULE, "v", clean_history_probability=0.9, shared_future_level=True,
+                                        clean_history_frames=2, model_history_probability=1.0, anchor_frame=True)
+    # A perfect model (it is shown the anchor, then the window it continues): the real window with its anchor.
+    oracle = OracleWindowModel(clips[:, :7])
+    oracle.config.num_frames = 6
+    window = objective.window_with_model_history(oracle, clips, torch.Generator().manual_seed(0))
+    assert oracle.calls == 2 and window.shape == (3, 7, 2, 4, 4)
+    assert torch.equal(window[:, 0], clips[:, 0])
+    torch.testing.assert_close(window[:, 1:], clips[:, 5:11], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="needs clips of 11 frames"):
+        objective.window_with_model_history(oracle, clips[:, 1:], None)
+
+
+def test_an_anchored_run_trains_and_rolls_out_with_each_videos_last_real_frame_as_anchor(tmp_path):
+    from videodiff.interp.experiment import run_probe_experiment
+    from videodiff.interp.heads import head_scores
+    from videodiff.pipeline import held_out_videos, load_video_diffusion, quick_run_configs, train_video_diffusion, \
+        train_video_vae
+    from videodiff.sampling import HistoryGuidance, rollout
+
+    vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    vae = train_video_vae(vae_config, tmp_path / "vae")
+    config.dit = replace(config.dit, anchor_frame=True)
+    config.train = replace(config.train, progress=False)
+    train_video_diffusion(config, tmp_path / "dit", vae=vae.vae)
+    run = load_video_diffusion(tmp_path / "dit" / "checkpoint.pt")
+    assert run.model.config.anchor_frame and run.model.anchor_embedding is not None and run.window == 4
+    videos = held_out_videos(run.config, 3)
+    frames = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), seed=4)
+    # By hand: the same rollout, the last real frame's latent as the anchor of every window.
+    context = run.encode(videos.frames[:, :2])
+    by_hand = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule,
+                      frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
+                      prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, -1],
+                      generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(frames, run.decode(by_hand))
+    other = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule,
+                    frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
+                    prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, 0],
+                    generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(other, by_hand)  # the anchor reaches the model
+    # The interpretability tools feed plain windows: they refuse an anchored model with one clear line.
+    with pytest.raises(ValueError, match="does not support anchored models"):
+        head_scores(run.model, context, run.schedule, [0])
+    with pytest.raises(ValueError, match="does not support anchored models"):
+        run_probe_experiment(run)

@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-dropout", type=unit_fraction, default=None,
                        help="with --scene-labels, the share of clips shown the null label instead "
                             f"(default: {SCENE_LABEL_DROPOUT})")
+    train.add_argument("--anchor-frame", action=argparse.BooleanOptionalAction, default=recipe.dit.anchor_frame,
+                       help="put a clean real frame from earlier in the video in front of every window (a rollout: "
+                            "the last real context frame, kept in every window; see VideoDiTConfig.anchor_frame) "
+                            "(default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -360,7 +364,8 @@ def command_train(args) -> None:
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
-                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window),
+                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window,
+                                                                  anchor_frame=args.anchor_frame),
                                      training_physics=_training_physics(_min_balls(args)),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
     if not 0 <= args.history_noise < config.num_timesteps:

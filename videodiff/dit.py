@@ -71,6 +71,13 @@ class VideoDiTConfig(DiTConfig):
     # Also add the image DiT's fixed 2-D sincos table to every frame (see VideoDiT.build_position_embedding).
     spatial_table: bool = True
     label_init_std: float = VIDEO_LABEL_INIT_STD  # the image DiT's field, another default (above)
+    # An anchor frame: every window the model sees is one frame longer, its frame 0 a clean real frame from
+    # earlier in the video (training: any frame up to the window's clean history; a rollout: the last real
+    # context frame, kept in every window), marked by a learned vector added to that frame's condition.
+    # Within a window a rollout's history is the model's own frames; the anchor is the one frame it did not
+    # make, there to carry what the scene holds (how many balls, which colours) across windows.
+    # VideoDiffusionModel.rollout passes it; videodiff.sampling.anchored puts it in front of each window.
+    anchor_frame: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,6 +94,11 @@ class VideoDiTConfig(DiTConfig):
             )
         if self.rope_base <= 1:
             raise ValueError(f"VideoDiTConfig.rope_base must be > 1, got {self.rope_base}.")
+
+    @property
+    def input_frames(self) -> int:
+        """The frames of one training input: the window, and the anchor in front of it if there is one."""
+        return self.num_frames + int(self.anchor_frame)
 
     @property
     def head_dim(self) -> int:
@@ -193,11 +205,16 @@ class VideoDiT(DiT):
             raise TypeError(f"VideoDiT needs a VideoDiTConfig, got {type(config).__name__}; "
                             "build one with videodiff.dit.video_dit_config(size, ...).")
         super().__init__(config)
-        # The RoPE table of the training window, (num_frames · N, d/2): a shorter window's tokens are its
+        # The anchor's mark (VideoDiTConfig.anchor_frame), added to frame 0's condition; drawn like the
+        # label table, after every other weight, so that a model without an anchor draws the same weights.
+        self.anchor_embedding = None
+        if config.anchor_frame:
+            self.anchor_embedding = torch.nn.Parameter(torch.randn(config.hidden_dim) * config.label_init_std)
+        # The RoPE table of the training window, (input_frames · N, d/2): a shorter window's tokens are its
         # first rows, since positions restart at 0 in every window and tokens are time-major. Buffers move
         # with the model and are not saved (they follow from the config). Kept here rather than built on
         # the first call: a cache filled inside a compiled forward makes torch.compile compile it twice.
-        angles = self.window_angles(config.num_frames)  # (num_frames · N, d/2)
+        angles = self.window_angles(config.input_frames)  # (input_frames · N, d/2)
         self.register_buffer("rope_cos", angles.cos(), persistent=False)
         self.register_buffer("rope_sin", angles.sin(), persistent=False)
 
@@ -229,7 +246,7 @@ class VideoDiT(DiT):
     def rotary(self, frames: int, device, dtype) -> Rotary3D:
         """The RoPE hook for a window of ``frames`` frames: the first rows of the window's table, or a
         table computed for this call when the window is longer than the one the model was built for."""
-        if frames <= self.config.num_frames:
+        if frames <= self.config.input_frames:
             tokens = frames * self.config.tokens_per_frame
             cos, sin = self.rope_cos[:tokens], self.rope_sin[:tokens]  # (F · N, d/2) each
         else:
@@ -252,8 +269,19 @@ class VideoDiT(DiT):
                 f"VideoDiT expected noise levels t as an int64 tensor of shape {tuple(x_t.shape[:2])} "
                 f"(one per frame), got a {got}."
             )
+        if config.anchor_frame and x_t.shape[1] < 2:
+            raise ValueError(f"this VideoDiT takes an anchor frame in front of every window (anchor_frame=True): "
+                             f"expected at least 2 frames, the anchor then the window, got {x_t.shape[1]}")
         # Labels (and angles): the image DiT's checks, on the batch dimension.
         super().check_inputs(x_t[:, 0], t[:, 0], labels, angles)
+
+    def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                        angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The image DiT's c (B, F, D), with the anchor's mark added to frame 0 for an anchored model."""
+        c = super().embed_condition(t, labels, angles)  # (B, F, D)
+        if self.anchor_embedding is None:
+            return c
+        return torch.cat([c[:, :1] + self.anchor_embedding, c[:, 1:]], dim=1)  # (B, F, D)
 
     def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Rotary3D:
         """Every block's `rotary(q, k)`: 3-D RoPE over this window's (frame, row, column) grid.
@@ -276,8 +304,18 @@ class VideoDiT(DiT):
         return rearrange(out, "(b f) c h w -> b f c h w", f=frames)  # (B, F, C, H, W)
 
 
+def require_plain_windows(model, tool: str) -> None:
+    """Refuse, with one clear error, a model with an anchor frame (VideoDiTConfig.anchor_frame) in a tool
+    that feeds the model plain windows (the interpretability tools): it would read the window's first
+    frame as the anchor."""
+    if getattr(getattr(model, "config", None), "anchor_frame", False):
+        raise ValueError(f"{tool} feeds the video DiT plain windows, but this model takes an anchor frame in front "
+                         f"of each (VideoDiTConfig.anchor_frame=True); the tool does not support anchored models")
+
+
 def video_training_flops(config: VideoDiTConfig, batch_size: int, frames: Optional[int] = None) -> int:
-    """FLOPs of one training step on clips of ``frames`` frames (default: the training window), matrix
+    """FLOPs of one training step on clips of ``frames`` frames (default: the training input, the window and
+    its anchor if any), matrix
     products only: `imagediff.dit.training_flops` with F frames of N tokens, the modulation Linears
     and the time MLP running once per frame."""
-    return training_flops(config, batch_size, frames or config.num_frames)
+    return training_flops(config, batch_size, frames or config.input_frames)

@@ -349,6 +349,8 @@ class VideoDiffusionModel:
         guidance's too); default ``default_guide_scale`` (AUTOGUIDANCE_SCALE for a run that kept a guide).
         labels: (N,) scene labels of the videos (videodiff.data.scene_labels) for a run trained with them;
         None rolls such a run out with the null label, as an unlabelled model.
+        A model with an anchor frame (VideoDiTConfig.anchor_frame) gets each video's last real context frame
+        as the anchor of every window.
         """
         guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
         labels = self.check_labels(labels, len(context_frames))
@@ -360,11 +362,12 @@ class VideoDiffusionModel:
         pieces = []
         for start in range(0, context.shape[0], batch_size):
             piece_labels = None if labels is None else labels[start:start + batch_size]
+            anchor = context[start:start + batch_size, -1] if self.model.config.anchor_frame else None
             pieces.append(rollout(
                 self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
                 self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
-                stabilization_level=stabilization_level, generator=generator))
+                stabilization_level=stabilization_level, anchor=anchor, generator=generator))
         return self.decode(torch.cat(pieces))
 
 
@@ -455,6 +458,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         history_noise_max=config.history_noise_max,
                                         model_history_probability=config.model_history_probability,
                                         model_history_steps=config.model_history_steps,
+                                        anchor_frame=config.dit.anchor_frame,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std,
                                         label_dropout=config.scene_label_dropout(),
@@ -471,7 +475,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
             return evaluate(wrap(ema_model.eval()), step)
 
     labels = torch.from_numpy(scene_labels(videos)) if config.scene_labels else None  # (N,)
-    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels)
+    anchor_reach = (config.history_frames() or 1) if config.dit.anchor_frame else None
+    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels, anchor_reach)
     result = train(model, objective, clips, config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)

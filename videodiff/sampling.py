@@ -431,11 +431,34 @@ def history_guided_prediction(denoiser: Denoiser, x: torch.Tensor, t: torch.Tens
 # ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
+def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
+    """The denoiser of a model with an anchor frame (VideoDiTConfig.anchor_frame) as a plain window denoiser.
+
+    anchor: (B, C, H, W), one clean frame per video. Every call puts it, at CLEAN_LEVEL, in front of the
+    window the sampler passes and drops it from the prediction, so the samplers and history guidance see
+    windows of F frames as for any model. Guidance stacks its branches along the batch (a multiple of B):
+    each branch gets the same anchors, which are never guided away.
+    """
+    if anchor.ndim != 4:
+        raise ValueError(f"an anchor is one frame per video, (B, C, H, W), got shape {tuple(anchor.shape)}")
+
+    def with_anchor(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[0] % anchor.shape[0] or tuple(x_t.shape[2:]) != tuple(anchor.shape[1:]):
+            raise ValueError(f"anchors of shape {tuple(anchor.shape)} do not fit windows of shape {tuple(x_t.shape)}")
+        copies = x_t.shape[0] // anchor.shape[0]
+        frame = anchor.to(x_t.dtype).repeat(copies, 1, 1, 1)[:, None]                 # (B·copies, 1, C, H, W)
+        level = torch.full_like(t[:, :1], CLEAN_LEVEL)                                 # (B·copies, 1)
+        return denoiser(torch.cat([frame, x_t], dim=1), torch.cat([level, t], dim=1))[:, 1:]
+
+    return with_anchor
+
+
 def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, window: int, schedule: NoiseSchedule,
             *, frames_per_window: Optional[int] = None, kind: str = "full_sequence", num_steps: int = 50,
             spacing: str = "trailing", prediction_type: str = "epsilon", sampler: str = "ddim",
             eta: Optional[float] = None, guidance: Optional[HistoryGuidance] = None,
-            stabilization_level: int = CLEAN_LEVEL, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+            stabilization_level: int = CLEAN_LEVEL, anchor: Optional[torch.Tensor] = None,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Generate ``length`` frames after K real context frames, one sliding window at a time.
 
     context_latents: (B, K, C, H, W), 1 <= K < window.  window: the most frames the model may see at once
@@ -447,6 +470,8 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     stabilization_level k_s: generated frames fed back as history are shown re-noised to timestep k_s
     (DFoT's stabilisation; 0 = used clean). Real context is always clean.
     guidance: applied to the whole history of every window, generated frames included.
+    anchor: for a model with an anchor frame, the clean frame (B, C, H, W) put in front of every window
+    (:func:`anchored`): the last real context frame, as `VideoDiffusionModel.rollout` passes it.
     Returns (B, K + length, C, H, W): the context unchanged, then the generated frames.
     """
     if context_latents.ndim < 3:
@@ -466,6 +491,12 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     if kind not in SCHEDULING_KINDS:
         raise ValueError(f"unknown scheduling matrix {kind!r}; expected one of {', '.join(SCHEDULING_KINDS)}")
     history_length = window - frames_per_window
+    if anchor is not None:
+        expected = (context_latents.shape[0], *context_latents.shape[2:])                # (B, C, H, W)
+        if tuple(anchor.shape) != expected:
+            raise ValueError(f"the anchor must be one frame per video, of shape {expected} (B, C, H, W) as the "
+                             f"context's frames, got {tuple(anchor.shape)}")
+        denoiser = anchored(denoiser, anchor)
 
     video = context_latents                                                         # (B, K + generated, C, H, W)
     while video.shape[1] < num_context + length:

@@ -49,6 +49,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  clean_history_probability: float = 0.0, shared_future_level: bool = False,
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
                  history_noise_max: int = 0, model_history_probability: float = 0.0, model_history_steps: int = 2,
+                 anchor_frame: bool = False,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -124,6 +125,9 @@ class VideoDiffusionObjective(DiffusionObjective):
             raise ValueError(f"model_history_steps must be a number of sampling steps >= 1, got {model_history_steps!r}")
         self.model_history_probability = model_history_probability
         self.model_history_steps = model_history_steps
+        # anchor_frame: every clip starts with an anchor (VideoDiTConfig.anchor_frame, VideoClips(anchor_reach=...)),
+        # always shown clean and never learned; the levels after it are drawn as for any window.
+        self.anchor_frame = bool(anchor_frame)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         if self.model_history_probability > 0:
@@ -131,8 +135,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         return super().__call__(model, batch, generator)
 
     def clip_frames(self, window: int) -> int:
-        """How many frames each training clip needs for a model of ``window`` frames: F, or F + (F - H)
-        when batches may take the model's own history."""
+        """How many frames of a video each training clip needs for a model of ``window`` frames: F, or
+        F + (F - H) when batches may take the model's own history (not counting an anchor)."""
         if self.model_history_probability > 0:
             return window + window - self.clean_history_frames
         return window
@@ -143,20 +147,34 @@ class VideoDiffusionObjective(DiffusionObjective):
         probability ``model_history_probability`` (one draw per batch), the last H frames of the real
         history continued by the model followed by the F - H real frames after them (see ``__init__``)."""
         window, history = model.config.num_frames, self.clean_history_frames
-        if clips.ndim < 3 or clips.shape[1] != self.clip_frames(window):
-            raise ValueError(f"model_history_probability > 0 needs clips of {self.clip_frames(window)} frames "
-                             f"(window {window} + {window - history} to continue), got shape {tuple(clips.shape)}")
+        anchors = int(self.anchor_frame)  # clips carry their anchor in front: it stays, in front
+        if clips.ndim < 3 or clips.shape[1] != anchors + self.clip_frames(window):
+            raise ValueError(f"model_history_probability > 0 needs clips of {anchors + self.clip_frames(window)} "
+                             f"frames ({'an anchor, ' if anchors else ''}window {window} + {window - history} to "
+                             f"continue), got shape {tuple(clips.shape)}")
         draw = torch.rand((), generator=generator, device=clips.device)
         if not bool(draw < self.model_history_probability):
-            return clips[:, :window]
+            return clips[:, :anchors + window]
+        anchor, clips = clips[:, :anchors], clips[:, anchors:]
         with torch.no_grad():
             known = rollout(model, clips[:, :history], window - history, window, self.schedule,
                             kind="full_sequence", num_steps=self.model_history_steps,
-                            prediction_type=self.prediction_type, generator=generator)  # (B, F, ...)
-        return torch.cat([known[:, -history:].detach(), clips[:, window:]], dim=1)  # (B, F, ...)
+                            prediction_type=self.prediction_type,
+                            anchor=anchor[:, 0] if anchors else None, generator=generator)  # (B, F, ...)
+        return torch.cat([anchor, known[:, -history:].detach(), clips[:, window:]], dim=1)  # (B, anchors + F, ...)
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring."""
+        """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring; with an anchor frame, the
+        anchor's level is CLEAN_LEVEL and the window after it is drawn as a clip of F - 1 frames."""
+        if self.anchor_frame:
+            if x0.ndim < 3 or x0.shape[1] < 2:
+                raise ValueError(f"expected clips of an anchor and a window, (B, 1 + F, ...), got {tuple(x0.shape)}")
+            window = self.window_timesteps(x0[:, 1:], generator)  # (B, F - 1)
+            return torch.cat([torch.full_like(window[:, :1], CLEAN_LEVEL), window], dim=1)  # (B, F)
+        return self.window_timesteps(x0, generator)
+
+    def window_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """t (B, F) int64 for windows x0 (B, F, ...) with no anchor, see the module's docstring."""
         if x0.ndim < 3:
             raise ValueError(f"expected clips of shape (B, F, ...), got {tuple(x0.shape)}")
         batch, frames = x0.shape[:2]
@@ -191,8 +209,11 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         weight = super().loss_weight(t)  # (B, F)
+        anchors = int(self.anchor_frame)
+        if anchors:
+            weight[:, 0] = 0.0  # the anchor is given, not learned
         if self.context_frames:
-            weight[:, :self.context_frames] = 0.0  # the context is given, not learned
+            weight[:, anchors:anchors + self.context_frames] = 0.0  # the context is given, not learned
         if not self.clean_frame_loss:
             weight = torch.where(t == CLEAN_LEVEL, torch.zeros_like(weight), weight)
         return weight
@@ -204,7 +225,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "clean_history_frames": self.clean_history_frames,
                 "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max,
                 "model_history_probability": self.model_history_probability,
-                "model_history_steps": self.model_history_steps}
+                "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame}
 
 
 class VideoClips(TensorBatches):
@@ -213,21 +234,31 @@ class VideoClips(TensorBatches):
     videos: (N, L, ...) — N videos of L >= window frames (latents (N, L, C, H, W) here);
     labels: optional (N,). A batch is (clips (B, window, ...),) or (clips, labels (B,)): a video
     and a start frame drawn uniformly for each clip, with the training loop's generator.
+    anchor_reach: for a model with an anchor frame, every clip gets one more frame in front, (B, 1 + window,
+    ...): a frame of the same video drawn uniformly from its first frame up to the clip's frame
+    anchor_reach - 1 (anchor_reach = the clean history's length: the anchor may be any frame up to the
+    history's last, as a rollout's last real frame is in its first window and lies ever further back after).
     """
 
-    def __init__(self, videos: torch.Tensor, window: int, labels: Optional[torch.Tensor] = None):
+    def __init__(self, videos: torch.Tensor, window: int, labels: Optional[torch.Tensor] = None,
+                 anchor_reach: Optional[int] = None):
         tensors = (videos,) if labels is None else (videos, labels)
         super().__init__(*tensors)
         if videos.ndim < 3:
             raise ValueError(f"VideoClips expected videos of shape (N, L, ...), got {tuple(videos.shape)}")
         if not 1 <= window <= videos.shape[1]:
             raise ValueError(f"the clip window must lie in 1..{videos.shape[1]} (the videos' length), got {window}")
+        if anchor_reach is not None and (isinstance(anchor_reach, bool) or not isinstance(anchor_reach, int)
+                                         or not 1 <= anchor_reach <= window):
+            raise ValueError(f"anchor_reach must be a number of the clip's frames in 1..{window} (or None: no "
+                             f"anchor), got {anchor_reach!r}")
         self.window = window
+        self.anchor_reach = anchor_reach
 
     def to(self, device) -> "VideoClips":
         videos = self.tensors[0].to(device)
         labels = self.tensors[1].to(device) if len(self.tensors) > 1 else None
-        return VideoClips(videos, self.window, labels)
+        return VideoClips(videos, self.window, labels, self.anchor_reach)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         videos = self.tensors[0]
@@ -236,6 +267,12 @@ class VideoClips(TensorBatches):
         start = torch.randint(0, videos.shape[1] - self.window + 1, (batch_size,), generator=generator,
                               device=device)  # (B,)
         frames = start[:, None] + torch.arange(self.window, device=device)  # (B, window)
+        if self.anchor_reach is not None:
+            # uniform over frames 0 .. start + reach - 1 of the same video
+            reach = (start + self.anchor_reach).double()  # (B,)
+            anchor = (torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
+                      * reach).long().clamp_max(start + self.anchor_reach - 1)  # (B,)
+            frames = torch.cat([anchor[:, None], frames], dim=1)  # (B, 1 + window)
         clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, window, ...)
         if len(self.tensors) == 1:
             return (clips,)

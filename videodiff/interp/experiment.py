@@ -35,7 +35,7 @@ import torch
 
 from imagediff.hooks import hooks
 from videodiff.data.physics import make_impossible_pairs
-from videodiff.dit import VideoDiT
+from videodiff.dit import VideoDiT, require_plain_windows
 from videodiff.interp.ablations import noise_injection
 from videodiff.interp.activations import pool_tokens, pool_tokens_per_frame, project, select_frames, then
 from videodiff.interp.probes import (accuracy, choose_l2, control_labels, fit_logistic, grouped_folds,
@@ -312,6 +312,7 @@ def run_probe_experiment(run, config: Optional[ProbeExperimentConfig] = None, ou
     """Run everything the module docstring lists; returns probe.json's contents (and writes the files
     to out_dir when given). run: a videodiff.pipeline.VideoDiffusionModel."""
     config = config or ProbeExperimentConfig()
+    require_plain_windows(run.model, "the probe experiment")
     started, seconds = time.perf_counter(), {}
 
     def lap(name: str) -> None:

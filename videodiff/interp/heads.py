@@ -58,6 +58,7 @@ import torch
 
 from imagediff.hooks import HookPoint, run_with_cache
 from toydiff.schedules import NoiseSchedule
+from videodiff.dit import require_plain_windows
 from videodiff.interp.activations import frame_attention
 
 Head = tuple[int, int]  # (layer, head)
@@ -295,6 +296,7 @@ def _pattern_scores(model, latents: torch.Tensor, schedule: NoiseSchedule, level
     block's pattern is summarised inside its hook (`run_with_cache`'s select), so only one block's
     pattern of one batch exists at a time: batch_size · heads · (F·N)² floats.
     """
+    require_plain_windows(model, "the head scores")
     _check_clips(latents)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -476,6 +478,7 @@ def mean_head_outputs(model, latents: torch.Tensor, t: torch.Tensor, heads: Sequ
     to take the means at (those the ablated model will see, ideally). One forward with the z of the
     heads' layers cached (and pooled in the hook).
     """
+    require_plain_windows(model, "mean_head_outputs")
     heads = _check_heads(heads, model)
     layers = sorted({layer for layer, _ in heads})
     _, cache = run_with_cache(model, latents, t, names=["z"], layers=layers,

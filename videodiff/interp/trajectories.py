@@ -30,6 +30,7 @@ import torch
 from imagediff.hooks import ActivationCache, caching, hook_points
 from toydiff.samplers import SamplerState, ddim_invert, ddim_sample
 from toydiff.schedules import NoiseSchedule
+from videodiff.dit import require_plain_windows
 from videodiff.sampling import CLEAN_LEVEL
 
 # model(x_t (B, F, C, H, W), t (B, F)) -> prediction; the VideoDiT itself, or any function of that shape.
@@ -59,6 +60,7 @@ class _RecordingDenoiser:
 
     def __init__(self, model: VideoDenoiser, trajectory: Trajectory, names, layers, select, levels,
                  keep_states: bool, history: Optional[torch.Tensor] = None) -> None:
+        require_plain_windows(model, "a DDIM trajectory")
         self.model, self.trajectory = model, trajectory
         self.names, self.layers, self.select = names, layers, select
         self.levels = None if levels is None else {int(level) for level in levels}
