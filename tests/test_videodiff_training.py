@@ -419,7 +419,7 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     assert recipe_differences(description, unlabelled.to_dict()) == []
 
 
-def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
+def test_an_unlabelled_run_refuses_scene_labels_and_an_unanchored_one_anchor_frames(tmp_path):
     from videodiff.pipeline import held_out_videos, quick_run_configs, train_video_diffusion, train_video_vae
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
@@ -428,6 +428,8 @@ def test_an_unlabelled_run_refuses_scene_labels(tmp_path):
     frames = np.zeros((2, 2, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="trained without them"):
         run.rollout(frames, 3, labels=[0, 1])
+    with pytest.raises(ValueError, match="built without an anchor frame"):
+        run.rollout(frames, 3, anchor_frames=frames[:, 0])
     assert run.labels_for(held_out_videos(config, 2)) is None
 
 
@@ -527,6 +529,15 @@ def test_an_anchored_run_trains_and_rolls_out_with_each_videos_last_real_frame_a
                     prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, 0],
                     generator=torch.Generator().manual_seed(4))
     assert not torch.equal(other, by_hand)  # the anchor reaches the model
+    # Anchor frames given in pixels take the last real frame's place: the last real frame gives the same rollout.
+    given = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), anchor_frames=videos.frames[:, 1],
+                        seed=4)
+    assert np.array_equal(given, frames)
+    swapped = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0),
+                          anchor_frames=videos.frames[[1, 2, 0], 1], seed=4)
+    assert not np.array_equal(swapped, frames)
+    with pytest.raises(ValueError, match=r"one anchor frame per video, uint8 of shape \(3, 32, 32, 3\)"):
+        run.rollout(videos.frames[:, :2], 5, anchor_frames=videos.frames[:2, 1])
     # The interpretability tools feed plain windows: they refuse an anchored model with one clear line.
     with pytest.raises(ValueError, match="does not support anchored models"):
         head_scores(run.model, context, run.schedule, [0])

@@ -336,7 +336,8 @@ class VideoDiffusionModel:
                 num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING,
                 new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
-                guide_scale: Optional[float] = None, labels=None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+                guide_scale: Optional[float] = None, labels=None, anchor_frames=None, seed: int = 0,
+                batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 
         The context frames come back as the VAE reconstructs them, followed by ``length`` generated
@@ -350,10 +351,20 @@ class VideoDiffusionModel:
         labels: (N,) scene labels of the videos (videodiff.data.scene_labels) for a run trained with them;
         None rolls such a run out with the null label, as an unlabelled model.
         A model with an anchor frame (VideoDiTConfig.anchor_frame) gets each video's last real context frame
-        as the anchor of every window.
+        as the anchor of every window, or ``anchor_frames``, uint8 (N, H, W, 3), one frame per video in its place
+        (to ask what the model reads from it: another scene's frame, say).
         """
         guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
         labels = self.check_labels(labels, len(context_frames))
+        if anchor_frames is not None:
+            if not self.model.config.anchor_frame:
+                raise ValueError("anchor frames were given, but this model was built without an anchor frame "
+                                 "(VideoDiTConfig.anchor_frame=False)")
+            anchor_frames, expected = np.asarray(anchor_frames), (len(context_frames), *np.shape(context_frames)[2:])
+            if anchor_frames.shape != expected or anchor_frames.dtype != np.uint8:
+                raise ValueError(f"expected one anchor frame per video, uint8 of shape {expected} (N, H, W, 3), got "
+                                 f"{anchor_frames.dtype} {anchor_frames.shape}")
+            anchors = self.encode(anchor_frames[:, None])[:, 0]  # (N, C, h, w)
         trained_history = self.config.history_frames()
         if new_frames is None and trained_history is not None:
             new_frames = self.window - trained_history
@@ -362,7 +373,9 @@ class VideoDiffusionModel:
         pieces = []
         for start in range(0, context.shape[0], batch_size):
             piece_labels = None if labels is None else labels[start:start + batch_size]
-            anchor = context[start:start + batch_size, -1] if self.model.config.anchor_frame else None
+            anchor = None
+            if self.model.config.anchor_frame:
+                anchor = (context[:, -1] if anchor_frames is None else anchors)[start:start + batch_size]
             pieces.append(rollout(
                 self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
                 self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
