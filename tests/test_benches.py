@@ -75,3 +75,31 @@ def test_the_image_step_rate_comes_with_the_matmul_rate_timed_beside_it():
     rate = dit_training_rate(eager, (4, 8, 8), num_classes=3, repeats=2)
     assert rate["matmul_rate"] > 0 and rate["flop_rate"] > 0 and rate["compiled"] is False
     assert math.isclose(rate["flop_rate"], rate["step_flops"] / rate["step_seconds"])
+
+
+def test_the_video_step_of_an_anchored_model_feeds_it_its_anchor_and_counts_its_work(monkeypatch):
+    from dataclasses import replace
+
+    import videodiff.bench as bench
+    from videodiff.dit import video_training_flops
+    from videodiff.pipeline import quick_run_configs
+
+    seen = []
+
+    def recording(model, enabled):
+        def forward(x_t, t, *args, **kwargs):
+            seen.append(t.clone())
+            return model(x_t, t, *args, **kwargs)
+        return forward
+
+    monkeypatch.setattr(bench, "compile_or_eager", recording)
+    _, config = quick_run_configs("unused.pt")
+    config.dit = replace(config.dit, anchor_frame=True)
+    step, description = bench.training_step(config, (4, 8, 8), compile=False, batch_size=2)
+    step()
+    # The model sees its anchor, clean, in front of a whole window of 4.
+    (t,) = seen
+    assert t.shape == (2, 5) and (t[:, 0] == 0).all()
+    dit = replace(config.dit, in_channels=4, input_size=(8, 8))
+    assert description["frames"] == 2 * 4  # the frames learned: the anchor is not one of them
+    assert description["flops_per_step"] == video_training_flops(dit, 2, frames=5) > video_training_flops(dit, 2, 4)

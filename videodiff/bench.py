@@ -67,9 +67,9 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = VideoDiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
                                         config.weighting, noise_mode=config.noise_mode,
-                                        context_frames=config.context_frames)
+                                        context_frames=config.context_frames, anchor_frame=dit.anchor_frame)
     batch, frames = batch_size or config.train.batch_size, dit.num_frames
-    clips = (torch.randn(batch, frames, *latent_shape, device=device),)
+    clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)  # an anchor too, if the model has one
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext())
 
     def step():
@@ -79,9 +79,9 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
         loss.backward()
         optimizer.step()
 
-    description = {"batch_size": batch, "frames": batch * frames,
+    description = {"batch_size": batch, "frames": batch * frames,  # the frames learned: an anchor is not
                    "parameters": sum(p.numel() for p in model.parameters()),
-                   "flops_per_step": video_training_flops(dit, batch, frames),
+                   "flops_per_step": video_training_flops(dit, batch),  # the anchor's share of the work included
                    "forward": forward}  # compiled or not is known once it has run (it may fall back to eager)
     return synchronized(step, device), description
 
