@@ -25,6 +25,8 @@ What makes it a *video* model, and what makes it a *diffusion-forcing* model:
    there is **no attention mask**, every token sees every other one, in both directions of time.
    Training draws an independent level for every frame (Diffusion Forcing, Chen et al. 2024), so the
    same network predicts the future (clean past, noisy future), interpolates, or denoises a clip.
+3. Optionally, an anchor frame (VideoDiTConfig.anchor_frame): one more clean frame in front of the window,
+   a real frame from earlier in the video, marked by a learned vector added to its condition.
 
 Notation
     B batch, F frames in the window, C latent channels, H x W the latent, p the patch size,

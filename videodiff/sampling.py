@@ -21,7 +21,8 @@ This module has four parts, one idea each:
    classifier-free guidance where the condition is the history itself, dropped by noising it
    (:class:`HistoryGuidance`, :func:`history_guided_prediction`).
 4. **Rollout** (:func:`rollout`): a video longer than the training window, one sliding window at a time,
-   the last frames generated becoming the history of the next window.
+   the last frames generated becoming the history of the next window. For a model with an anchor frame
+   (VideoDiTConfig.anchor_frame), :func:`anchored` puts one clean real frame in front of every window.
 
 Notation
 --------
