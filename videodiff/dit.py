@@ -322,7 +322,6 @@ def require_plain_windows(model, tool: str) -> None:
 
 def video_training_flops(config: VideoDiTConfig, batch_size: int, frames: Optional[int] = None) -> int:
     """FLOPs of one training step on clips of ``frames`` frames (default: the training input, the window and
-    its anchor if any), matrix
-    products only: `imagediff.dit.training_flops` with F frames of N tokens, the modulation Linears
-    and the time MLP running once per frame."""
+    its anchor if any), matrix products only: `imagediff.dit.training_flops` with F frames of N tokens, the
+    modulation Linears and the time MLP running once per frame."""
     return training_flops(config, batch_size, frames or config.input_frames)

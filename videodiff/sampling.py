@@ -431,7 +431,6 @@ def history_guided_prediction(denoiser: Denoiser, x: torch.Tensor, t: torch.Tens
 # 4. Rollout: a video longer than the window
 # ----------------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
     """The denoiser of a model with an anchor frame (VideoDiTConfig.anchor_frame) as a plain window denoiser.
 
@@ -454,6 +453,7 @@ def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
     return with_anchor
 
 
+@torch.no_grad()
 def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, window: int, schedule: NoiseSchedule,
             *, frames_per_window: Optional[int] = None, kind: str = "full_sequence", num_steps: int = 50,
             spacing: str = "trailing", prediction_type: str = "epsilon", sampler: str = "ddim",

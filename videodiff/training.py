@@ -24,7 +24,9 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        rest, and no loss on the context: a model trained for exactly one task,
                        prediction from that many frames.
 
-Clips are random windows of F consecutive frames of longer videos (`VideoClips`).
+Clips are random windows of F consecutive frames of longer videos (`VideoClips`). With `anchor_frame`
+(a model built with VideoDiTConfig.anchor_frame) every clip has one more frame in front, an earlier frame
+of the same video, always clean and never learned; the levels of the window after it are drawn as above.
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ class VideoClips(TensorBatches):
             anchor = (torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
                       * reach).long().clamp_max(start + self.anchor_reach - 1)  # (B,)
             frames = torch.cat([anchor[:, None], frames], dim=1)  # (B, 1 + window)
-        clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, window, ...)
+        clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, [1 +] window, ...)
         if len(self.tensors) == 1:
             return (clips,)
         return clips, self.tensors[1][index.to(videos.device)]
