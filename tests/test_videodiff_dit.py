@@ -302,5 +302,5 @@ def test_an_anchored_video_dit_marks_frame_0_and_draws_the_other_weights_as_befo
     assert not torch.allclose(anchored(x, t), plain(x, t))
     with pytest.raises(ValueError, match="takes an anchor frame in front of every window"):
         anchored(x[:, :1], t[:, :1])
-    # A training step runs over the anchor and the window.
+    # A training step's FLOPs count the anchor with the window.
     assert video_training_flops(anchored.config, 2) == video_training_flops(anchored.config, 2, frames=5)
