@@ -79,11 +79,11 @@ class VideoDiTConfig(DiTConfig):
     # Within a window a rollout's history is the model's own frames; the anchor is the one frame it did not
     # make, there to carry what the scene holds (how many balls, which colours) across windows.
     # VideoDiffusionModel.rollout passes it; videodiff.sampling.anchored puts it in front of each window.
-    # Off by default. Measured on two training seeds of the recipe (docs/video_rollouts.md, "An anchor frame:
-    # one real frame in every window"): 64-frame rollouts of 32 held-out videos kept 0.161 / 0.195 of their
-    # frames intact against 0.116 / 0.152, the first window's error 1.39 / 1.34 px against 1.58 / 1.46; the
-    # model reads the anchor's colours, yet balls go missing as often (0.46 of the frames either way); the
-    # training step costs 16% more.
+    # Off by default. Measured on three training seeds of the recipe (docs/video_rollouts.md, "An anchor
+    # frame: one real frame in every window"): 64-frame rollouts of 32 held-out videos kept 0.160 / 0.195 /
+    # 0.161 of their frames intact against 0.238 / 0.152 / 0.116 (means 0.172 and 0.169), the first window's
+    # error 1.46 / 1.34 / 1.39 px against 1.38 / 1.46 / 1.58; the model reads the anchor's colours, yet balls
+    # go missing as often; the training step costs 16% more.
     anchor_frame: bool = False
 
     def __post_init__(self) -> None:
