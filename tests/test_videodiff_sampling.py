@@ -15,7 +15,7 @@ import torch
 
 from toydiff.samplers import ddim_sample, ddim_step, ddpm_step, sampling_timesteps
 from toydiff.schedules import make_schedule
-from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, anchored, check_timestep_matrix,
+from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, anchored, check_timestep_matrix, per_branch,
                                 history_guided_prediction, rollout, sample_window, scheduling_matrix,
                                 timesteps_from_indices)
 
@@ -546,3 +546,12 @@ def test_a_rollout_with_an_anchor_shows_it_in_front_of_every_window_guidance_bra
     assert torch.equal(video, by_hand)
     with pytest.raises(ValueError, match=r"the anchor must be one frame per video, of shape \(2, 3, 4, 4\)"):
         rollout(recording, context, 7, 4, SCHEDULE, anchor=anchor[:1])
+
+
+def test_per_video_values_are_tiled_once_per_guidance_branch():
+    labels = torch.tensor([4, 7, 9])
+    assert torch.equal(per_branch(labels, 6), torch.tensor([4, 7, 9, 4, 7, 9]))  # branch-major, as guidance stacks
+    frames = torch.arange(2 * 3).reshape(2, 3).float()
+    assert torch.equal(per_branch(frames, 4), torch.cat([frames, frames]))
+    with pytest.raises(ValueError, match="values for 3 videos do not fit a batch of 4"):
+        per_branch(labels, 4)

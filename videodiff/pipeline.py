@@ -30,7 +30,7 @@ from toydiff.guidance import autoguided
 from toydiff.training import GuidedRunConfig, TrainConfig, train
 from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos, scene_labels, scene_sets
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
-from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout
+from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, per_branch, rollout
 from videodiff.training import VideoClips, VideoDiffusionObjective
 
 VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
@@ -296,7 +296,7 @@ class VideoDiffusionModel:
         def labelled(network):
             if network is None:
                 return None
-            return lambda x_t, t: network(x_t, t, labels=labels.repeat(x_t.shape[0] // labels.shape[0]))
+            return lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0]))
 
         return autoguided(labelled(self.model), labelled(self.guide), guide_scale)
 
@@ -364,18 +364,18 @@ class VideoDiffusionModel:
             if anchor_frames.shape != expected or anchor_frames.dtype != np.uint8:
                 raise ValueError(f"expected one anchor frame per video, uint8 of shape {expected} (N, H, W, 3), got "
                                  f"{anchor_frames.dtype} {anchor_frames.shape}")
-            anchors = self.encode(anchor_frames[:, None])[:, 0]  # (N, C, h, w)
         trained_history = self.config.history_frames()
         if new_frames is None and trained_history is not None:
             new_frames = self.window - trained_history
         context = self.encode(context_frames)  # (N, K, C, h, w)
+        anchors = None  # (N, C, h, w): the last real frame's latent, or the given frames'
+        if self.model.config.anchor_frame:
+            anchors = context[:, -1] if anchor_frames is None else self.encode(anchor_frames[:, None])[:, 0]
         generator = torch.Generator(device=self.device).manual_seed(seed)
         pieces = []
         for start in range(0, context.shape[0], batch_size):
             piece_labels = None if labels is None else labels[start:start + batch_size]
-            anchor = None
-            if self.model.config.anchor_frame:
-                anchor = (context[:, -1] if anchor_frames is None else anchors)[start:start + batch_size]
+            anchor = None if anchors is None else anchors[start:start + batch_size]
             pieces.append(rollout(
                 self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
                 self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,

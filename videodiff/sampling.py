@@ -431,6 +431,16 @@ def history_guided_prediction(denoiser: Denoiser, x: torch.Tensor, t: torch.Tens
 # 4. Rollout: a video longer than the window
 # ----------------------------------------------------------------------------------------------
 
+def per_branch(values: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per-video values (B, ...) (an anchor, a label) for a denoiser call on ``batch`` rows: history guidance
+    stacks its branches along the batch, each branch the same B videos in the same order, so the values are
+    tiled once per branch. batch must be a multiple of B."""
+    if batch % values.shape[0]:
+        raise ValueError(f"values for {values.shape[0]} videos do not fit a batch of {batch} (a multiple of "
+                         f"{values.shape[0]}, one block per guidance branch, was expected)")
+    return values.repeat(batch // values.shape[0], *[1] * (values.ndim - 1))
+
+
 def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
     """The denoiser of a model with an anchor frame (VideoDiTConfig.anchor_frame) as a plain window denoiser.
 
@@ -445,9 +455,8 @@ def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
     def with_anchor(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x_t.shape[0] % anchor.shape[0] or tuple(x_t.shape[2:]) != tuple(anchor.shape[1:]):
             raise ValueError(f"anchors of shape {tuple(anchor.shape)} do not fit windows of shape {tuple(x_t.shape)}")
-        copies = x_t.shape[0] // anchor.shape[0]
-        frame = anchor.to(x_t.dtype).repeat(copies, 1, 1, 1)[:, None]                 # (B·copies, 1, C, H, W)
-        level = torch.full_like(t[:, :1], CLEAN_LEVEL)                                 # (B·copies, 1)
+        frame = per_branch(anchor.to(x_t.dtype), x_t.shape[0])[:, None]                # (batch, 1, C, H, W)
+        level = torch.full_like(t[:, :1], CLEAN_LEVEL)                                 # (batch, 1)
         return denoiser(torch.cat([frame, x_t], dim=1), torch.cat([level, t], dim=1))[:, 1:]
 
     return with_anchor
