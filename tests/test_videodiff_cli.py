@@ -112,6 +112,10 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--history-noise", "20", "--clean-history", "0"], "--history-noise 20 noises the clean history"),
     (["train", "--model-history", "0.5", "--history-frames", "random"], "--model-history 0.5 replaces the clean history"),
     (["train", "--model-history", "2"], "expected a number in [0, 1], got 2"),
+    (["train", "--corrupt-history", "0.25"], "--corrupt-history 0.25 corrupts the clean history"),
+    (["train", "--corrupt-history", "0.25", "--anchor-frame", "--model-history", "0.5"],
+     "--corrupt-history 0.25 corrupts the clean history"),
+    (["train", "--corrupt-history", "1.5", "--anchor-frame"], "expected a number in [0, 1], got 1.5"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
     (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
     (["train", "--scene-labels", "--label-dropout", "1"], "label_dropout must lie in [0, 1), got 1.0"),
@@ -177,6 +181,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].history_noise_max == 50
     assert main(["train", "--out", str(tmp_path), "--model-history", "0.25"]) == 0
     assert started["dit"].model_history_probability == 0.25
+    assert main(["train", "--out", str(tmp_path), "--anchor-frame", "--corrupt-history", "0.25"]) == 0
+    assert started["dit"].corrupt_history_probability == 0.25 and started["dit"].dit.anchor_frame
     for value, step in (("0", 0), ("0.3", 2100)):
         assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
         assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
@@ -238,6 +244,10 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
     config.history_noise_max, config.model_history_probability = 30, 0.5
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert options["history_noise_max"] == 30 and options["model_history_probability"] == 0.5
+    config.history_noise_max, config.model_history_probability, config.corrupt_history_probability = 0, 0.0, 0.3
+    config.dit = replace(config.dit, anchor_frame=True)
+    options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
+    assert options["corrupt_history_probability"] == 0.3 and options["anchor_frame"] is True
     # The recipe's "half" reaches the objective as a number of frames: half the quick window of 4.
     assert config.clean_history_frames == "half" and options["clean_history_frames"] == 2
 

@@ -385,3 +385,46 @@ def test_scene_labels_index_the_set_of_colours_a_video_starts_with():
     for bad in (0, 7, 2.5, True):
         with pytest.raises(ValueError, match="max_balls must be a whole number in 1..6"):
             scene_sets(bad)
+
+
+def test_a_corrupted_copy_loses_or_repaints_exactly_one_ball_and_draws_what_its_states_say(videos):
+    from videodiff.data import CORRUPTIONS, corrupted_copies
+
+    copies, corruption = corrupted_copies(videos, seed=5)
+    assert copies.frames.shape == videos.frames.shape and corruption.shape == (len(videos),)
+    assert set(corruption.tolist()) == {0, 1}  # both kinds are drawn
+    # The states say what is drawn.
+    assert np.array_equal(copies.frames, render_videos(copies.positions, copies.radii, copies.colours, copies.present,
+                                                       copies.occluders, SIZE))
+    for same in ("positions", "velocities", "radii", "occluders", "seeds"):
+        assert np.array_equal(getattr(copies, same), getattr(videos, same)), same
+    for n in range(len(videos)):
+        lost = (copies.present[n] != videos.present[n]).any(axis=0)  # (K,) balls removed
+        repainted = (copies.colours[n] != videos.colours[n]).any(axis=0)  # (K,) balls repainted
+        assert lost.sum() + repainted.sum() == 1, n  # exactly one ball, one way
+        ball = int(np.flatnonzero(lost | repainted)[0])
+        assert videos.present[n, :, ball].any()  # a ball of the video
+        if CORRUPTIONS[corruption[n]] == "remove":
+            assert lost[ball] and not copies.present[n, :, ball].any()
+        else:
+            assert repainted[ball] and (copies.colours[n, :, ball] == copies.colours[n, 0, ball]).all()
+            scene = set(videos.colours[n][videos.present[n]].tolist())
+            assert copies.colours[n, 0, ball] not in scene  # a colour no ball of the video has
+    # The frames differ where the ball shows (a ball behind the occluder all along may not show).
+    differs = (np.abs(copies.frames.astype(int) - videos.frames.astype(int)) > 64).any(axis=(1, 2, 3, 4))
+    assert differs.mean() > 0.9
+    # Any ball of the video may be the one, for either corruption: every slot is chosen.
+    many = make_videos(300, seed=1)
+    many_copies, many_corruption = corrupted_copies(many, seed=5)
+    chosen = ((many_copies.present != many.present) | (many_copies.colours != many.colours)).any(axis=1).argmax(axis=1)
+    for kind in range(len(CORRUPTIONS)):
+        assert set(chosen[many_corruption == kind].tolist()) == set(range(many.present.shape[2])), CORRUPTIONS[kind]
+    # A video with no ball has nothing to corrupt: it is copied as it is.
+    nothing = np.zeros_like(videos.present[:3])
+    empty = replace(videos[:3], present=nothing, frames=render_videos(
+        videos.positions[:3], videos.radii[:3], videos.colours[:3], nothing, videos.occluders[:3], SIZE))
+    assert np.array_equal(corrupted_copies(empty, seed=5)[0].frames, empty.frames)
+    assert np.array_equal(corrupted_copies(empty, seed=5)[0].colours, empty.colours)
+    again, same_corruption = corrupted_copies(videos, seed=5)
+    assert np.array_equal(again.frames, copies.frames) and np.array_equal(same_corruption, corruption)
+    assert not np.array_equal(corrupted_copies(videos, seed=6)[0].frames, copies.frames)

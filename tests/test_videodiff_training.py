@@ -543,3 +543,108 @@ def test_an_anchored_run_trains_and_rolls_out_with_each_videos_last_real_frame_a
         head_scores(run.model, context, run.schedule, [0])
     with pytest.raises(ValueError, match="does not support anchored models"):
         run_probe_experiment(run)
+
+
+def test_clips_carry_the_corrupted_copy_of_their_own_window_and_draw_nothing_more():
+    # Video n, frame f holds 100·n + f; its corrupted copy holds the same plus 10 000.
+    videos = (100 * torch.arange(5)[:, None] + torch.arange(10)[None, :]).float()[:, :, None, None].expand(5, 10, 2, 3)
+    videos = videos.contiguous()
+    data = VideoClips(videos, window=4, anchor_reach=2, corrupted=videos + 10_000)
+    (batch,) = data.sample(300, torch.Generator().manual_seed(0))
+    assert batch.shape == (300, 1 + 4 + 4, 2, 3)
+    (plain,) = VideoClips(videos, window=4, anchor_reach=2).sample(300, torch.Generator().manual_seed(0))
+    assert torch.equal(batch[:, :5], plain)  # the anchor and window drawn as without the copy
+    assert torch.equal(batch[:, 5:], plain[:, 1:] + 10_000)  # the copy's frames of the same window
+    (no_anchor,) = VideoClips(videos, window=4, corrupted=videos + 10_000).sample(30, torch.Generator().manual_seed(1))
+    assert no_anchor.shape == (30, 8, 2, 3) and torch.equal(no_anchor[:, 4:], no_anchor[:, :4] + 10_000)
+    with pytest.raises(ValueError, match=r"corrupted copy of the videos must have their shape \(5, 10, 2, 3\)"):
+        VideoClips(videos, window=4, corrupted=videos[:, :9])
+
+
+def corrupting_objective(probability=1.0, **changes):
+    settings = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=2,
+                    anchor_frame=True, clean_frame_loss=False, corrupt_history_probability=probability)
+    return VideoDiffusionObjective(SCHEDULE, "v", **{**settings, **changes})
+
+
+def test_a_corrupted_history_replaces_only_a_clean_history_and_keeps_the_anchor_and_the_frames_to_learn():
+    objective = corrupting_objective(1.0)
+    real = clips(batch=256, frames=1 + 6)  # an anchor and a window of 6 frames, history 2
+    corrupted = 50 + clips(batch=256, frames=6)
+    t = objective.sample_timesteps(real, torch.Generator().manual_seed(1))  # (B, 7)
+    t[:3, 1:3] = torch.tensor([[CLEAN_LEVEL, 500], [500, CLEAN_LEVEL], [CLEAN_LEVEL, CLEAN_LEVEL]])
+    clean = (t[:, 1:3] == CLEAN_LEVEL).all(dim=1)
+    assert clean.tolist()[:3] == [False, False, True]  # a history is clean when all of it is
+    assert 0.8 < clean.float().mean() < 0.97  # the clean-history clips, about 0.9 of them
+    edited = objective.with_corrupted_history(real, corrupted, t, torch.Generator().manual_seed(2))
+    assert torch.equal(edited[clean, 1:3], corrupted[clean, :2])  # p = 1: every clean history is corrupted
+    assert torch.equal(edited[~clean], real[~clean])  # a noised history is never replaced (it would be learned)
+    assert torch.equal(edited[:, 0], real[:, 0]) and torch.equal(edited[:, 3:], real[:, 3:])
+    assert torch.equal(real, clips(batch=256, frames=7))  # the batch itself is not edited in place
+    # With p = 0.3, about that share of the clean histories.
+    some = corrupting_objective(0.3).with_corrupted_history(real, corrupted, t, torch.Generator().manual_seed(2))
+    replaced = (some[:, 1:3] != real[:, 1:3]).flatten(1).any(dim=1)
+    assert not replaced[~clean].any() and 0.2 < replaced[clean].float().mean() < 0.4
+
+
+def test_training_on_corrupted_histories_shows_the_model_the_copy_and_learns_only_the_real_frames():
+    objective = corrupting_objective(1.0)
+    real = clips(batch=64, frames=1 + 6)
+    corrupted = 50 + clips(batch=64, frames=6)
+    seen = {}
+    output = torch.zeros(64, 7, 2, 4, 4, requires_grad=True)
+
+    def model(x_t, t):
+        seen["x_t"], seen["t"] = x_t, t
+        return x_t * 0 + output
+
+    model.training = True
+    loss, _ = objective(model, (torch.cat([real, corrupted], dim=1),), torch.Generator().manual_seed(3))
+    loss.backward()
+    t = objective.sample_timesteps(real, torch.Generator().manual_seed(3))  # the levels are drawn first
+    assert torch.equal(seen["t"], t)
+    clean = (t[:, 1:3] == CLEAN_LEVEL).all(dim=1)
+    # Shown at the clean level: the copy's history (x_t = 0.99995 x_0 + 0.01 ε), the real anchor.
+    torch.testing.assert_close(seen["x_t"][clean, 1:3], corrupted[clean, :2], atol=0.06, rtol=0.01)
+    torch.testing.assert_close(seen["x_t"][:, 0], real[:, 0], atol=0.06, rtol=0.01)
+    # No gradient reaches a corrupted frame or the anchor; every noised frame is learned.
+    assert (output.grad[clean, 1:3] == 0).all() and (output.grad[:, 0] == 0).all()
+    assert (output.grad[:, 3:].abs().sum(dim=(2, 3, 4)) > 0).all()
+    with pytest.raises(ValueError, match=r"an anchor, a window and the window's corrupted copy, \(B, 1 \+ 2F"):
+        objective(model, (real[:, :6],), None)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(anchor_frame=False), dict(clean_history_probability=0.0, shared_future_level=False),
+    dict(clean_history_frames=None), dict(clean_frame_loss=True), dict(history_noise_max=20),
+    dict(model_history_probability=0.5), dict(noise_mode="full_sequence", clean_history_probability=0.0,
+                                              shared_future_level=False),
+])
+def test_corrupted_histories_need_an_anchor_and_a_clean_history_of_fixed_length(changes):
+    with pytest.raises(ValueError, match="corrupt_history_probability needs an anchor frame"):
+        corrupting_objective(0.5, **changes)
+    with pytest.raises(ValueError, match=r"corrupt_history_probability must lie in \[0, 1\], got 1.5"):
+        corrupting_objective(1.5)
+    corrupting_objective(0.0, **changes) if "noise_mode" not in changes else None  # p = 0 asks for nothing
+
+
+def test_a_run_with_corrupted_histories_trains_on_the_encoded_copies_of_its_videos(tmp_path, monkeypatch):
+    import videodiff.pipeline
+    from videodiff.data import corrupted_copies
+    from videodiff.pipeline import (CORRUPTION_SEED_OFFSET, encode_videos, quick_run_configs, train_video_diffusion,
+                                    train_video_vae, training_videos)
+
+    vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    vae = train_video_vae(vae_config).vae
+    config.dit = replace(config.dit, anchor_frame=True)
+    config.corrupt_history_probability = 0.5
+    config.train = replace(config.train, steps=3, progress=False)
+    made = []
+    monkeypatch.setattr(videodiff.pipeline, "VideoClips",
+                        lambda *args: made.append(args) or VideoClips(*args))
+    run = train_video_diffusion(config, vae=vae)
+    assert run.history[-1]["step"] == 3
+    latents, corrupted = made[0][0], made[0][4]
+    copies, _ = corrupted_copies(training_videos(config), seed=config.data_seed + CORRUPTION_SEED_OFFSET)
+    assert torch.equal(corrupted, encode_videos(vae, copies.to_model_range()))
+    assert corrupted.shape == latents.shape and not torch.equal(corrupted, latents)

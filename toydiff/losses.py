@@ -116,13 +116,23 @@ class DiffusionObjective:
         return min_snr_weight(self.schedule.snr(t), self.min_snr_gamma, self.prediction_type)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
+        x0, labels, extras = self.unpack(batch)
+        t = self.sample_timesteps(x0, generator)                                  # (B,) or (B, F)
+        return self.loss_at_levels(model, x0, t, labels, extras, generator)
+
+    def unpack(self, batch) -> tuple:
+        """A batch (x0[, labels[, extras...]]) -> (x0, labels or None, {extra input's name: tensor})."""
         x0 = batch[0]
         labels = batch[1] if len(batch) > 1 else None
         if len(batch) != 2 + len(self.extra_inputs) and (self.extra_inputs or len(batch) > 2):
             raise ValueError(f"a batch of {len(batch)} tensors, but this objective expects (x0, labels"
                              f"{''.join(', ' + name for name in self.extra_inputs)}) (extra_inputs={self.extra_inputs})")
-        extras = dict(zip(self.extra_inputs, batch[2:]))
-        t = self.sample_timesteps(x0, generator)                                  # (B,) or (B, F)
+        return x0, labels, dict(zip(self.extra_inputs, batch[2:]))
+
+    def loss_at_levels(self, model, x0: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor], extras: dict,
+                       generator: Optional[torch.Generator] = None):
+        """The loss of ``__call__`` with the levels t already drawn: a subclass whose examples depend on
+        their levels draws t, edits x0, then calls this."""
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.schedule.add_noise(x0, noise, t)                               # (B, ...)
         if labels is not None and model.training:

@@ -28,7 +28,7 @@ from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.schedules import make_schedule
 from toydiff.guidance import autoguided
 from toydiff.training import GuidedRunConfig, TrainConfig, train
-from videodiff.data import PhysicsConfig, PhysicsVideos, make_videos, scene_labels, scene_sets
+from videodiff.data import PhysicsConfig, PhysicsVideos, corrupted_copies, make_videos, scene_labels, scene_sets
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
 from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, per_branch, rollout
 from videodiff.training import VideoClips, VideoDiffusionObjective
@@ -57,6 +57,7 @@ SCENE_LABEL_DROPOUT = 0.1
 HALF_WINDOW = "half"
 # Held-out videos are drawn from seeds far from the training ones (training videos use data_seed).
 HELD_OUT_SEED_OFFSET = 1_000_000
+CORRUPTION_SEED_OFFSET = 2_000_000  # the corrupted copies' draws (corrupt_history_probability)
 
 
 def physics_config(options: dict) -> PhysicsConfig:
@@ -173,6 +174,11 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # model_history_steps sampling steps as a rollout makes it (VideoDiffusionObjective); the targets stay real.
     model_history_probability: float = 0.0
     model_history_steps: int = 2
+    # p > 0 (needs dit.anchor_frame): the share of clean-history clips whose history comes from a copy of the
+    # video with one ball left out or repainted (videodiff.data.corrupted_copies, drawn from data_seed), the
+    # anchor and the frames to learn staying the video's own (VideoDiffusionObjective): the model is asked to
+    # bring back, from its anchor, what its history lost.
+    corrupt_history_probability: float = 0.0
     # A video run's checkpoint whose EMA weights the model starts from (fine-tuning) instead of a fresh
     # initialisation; None: fresh. Its DiT must have this run's shape.
     init_checkpoint: Optional[str] = None
@@ -472,6 +478,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         model_history_probability=config.model_history_probability,
                                         model_history_steps=config.model_history_steps,
                                         anchor_frame=config.dit.anchor_frame,
+                                        corrupt_history_probability=config.corrupt_history_probability,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std,
                                         label_dropout=config.scene_label_dropout(),
@@ -489,7 +496,11 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
 
     labels = torch.from_numpy(scene_labels(videos)) if config.scene_labels else None  # (N,)
     anchor_reach = (config.history_frames() or 1) if config.dit.anchor_frame else None
-    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels, anchor_reach)
+    corrupted = None  # (N, L, C, h, w): the latents of the videos' corrupted copies
+    if config.corrupt_history_probability > 0:
+        copies, _ = corrupted_copies(videos, seed=config.data_seed + CORRUPTION_SEED_OFFSET)
+        corrupted = encode_videos(vae, copies.to_model_range())
+    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels, anchor_reach, corrupted)
     result = train(model, objective, clips, config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)

@@ -51,7 +51,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  clean_history_probability: float = 0.0, shared_future_level: bool = False,
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
                  history_noise_max: int = 0, model_history_probability: float = 0.0, model_history_steps: int = 2,
-                 anchor_frame: bool = False,
+                 anchor_frame: bool = False, corrupt_history_probability: float = 0.0,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -130,11 +130,57 @@ class VideoDiffusionObjective(DiffusionObjective):
         # anchor_frame: every clip starts with an anchor (VideoDiTConfig.anchor_frame, VideoClips(anchor_reach=...)),
         # always shown clean and never learned; the levels after it are drawn as for any window.
         self.anchor_frame = bool(anchor_frame)
+        # corrupt_history_probability p > 0: the share of the clips given a clean history whose history is
+        # taken from a corrupted copy of the video (videodiff.data.corrupted_copies: one ball left out, or
+        # repainted), while the anchor and the frames to learn stay the video's own. Real histories never lose
+        # a ball; a rollout's history does, and a model trained on real ones continues it without the ball.
+        # Here the anchor is the only frame that shows what the history lost. Clips then carry the corrupted
+        # copy of their window after it (VideoClips(corrupted=...)), (B, 1 + 2F, ...); only the history's
+        # frames are taken from it, and only where the history was drawn clean, so no corrupted frame is ever
+        # learned (clean frames have no loss).
+        if not 0.0 <= corrupt_history_probability <= 1.0:
+            raise ValueError(f"corrupt_history_probability must lie in [0, 1], got {corrupt_history_probability}")
+        if corrupt_history_probability > 0 and not (
+                self.anchor_frame and noise_mode == "diffusion_forcing" and clean_history_probability > 0
+                and clean_history_frames is not None and not clean_frame_loss and not history_noise_max
+                and not model_history_probability):
+            raise ValueError("corrupt_history_probability needs an anchor frame (anchor_frame=True: the only frame "
+                             "that shows what a corrupted history lost), a clean history of fixed length "
+                             "(clean_history_probability > 0, clean_history_frames set, history_noise_max 0), no loss "
+                             "on clean frames (clean_frame_loss=False) and no model history")
+        self.corrupt_history_probability = float(corrupt_history_probability)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         if self.model_history_probability > 0:
             batch = (self.window_with_model_history(model, batch[0], generator), *batch[1:])
+        if self.corrupt_history_probability > 0:
+            clips, labels, extras = self.unpack(batch)
+            x0, corrupted = self.split_corrupted(clips)
+            t = self.sample_timesteps(x0, generator)  # (B, 1 + F)
+            x0 = self.with_corrupted_history(x0, corrupted, t, generator)
+            return self.loss_at_levels(model, x0, t, labels, extras, generator)
         return super().__call__(model, batch, generator)
+
+    def split_corrupted(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """clips (B, 1 + 2F, ...) of VideoClips(corrupted=...) -> (the anchor and window (B, 1 + F, ...), the
+        window's corrupted copy (B, F, ...))."""
+        if clips.ndim < 3 or clips.shape[1] < 3 or (clips.shape[1] - 1) % 2:
+            raise ValueError(f"corrupt_history_probability > 0 needs clips of an anchor, a window and the window's "
+                             f"corrupted copy, (B, 1 + 2F, ...) (VideoClips(corrupted=...)), got {tuple(clips.shape)}")
+        window = (clips.shape[1] - 1) // 2
+        return clips[:, :1 + window], clips[:, 1 + window:]
+
+    def with_corrupted_history(self, x0: torch.Tensor, corrupted: torch.Tensor, t: torch.Tensor,
+                               generator: Optional[torch.Generator]) -> torch.Tensor:
+        """x0 (B, 1 + F, ...) with its history frames taken from ``corrupted`` (B, F, ...) in the clips whose
+        history t (B, 1 + F) holds clean, each with probability corrupt_history_probability."""
+        history = slice(1, 1 + self.clean_history_frames)
+        clean = (t[:, history] == CLEAN_LEVEL).all(dim=1)  # (B,)
+        chosen = clean & (torch.rand(len(x0), generator=generator, device=x0.device) < self.corrupt_history_probability)
+        edited = x0.clone()
+        mask = chosen.view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, ...)
+        edited[:, history] = torch.where(mask, corrupted[:, :self.clean_history_frames], x0[:, history])
+        return edited
 
     def clip_frames(self, window: int) -> int:
         """How many frames of a video each training clip needs for a model of ``window`` frames: F, or
@@ -227,7 +273,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "clean_history_frames": self.clean_history_frames,
                 "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max,
                 "model_history_probability": self.model_history_probability,
-                "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame}
+                "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame,
+                "corrupt_history_probability": self.corrupt_history_probability}
 
 
 class VideoClips(TensorBatches):
@@ -240,12 +287,19 @@ class VideoClips(TensorBatches):
     ...): a frame of the same video drawn uniformly from its first frame up to the clip's frame
     anchor_reach - 1 (anchor_reach = the clean history's length: the anchor may be any frame up to the
     history's last, as a rollout's last real frame is in its first window and lies ever further back after).
+    corrupted: a corrupted copy of the videos (same shape; videodiff.data.corrupted_copies, encoded): every
+    clip then carries the copy's frames of its window after its own, (B, [1 +] 2 window, ...), for
+    VideoDiffusionObjective(corrupt_history_probability=...) to take its history from. It draws nothing more.
     """
 
     def __init__(self, videos: torch.Tensor, window: int, labels: Optional[torch.Tensor] = None,
-                 anchor_reach: Optional[int] = None):
+                 anchor_reach: Optional[int] = None, corrupted: Optional[torch.Tensor] = None):
         tensors = (videos,) if labels is None else (videos, labels)
         super().__init__(*tensors)
+        if corrupted is not None and corrupted.shape != videos.shape:
+            raise ValueError(f"the corrupted copy of the videos must have their shape {tuple(videos.shape)}, got "
+                             f"{tuple(corrupted.shape)}")
+        self.corrupted = corrupted
         if videos.ndim < 3:
             raise ValueError(f"VideoClips expected videos of shape (N, L, ...), got {tuple(videos.shape)}")
         if not 1 <= window <= videos.shape[1]:
@@ -260,7 +314,8 @@ class VideoClips(TensorBatches):
     def to(self, device) -> "VideoClips":
         videos = self.tensors[0].to(device)
         labels = self.tensors[1].to(device) if len(self.tensors) > 1 else None
-        return VideoClips(videos, self.window, labels, self.anchor_reach)
+        corrupted = self.corrupted.to(device) if self.corrupted is not None else None
+        return VideoClips(videos, self.window, labels, self.anchor_reach, corrupted)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         videos = self.tensors[0]
@@ -276,6 +331,9 @@ class VideoClips(TensorBatches):
                       * reach).long().clamp_max(start + self.anchor_reach - 1)  # (B,)
             frames = torch.cat([anchor[:, None], frames], dim=1)  # (B, 1 + window)
         clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, [1 +] window, ...)
+        if self.corrupted is not None:
+            window = frames[:, -self.window:].to(videos.device)  # (B, window)
+            clips = torch.cat([clips, self.corrupted[index[:, None].to(videos.device), window]], dim=1)
         if len(self.tensors) == 1:
             return (clips,)
         return clips, self.tensors[1][index.to(videos.device)]

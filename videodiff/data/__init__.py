@@ -12,13 +12,13 @@ the PhysicsVideos type and the impossible twins.
 from __future__ import annotations
 
 from videodiff.data.physics import (
-    IMPOSSIBLE_KINDS, PALETTE, PALETTE_NAMES, PhysicsConfig, PhysicsPairs, PhysicsVideos, ball_energy,
-    make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds, render_videos, scene_labels,
+    CORRUPTIONS, IMPOSSIBLE_KINDS, PALETTE, PALETTE_NAMES, PhysicsConfig, PhysicsPairs, PhysicsVideos, ball_energy,
+    corrupted_copies, make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds, render_videos, scene_labels,
     scene_sets, simulate_balls,
 )
 
 __all__ = [
-    "IMPOSSIBLE_KINDS", "PALETTE", "PALETTE_NAMES", "PhysicsConfig", "PhysicsPairs", "PhysicsVideos",
-    "ball_energy", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos", "make_videos_from_seeds",
+    "CORRUPTIONS", "IMPOSSIBLE_KINDS", "PALETTE", "PALETTE_NAMES", "PhysicsConfig", "PhysicsPairs", "PhysicsVideos",
+    "ball_energy", "corrupted_copies", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos", "make_videos_from_seeds",
     "render_videos", "scene_labels", "scene_sets", "simulate_balls",
 ]

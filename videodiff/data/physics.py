@@ -536,6 +536,53 @@ def make_videos(num_videos: int, seed: int = 0, config: PhysicsConfig | None = N
 
 
 # ---------------------------------------------------------------------------------------------
+#                                  Corrupted copies (training)
+# ---------------------------------------------------------------------------------------------
+
+CORRUPTIONS: tuple[str, ...] = (
+    "remove",  # one ball is left out of every frame
+    "repaint",  # one ball is drawn, in every frame, in a palette colour no ball of the video has
+)
+
+
+def corrupted_copies(videos: PhysicsVideos, seed: int = 0) -> tuple[PhysicsVideos, np.ndarray]:
+    """Every video drawn again with one of its balls wrong: left out of every frame, or painted in every
+    frame in a palette colour that no ball of the video has (the two CORRUPTIONS, equally likely), the ball
+    chosen uniformly among the video's balls. Nothing else changes: the other balls, every trajectory, the
+    occluder and the seeds are the video's own, and the copy's states say what it draws (``present`` and
+    ``colours`` edited). A video with no ball is copied as it is.
+
+    These are not events inside one video, as the impossible twins are: a training clip takes its history
+    from the copy and its future from the video, so that the model meets a history that has lost a ball, or
+    its colour, before a future that still has it (videodiff.training, corrupt_history_probability).
+    Returns the copies and the corruption of each video, (N,) indices into CORRUPTIONS. The same seed gives
+    the same copies.
+    """
+    generator = np.random.default_rng(seed)
+    draws = generator.random((len(videos), 3))  # (N, 3): which ball, which corruption, which new colour
+    in_scene = videos.present.any(axis=1)  # (N, K)
+    ball, has_ball = _nth_true(in_scene, draws[:, 0])
+    corruption = (draws[:, 1] * len(CORRUPTIONS)).astype(np.int64)  # (N,)
+    unused = np.ones((len(videos), len(PALETTE)), dtype=bool)  # (N, 6)
+    rows = np.arange(len(videos))
+    for slot in range(in_scene.shape[1]):
+        seen = in_scene[:, slot]
+        unused[rows[seen, None], videos.colours[seen, :, slot]] = False  # every colour the ball takes
+    colour, has_colour = _nth_true(unused, draws[:, 2])
+    present, colours = videos.present.copy(), videos.colours.copy()
+    remove = corruption == CORRUPTIONS.index("remove")  # (a video with no ball has none to lose)
+    repaint = has_ball & has_colour & (corruption == CORRUPTIONS.index("repaint"))
+    present[remove, :, ball[remove]] = False
+    colours[repaint, :, ball[repaint]] = colour[repaint, None]
+    frames = render_videos(videos.positions, videos.radii, colours, present, videos.occluders,
+                           videos.config.image_size)
+    copies = PhysicsVideos(frames=frames, positions=videos.positions.copy(), velocities=videos.velocities.copy(),
+                           radii=videos.radii.copy(), colours=colours, present=present,
+                           occluders=videos.occluders.copy(), seeds=videos.seeds.copy(), config=videos.config)
+    return copies, corruption
+
+
+# ---------------------------------------------------------------------------------------------
 #                                    Impossible twins
 # ---------------------------------------------------------------------------------------------
 
