@@ -115,6 +115,8 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--corrupt-history", "0.25"], "--corrupt-history 0.25 corrupts the clean history"),
     (["train", "--corrupt-history", "0.25", "--anchor-frame", "--model-history", "0.5"],
      "--corrupt-history 0.25 corrupts the clean history"),
+    (["train", "--corrupt-history", "0.25", "--corrupt-end", "--history-frames", "random"],
+     "--corrupt-history 0.25 corrupts the clean history"),
     (["train", "--corrupt-history", "1.5", "--anchor-frame"], "expected a number in [0, 1], got 1.5"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
     (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
@@ -183,6 +185,9 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].model_history_probability == 0.25
     assert main(["train", "--out", str(tmp_path), "--anchor-frame", "--corrupt-history", "0.25"]) == 0
     assert started["dit"].corrupt_history_probability == 0.25 and started["dit"].dit.anchor_frame
+    assert not started["dit"].corrupt_history_end
+    assert main(["train", "--out", str(tmp_path), "--corrupt-end", "--corrupt-history", "0.5"]) == 0
+    assert started["dit"].corrupt_history_end and not started["dit"].dit.anchor_frame
     for value, step in (("0", 0), ("0.3", 2100)):
         assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
         assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
@@ -248,6 +253,10 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
     config.dit = replace(config.dit, anchor_frame=True)
     options = objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion, config)
     assert options["corrupt_history_probability"] == 0.3 and options["anchor_frame"] is True
+    assert options["corrupt_history_end"] is False
+    config.corrupt_history_end = True
+    assert objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion,
+                             config)["corrupt_history_end"] is True
     # The recipe's "half" reaches the objective as a number of frames: half the quick window of 4.
     assert config.clean_history_frames == "half" and options["clean_history_frames"] == 2
 

@@ -614,14 +614,41 @@ def test_training_on_corrupted_histories_shows_the_model_the_copy_and_learns_onl
         objective(model, (real[:, :6],), None)
 
 
+def test_a_corrupted_history_end_replaces_its_last_frames_and_keeps_its_first_without_an_anchor():
+    objective = corrupting_objective(1.0, anchor_frame=False, clean_history_frames=4, corrupt_history_end=True)
+    real = clips(batch=512, frames=6)  # a window of 6 frames, history 4, no anchor
+    corrupted = 50 + clips(batch=512, frames=6)
+    t = objective.sample_timesteps(real, torch.Generator().manual_seed(1))
+    clean = (t[:, :4] == CLEAN_LEVEL).all(dim=1)
+    edited = objective.with_corrupted_history(real, corrupted, t, torch.Generator().manual_seed(2))
+    replaced = (edited != real).flatten(2).any(dim=2)  # (B, 6) frames taken from the copy
+    assert not replaced[~clean].any() and not replaced[:, 4:].any()
+    assert torch.equal(edited[replaced], corrupted[replaced])
+    lost = replaced[clean].sum(dim=1)  # k per clean clip: 1..3, each about a third of the time
+    assert set(lost.tolist()) == {1, 2, 3} and all(abs((lost == k).float().mean() - 1 / 3) < 0.08 for k in (1, 2, 3))
+    # The last k frames: a frame from the copy is followed by frames from the copy up to the history's end.
+    assert torch.equal(replaced[clean, :4], torch.arange(4) >= 4 - lost[:, None])
+    # Through the objective, clips without an anchor: (B, 2F, ...).
+    seen = {}
+
+    def model(x_t, t):
+        seen["x_t"] = x_t
+        return x_t * 0
+
+    model.training = True
+    objective(model, (torch.cat([real, corrupted], dim=1),), torch.Generator().manual_seed(3))
+    assert seen["x_t"].shape == real.shape
+
+
 @pytest.mark.parametrize("changes", [
     dict(anchor_frame=False), dict(clean_history_probability=0.0, shared_future_level=False),
     dict(clean_history_frames=None), dict(clean_frame_loss=True), dict(history_noise_max=20),
     dict(model_history_probability=0.5), dict(noise_mode="full_sequence", clean_history_probability=0.0,
                                               shared_future_level=False),
+    dict(anchor_frame=False, corrupt_history_end=True, clean_history_frames=1),
 ])
-def test_corrupted_histories_need_an_anchor_and_a_clean_history_of_fixed_length(changes):
-    with pytest.raises(ValueError, match="corrupt_history_probability needs an anchor frame"):
+def test_corrupted_histories_need_a_clean_history_of_fixed_length_and_a_frame_that_shows_what_it_lost(changes):
+    with pytest.raises(ValueError, match="corrupt_history_probability needs a clean history of fixed length"):
         corrupting_objective(0.5, **changes)
     with pytest.raises(ValueError, match=r"corrupt_history_probability must lie in \[0, 1\], got 1.5"):
         corrupting_objective(1.5)

@@ -231,9 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     train.add_argument("--corrupt-history", type=unit_fraction, default=recipe.corrupt_history_probability,
                        metavar="P",
-                       help="with --anchor-frame: the share of clips with a clean history whose history shows one ball "
-                            "left out or repainted, while the anchor and the frames to learn keep it "
-                            "(videodiff.data.corrupted_copies) (0: real histories only) (default: %(default)s)")
+                       help="the share of clips with a clean history whose history shows one ball left out or "
+                            "repainted, while the frames to learn keep it (videodiff.data.corrupted_copies); the whole "
+                            "history needs --anchor-frame, --corrupt-end its last frames only (0: real histories only) "
+                            "(default: %(default)s)")
+    train.add_argument("--corrupt-end", action=argparse.BooleanOptionalAction, default=recipe.corrupt_history_end,
+                       help="with --corrupt-history: corrupt only the history's last 1..H-1 frames, as a rollout "
+                            "loses a ball, the frames before still showing it (default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -366,6 +370,7 @@ def command_train(args) -> None:
                                      history_noise_max=args.history_noise,
                                      model_history_probability=args.model_history, init_checkpoint=args.init,
                                      corrupt_history_probability=args.corrupt_history,
+                                     corrupt_history_end=args.corrupt_end,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
@@ -383,13 +388,13 @@ def command_train(args) -> None:
         raise UsageError(f"--model-history {args.model_history} replaces the clean history of a fixed length by the "
                          f"model's own frames, but this run has none (--noise-mode {args.noise_mode}, --clean-history "
                          f"{args.clean_history}, --history-frames {args.history_frames or 'random'})")
-    if args.corrupt_history and not (args.anchor_frame and clean_history > 0 and args.history_frames is not None
-                                     and not args.history_noise and not args.model_history
-                                     and not args.clean_frame_loss):
+    if args.corrupt_history and not ((args.anchor_frame or args.corrupt_end) and clean_history > 0
+                                     and args.history_frames is not None and not args.history_noise
+                                     and not args.model_history and not args.clean_frame_loss):
         raise UsageError(f"--corrupt-history {args.corrupt_history} corrupts the clean history of a fixed length and "
-                         f"needs the anchor frame to show what it lost: pass --anchor-frame, keep a clean history "
-                         f"(--clean-history > 0, --history-frames not random, --history-noise 0, --no-clean-frame-loss) "
-                         f"and no --model-history")
+                         f"needs a frame that shows what it lost: pass --anchor-frame or --corrupt-end, keep a clean "
+                         f"history (--clean-history > 0, --history-frames not random, --history-noise 0, "
+                         f"--no-clean-frame-loss) and no --model-history")
     if isinstance(args.history_frames, int) and args.history_frames >= args.window:
         raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:

@@ -179,6 +179,8 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # anchor and the frames to learn staying the video's own (VideoDiffusionObjective): the model is asked to
     # bring back, from its anchor, what its history lost.
     corrupt_history_probability: float = 0.0
+    # False: the history's every frame from the copy (needs dit.anchor_frame); True: only its last 1..H-1 frames.
+    corrupt_history_end: bool = False
     # A video run's checkpoint whose EMA weights the model starts from (fine-tuning) instead of a fresh
     # initialisation; None: fresh. Its DiT must have this run's shape.
     init_checkpoint: Optional[str] = None
@@ -479,6 +481,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         model_history_steps=config.model_history_steps,
                                         anchor_frame=config.dit.anchor_frame,
                                         corrupt_history_probability=config.corrupt_history_probability,
+                                        corrupt_history_end=config.corrupt_history_end,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std,
                                         label_dropout=config.scene_label_dropout(),

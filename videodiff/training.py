@@ -52,6 +52,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
                  history_noise_max: int = 0, model_history_probability: float = 0.0, model_history_steps: int = 2,
                  anchor_frame: bool = False, corrupt_history_probability: float = 0.0,
+                 corrupt_history_end: bool = False,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -135,20 +136,25 @@ class VideoDiffusionObjective(DiffusionObjective):
         # repainted), while the anchor and the frames to learn stay the video's own. Real histories never lose
         # a ball; a rollout's history does, and a model trained on real ones continues it without the ball.
         # Here the anchor is the only frame that shows what the history lost. Clips then carry the corrupted
-        # copy of their window after it (VideoClips(corrupted=...)), (B, 1 + 2F, ...); only the history's
+        # copy of their window after it (VideoClips(corrupted=...)), (B, [1 +] 2F, ...); only the history's
         # frames are taken from it, and only where the history was drawn clean, so no corrupted frame is ever
-        # learned (clean frames have no loss).
+        # learned (clean frames have no loss). corrupt_history_end takes only the history's last k frames from
+        # the copy, k uniform in 1..H-1, as a rollout loses a ball: the frames before still show it, and then no
+        # anchor is needed.
         if not 0.0 <= corrupt_history_probability <= 1.0:
             raise ValueError(f"corrupt_history_probability must lie in [0, 1], got {corrupt_history_probability}")
+        whole = not corrupt_history_end
         if corrupt_history_probability > 0 and not (
-                self.anchor_frame and noise_mode == "diffusion_forcing" and clean_history_probability > 0
-                and clean_history_frames is not None and not clean_frame_loss and not history_noise_max
-                and not model_history_probability):
-            raise ValueError("corrupt_history_probability needs an anchor frame (anchor_frame=True: the only frame "
-                             "that shows what a corrupted history lost), a clean history of fixed length "
-                             "(clean_history_probability > 0, clean_history_frames set, history_noise_max 0), no loss "
-                             "on clean frames (clean_frame_loss=False) and no model history")
+                (self.anchor_frame or not whole) and noise_mode == "diffusion_forcing" and clean_history_probability > 0
+                and clean_history_frames is not None and (whole or clean_history_frames >= 2) and not clean_frame_loss
+                and not history_noise_max and not model_history_probability):
+            raise ValueError("corrupt_history_probability needs a clean history of fixed length (clean_history_probability "
+                             "> 0, clean_history_frames set, history_noise_max 0), no loss on clean frames "
+                             "(clean_frame_loss=False), no model history, and something that shows what the history "
+                             "lost: an anchor frame (anchor_frame=True) for a whole corrupted history, the history's first "
+                             "frames (clean_history_frames >= 2) with corrupt_history_end")
         self.corrupt_history_probability = float(corrupt_history_probability)
+        self.corrupt_history_end = bool(corrupt_history_end)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         if self.model_history_probability > 0:
@@ -156,30 +162,38 @@ class VideoDiffusionObjective(DiffusionObjective):
         if self.corrupt_history_probability > 0:
             clips, labels, extras = self.unpack(batch)
             x0, corrupted = self.split_corrupted(clips)
-            t = self.sample_timesteps(x0, generator)  # (B, 1 + F)
+            t = self.sample_timesteps(x0, generator)  # (B, [1 +] F)
             x0 = self.with_corrupted_history(x0, corrupted, t, generator)
             return self.loss_at_levels(model, x0, t, labels, extras, generator)
         return super().__call__(model, batch, generator)
 
     def split_corrupted(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """clips (B, 1 + 2F, ...) of VideoClips(corrupted=...) -> (the anchor and window (B, 1 + F, ...), the
-        window's corrupted copy (B, F, ...))."""
-        if clips.ndim < 3 or clips.shape[1] < 3 or (clips.shape[1] - 1) % 2:
-            raise ValueError(f"corrupt_history_probability > 0 needs clips of an anchor, a window and the window's "
-                             f"corrupted copy, (B, 1 + 2F, ...) (VideoClips(corrupted=...)), got {tuple(clips.shape)}")
-        window = (clips.shape[1] - 1) // 2
-        return clips[:, :1 + window], clips[:, 1 + window:]
+        """clips ([B, anchor +] 2F, ...) of VideoClips(corrupted=...) -> (the [anchor and] window ([B, 1 +] F,
+        ...), the window's corrupted copy (B, F, ...))."""
+        anchors = int(self.anchor_frame)
+        if clips.ndim < 3 or clips.shape[1] < anchors + 2 or (clips.shape[1] - anchors) % 2:
+            raise ValueError(f"corrupt_history_probability > 0 needs clips of {'an anchor, ' if anchors else ''}a window "
+                             f"and the window's corrupted copy, (B, {'1 + ' if anchors else ''}2F, ...) "
+                             f"(VideoClips(corrupted=...)), got {tuple(clips.shape)}")
+        window = (clips.shape[1] - anchors) // 2
+        return clips[:, :anchors + window], clips[:, anchors + window:]
 
     def with_corrupted_history(self, x0: torch.Tensor, corrupted: torch.Tensor, t: torch.Tensor,
                                generator: Optional[torch.Generator]) -> torch.Tensor:
-        """x0 (B, 1 + F, ...) with its history frames taken from ``corrupted`` (B, F, ...) in the clips whose
-        history t (B, 1 + F) holds clean, each with probability corrupt_history_probability."""
-        history = slice(1, 1 + self.clean_history_frames)
+        """x0 ([B, anchor +] F, ...) with its history frames taken from ``corrupted`` (B, F, ...) in the clips
+        whose history t holds clean, each with probability corrupt_history_probability: the whole history, or
+        (corrupt_history_end) its last k frames, k uniform in 1..H-1 per clip."""
+        frames, start = self.clean_history_frames, int(self.anchor_frame)
+        history = slice(start, start + frames)
         clean = (t[:, history] == CLEAN_LEVEL).all(dim=1)  # (B,)
         chosen = clean & (torch.rand(len(x0), generator=generator, device=x0.device) < self.corrupt_history_probability)
+        replaced = chosen[:, None].expand(len(x0), frames)  # (B, H)
+        if self.corrupt_history_end:
+            lost = torch.randint(1, frames, (len(x0),), generator=generator, device=x0.device)  # (B,) k in 1..H-1
+            replaced = replaced & (torch.arange(frames, device=x0.device) >= frames - lost[:, None])
         edited = x0.clone()
-        mask = chosen.view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, ...)
-        edited[:, history] = torch.where(mask, corrupted[:, :self.clean_history_frames], x0[:, history])
+        mask = replaced.view(*replaced.shape, *([1] * (x0.ndim - 2)))  # (B, H, 1, ...)
+        edited[:, history] = torch.where(mask, corrupted[:, :frames], x0[:, history])
         return edited
 
     def clip_frames(self, window: int) -> int:
@@ -274,7 +288,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max,
                 "model_history_probability": self.model_history_probability,
                 "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame,
-                "corrupt_history_probability": self.corrupt_history_probability}
+                "corrupt_history_probability": self.corrupt_history_probability,
+                "corrupt_history_end": self.corrupt_history_end}
 
 
 class VideoClips(TensorBatches):
