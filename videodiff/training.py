@@ -14,9 +14,10 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        Options: `clean_history_probability`, the share of clips whose first frames
                        (a random number of them, or `clean_history_frames`) are made clean,
                        `shared_future_level`, one level for the rest of those clips,
-                       `history_noise_max`, that history lightly noised instead, and
+                       `history_noise_max`, that history lightly noised instead,
                        `model_history_probability`, that history made by the model itself
-                       from the real frames before it; see `__init__`.
+                       from the real frames before it, and `corrupt_history_probability`,
+                       that history with a ball lost or repainted; see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.

@@ -6,19 +6,19 @@
     videos.save("physics.npz"); PhysicsVideos.load("physics.npz")
 
 Everything lives in physics.py: the configuration, the exact bouncing simulation, the renderer,
-the PhysicsVideos type and the impossible twins.
+the PhysicsVideos type, the impossible twins and the corrupted copies that training may take histories from.
 """
 
 from __future__ import annotations
 
 from videodiff.data.physics import (
     CORRUPTIONS, IMPOSSIBLE_KINDS, PALETTE, PALETTE_NAMES, PhysicsConfig, PhysicsPairs, PhysicsVideos, ball_energy,
-    corrupted_copies, make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds, render_videos, scene_labels,
-    scene_sets, simulate_balls,
+    corrupted_copies, make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds,
+    render_videos, scene_labels, scene_sets, simulate_balls,
 )
 
 __all__ = [
     "CORRUPTIONS", "IMPOSSIBLE_KINDS", "PALETTE", "PALETTE_NAMES", "PhysicsConfig", "PhysicsPairs", "PhysicsVideos",
-    "ball_energy", "corrupted_copies", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos", "make_videos_from_seeds",
-    "render_videos", "scene_labels", "scene_sets", "simulate_balls",
+    "ball_energy", "corrupted_copies", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos",
+    "make_videos_from_seeds", "render_videos", "scene_labels", "scene_sets", "simulate_balls",
 ]

@@ -9,7 +9,8 @@ ball with the higher slot index is drawn on top (slot 0 first, then 1, then 2).
 Every video carries the physical state behind each frame (positions, velocities, radii, colours,
 which balls are present), so a model's continuation can be scored against the truth, and a matched
 *impossible* twin can be made from the same set-up: a ball teleports, vanishes, appears, changes
-colour, falls through the floor, gravity reverses, or a bounce gains energy.
+colour, falls through the floor, gravity reverses, or a bounce gains energy. A corrupted copy
+(``corrupted_copies``) draws a video again with one ball left out or repainted throughout, for training.
 
 Conventions (all in pixels, all in this module):
   - x points right, y points DOWN (row index), the origin is the top-left corner of the picture,
