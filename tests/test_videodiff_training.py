@@ -652,7 +652,7 @@ def test_corrupted_histories_need_a_clean_history_of_fixed_length_and_a_frame_th
         corrupting_objective(0.5, **changes)
     with pytest.raises(ValueError, match=r"corrupt_history_probability must lie in \[0, 1\], got 1.5"):
         corrupting_objective(1.5)
-    corrupting_objective(0.0, **changes) if "noise_mode" not in changes else None  # p = 0 asks for nothing
+    corrupting_objective(0.0, **changes)  # p = 0 asks for nothing
 
 
 def test_a_run_with_corrupted_histories_trains_on_the_encoded_copies_of_its_videos(tmp_path, monkeypatch):

@@ -144,11 +144,13 @@ class VideoDiffusionObjective(DiffusionObjective):
         # anchor is needed.
         if not 0.0 <= corrupt_history_probability <= 1.0:
             raise ValueError(f"corrupt_history_probability must lie in [0, 1], got {corrupt_history_probability}")
-        whole = not corrupt_history_end
-        if corrupt_history_probability > 0 and not (
-                (self.anchor_frame or not whole) and noise_mode == "diffusion_forcing" and clean_history_probability > 0
-                and clean_history_frames is not None and (whole or clean_history_frames >= 2) and not clean_frame_loss
-                and not history_noise_max and not model_history_probability):
+        fixed_clean_history = (noise_mode == "diffusion_forcing" and clean_history_probability > 0
+                               and clean_history_frames is not None and not history_noise_max
+                               and not clean_frame_loss and not model_history_probability)
+        # what shows the lost ball: the anchor, or (end only) the history's first frames
+        witness = clean_history_frames is not None and clean_history_frames >= 2 if corrupt_history_end \
+            else self.anchor_frame
+        if corrupt_history_probability > 0 and not (fixed_clean_history and witness):
             raise ValueError("corrupt_history_probability needs a clean history of fixed length (clean_history_probability "
                              "> 0, clean_history_frames set, history_noise_max 0), no loss on clean frames "
                              "(clean_frame_loss=False), no model history, and something that shows what the history "
