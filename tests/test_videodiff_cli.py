@@ -155,7 +155,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
 
     monkeypatch.setattr(videodiff.cli, "train_video_vae",
                         stand_in("vae", SimpleNamespace(seconds=0.0, vae=SimpleNamespace(latent_scale=1.0))))
-    monkeypatch.setattr(videodiff.cli, "train_video_diffusion", stand_in("dit", SimpleNamespace(seconds=0.0)))
+    monkeypatch.setattr(videodiff.cli, "train_video_diffusion",
+                        stand_in("dit", SimpleNamespace(seconds=0.0, history=[])))
     assert main(["train-vae", "--out", str(tmp_path)]) == 0
     assert main(["train", "--out", str(tmp_path)]) == 0
     assert started["vae"] == video_vae_run_config() and started["dit"] == VideoDiffusionRunConfig()
@@ -205,6 +206,36 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].dit.anchor_frame is False
     assert main(["train", "--out", str(tmp_path), "--anchor-frame"]) == 0
     assert started["dit"].dit.anchor_frame is True and started["dit"].dit.input_frames == 9
+
+
+def test_train_records_a_learning_curve_of_the_ema_weights_without_changing_the_run(demo_run, tmp_path, capsys):
+    from videodiff.evaluation import CURVE_FIGURES, learning_curve_point
+
+    out, _ = demo_run
+    quick = ["train", "--vae", str(out / "vae" / "checkpoint.pt"), "--window", "4", "--steps", "200",
+             "--batch-size", "4", "--num-videos", "8", "--no-compile", "--quiet"]
+    assert main([*quick, "--out", str(tmp_path / "curve"), "--evaluate-every", "100", "--evaluate-videos", "3"]) == 0
+    printed = capsys.readouterr().out
+    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [point["step"] for point in curve] == [100, 200]
+    assert printed.count("3 held-out videos, 8 generated frames, the model alone") == 2
+    for point in curve:
+        assert set(CURVE_FIGURES) <= set(point) and point["seconds"] >= 0
+        assert all(0 <= point[name] <= 1 for name in ("intact_share", "found_share", "missing"))
+    # The last point is the saved EMA weights' own score, the model alone (w = 1) on the same videos.
+    run = load_video_diffusion(tmp_path / "curve" / "checkpoint.pt")
+    assert learning_curve_point(run, 3, context=3) == {name: curve[-1][name] for name in CURVE_FIGURES}
+    # Scoring leaves the training as it was: the same weights as a run without a curve.
+    assert main([*quick, "--out", str(tmp_path / "plain")]) == 0
+    with_curve = load_checkpoint(tmp_path / "curve" / "checkpoint.pt")["ema"]["model"]
+    plain = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["ema"]["model"]
+    assert all(torch.equal(with_curve[name], plain[name]) for name in plain)
+    assert not (tmp_path / "plain" / "curve.json").exists()
+    capsys.readouterr()
+    assert main([*quick, "--out", str(tmp_path / "odd"), "--evaluate-every", "150"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--evaluate-every 150 must be a multiple of the log interval, 100 steps" in error
+    assert len(error.splitlines()) == 1
 
 
 def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp_path):

@@ -31,7 +31,8 @@ from toydiff.cli import (
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
-from videodiff.evaluation import evaluation_table, format_table, reference_rows, rollout_and_score
+from videodiff.evaluation import (evaluation_table, format_table, learning_curve_point, reference_rows,
+                                  rollout_and_score)
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
                                          run_probe_experiment)
 from videodiff.metrics import format_crowding, format_faults
@@ -240,9 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "loses a ball, the frames before still showing it (default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
+    train.add_argument("--evaluate-every", type=non_negative_int, default=0, metavar="N",
+                       help="a learning curve: every N steps (a multiple of the log interval, "
+                            f"{recipe.train.log_every}) score the EMA weights on --evaluate-videos held-out videos, "
+                            "4 real frames (fewer in a shorter window) then 8 generated, the model alone (videodiff.evaluation."
+                            "learning_curve_point), print the figures and write them to OUT/curve.json; the time "
+                            "it takes is not counted as training time (0: no curve) (default: %(default)s)")
+    train.add_argument("--evaluate-videos", type=positive_int, default=32,
+                       help="held-out videos scored at each point of --evaluate-every (default: %(default)s)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt")
+    train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt (and curve.json)")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=recipe.train.compile,
@@ -402,8 +411,34 @@ def command_train(args) -> None:
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            device=args.device, mixed_precision="bf16" if args.bf16 else "no", compile=args.compile,
                            progress=not args.quiet)
-    run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
+    if args.evaluate_every % config.train.log_every:
+        raise UsageError(f"--evaluate-every {args.evaluate_every} must be a multiple of the log interval, "
+                         f"{config.train.log_every} steps")
+    evaluate = None
+    if args.evaluate_every:
+        def evaluate(model, step):
+            return learning_curve_point(model, args.evaluate_videos, context=min(4, args.window - 1))
+    run = train_video_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=_print_with_curve(args),
+                                evaluate=evaluate, evaluate_every=args.evaluate_every)
     print(f"trained the video DiT in {run.seconds:.0f} s; checkpoint {Path(args.out) / 'checkpoint.pt'}")
+    curve = [{"step": entry["step"], "seconds": entry["seconds"], **entry["evaluation"]}
+             for entry in run.history if "evaluation" in entry]
+    if curve:
+        (Path(args.out) / "curve.json").write_text(json.dumps(curve, indent=1))
+        print(f"wrote the learning curve ({len(curve)} points) to {Path(args.out) / 'curve.json'}")
+
+
+def _print_with_curve(args):
+    """train's on_log: print_log_entry, and a point of the learning curve when the entry holds one."""
+    def on_log(entry: dict) -> None:
+        print_log_entry(entry)
+        point = entry.get("evaluation")
+        if point is not None:
+            error = point["position_error_first"]
+            print(f"  {args.evaluate_videos} held-out videos, 8 generated frames, the model alone: "
+                  f"{'-' if error is None else f'{error:.2f}'} px, intact {point['intact_share']:.3f}, "
+                  f"found {point['found_share']:.3f}, a ball missing {point['missing']:.3f}", flush=True)
+    return on_log
 
 
 def _check_rollout_request(run, context: int, length: int) -> None:

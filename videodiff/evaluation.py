@@ -3,6 +3,7 @@
     generated, truth, metrics = rollout_and_score(run, 32, context=4, length=64, guidance=HistoryGuidance("none"))
     print(format_table(evaluation_table(run, 32, context=4, length=64, scale=2.0, stabilization=20)))
     print(format_table(reference_rows(run, 32, context=4, length=64)))   # what the metrics give non-models
+    learning_curve_point(run, 32)    # {"position_error_first": ..., "intact_share": ...}: train --evaluate-every
 
 Used by the command line (rollout, evaluate), the demo, the bench and lesson 10.
 """
@@ -23,6 +24,23 @@ def rollout_and_score(run, num_videos: int, context: int, length: int, guidance:
     options.setdefault("labels", run.labels_for(truth))
     generated = run.rollout(truth.frames[:, :context], length, guidance, **options)
     return generated, truth, physics_metrics(generated, truth, num_context=context)
+
+
+CURVE_FIGURES = ("position_error_first", "intact_share", "found_share", "missing")
+
+
+def learning_curve_point(run, num_videos: int = 32, context: int = 4, length: int = 8, seed: int = 0) -> dict:
+    """One point of a learning curve (`python -m videodiff train --evaluate-every N`): ``num_videos``
+    held-out videos continued by ``length`` frames after ``context`` real ones, no history guidance, the
+    recipe's sampler, and the model alone (autoguidance w = 1: a run still training has no guide yet, so
+    every point of the curve, its last included, is scored the same way). Returns {name: float} for each of
+    CURVE_FIGURES: the position error over the first 8 generated frames (px), the intact, found and
+    ball-missing shares of the generated frames (videodiff.metrics)."""
+    _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"), guide_scale=1.0,
+                                      seed=seed)
+    figures = {"position_error_first": metrics["position_error_first"], "intact_share": metrics["intact_share"],
+               "found_share": metrics["found_share"], "missing": metrics["faults"]["all"]["missing"]}
+    return {name: None if value is None else float(value) for name, value in figures.items()}
 
 
 AUTOGUIDANCE_OFF_ROW = "none, autoguidance off"
