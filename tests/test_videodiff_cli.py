@@ -118,6 +118,9 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--corrupt-history", "0.25", "--corrupt-end", "--history-frames", "random"],
      "--corrupt-history 0.25 corrupts the clean history"),
     (["train", "--corrupt-history", "1.5", "--anchor-frame"], "expected a number in [0, 1], got 1.5"),
+    (["train", "--memory-frames", "2", "--model-history", "0.5"], "--model-history 0.5 does not support --memory-frames"),
+    (["train", "--memory-stride", "0"], "expected a positive integer, got 0"),
+    (["train", "--memory-frames", "-1"], "expected an integer >= 0, got -1"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
     (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
     (["train", "--scene-labels", "--label-dropout", "1"], "label_dropout must lie in [0, 1), got 1.0"),
@@ -206,6 +209,13 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert started["dit"].dit.anchor_frame is False
     assert main(["train", "--out", str(tmp_path), "--anchor-frame"]) == 0
     assert started["dit"].dit.anchor_frame is True and started["dit"].dit.input_frames == 9
+    # So are memory frames: none by default, M of them S frames apart on request, a witness for a corrupted history.
+    assert main(["train", "--out", str(tmp_path)]) == 0
+    assert started["dit"].dit.memory_frames == 0
+    assert main(["train", "--out", str(tmp_path), "--memory-frames", "2", "--memory-stride", "3"]) == 0
+    assert (started["dit"].dit.memory_frames, started["dit"].dit.memory_stride, started["dit"].dit.input_frames) == (2, 3, 10)
+    assert main(["train", "--out", str(tmp_path), "--memory-frames", "1", "--corrupt-history", "0.25"]) == 0
+    assert started["dit"].corrupt_history_probability == 0.25 and not started["dit"].corrupt_history_end
 
 
 def test_train_records_a_learning_curve_of_the_ema_weights_without_changing_the_run(demo_run, tmp_path, capsys):

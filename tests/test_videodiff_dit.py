@@ -304,3 +304,30 @@ def test_an_anchored_video_dit_marks_frame_0_and_draws_the_other_weights_as_befo
         anchored(x[:, :1], t[:, :1])
     # A training step's FLOPs count the anchor with the window.
     assert video_training_flops(anchored.config, 2) == video_training_flops(anchored.config, 2, frames=5)
+
+
+def test_memory_frames_each_get_their_own_mark_after_the_anchor_and_the_other_weights_are_drawn_as_before():
+    torch.manual_seed(3)
+    plain = small_video_dit()
+    torch.manual_seed(3)
+    both = small_video_dit(anchor_frame=True, memory_frames=2)
+    weights = both.state_dict()
+    assert all(torch.equal(weight, weights[name]) for name, weight in plain.state_dict().items())
+    assert set(weights) - set(plain.state_dict()) == {"anchor_embedding", "memory_embedding"}
+    assert both.memory_embedding.shape == (2, 48) and plain.memory_embedding is None
+    assert both.config.leading_frames == 3 and both.config.input_frames == 7
+    assert both.rope_cos.shape == (7 * 4, both.config.head_dim // 2)
+    both.load_state_dict(perturbed(plain).state_dict(), strict=False)
+    x, t = video_inputs(frames=7)
+    difference = both.embed_condition(t) - plain.embed_condition(t)  # (B, 7, D): [anchor, memory 0, memory 1, window]
+    torch.testing.assert_close(difference[:, 0], both.anchor_embedding.expand(2, -1))
+    torch.testing.assert_close(difference[:, 1:3], both.memory_embedding.expand(2, -1, -1))
+    assert torch.equal(difference[:, 3:], torch.zeros_like(difference[:, 3:]))
+    assert not torch.equal(both.memory_embedding[0], both.memory_embedding[1])  # one mark per slot
+    memory_only = small_video_dit(memory_frames=3)
+    assert memory_only.config.leading_frames == 3 and memory_only.anchor_embedding is None
+    with pytest.raises(ValueError, match="takes an anchor frame and 2 memory frames in front of every window"):
+        both(x[:, :3], t[:, :3])
+    for bad in (dict(memory_frames=-1), dict(memory_stride=0), dict(memory_frames=1.5)):
+        with pytest.raises(ValueError, match="must be an integer"):
+            small_video_dit(**bad)

@@ -15,7 +15,8 @@ import torch
 
 from toydiff.samplers import ddim_sample, ddim_step, ddpm_step, sampling_timesteps
 from toydiff.schedules import make_schedule
-from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, anchored, check_timestep_matrix, per_branch,
+from videodiff.sampling import (CLEAN_LEVEL, SCHEDULING_KINDS, HistoryGuidance, anchored, check_timestep_matrix, in_front,
+                                memory_indices, per_branch,
                                 history_guided_prediction, rollout, sample_window, scheduling_matrix,
                                 timesteps_from_indices)
 
@@ -555,3 +556,39 @@ def test_per_video_values_are_tiled_once_per_guidance_branch():
     assert torch.equal(per_branch(frames, 4), torch.cat([frames, frames]))
     with pytest.raises(ValueError, match="values for 3 videos do not fit a batch of 4"):
         per_branch(labels, 4)
+
+
+def test_memory_indices_reach_back_by_the_stride_oldest_first_and_stop_at_the_first_frame():
+    assert memory_indices(10, 3, 2).tolist() == [4, 6, 8]
+    assert memory_indices(3, 2, 4).tolist() == [0, 0]  # before the video's start: its first frame
+    assert memory_indices(torch.tensor([0, 5, 9]), 2, 3).tolist() == [[0, 0], [0, 2], [3, 6]]
+
+
+def test_a_rollout_with_memory_frames_shows_each_window_the_frames_of_the_video_so_far_by_the_stride():
+    calls = []
+
+    def recording(x, t):
+        calls.append((x[:, :3].clone(), t[:, :3].clone()))
+        return torch.zeros_like(x)
+
+    context = torch.randn(2, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    anchor = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    # window 4: history 2, 2 new frames a window; memory: 2 frames, 3 apart, after the anchor
+    video = rollout(recording, context, 8, 4, SCHEDULE, num_steps=2, prediction_type="v",
+                    guidance=HistoryGuidance("vanilla", 2.0), anchor=anchor, memory_frames=2, memory_stride=3,
+                    generator=torch.Generator().manual_seed(2))
+    assert video.shape == (2, 10, 3, 4, 4) and len(calls) == 4 * 2  # 4 windows, 2 rows each
+    for window in range(4):
+        start = 2 * window  # the window's first frame, its history's first: 0, 2, 4, 6
+        expected = video[:, memory_indices(start, 2, 3)]  # (2, 2, C, H, W)
+        for seen, levels in calls[2 * window:2 * window + 2]:
+            branches = len(seen) // 2
+            assert torch.equal(seen[:, 0], anchor.repeat(branches, 1, 1, 1))
+            assert torch.equal(seen[:, 1:], expected.repeat(branches, 1, 1, 1, 1))
+            assert (levels == CLEAN_LEVEL).all()
+    # Generated frames reach the memory too: the last window (start 6) holds frames 0 and 3, 3 generated.
+    assert memory_indices(6, 2, 3).tolist() == [0, 3]
+    with pytest.raises(ValueError, match="memory_stride must be an integer >= 1, got 0"):
+        rollout(recording, context, 8, 4, SCHEDULE, memory_frames=2, memory_stride=0)
+    with pytest.raises(ValueError, match=r"memory frames are M frames per video, \(B, M, C, H, W\)"):
+        in_front(recording, anchor, "memory frames")

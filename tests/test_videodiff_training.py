@@ -675,3 +675,87 @@ def test_a_run_with_corrupted_histories_trains_on_the_encoded_copies_of_its_vide
     copies, _ = corrupted_copies(training_videos(config), seed=config.data_seed + CORRUPTION_SEED_OFFSET)
     assert torch.equal(corrupted, encode_videos(vae, copies.to_model_range()))
     assert corrupted.shape == latents.shape and not torch.equal(corrupted, latents)
+
+
+def test_memory_clips_put_the_frames_by_the_stride_before_the_window_in_front_and_draw_nothing_more():
+    # Video n, frame f holds the number 100·n + f everywhere, so a clip shows where it came from.
+    videos = (100 * torch.arange(5)[:, None] + torch.arange(12)[None, :]).float()[:, :, None, None].expand(5, 12, 2, 3)
+    videos = videos.contiguous()
+    (batch,) = VideoClips(videos, window=4, memory=(2, 3)).sample(500, torch.Generator().manual_seed(0))
+    (plain,) = VideoClips(videos, window=4).sample(500, torch.Generator().manual_seed(0))
+    assert batch.shape == (500, 2 + 4, 2, 3) and torch.equal(batch[:, 2:], plain)  # the same windows as without
+    values = batch[:, :, 0, 0]
+    video, start = values[:, 2] // 100, values[:, 2] % 100
+    expected = video[:, None] * 100 + (start[:, None] - torch.tensor([6, 3])).clamp_min(0)
+    assert torch.equal(values[:, :2], expected)  # start - 6, start - 3 of the same video, at least frame 0
+    assert set(start.long().tolist()) == set(range(9))  # windows near the start (clamped memory) among them
+    # With an anchor, and a corrupted copy: [anchor, memory, window, the window's copy], the same draws.
+    (both,) = VideoClips(videos, window=4, anchor_reach=2, corrupted=videos + 10_000,
+                         memory=(2, 3)).sample(500, torch.Generator().manual_seed(0))
+    (anchored,) = VideoClips(videos, window=4, anchor_reach=2).sample(500, torch.Generator().manual_seed(0))
+    assert both.shape == (500, 1 + 2 + 4 + 4, 2, 3)
+    assert torch.equal(both[:, :1], anchored[:, :1]) and torch.equal(both[:, 3:7], anchored[:, 1:])
+    assert torch.equal(both[:, 1:3, 0, 0], (anchored[:, 1:2, 0, 0] // 100) * 100
+                       + ((anchored[:, 1:2, 0, 0] % 100) - torch.tensor([6, 3])).clamp_min(0))
+    assert torch.equal(both[:, 7:], both[:, 3:7] + 10_000)
+    for memory in ((0, 3), (2, 0), (2,), (True, 2), (2, 1.5)):
+        with pytest.raises(ValueError, match=r"memory must be \(frames, stride\), two integers >= 1"):
+            VideoClips(videos, window=4, memory=memory)
+
+
+def test_memory_frames_are_clean_and_unlearned_and_a_corrupted_history_leaves_them_as_the_witness():
+    objective = corrupting_objective(1.0, anchor_frame=False, memory_frames=2)
+    real = clips(batch=256, frames=2 + 6)  # two memory frames and a window of 6 frames, history 2
+    t = objective.sample_timesteps(real, torch.Generator().manual_seed(1))  # (B, 8)
+    assert (t[:, :2] == CLEAN_LEVEL).all()
+    plain = VideoDiffusionObjective(SCHEDULE, "v", clean_history_probability=0.9, shared_future_level=True,
+                                    clean_history_frames=2, clean_frame_loss=False)
+    assert torch.equal(t[:, 2:], plain.sample_timesteps(real[:, 2:], torch.Generator().manual_seed(1)))
+    weight = objective.loss_weight(t.clone())
+    assert (weight[:, :2] == 0).all() and (weight[:, 2:][t[:, 2:] != CLEAN_LEVEL] > 0).all()
+    # Given, not learned, even where clean frames get a loss.
+    with_loss = VideoDiffusionObjective(SCHEDULE, "v", clean_frame_loss=True, memory_frames=2)
+    weight = with_loss.loss_weight(t.clone())
+    assert (weight[:, :2] == 0).all() and (weight[:, 2:] > 0).all()
+    corrupted = 50 + clips(batch=256, frames=6)
+    edited = objective.with_corrupted_history(real, corrupted, t, torch.Generator().manual_seed(2))
+    clean = (t[:, 2:4] == CLEAN_LEVEL).all(dim=1)
+    assert torch.equal(edited[clean, 2:4], corrupted[clean, :2])  # the whole history, memory as the witness
+    assert torch.equal(edited[:, :2], real[:, :2]) and torch.equal(edited[:, 4:], real[:, 4:])
+    x0, copy = objective.split_corrupted(torch.cat([real, corrupted], dim=1))
+    assert torch.equal(x0, real) and torch.equal(copy, corrupted)
+    with pytest.raises(ValueError, match="expected clips of 2 memory frames and a window"):
+        objective.sample_timesteps(real[:, :2], None)
+    with pytest.raises(ValueError, match="model_history_probability does not support memory frames"):
+        VideoDiffusionObjective(SCHEDULE, "v", clean_history_probability=0.9, clean_history_frames=2,
+                                model_history_probability=0.5, memory_frames=1)
+    with pytest.raises(ValueError, match="memory_frames must be an integer >= 0"):
+        VideoDiffusionObjective(SCHEDULE, "v", memory_frames=-1)
+
+
+def test_a_run_with_memory_frames_trains_and_rolls_out_with_the_frames_of_the_video_so_far(tmp_path):
+    from videodiff.interp.heads import head_scores
+    from videodiff.pipeline import held_out_videos, load_video_diffusion, quick_run_configs, train_video_diffusion, \
+        train_video_vae
+    from videodiff.sampling import HistoryGuidance, rollout
+
+    vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    vae = train_video_vae(vae_config, tmp_path / "vae")
+    config.dit = replace(config.dit, memory_frames=2, memory_stride=2)
+    config.train = replace(config.train, progress=False)
+    train_video_diffusion(config, tmp_path / "dit", vae=vae.vae)
+    run = load_video_diffusion(tmp_path / "dit" / "checkpoint.pt")
+    assert run.model.config.memory_frames == 2 and run.model.memory_embedding is not None and run.window == 4
+    videos = held_out_videos(run.config, 3)
+    frames = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), seed=4)
+    context = run.encode(videos.frames[:, :2])
+    options = dict(frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
+                   prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0))
+    by_hand = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule, **options,
+                      memory_frames=2, memory_stride=2, generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(frames, run.decode(by_hand))
+    other = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule, **options,
+                    memory_frames=2, memory_stride=1, generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(other, by_hand)  # the memory reaches the model
+    with pytest.raises(ValueError, match="does not support models with memory frames"):
+        head_scores(run.model, context, run.schedule, [0])

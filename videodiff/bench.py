@@ -67,9 +67,11 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = VideoDiffusionObjective(make_schedule(config.schedule, config.num_timesteps), config.prediction_type,
                                         config.weighting, noise_mode=config.noise_mode,
-                                        context_frames=config.context_frames, anchor_frame=dit.anchor_frame)
+                                        context_frames=config.context_frames, anchor_frame=dit.anchor_frame,
+                                        memory_frames=dit.memory_frames)
     batch, frames = batch_size or config.train.batch_size, dit.num_frames
-    clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)  # an anchor too, if the model has one
+    # an anchor and memory frames too, if the model has them
+    clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext())
 
     def step():

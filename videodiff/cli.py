@@ -230,11 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="put a clean real frame from earlier in the video in front of every window (a rollout: "
                             "the last real context frame, kept in every window; see VideoDiTConfig.anchor_frame) "
                             "(default: %(default)s)")
+    train.add_argument("--memory-frames", type=non_negative_int, default=recipe.dit.memory_frames, metavar="M",
+                       help="put M clean frames from further back in front of every window, --memory-stride apart, "
+                            "the nearest that many frames before the window (a rollout: the video so far, its own "
+                            "frames included; see VideoDiTConfig.memory_frames) (0: none) (default: %(default)s)")
+    train.add_argument("--memory-stride", type=positive_int, default=recipe.dit.memory_stride, metavar="S",
+                       help="frames between memory frames, and from the nearest to the window (default: %(default)s)")
     train.add_argument("--corrupt-history", type=unit_fraction, default=recipe.corrupt_history_probability,
                        metavar="P",
                        help="the share of clips with a clean history whose history shows one ball left out or "
                             "repainted, while the frames to learn keep it (videodiff.data.corrupted_copies); the whole "
-                            "history needs --anchor-frame, --corrupt-end its last frames only (0: real histories only) "
+                            "history needs --anchor-frame or --memory-frames, --corrupt-end its last frames only (0: real "
+                            "histories only) "
                             "(default: %(default)s)")
     train.add_argument("--corrupt-end", action=argparse.BooleanOptionalAction, default=recipe.corrupt_history_end,
                        help="with --corrupt-history: corrupt only the history's last 1..H-1 frames, as a rollout "
@@ -385,7 +392,9 @@ def command_train(args) -> None:
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window,
-                                                                  anchor_frame=args.anchor_frame),
+                                                                  anchor_frame=args.anchor_frame,
+                                                                  memory_frames=args.memory_frames,
+                                                                  memory_stride=args.memory_stride),
                                      training_physics=_training_physics(_min_balls(args)),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
     if not 0 <= args.history_noise < config.num_timesteps:
@@ -397,13 +406,17 @@ def command_train(args) -> None:
         raise UsageError(f"--model-history {args.model_history} replaces the clean history of a fixed length by the "
                          f"model's own frames, but this run has none (--noise-mode {args.noise_mode}, --clean-history "
                          f"{args.clean_history}, --history-frames {args.history_frames or 'random'})")
-    if args.corrupt_history and not ((args.anchor_frame or args.corrupt_end) and clean_history > 0
-                                     and args.history_frames is not None and not args.history_noise
-                                     and not args.model_history and not args.clean_frame_loss):
+    witness = args.anchor_frame or args.memory_frames or args.corrupt_end
+    if args.corrupt_history and not (witness and clean_history > 0 and args.history_frames is not None
+                                     and not args.history_noise and not args.model_history
+                                     and not args.clean_frame_loss):
         raise UsageError(f"--corrupt-history {args.corrupt_history} corrupts the clean history of a fixed length and "
-                         f"needs a frame that shows what it lost: pass --anchor-frame or --corrupt-end, keep a clean "
-                         f"history (--clean-history > 0, --history-frames not random, --history-noise 0, "
-                         f"--no-clean-frame-loss) and no --model-history")
+                         f"needs a frame that shows what it lost: pass --anchor-frame, --memory-frames or "
+                         f"--corrupt-end, keep a clean history (--clean-history > 0, --history-frames not random, "
+                         f"--history-noise 0, --no-clean-frame-loss) and no --model-history")
+    if args.memory_frames and args.model_history:
+        raise UsageError(f"--model-history {args.model_history} does not support --memory-frames: the model's own "
+                         f"history would need its memory too")
     if isinstance(args.history_frames, int) and args.history_frames >= args.window:
         raise UsageError(f"--history-frames {args.history_frames} leaves no frame to learn in a window of {args.window}")
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:

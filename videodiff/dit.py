@@ -26,7 +26,9 @@ What makes it a *video* model, and what makes it a *diffusion-forcing* model:
    Training draws an independent level for every frame (Diffusion Forcing, Chen et al. 2024), so the
    same network predicts the future (clean past, noisy future), interpolates, or denoises a clip.
 3. Optionally, an anchor frame (VideoDiTConfig.anchor_frame): one more clean frame in front of the window,
-   a real frame from earlier in the video, marked by a learned vector added to its condition.
+   a real frame from earlier in the video, marked by a learned vector added to its condition; and memory
+   frames (VideoDiTConfig.memory_frames): clean frames from further back at a stride, each marked likewise.
+   In front of the window they come in that order: [anchor] [memory, oldest first] [window].
 
 Notation
     B batch, F frames in the window, C latent channels, H x W the latent, p the patch size,
@@ -85,6 +87,14 @@ class VideoDiTConfig(DiTConfig):
     # error 1.46 / 1.34 / 1.39 px against 1.38 / 1.46 / 1.58; the model reads the anchor's colours, yet balls
     # go missing as often; the training step costs 16% more.
     anchor_frame: bool = False
+    # Memory frames: M more clean frames in front of the window (after the anchor, if any), the frames
+    # memory_stride·M, ..., memory_stride·1 before the window's first frame (the video's first frame where
+    # that lies before the video's start), each marked by its own learned vector. A rollout takes them from
+    # the video so far, the model's own frames included (videodiff.sampling.rollout): they reach further back
+    # than the history, the frames that still showed what the history may have lost, and where it was.
+    # Off by default (0).
+    memory_frames: int = 0
+    memory_stride: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,11 +111,21 @@ class VideoDiTConfig(DiTConfig):
             )
         if self.rope_base <= 1:
             raise ValueError(f"VideoDiTConfig.rope_base must be > 1, got {self.rope_base}.")
+        for name in ("memory_frames", "memory_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "memory_frames" else 1):
+                raise ValueError(f"VideoDiTConfig.{name} must be an integer >= {0 if name == 'memory_frames' else 1}, "
+                                 f"got {value!r}.")
+
+    @property
+    def leading_frames(self) -> int:
+        """The clean frames in front of the window: the anchor if there is one, then the memory frames."""
+        return int(self.anchor_frame) + self.memory_frames
 
     @property
     def input_frames(self) -> int:
-        """The frames of one training input: the window, and the anchor in front of it if there is one."""
-        return self.num_frames + int(self.anchor_frame)
+        """The frames of one training input: the window, and the anchor and memory frames in front of it."""
+        return self.num_frames + self.leading_frames
 
     @property
     def head_dim(self) -> int:
@@ -217,6 +237,11 @@ class VideoDiT(DiT):
         self.anchor_embedding = None
         if config.anchor_frame:
             self.anchor_embedding = torch.nn.Parameter(torch.randn(config.hidden_dim) * config.label_init_std)
+        # The memory frames' marks (VideoDiTConfig.memory_frames), one per slot, drawn after the anchor's.
+        self.memory_embedding = None
+        if config.memory_frames:
+            self.memory_embedding = torch.nn.Parameter(
+                torch.randn(config.memory_frames, config.hidden_dim) * config.label_init_std)
         # The RoPE table of the training window, (input_frames · N, d/2): a shorter window's tokens are its
         # first rows, since positions restart at 0 in every window and tokens are time-major. Buffers move
         # with the model and are not saved (they follow from the config). Kept here rather than built on
@@ -276,19 +301,27 @@ class VideoDiT(DiT):
                 f"VideoDiT expected noise levels t as an int64 tensor of shape {tuple(x_t.shape[:2])} "
                 f"(one per frame), got a {got}."
             )
-        if config.anchor_frame and x_t.shape[1] < 2:
-            raise ValueError(f"this VideoDiT takes an anchor frame in front of every window (anchor_frame=True): "
-                             f"expected at least 2 frames, the anchor then the window, got {x_t.shape[1]}")
+        if config.leading_frames and x_t.shape[1] <= config.leading_frames:
+            leading = " and ".join(["an anchor frame"] * config.anchor_frame
+                                   + [f"{config.memory_frames} memory frames"] * bool(config.memory_frames))
+            raise ValueError(f"this VideoDiT takes {leading} in front of every window (anchor_frame="
+                             f"{config.anchor_frame}, memory_frames={config.memory_frames}): expected more than "
+                             f"{config.leading_frames} frames, those and then the window, got {x_t.shape[1]}")
         # Labels (and angles): the image DiT's checks, on the batch dimension.
         super().check_inputs(x_t[:, 0], t[:, 0], labels, angles)
 
     def embed_condition(self, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
                         angles: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The image DiT's c (B, F, D), with the anchor's mark added to frame 0 for an anchored model."""
+        """The image DiT's c (B, F, D), with the anchor's mark added to frame 0 for an anchored model, and
+        each memory slot's to its frame after it."""
         c = super().embed_condition(t, labels, angles)  # (B, F, D)
-        if self.anchor_embedding is None:
+        marks = [mark[None] for mark in (self.anchor_embedding,) if mark is not None]  # (1, D) each
+        if self.memory_embedding is not None:
+            marks.append(self.memory_embedding)  # (M, D)
+        if not marks:
             return c
-        return torch.cat([c[:, :1] + self.anchor_embedding, c[:, 1:]], dim=1)  # (B, F, D)
+        marks = torch.cat(marks)  # (leading, D)
+        return torch.cat([c[:, :len(marks)] + marks, c[:, len(marks):]], dim=1)  # (B, F, D)
 
     def position_rotary(self, x_t: torch.Tensor, tokens: torch.Tensor) -> Rotary3D:
         """Every block's `rotary(q, k)`: 3-D RoPE over this window's (frame, row, column) grid.
@@ -312,16 +345,21 @@ class VideoDiT(DiT):
 
 
 def require_plain_windows(model, tool: str) -> None:
-    """Refuse, with one clear error, a model with an anchor frame (VideoDiTConfig.anchor_frame) in a tool
-    that feeds the model plain windows (the interpretability tools): it would read the window's first
-    frame as the anchor."""
-    if getattr(getattr(model, "config", None), "anchor_frame", False):
+    """Refuse, with one clear error, a model with an anchor frame or memory frames (VideoDiTConfig.anchor_frame,
+    memory_frames) in a tool that feeds the model plain windows (the interpretability tools): it would read the
+    window's first frames as those."""
+    config = getattr(model, "config", None)
+    if getattr(config, "anchor_frame", False):
         raise ValueError(f"{tool} feeds the video DiT plain windows, but this model takes an anchor frame in front "
                          f"of each (VideoDiTConfig.anchor_frame=True); the tool does not support anchored models")
+    if getattr(config, "memory_frames", 0):
+        raise ValueError(f"{tool} feeds the video DiT plain windows, but this model takes {config.memory_frames} "
+                         f"memory frames in front of each (VideoDiTConfig.memory_frames); the tool does not support "
+                         f"models with memory frames")
 
 
 def video_training_flops(config: VideoDiTConfig, batch_size: int, frames: Optional[int] = None) -> int:
     """FLOPs of one training step on clips of ``frames`` frames (default: the training input, the window and
-    its anchor if any), matrix products only: `imagediff.dit.training_flops` with F frames of N tokens, the
+    its anchor and memory frames if any), matrix products only: `imagediff.dit.training_flops` with F frames of N tokens, the
     modulation Linears and the time MLP running once per frame."""
     return training_flops(config, batch_size, frames or config.input_frames)

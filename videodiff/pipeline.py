@@ -177,7 +177,7 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # p > 0: the share of clean-history clips whose history comes from a copy of the video with one ball left out
     # or repainted (videodiff.data.corrupted_copies, drawn from data_seed), the frames to learn staying the
     # video's own (VideoDiffusionObjective): the model is asked to bring back what its history lost. The whole
-    # history (needs dit.anchor_frame, the only frame left that shows the ball), or with corrupt_history_end
+    # history (needs dit.anchor_frame or dit.memory_frames, the only frames left that show the ball), or with corrupt_history_end
     # only its last 1..H-1 frames. Off by default: both learn their repair (the last-frames form, given a history
     # whose last two frames lost a ball: the ball missing from 0.17 and 0.11 of the next frames on two training
     # seeds, against 0.80 and 0.76 for the recipe), yet over 64 frames they hold 0.134 (whole, with the anchor,
@@ -365,7 +365,8 @@ class VideoDiffusionModel:
         None rolls such a run out with the null label, as an unlabelled model.
         A model with an anchor frame (VideoDiTConfig.anchor_frame) gets each video's last real context frame
         as the anchor of every window, or ``anchor_frames``, uint8 (N, H, W, 3), one frame per video in its place
-        (to ask what the model reads from it: another scene's frame, say).
+        (to ask what the model reads from it: another scene's frame, say). A model with memory frames
+        (VideoDiTConfig.memory_frames) gets them from the video so far in every window (videodiff.sampling.rollout).
         """
         guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
         labels = self.check_labels(labels, len(context_frames))
@@ -393,7 +394,9 @@ class VideoDiffusionModel:
                 self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
                 self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
-                stabilization_level=stabilization_level, anchor=anchor, generator=generator))
+                stabilization_level=stabilization_level, anchor=anchor,
+                memory_frames=self.model.config.memory_frames, memory_stride=self.model.config.memory_stride,
+                generator=generator))
         return self.decode(torch.cat(pieces))
 
 
@@ -484,7 +487,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         history_noise_max=config.history_noise_max,
                                         model_history_probability=config.model_history_probability,
                                         model_history_steps=config.model_history_steps,
-                                        anchor_frame=config.dit.anchor_frame,
+                                        anchor_frame=config.dit.anchor_frame, memory_frames=config.dit.memory_frames,
                                         corrupt_history_probability=config.corrupt_history_probability,
                                         corrupt_history_end=config.corrupt_history_end,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
@@ -508,7 +511,8 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
     if config.corrupt_history_probability > 0:
         copies, _ = corrupted_copies(videos, seed=config.data_seed + CORRUPTION_SEED_OFFSET)
         corrupted = encode_videos(vae, copies.to_model_range())
-    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels, anchor_reach, corrupted)
+    memory = (config.dit.memory_frames, config.dit.memory_stride) if config.dit.memory_frames else None
+    clips = VideoClips(latents, objective.clip_frames(config.dit.num_frames), labels, anchor_reach, corrupted, memory)
     result = train(model, objective, clips, config.train_config_with_guide(),
                    checkpoint_path=checkpoint, run_config=run_config, resume=resume,
                    checkpoint_kind=VIDEO_DIFFUSION_KIND, on_log=on_log, evaluate=hook, evaluate_every=evaluate_every)

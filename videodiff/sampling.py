@@ -22,7 +22,9 @@ This module has four parts, one idea each:
    (:class:`HistoryGuidance`, :func:`history_guided_prediction`).
 4. **Rollout** (:func:`rollout`): a video longer than the training window, one sliding window at a time,
    the last frames generated becoming the history of the next window. For a model with an anchor frame
-   (VideoDiTConfig.anchor_frame), :func:`anchored` puts one clean real frame in front of every window.
+   (VideoDiTConfig.anchor_frame), :func:`anchored` puts one clean real frame in front of every window;
+   for a model with memory frames (VideoDiTConfig.memory_frames) each window also gets frames of the video
+   so far from further back (:func:`memory_indices`), by :func:`in_front`.
 
 Notation
 --------
@@ -441,25 +443,46 @@ def per_branch(values: torch.Tensor, batch: int) -> torch.Tensor:
     return values.repeat(batch // values.shape[0], *[1] * (values.ndim - 1))
 
 
-def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
-    """The denoiser of a model with an anchor frame (VideoDiTConfig.anchor_frame) as a plain window denoiser.
+def in_front(denoiser: Denoiser, frames: torch.Tensor, what: str = "frames in front") -> Denoiser:
+    """``denoiser`` with clean frames put in front of every window it is given: a plain window denoiser
+    for a model that takes an anchor or memory frames (VideoDiTConfig.anchor_frame, memory_frames).
 
-    anchor: (B, C, H, W), one clean frame per video. Every call puts it, at CLEAN_LEVEL, in front of the
-    window the sampler passes and drops it from the prediction, so the samplers and history guidance see
+    frames: (B, M, C, H, W), M clean frames per video. Every call puts them, at CLEAN_LEVEL, in front of the
+    window the sampler passes and drops them from the prediction, so the samplers and history guidance see
     windows of F frames as for any model. Guidance stacks its branches along the batch (a multiple of B):
-    each branch gets the same anchors, which are never guided away.
+    each branch gets the same frames, which are never guided away. ``what`` names them in errors.
     """
+    if frames.ndim != 5:
+        raise ValueError(f"{what} are M frames per video, (B, M, C, H, W), got shape {tuple(frames.shape)}")
+    count = frames.shape[1]
+
+    def with_frames(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[0] % frames.shape[0] or tuple(x_t.shape[2:]) != tuple(frames.shape[2:]):
+            raise ValueError(f"{what} of shape {tuple(frames.shape)} do not fit windows of shape {tuple(x_t.shape)}")
+        leading = per_branch(frames.to(x_t.dtype), x_t.shape[0])                       # (batch, M, C, H, W)
+        levels = torch.full_like(t[:, :1], CLEAN_LEVEL).expand(-1, count)             # (batch, M)
+        return denoiser(torch.cat([leading, x_t], dim=1), torch.cat([levels, t], dim=1))[:, count:]
+
+    return with_frames
+
+
+def anchored(denoiser: Denoiser, anchor: torch.Tensor) -> Denoiser:
+    """The denoiser of a model with an anchor frame (VideoDiTConfig.anchor_frame) as a plain window denoiser:
+    :func:`in_front` with one frame per video, anchor (B, C, H, W)."""
     if anchor.ndim != 4:
         raise ValueError(f"an anchor is one frame per video, (B, C, H, W), got shape {tuple(anchor.shape)}")
+    return in_front(denoiser, anchor[:, None], "anchors")
 
-    def with_anchor(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x_t.shape[0] % anchor.shape[0] or tuple(x_t.shape[2:]) != tuple(anchor.shape[1:]):
-            raise ValueError(f"anchors of shape {tuple(anchor.shape)} do not fit windows of shape {tuple(x_t.shape)}")
-        frame = per_branch(anchor.to(x_t.dtype), x_t.shape[0])[:, None]                # (batch, 1, C, H, W)
-        level = torch.full_like(t[:, :1], CLEAN_LEVEL)                                 # (batch, 1)
-        return denoiser(torch.cat([frame, x_t], dim=1), torch.cat([level, t], dim=1))[:, 1:]
 
-    return with_anchor
+def memory_indices(window_start, memory_frames: int, stride: int) -> torch.Tensor:
+    """The frames of the video a window starting at frame ``window_start`` takes as its memory
+    (VideoDiTConfig.memory_frames): window_start - stride·M, ..., window_start - stride, oldest first, each
+    at least 0 (the video's first frame stands in for frames before it). window_start: an int, or a tensor of
+    starts (B,); returns (M,) or (B, M) int64. Training clips (videodiff.training.VideoClips) and rollouts
+    take the same frames."""
+    start = torch.as_tensor(window_start)
+    offsets = stride * torch.arange(memory_frames, 0, -1, device=start.device)  # (M,): stride·M .. stride
+    return (start[..., None] - offsets).clamp_min(0)
 
 
 @torch.no_grad()
@@ -468,6 +491,7 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
             spacing: str = "trailing", prediction_type: str = "epsilon", sampler: str = "ddim",
             eta: Optional[float] = None, guidance: Optional[HistoryGuidance] = None,
             stabilization_level: int = CLEAN_LEVEL, anchor: Optional[torch.Tensor] = None,
+            memory_frames: int = 0, memory_stride: int = 1,
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Generate ``length`` frames after K real context frames, one sliding window at a time.
 
@@ -482,6 +506,9 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     guidance: applied to the whole history of every window, generated frames included.
     anchor: for a model with an anchor frame, the clean frame (B, C, H, W) put in front of every window
     (:func:`anchored`): the last real context frame, as `VideoDiffusionModel.rollout` passes it.
+    memory_frames, memory_stride: for a model with memory frames (VideoDiTConfig.memory_frames), the frames of
+    the video so far (real or generated, always clean) that every window takes in front of it
+    (:func:`memory_indices` of its first frame), after the anchor.
     Returns (B, K + length, C, H, W): the context unchanged, then the generated frames.
     """
     if context_latents.ndim < 3:
@@ -501,6 +528,9 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     if kind not in SCHEDULING_KINDS:
         raise ValueError(f"unknown scheduling matrix {kind!r}; expected one of {', '.join(SCHEDULING_KINDS)}")
     history_length = window - frames_per_window
+    for name, value, least in (("memory_frames", memory_frames, 0), ("memory_stride", memory_stride, 1)):
+        if not _is_int(value) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if anchor is not None:
         expected = (context_latents.shape[0], *context_latents.shape[2:])                # (B, C, H, W)
         if tuple(anchor.shape) != expected:
@@ -522,7 +552,11 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
         generated = (frame_index >= num_context) & (frame_index < known)            # (h + n,)
         indices = scheduling_matrix(kind, num_history + num_new, num_steps, context=num_history)
         timesteps = timesteps_from_indices(indices, schedule.num_timesteps, num_steps, spacing)
-        x = sample_window(denoiser, x, num_history, schedule, timesteps, prediction_type=prediction_type,
+        window_denoiser = denoiser
+        if memory_frames:
+            memory = video[:, memory_indices(known - num_history, memory_frames, memory_stride)]  # (B, M, C, H, W)
+            window_denoiser = in_front(denoiser, memory, "memory frames")
+        x = sample_window(window_denoiser, x, num_history, schedule, timesteps, prediction_type=prediction_type,
                           sampler=sampler, eta=eta, guidance=guidance, generated_context=generated,
                           stabilization_level=stabilization_level, generator=generator)
         video = torch.cat([video, x[:, num_history:]], dim=1)

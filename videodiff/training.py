@@ -27,7 +27,9 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
 
 Clips are random windows of F consecutive frames of longer videos (`VideoClips`). With `anchor_frame`
 (a model built with VideoDiTConfig.anchor_frame) every clip has one more frame in front, an earlier frame
-of the same video, always clean and never learned; the levels of the window after it are drawn as above.
+of the same video, and with `memory_frames` M more after it, frames from further back at a stride
+(VideoDiTConfig.memory_frames); these leading frames are always clean and never learned, and the levels of
+the window after them are drawn as above.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import NoiseSchedule
 from toydiff.training import TensorBatches
-from videodiff.sampling import CLEAN_LEVEL, rollout  # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
+from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout  # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
 
@@ -53,7 +55,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  clean_history_frames: Optional[int] = None, clean_frame_loss: bool = True,
                  history_noise_max: int = 0, model_history_probability: float = 0.0, model_history_steps: int = 2,
                  anchor_frame: bool = False, corrupt_history_probability: float = 0.0,
-                 corrupt_history_end: bool = False,
+                 corrupt_history_end: bool = False, memory_frames: int = 0,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
@@ -132,6 +134,17 @@ class VideoDiffusionObjective(DiffusionObjective):
         # anchor_frame: every clip starts with an anchor (VideoDiTConfig.anchor_frame, VideoClips(anchor_reach=...)),
         # always shown clean and never learned; the levels after it are drawn as for any window.
         self.anchor_frame = bool(anchor_frame)
+        # memory_frames M: the anchor (if any) is followed by M memory frames (VideoDiTConfig.memory_frames,
+        # VideoClips(memory=...)), clean and never learned like it. Together: the clip's leading frames.
+        if isinstance(memory_frames, bool) or not isinstance(memory_frames, int) or memory_frames < 0:
+            raise ValueError(f"memory_frames must be an integer >= 0, got {memory_frames!r}")
+        if memory_frames and model_history_probability > 0:
+            raise ValueError("model_history_probability does not support memory frames: the model's own history "
+                             "would need its memory too")
+        self.memory_frames = memory_frames
+        self.leading_frames = int(self.anchor_frame) + memory_frames
+        self.leading_names = " and ".join(["an anchor"] * self.anchor_frame
+                                          + [f"{memory_frames} memory frames"] * bool(memory_frames))  # for errors
         # corrupt_history_probability p > 0: the share of the clips given a clean history whose history is
         # taken from a corrupted copy of the video (videodiff.data.corrupted_copies: one ball left out, or
         # repainted), while the anchor and the frames to learn stay the video's own. Real histories never lose
@@ -141,7 +154,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         # frames are taken from it, and only where the history was drawn clean, so no corrupted frame is ever
         # learned (clean frames have no loss). corrupt_history_end takes only the history's last k frames from
         # the copy, k uniform in 1..H-1, as a rollout loses a ball: the frames before still show it, and then no
-        # anchor is needed.
+        # anchor is needed. Memory frames stay the video's own: with them, they show what a whole corrupted
+        # history lost, and where.
         if not 0.0 <= corrupt_history_probability <= 1.0:
             raise ValueError(f"corrupt_history_probability must lie in [0, 1], got {corrupt_history_probability}")
         fixed_clean_history = (noise_mode == "diffusion_forcing" and clean_history_probability > 0
@@ -149,12 +163,12 @@ class VideoDiffusionObjective(DiffusionObjective):
                                and not clean_frame_loss and not model_history_probability)
         # what shows the lost ball: the anchor, or (end only) the history's first frames
         witness = clean_history_frames is not None and clean_history_frames >= 2 if corrupt_history_end \
-            else self.anchor_frame
+            else self.leading_frames > 0
         if corrupt_history_probability > 0 and not (fixed_clean_history and witness):
             raise ValueError("corrupt_history_probability needs a clean history of fixed length (clean_history_probability "
                              "> 0, clean_history_frames set, history_noise_max 0), no loss on clean frames "
                              "(clean_frame_loss=False), no model history, and something that shows what the history "
-                             "lost: an anchor frame (anchor_frame=True) for a whole corrupted history, the history's first "
+                             "lost: an anchor frame (anchor_frame=True) or memory frames for a whole corrupted history, the history's first "
                              "frames (clean_history_frames >= 2) with corrupt_history_end")
         self.corrupt_history_probability = float(corrupt_history_probability)
         self.corrupt_history_end = bool(corrupt_history_end)
@@ -171,22 +185,22 @@ class VideoDiffusionObjective(DiffusionObjective):
         return super().__call__(model, batch, generator)
 
     def split_corrupted(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """clips ([B, anchor +] 2F, ...) of VideoClips(corrupted=...) -> (the [anchor and] window ([B, 1 +] F,
-        ...), the window's corrupted copy (B, F, ...))."""
-        anchors = int(self.anchor_frame)
-        if clips.ndim < 3 or clips.shape[1] < anchors + 2 or (clips.shape[1] - anchors) % 2:
-            raise ValueError(f"corrupt_history_probability > 0 needs clips of {'an anchor, ' if anchors else ''}a window "
-                             f"and the window's corrupted copy, (B, {'1 + ' if anchors else ''}2F, ...) "
+        """clips (B, L + 2F, ...) of VideoClips(corrupted=...), L the leading frames (anchor, memory) -> (the
+        leading frames and the window (B, L + F, ...), the window's corrupted copy (B, F, ...))."""
+        leading = self.leading_frames
+        if clips.ndim < 3 or clips.shape[1] < leading + 2 or (clips.shape[1] - leading) % 2:
+            raise ValueError(f"corrupt_history_probability > 0 needs clips of {self.leading_names + ', ' if leading else ''}"
+                             f"a window and the window's corrupted copy, (B, {leading} + 2F, ...) "
                              f"(VideoClips(corrupted=...)), got {tuple(clips.shape)}")
-        window = (clips.shape[1] - anchors) // 2
-        return clips[:, :anchors + window], clips[:, anchors + window:]
+        window = (clips.shape[1] - leading) // 2
+        return clips[:, :leading + window], clips[:, leading + window:]
 
     def with_corrupted_history(self, x0: torch.Tensor, corrupted: torch.Tensor, t: torch.Tensor,
                                generator: Optional[torch.Generator]) -> torch.Tensor:
-        """x0 ([B, anchor +] F, ...) with its history frames taken from ``corrupted`` (B, F, ...) in the clips
+        """x0 (B, L + F, ...) with its history frames taken from ``corrupted`` (B, F, ...) in the clips
         whose history t holds clean, each with probability corrupt_history_probability: the whole history, or
         (corrupt_history_end) its last k frames, k uniform in 1..H-1 per clip."""
-        frames, start = self.clean_history_frames, int(self.anchor_frame)
+        frames, start = self.clean_history_frames, self.leading_frames
         history = slice(start, start + frames)
         clean = (t[:, history] == CLEAN_LEVEL).all(dim=1)  # (B,)
         chosen = clean & (torch.rand(len(x0), generator=generator, device=x0.device) < self.corrupt_history_probability)
@@ -229,13 +243,16 @@ class VideoDiffusionObjective(DiffusionObjective):
         return torch.cat([anchor, known[:, -history:].detach(), clips[:, window:]], dim=1)  # (B, anchors + F, ...)
 
     def sample_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring; with an anchor frame, the
-        anchor's level is CLEAN_LEVEL and the window after it is drawn as a clip of F - 1 frames."""
-        if self.anchor_frame:
-            if x0.ndim < 3 or x0.shape[1] < 2:
-                raise ValueError(f"expected clips of an anchor and a window, (B, 1 + F, ...), got {tuple(x0.shape)}")
-            window = self.window_timesteps(x0[:, 1:], generator)  # (B, F - 1)
-            return torch.cat([torch.full_like(window[:, :1], CLEAN_LEVEL), window], dim=1)  # (B, F)
+        """t (B, F) int64 for clips x0 (B, F, ...), see the module's docstring; with L leading frames (an anchor,
+        memory frames) their levels are CLEAN_LEVEL and the window after them is drawn as a clip of F - L frames."""
+        leading = self.leading_frames
+        if leading:
+            if x0.ndim < 3 or x0.shape[1] <= leading:
+                raise ValueError(f"expected clips of {self.leading_names} and a window, (B, {leading} + F, ...), "
+                                 f"got {tuple(x0.shape)}")
+            window = self.window_timesteps(x0[:, leading:], generator)  # (B, F - L)
+            clean = torch.full_like(window[:, :1], CLEAN_LEVEL).expand(-1, leading)  # (B, L)
+            return torch.cat([clean, window], dim=1)  # (B, F)
         return self.window_timesteps(x0, generator)
 
     def window_timesteps(self, x0: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -274,11 +291,11 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         weight = super().loss_weight(t)  # (B, F)
-        anchors = int(self.anchor_frame)
-        if anchors:
-            weight[:, 0] = 0.0  # the anchor is given, not learned
+        leading = self.leading_frames
+        if leading:
+            weight[:, :leading] = 0.0  # the anchor and memory frames are given, not learned
         if self.context_frames:
-            weight[:, anchors:anchors + self.context_frames] = 0.0  # the context is given, not learned
+            weight[:, leading:leading + self.context_frames] = 0.0  # the context is given, not learned
         if not self.clean_frame_loss:
             weight = torch.where(t == CLEAN_LEVEL, torch.zeros_like(weight), weight)
         return weight
@@ -292,7 +309,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "model_history_probability": self.model_history_probability,
                 "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame,
                 "corrupt_history_probability": self.corrupt_history_probability,
-                "corrupt_history_end": self.corrupt_history_end}
+                "corrupt_history_end": self.corrupt_history_end, "memory_frames": self.memory_frames}
 
 
 class VideoClips(TensorBatches):
@@ -305,13 +322,19 @@ class VideoClips(TensorBatches):
     ...): a frame of the same video drawn uniformly from its first frame up to the clip's frame
     anchor_reach - 1 (anchor_reach = the clean history's length: the anchor may be any frame up to the
     history's last, as a rollout's last real frame is in its first window and lies ever further back after).
+    memory: (M, stride) for a model with memory frames (VideoDiTConfig.memory_frames, memory_stride): every clip
+    gets M more frames in front of its window, after the anchor if any, the frames memory_indices(start, M,
+    stride) of the same video (start: the window's first frame), as a rollout takes them; drawn by no
+    random number, so the clips are the same as without.
     corrupted: a corrupted copy of the videos (same shape; videodiff.data.corrupted_copies, encoded): every
-    clip then carries the copy's frames of its window after its own, (B, [1 +] 2 window, ...), for
-    VideoDiffusionObjective(corrupt_history_probability=...) to take its history from. It draws nothing more.
+    clip then carries the copy's frames of its window after its own, (B, L + 2 window, ...) with L its leading
+    frames, for VideoDiffusionObjective(corrupt_history_probability=...) to take its history from. It draws
+    nothing more.
     """
 
     def __init__(self, videos: torch.Tensor, window: int, labels: Optional[torch.Tensor] = None,
-                 anchor_reach: Optional[int] = None, corrupted: Optional[torch.Tensor] = None):
+                 anchor_reach: Optional[int] = None, corrupted: Optional[torch.Tensor] = None,
+                 memory: Optional[tuple[int, int]] = None):
         tensors = (videos,) if labels is None else (videos, labels)
         super().__init__(*tensors)
         if corrupted is not None and corrupted.shape != videos.shape:
@@ -326,14 +349,19 @@ class VideoClips(TensorBatches):
                                          or not 1 <= anchor_reach <= window):
             raise ValueError(f"anchor_reach must be a number of the clip's frames in 1..{window} (or None: no "
                              f"anchor), got {anchor_reach!r}")
+        if memory is not None and (len(memory) != 2 or any(isinstance(value, bool) or not isinstance(value, int)
+                                                           for value in memory) or memory[0] < 1 or memory[1] < 1):
+            raise ValueError(f"memory must be (frames, stride), two integers >= 1 (or None: no memory frames), "
+                             f"got {memory!r}")
         self.window = window
         self.anchor_reach = anchor_reach
+        self.memory = None if memory is None else tuple(memory)
 
     def to(self, device) -> "VideoClips":
         videos = self.tensors[0].to(device)
         labels = self.tensors[1].to(device) if len(self.tensors) > 1 else None
         corrupted = self.corrupted.to(device) if self.corrupted is not None else None
-        return VideoClips(videos, self.window, labels, self.anchor_reach, corrupted)
+        return VideoClips(videos, self.window, labels, self.anchor_reach, corrupted, self.memory)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple:
         videos = self.tensors[0]
@@ -342,13 +370,17 @@ class VideoClips(TensorBatches):
         start = torch.randint(0, videos.shape[1] - self.window + 1, (batch_size,), generator=generator,
                               device=device)  # (B,)
         frames = start[:, None] + torch.arange(self.window, device=device)  # (B, window)
+        leading = []  # (B, 1) the anchor, (B, M) the memory frames
         if self.anchor_reach is not None:
             # uniform over frames 0 .. start + reach - 1 of the same video
             reach = (start + self.anchor_reach).double()  # (B,)
             anchor = (torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
                       * reach).long().clamp_max(start + self.anchor_reach - 1)  # (B,)
-            frames = torch.cat([anchor[:, None], frames], dim=1)  # (B, 1 + window)
-        clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, [1 +] window, ...)
+            leading.append(anchor[:, None])
+        if self.memory is not None:
+            leading.append(memory_indices(start, *self.memory))  # (B, M)
+        frames = torch.cat([*leading, frames], dim=1)  # (B, L + window)
+        clips = videos[index[:, None].to(videos.device), frames.to(videos.device)]  # (B, L + window, ...)
         if self.corrupted is not None:
             window = frames[:, -self.window:].to(videos.device)  # (B, window)
             clips = torch.cat([clips, self.corrupted[index[:, None].to(videos.device), window]], dim=1)
