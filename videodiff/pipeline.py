@@ -177,8 +177,8 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # p > 0: the share of clean-history clips whose history comes from a copy of the video with one ball left out
     # or repainted (videodiff.data.corrupted_copies, drawn from data_seed), the frames to learn staying the
     # video's own (VideoDiffusionObjective): the model is asked to bring back what its history lost. The whole
-    # history (needs dit.anchor_frame or dit.memory_frames, the only frames left that show the ball), or with corrupt_history_end
-    # only its last 1..H-1 frames. Off by default: both learn their repair (the last-frames form, given a history
+    # history (needs dit.anchor_frame or dit.memory_frames, the only frames left that show the ball), or with
+    # corrupt_history_end only its last 1..H-1 frames. Off by default: both learn their repair (the last-frames form, given a history
     # whose last two frames lost a ball: the ball missing from 0.17 and 0.11 of the next frames on two training
     # seeds, against 0.80 and 0.76 for the recipe), yet over 64 frames they hold 0.134 (whole, with the anchor,
     # seed 2) and 0.129 / 0.157 (last frames, seeds 2 / 1) intact against the recipe's 0.116 / 0.152, with 2.06,

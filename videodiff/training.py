@@ -41,7 +41,8 @@ import torch
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import NoiseSchedule
 from toydiff.training import TensorBatches
-from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout  # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
+# CLEAN_LEVEL: a clean frame's level, as the sampler shows context
+from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
 
@@ -161,15 +162,15 @@ class VideoDiffusionObjective(DiffusionObjective):
         fixed_clean_history = (noise_mode == "diffusion_forcing" and clean_history_probability > 0
                                and clean_history_frames is not None and not history_noise_max
                                and not clean_frame_loss and not model_history_probability)
-        # what shows the lost ball: the anchor, or (end only) the history's first frames
+        # what shows the lost ball: the anchor or memory frames, or (end only) the history's first frames
         witness = clean_history_frames is not None and clean_history_frames >= 2 if corrupt_history_end \
             else self.leading_frames > 0
         if corrupt_history_probability > 0 and not (fixed_clean_history and witness):
             raise ValueError("corrupt_history_probability needs a clean history of fixed length (clean_history_probability "
                              "> 0, clean_history_frames set, history_noise_max 0), no loss on clean frames "
                              "(clean_frame_loss=False), no model history, and something that shows what the history "
-                             "lost: an anchor frame (anchor_frame=True) or memory frames for a whole corrupted history, the history's first "
-                             "frames (clean_history_frames >= 2) with corrupt_history_end")
+                             "lost: an anchor frame (anchor_frame=True) or memory frames for a whole corrupted history, "
+                             "the history's first frames (clean_history_frames >= 2) with corrupt_history_end")
         self.corrupt_history_probability = float(corrupt_history_probability)
         self.corrupt_history_end = bool(corrupt_history_end)
 
@@ -189,8 +190,9 @@ class VideoDiffusionObjective(DiffusionObjective):
         leading frames and the window (B, L + F, ...), the window's corrupted copy (B, F, ...))."""
         leading = self.leading_frames
         if clips.ndim < 3 or clips.shape[1] < leading + 2 or (clips.shape[1] - leading) % 2:
-            raise ValueError(f"corrupt_history_probability > 0 needs clips of {self.leading_names + ', ' if leading else ''}"
-                             f"a window and the window's corrupted copy, (B, {leading} + 2F, ...) "
+            named = f"{self.leading_names}, " if leading else ""
+            raise ValueError(f"corrupt_history_probability > 0 needs clips of {named}a window and the window's "
+                             f"corrupted copy, (B, {leading} + 2F, ...) "
                              f"(VideoClips(corrupted=...)), got {tuple(clips.shape)}")
         window = (clips.shape[1] - leading) // 2
         return clips[:, :leading + window], clips[:, leading + window:]
