@@ -92,7 +92,9 @@ class VideoDiTConfig(DiTConfig):
     # that lies before the video's start), each marked by its own learned vector. A rollout takes them from
     # the video so far, the model's own frames included (videodiff.sampling.rollout): they reach further back
     # than the history, the frames that still showed what the history may have lost, and where it was.
-    # Off by default (0).
+    # Off by default (0). Measured with 2 frames 4 apart on two training seeds (docs/video_rollouts.md, "Reaching
+    # further back"): the first window's error 1.49 / 1.37 px against the recipe's 1.58 / 1.46, 64-frame rollouts
+    # of 32 held-out videos 0.166 / 0.137 intact against 0.116 / 0.152, at about the recipe's training time.
     memory_frames: int = 0
     memory_stride: int = 4
 
