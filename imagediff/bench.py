@@ -48,7 +48,7 @@ from imagediff.plots import columns_per_class_grid, save_curves, save_image_grid
 from toydiff.compilation import compile_or_eager
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import make_schedule
-from toydiff.training import TrainConfig
+from toydiff.training import TrainConfig, autocast_for, resolved_precision
 
 CURVE_SCALE = 3.0          # the guidance scale of the accuracy-over-time curves
 HELD_OUT_SEED = 300        # PSNR images: a seed no model trained on
@@ -118,13 +118,15 @@ def synchronized(function, device):
 
 
 def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int, repeats: int,
-                      compile: Optional[bool] = None) -> dict:
+                      compile: Optional[bool] = None, precision: Optional[str] = None) -> dict:
     """Time full training steps (forward, backward, AdamW) of the run's DiT; FLOPs from training_flops.
 
     The step is timed in turns with the fp32 matmul (``interleaved_medians``, ``repeats`` rounds of one call each), whose
     rate is returned as "matmul_rate", so that the step's share of it is not the machine's drift between
     two timings. compile: the step through torch.compile (toydiff.compilation); None: as the recipe trains
-    (config.train.compile).
+    (config.train.compile). precision: the forward's mixed precision (toydiff.training.autocast_for); None:
+    as the recipe trains (config.train.mixed_precision). The matmul stays fp32, the rate the step's share is
+    of; a step under bf16 autocast is also timed in turns with a bf16 matmul ("matmul_bf16_rate").
     A self-conditioned run (share p of its batches take an extra forward pass without gradients) is timed
     both ways; its step is the average (1 - p) · plain + p · self-conditioned, and its FLOPs count the
     extra forward pass (a third of a step's matrix products) in the same share.
@@ -133,6 +135,7 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
                          num_classes=num_classes, self_condition=config.self_condition > 0)
     model = DiT(dit_config)
     compile = config.train.compile if compile is None else compile
+    precision = resolved_precision(config.train.mixed_precision if precision is None else precision, "cpu")
     forward = compile_or_eager(model, enabled=compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     schedule = make_schedule(config.schedule, config.num_timesteps)
@@ -148,7 +151,8 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
                                        self_condition=self_condition, extra_inputs=extra_inputs)
 
         def step():
-            loss, _ = objective(forward, data)
+            with autocast_for(precision, "cpu"):
+                loss, _ = objective(forward, data)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -160,12 +164,15 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
     steps = {"plain": make_step(0.0), "matmul": matmul}
     if share > 0:
         steps["self_conditioned"] = make_step(1.0)
+    if precision == "bf16":
+        steps["matmul_bf16"] = matmul_function(dtype=torch.bfloat16)[0]
     medians = interleaved_medians(steps, repeats, per_round=1, warmup=3 if compile else 2)
     seconds = medians["plain"] if share == 0 else (1 - share) * medians["plain"] + share * medians["self_conditioned"]
     flops = training_flops(dit_config, batch) * (1 + share / 3)
     return {"batch_size": batch, "tokens": dit_config.num_tokens, "step_seconds": seconds, "step_flops": flops,
             "flop_rate": flops / seconds, "matmul_rate": matmul_flops / medians["matmul"],
-            "compiled": bool(getattr(forward, "compiled", False))}
+            "compiled": bool(getattr(forward, "compiled", False)), "precision": precision,
+            **({"matmul_bf16_rate": matmul_flops / medians["matmul_bf16"]} if precision == "bf16" else {})}
 
 
 class AccuracyCurve:
@@ -326,12 +333,23 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
                            "latent_fraction_of_matmul": rate["flop_rate"] / matmul,
                            "pixel_fraction_of_matmul": pixel_rate["flop_rate"] / pixel_rate["matmul_rate"],
                            "target_fraction": 0.75}
+    bf16 = rate["precision"] == "bf16"
     print(f"fp32 matmul {matmul / 1e9:.1f} GFLOP/s; latent DiT step {rate['flop_rate'] / 1e9:.1f} GFLOP/s "
-          f"({rate['flop_rate'] / matmul:.0%}{', compiled' if rate['compiled'] else ''}; eager "
-          f"{eager_share:.0%} of {eager['matmul_rate'] / 1e9:.1f}); "
+          f"({rate['flop_rate'] / matmul:.0%}{', compiled' if rate['compiled'] else ''}"
+          f"{', bf16 autocast' if bf16 else ''}; eager {eager_share:.0%} of {eager['matmul_rate'] / 1e9:.1f}); "
           f"pixel DiT step {pixel_rate['flop_rate'] / 1e9:.1f} GFLOP/s "
           f"({pixel_rate['flop_rate'] / pixel_rate['matmul_rate']:.0%} of {pixel_rate['matmul_rate'] / 1e9:.1f}); "
           f"target 75%", flush=True)
+    if bf16:  # what the bf16 products buy: the same step in fp32, and the step against the bf16 matmul
+        fp32 = dit_training_rate(latent_config, latent_shape, len(latent.class_names), 3 * repeats, precision="no")
+        report["flop_rate"]["latent_dit_fp32"] = fp32
+        report["flop_rate"]["latent_fp32_fraction_of_matmul"] = fp32["flop_rate"] / fp32["matmul_rate"]
+        report["flop_rate"]["latent_fraction_of_bf16_matmul"] = rate["flop_rate"] / rate["matmul_bf16_rate"]
+        print(f"latent DiT step in fp32: {fp32['step_seconds'] * 1e3:.1f} ms against {rate['step_seconds'] * 1e3:.1f} "
+              f"ms under bf16 autocast, {fp32['flop_rate'] / fp32['matmul_rate']:.0%} of the fp32 matmul "
+              f"{fp32['matmul_rate'] / 1e9:.1f} GFLOP/s; the bf16 step is "
+              f"{rate['flop_rate'] / rate['matmul_bf16_rate']:.0%} of the bf16 matmul "
+              f"{rate['matmul_bf16_rate'] / 1e9:.1f} GFLOP/s", flush=True)
     return report
 
 

@@ -38,8 +38,8 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, positive_float, positive_int,
-    print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_precision_options, autoguidance_scale, finite_float, non_negative_float,
+    positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
 )
 
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
-    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    add_precision_options(train, DiffusionRunConfig().train.mixed_precision)
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DiffusionRunConfig().train.compile,
                        help="torch.compile the training step (falls back to eager where the machine cannot compile) "
                             "(default: %(default)s)")
@@ -217,7 +217,7 @@ def command_train(args) -> None:
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.learning_rate = args.learning_rate
     config.train.device = args.device
-    config.train.mixed_precision = "bf16" if args.bf16 else "no"
+    config.train.mixed_precision = args.precision
     config.train.compile = args.compile
     config.train.progress = not args.quiet
     run = train_image_diffusion(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)

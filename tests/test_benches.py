@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import imagediff.bench
 from imagediff.bench import interleaved_medians, median_seconds
@@ -75,6 +76,47 @@ def test_the_image_step_rate_comes_with_the_matmul_rate_timed_beside_it():
     rate = dit_training_rate(eager, (4, 8, 8), num_classes=3, repeats=2)
     assert rate["matmul_rate"] > 0 and rate["flop_rate"] > 0 and rate["compiled"] is False
     assert math.isclose(rate["flop_rate"], rate["step_flops"] / rate["step_seconds"])
+
+
+def test_a_bf16_recipes_step_runs_under_autocast_and_is_also_timed_in_fp32(monkeypatch):
+    import imagediff.bench
+    import videodiff.bench
+    from imagediff.pipeline import DiffusionRunConfig
+    from videodiff.dit import video_dit_config
+    from videodiff.pipeline import VideoDiffusionRunConfig
+
+    seen = []
+
+    def recording(model_class):
+        class Recording(model_class):
+            def forward(self, *args, **kwargs):
+                out = super().forward(*args, **kwargs)
+                seen.append(out.dtype)
+                return out
+        return Recording
+
+    monkeypatch.setattr(imagediff.bench, "DiT", recording(imagediff.bench.DiT))
+    monkeypatch.setattr(videodiff.bench, "VideoDiT", recording(videodiff.bench.VideoDiT))
+    image = DiffusionRunConfig()
+    image.train.compile = False
+    for precision, dtype in (("bf16", torch.bfloat16), ("no", torch.float32)):
+        seen.clear()
+        rate = imagediff.bench.dit_training_rate(image, (4, 8, 8), num_classes=3, repeats=1, precision=precision)
+        assert rate["precision"] == precision and set(seen) == {dtype}
+        assert ("matmul_bf16_rate" in rate) is (precision == "bf16")
+    video = VideoDiffusionRunConfig(dit=video_dit_config("tiny", hidden_dim=32, depth=1, num_heads=2, num_frames=4))
+    video.train.compile = False
+    for precision in ("bf16", "no"):
+        video.train.mixed_precision = precision
+        seen.clear()
+        shares = videodiff.bench.step_shares(video, (4, 8, 8), rounds=1)
+        assert shares["precision"] == precision
+        if precision == "bf16":  # the recipe's and the eager step in bf16, the fp32 one beside them
+            assert seen.count(torch.bfloat16) > 0 and seen.count(torch.float32) > 0
+            assert math.isclose(shares["fp32"]["share_of_matmul_rate"], shares["fp32"]["flop_rate"] / shares["matmul_rate"])
+            assert math.isclose(shares["share_of_bf16_matmul_rate"], shares["flop_rate"] / shares["matmul_rate_bf16"])
+        else:
+            assert set(seen) == {torch.float32} and "fp32" not in shares and "matmul_rate_bf16" not in shares
 
 
 def test_the_video_step_of_an_anchored_model_feeds_it_its_anchor_and_counts_its_work(monkeypatch):

@@ -163,6 +163,10 @@ def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
     assert imagediff.cli.main(["train", "--out", str(tmp_path), "--dataset", "glyphs"]) == 0
     assert started["diffusion"].canonical_frame is False  # the digits cannot be drawn upright: off by default
     assert imagediff.cli.main(["train", "--out", str(tmp_path), "--canonical-frame", "--angle-conditioning"]) == 2
+    assert DiffusionRunConfig().train.mixed_precision == "auto"
+    for flags, precision in (([], "auto"), (["--precision", "no"], "no"), (["--bf16"], "bf16")):
+        assert imagediff.cli.main(["train", "--out", str(tmp_path), *flags]) == 0
+        assert started["diffusion"].train.mixed_precision == precision
 
 
 def test_help_prints_each_option_with_its_default():

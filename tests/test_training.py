@@ -501,3 +501,42 @@ def test_a_setting_an_older_checkpoint_lacks_is_unchanged_only_when_asked_off(tm
     with pytest.raises(RecipeChangedError, match="differs in: new_option"):
         tiny_run(tmp_path, steps=20, run_config={"name": "run", "new_option": True})
     assert tiny_run(tmp_path, steps=20, run_config={"name": "run", "new_option": False}).history[-1]["step"] == 20
+
+
+def test_bf16_mixed_precision_runs_the_forward_in_bf16_on_a_cpu_and_keeps_the_weights_fp32(tmp_path):
+    from toydiff.training import autocast_for
+    torch.manual_seed(0)
+    model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
+    points, _ = make_dataset("spiral", 500, seed=0)
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    for precision, dtype in (("no", torch.float32), ("bf16", torch.bfloat16)):
+        seen.clear()
+        config = TrainConfig(steps=3, batch_size=32, log_every=1, progress=False, warmup_steps=1,
+                             mixed_precision=precision, device="cpu")
+        result = train(model, DiffusionObjective(SCHEDULE), TensorBatches(points), config)
+        assert seen == [dtype] * 3
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+        assert all(p.dtype == torch.float32 for p in result.ema_model.parameters())
+        assert all(math.isfinite(h["loss"]) for h in result.history)
+    with autocast_for("bf16", "cpu"):
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    with autocast_for("no", "cpu"):
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.float32
+    with pytest.raises(ValueError, match="'no', 'bf16', 'auto', got 'fp16'"):
+        autocast_for("fp16", "cpu")
+    with pytest.raises(ValueError, match="mixed_precision must be one of 'no', 'bf16', 'auto', got 'fp16'"):
+        TrainConfig(mixed_precision="fp16").validate()
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch):
+    from toydiff.training import autocast_for, fast_bf16
+    for amx, avx512 in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512, raising=False)
+        assert fast_bf16("cpu") is (amx or avx512)
+        with autocast_for("auto", "cpu"):
+            dtype = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype
+        assert dtype == (torch.bfloat16 if amx or avx512 else torch.float32)
+        with autocast_for("bf16", "cpu"):  # asked for, it is bf16 either way
+            assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16

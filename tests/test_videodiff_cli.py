@@ -216,6 +216,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert (started["dit"].dit.memory_frames, started["dit"].dit.memory_stride, started["dit"].dit.input_frames) == (2, 3, 10)
     assert main(["train", "--out", str(tmp_path), "--memory-frames", "1", "--corrupt-history", "0.25"]) == 0
     assert started["dit"].corrupt_history_probability == 0.25 and not started["dit"].corrupt_history_end
+    # Mixed precision: the recipe's "auto" unless asked; --bf16 is short for --precision bf16.
+    assert VideoDiffusionRunConfig().train.mixed_precision == "auto"
+    for flags, precision in (([], "auto"), (["--precision", "no"], "no"), (["--bf16"], "bf16"),
+                             (["--precision", "bf16"], "bf16")):
+        assert main(["train", "--out", str(tmp_path), *flags]) == 0
+        assert started["dit"].train.mixed_precision == precision
 
 
 def test_train_records_a_learning_curve_of_the_ema_weights_without_changing_the_run(demo_run, tmp_path, capsys):

@@ -27,6 +27,7 @@ from toydiff.losses import WEIGHTINGS
 from toydiff.parameterisation import PREDICTION_TYPES
 from toydiff.samplers import SPACINGS
 from toydiff.schedules import SCHEDULE_KINDS
+from toydiff.training import PRECISIONS
 
 
 class UsageError(Exception):
@@ -275,6 +276,16 @@ def autoguidance_scale(asked: Optional[float], run) -> float:
         raise UsageError(f"--autoguidance {asked:g}: this run kept no guide (trained with guide_fraction=0 or before "
                          "guides existed); use --autoguidance 1")
     return asked
+
+
+def add_precision_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--precision auto|bf16|no`` (TrainConfig.mixed_precision, toydiff.training.autocast_for) and ``--bf16``,
+    short for ``--precision bf16``, on a train command whose recipe trains with ``default``."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="mixed precision of the training forward: bf16 autocast, fp32 ('no'), or 'auto': bf16 "
+                             "where the device's bf16 products are native (a GPU; a CPU with AMX or AVX-512 BF16)")
+    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                        help="short for --precision bf16")
 
 
 def print_log_entry(entry: dict) -> None:

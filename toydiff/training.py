@@ -33,6 +33,9 @@ from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_p
 from toydiff.ema import ExponentialMovingAverage
 
 
+PRECISIONS = ("no", "bf16", "auto")  # TrainConfig.mixed_precision, autocast_for
+
+
 @dataclass
 class TrainConfig:
     steps: int = 3000
@@ -50,7 +53,9 @@ class TrainConfig:
     loss_bins: int = 10                # the loss is also logged in this many equal bins of t
     checkpoint_every: int = 1000       # 0: only at the end
     device: str = "auto"
-    mixed_precision: str = "no"        # "bf16" runs forward passes under bf16 autocast on CUDA
+    # "bf16": forward passes under bf16 autocast (autocast_for), on a GPU or a CPU; "no": fp32 throughout;
+    # "auto": bf16 where the device's bf16 products are native (fast_bf16), fp32 elsewhere
+    mixed_precision: str = "no"
     # torch.compile the training forward (and backward); falls back to eager where the machine cannot
     # compile (toydiff.compilation). The first steps are slower while it compiles.
     compile: bool = False
@@ -69,8 +74,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"TrainConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"TrainConfig.mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                             f"got {self.mixed_precision!r}")
         for step in self.snapshot_steps:
             if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= self.steps:
                 raise ValueError(f"TrainConfig.snapshot_steps are steps in 1..{self.steps} (the run's length), "
@@ -295,6 +301,42 @@ def _deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+def fast_bf16(device) -> bool:
+    """Whether bf16 matrix products are native on ``device``: a CUDA GPU that supports bf16, or a CPU with
+    AMX tiles or AVX-512 BF16 instructions (elsewhere a CPU emulates them, slower than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def autocast_for(mixed_precision: str, device):
+    """The context a forward pass runs in: bf16 autocast on ``device`` for "bf16", none for "no", and for
+    "auto" bf16 where ``fast_bf16(device)``, else none.
+
+    Under autocast the matrix products (linear layers, convolutions, attention) run in bf16 while the
+    weights, the optimizer and what autocast keeps in fp32 (LayerNorm, softmax, the loss) stay fp32. Run
+    only the forward and the loss inside it; ``loss.backward()`` goes outside. Where bf16 is not native,
+    a CPU emulates it and a step runs slower than in fp32: hence "auto".
+    """
+    if resolved_precision(mixed_precision, device) == "no":
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def resolved_precision(mixed_precision: str, device) -> str:
+    """What ``mixed_precision`` means on ``device``: "bf16" or "no" ("auto" resolved by ``fast_bf16``)."""
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, PRECISIONS))}, got {mixed_precision!r}")
+    if mixed_precision == "auto":
+        return "bf16" if fast_bf16(device) else "no"
+    return mixed_precision
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -387,8 +429,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     # The objective calls the compiled model; checkpoints, EMA and clipping use `model`, whose
     # parameters it shares.
     forward_model = compile_or_eager(model, enabled=config.compile)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if config.mixed_precision == "bf16" and device.type == "cuda" else nullcontext())
+    autocast = autocast_for(config.mixed_precision, device)
     bins = _LossByTimestep(config.loss_bins, num_timesteps)
     window_loss, window_steps = 0.0, 0
     # Training seconds so far: carried over a resume, and excluding time spent in `evaluate`.

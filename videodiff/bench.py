@@ -12,7 +12,8 @@
 3. The same for a full-sequence baseline (one noise level per clip) trained with the same budget.
 4. Training throughput in frames per second, and the FLOP rate of a training step (the recipe's, compiled
    by default, and eager) against the fp32 matmul rate (target >= 75%), the three timed in turns in
-   2 x ``--repeats`` rounds (medians).
+   2 x ``--repeats`` rounds (medians); where the recipe trains under bf16 autocast, also its step in
+   fp32 and the bf16 matmul rate.
 
     python -m videodiff.bench [--out runs/bench/videodiff] [--repeats 5] [--num-videos 32] [--quick]
 
@@ -26,7 +27,6 @@ import json
 import os
 import platform
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -36,6 +36,7 @@ import torch
 from imagediff.bench import interleaved_medians, matmul_function, median_seconds, synchronized
 from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
+from toydiff.training import autocast_for, resolved_precision
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, reference_rows, rollout_and_score
 from videodiff.dit import VideoDiT, video_training_flops
 from videodiff.metrics import format_crowding, format_faults
@@ -49,14 +50,15 @@ from videodiff.training import VideoDiffusionObjective
 CONTEXT, SHORT, LONG = 4, 8, 64
 
 
-def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", bf16: bool = False,
+def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", bf16: Optional[bool] = None,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None):
     """(step, description): one full training step (forward, backward, AdamW) of the run's video DiT on
     random clips, to time, and what it is — batch size, parameters, FLOPs, the forward it calls (compiled
     or, where compilation failed, eager).
 
-    device, bf16, compile: where the step runs, under bf16 autocast (CUDA only, as in toydiff.training)
-    and through torch.compile (toydiff.compilation; default: as the run trains, config.train.compile);
+    device, bf16, compile: where the step runs, under bf16 autocast (toydiff.training.autocast_for; default:
+    as the run trains, config.train.mixed_precision) and through torch.compile (toydiff.compilation;
+    default: as the run trains, config.train.compile);
     batch_size: clips per step (default: the run's). A compiled step compiles on its first calls.
     """
     compile = config.train.compile if compile is None else compile
@@ -72,7 +74,8 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
     batch, frames = batch_size or config.train.batch_size, dit.num_frames
     # an anchor and memory frames too, if the model has them
     clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda" else nullcontext())
+    precision = config.train.mixed_precision if bf16 is None else ("bf16" if bf16 else "no")
+    autocast = autocast_for(precision, device)
 
     def step():
         with autocast:
@@ -95,7 +98,8 @@ def _rate(description: dict, seconds: float) -> dict:
             "flop_rate": description["flops_per_step"] / seconds}
 
 
-def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, device="cpu", bf16: bool = False,
+def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, device="cpu",
+                  bf16: Optional[bool] = None,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None) -> dict:
     """Median time of ``training_step``'s step over ``repeats`` calls, with its frames per second and FLOP rate."""
     compile = config.train.compile if compile is None else compile
@@ -107,15 +111,31 @@ def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, d
 def step_shares(config: VideoDiffusionRunConfig, latent_shape, rounds: int) -> dict:
     """The recipe's training step (compiled by default), the eager step and the fp32 matmul rate, timed in
     turns (imagediff.bench.interleaved_medians), so that the shares of the matmul rate and the compiled
-    step's gain are not the machine's drift between two timings."""
+    step's gain are not the machine's drift between two timings.
+
+    Where the recipe's step runs under bf16 autocast (mixed precision "auto" on a machine with native bf16,
+    or "bf16"), the same step in fp32 ("fp32") and the bf16 matmul rate are timed in the same turns: the
+    share of the fp32 rate is the target's measure, the other two say how much of it the bf16 products buy.
+    """
+    precision = resolved_precision(config.train.mixed_precision, "cpu")
     recipe_step, recipe = training_step(config, latent_shape)
     eager_step, eager = training_step(config, latent_shape, compile=False)
     matmul, matmul_flops = matmul_function()
-    medians = interleaved_medians({"recipe": recipe_step, "eager": eager_step, "matmul": matmul}, rounds, warmup=3)
+    functions = {"recipe": recipe_step, "eager": eager_step, "matmul": matmul}
+    if precision == "bf16":
+        functions["fp32"], fp32 = training_step(config, latent_shape, bf16=False)
+        functions["matmul_bf16"], _ = matmul_function(dtype=torch.bfloat16)
+    medians = interleaved_medians(functions, rounds, warmup=3)
     peak = matmul_flops / medians["matmul"]
-    report = {**_rate(recipe, medians["recipe"]), "matmul_rate": peak, "eager": _rate(eager, medians["eager"])}
+    report = {**_rate(recipe, medians["recipe"]), "precision": precision, "matmul_rate": peak,
+              "eager": _rate(eager, medians["eager"])}
     report["share_of_matmul_rate"] = report["flop_rate"] / peak
     report["eager"]["share_of_matmul_rate"] = report["eager"]["flop_rate"] / peak
+    if precision == "bf16":
+        report["matmul_rate_bf16"] = matmul_flops / medians["matmul_bf16"]
+        report["share_of_bf16_matmul_rate"] = report["flop_rate"] / report["matmul_rate_bf16"]
+        report["fp32"] = _rate(fp32, medians["fp32"])
+        report["fp32"]["share_of_matmul_rate"] = report["fp32"]["flop_rate"] / peak
     return report
 
 
@@ -187,11 +207,18 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     latent_shape = (run.model.config.in_channels, *run.model.config.input_size)
     throughput = step_shares(config, latent_shape, rounds=2 * repeats)
     report["throughput"] = {**throughput, "target_share": 0.75}
-    for name, measured in (("the recipe's, compiled" if throughput["compiled"] else "the recipe's, eager", throughput),
-                           ("eager", throughput["eager"])):
+    bf16 = throughput["precision"] == "bf16"
+    recipe_name = ("the recipe's, " + ("compiled" if throughput["compiled"] else "eager")
+                   + (", bf16 autocast" if bf16 else ""))
+    rows = [(recipe_name, throughput), ("eager" + (", bf16 autocast" if bf16 else ""), throughput["eager"])]
+    rows += [("compiled, fp32", throughput["fp32"])] if bf16 else []
+    for name, measured in rows:
         print(f"training step ({name}): {measured['frames_per_second']:.0f} frames/s, "
               f"{measured['flop_rate'] / 1e9:.1f} GFLOP/s = {measured['share_of_matmul_rate']:.0%} of the fp32 matmul "
               f"rate {throughput['matmul_rate'] / 1e9:.1f} GFLOP/s (target >= 75%)", flush=True)
+    if bf16:
+        print(f"the recipe's step is {throughput['share_of_bf16_matmul_rate']:.0%} of the bf16 matmul rate "
+              f"{throughput['matmul_rate_bf16'] / 1e9:.1f} GFLOP/s", flush=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'bench.json'} and {out / 'rollout_vanilla.gif'}")
     return report

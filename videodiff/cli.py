@@ -25,8 +25,8 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, autoguidance_scale, finite_float, non_negative_float, non_negative_int, positive_float,
-    positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_precision_options, autoguidance_scale, finite_float, non_negative_float,
+    non_negative_int, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
 )
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt (and curve.json)")
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
-    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    add_precision_options(train, recipe.train.mixed_precision)
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=recipe.train.compile,
                        help="torch.compile the training step (falls back to eager where the machine cannot compile) "
                             "(default: %(default)s)")
@@ -422,7 +422,7 @@ def command_train(args) -> None:
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           device=args.device, mixed_precision="bf16" if args.bf16 else "no", compile=args.compile,
+                           device=args.device, mixed_precision=args.precision, compile=args.compile,
                            progress=not args.quiet)
     if args.evaluate_every % config.train.log_every:
         raise UsageError(f"--evaluate-every {args.evaluate_every} must be a multiple of the log interval, "

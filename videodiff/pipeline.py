@@ -215,9 +215,12 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # Compiled (toydiff.compilation; eager where the machine cannot compile): the training loop took 140 ms a
     # step against 171 eager, medians of three interleaved runs of 250 steps on 2 cores, for about 10 s of
     # compiling (docs/video_rollouts.md, "Compiling the training step").
+    # Mixed precision "auto", as the image recipe: bf16 autocast where bf16 products are native, fp32
+    # elsewhere. On a 2-core CPU with AMX this recipe trained in 330 s against 580 s in fp32, and its
+    # rollouts scored the same within a hundredth or two (docs/video_rollouts.md, "bf16 products on a CPU").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
-        checkpoint_every=500, compile=True))
+        checkpoint_every=500, compile=True, mixed_precision="auto"))
 
     def __post_init__(self) -> None:
         self.check_guide_fraction()
