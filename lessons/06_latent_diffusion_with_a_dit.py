@@ -15,7 +15,9 @@
 #        pixel DiT its equal share of at most 2 min, which it trains every time); about 4 min (260 s)
 #        once the latent DiT is trained.
 #        Measured with `python lessons/run_all.py 06 07` on an idle 2-core machine, both cores in use
-#        (a full-mode run: 0.94 of the samples the class asked for at step 1800, CFG s = 3).
+#        (a full-mode run: 0.94 of the samples the class asked for at step 1800, CFG s = 3). On a CPU
+#        with native bf16 products (AMX), where the DiT trains under bf16 autocast: 180 s the first
+#        time (the latent DiT 57 s of training; 0.905 at step 1800).
 #
 # The latent DiT trained here is shared with lesson 07: it is trained once.
 
@@ -221,7 +223,8 @@ with torch.no_grad():
 # Now the same DiT (same width, depth and patch size) denoises the images themselves, 3 x 32 x 32:
 # 16 times as many tokens, so each step costs about 20 times the FLOPs (lesson 05).  What that means
 # in seconds depends on the machine: both are measured here, a few training steps each, the same
-# way.  The pixel model then trains for the same wall time the latent model had (at most two
+# way, and the latent step once more in fp32: on a CPU with native bf16 products (AMX) the recipe's
+# bf16 step takes about half the time, because a 16-token step is mostly matrix products.  The pixel model then trains for the same wall time the latent model had (at most two
 # minutes), and is graded the same way.  (Its warm-up is shortened to a tenth of its steps.)
 
 # %%
@@ -232,6 +235,12 @@ for name, rate in (("latent", latent_rate), ("pixel", pixel_rate)):
     print(f"{name:6s} DiT: {rate['tokens']:4d} tokens, {rate['step_seconds']:.3f} s per training step of batch "
           f"{rate['batch_size']} ({rate['step_flops'] / 1e9:.1f} GFLOP, {rate['flop_rate'] / 1e9:.1f} GFLOP/s)")
 print(f"a pixel step takes {pixel_rate['step_seconds'] / latent_rate['step_seconds']:.0f}x as long as a latent step")
+# The recipe trains under bf16 autocast where the machine's bf16 products are native (mixed precision
+# "auto": a GPU, or a CPU with AMX or AVX-512 BF16). The same latent step in fp32, for comparison:
+fp32_rate = dit_training_rate(latent_recipe(), (C, H, W), num_classes, repeats=3, precision="no")
+print(f"latent step here: {'bf16 autocast' if latent_rate['precision'] == 'bf16' else 'fp32'}, "
+      f"{latent_rate['step_seconds']:.3f} s; in fp32 {fp32_rate['step_seconds']:.3f} s "
+      f"({fp32_rate['flop_rate'] / fp32_rate['matmul_rate']:.0%} of this machine's fp32 matmul rate)")
 budget = min(latent_history[-1]["seconds"], PIXEL_BUDGET_CAP)
 log_every = max(1, int(budget / pixel_rate["step_seconds"]) // 3)
 pixel_recipe.train = replace(recipe.train, steps=3 * log_every, log_every=log_every, checkpoint_every=0,

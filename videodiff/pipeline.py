@@ -216,8 +216,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # step against 171 eager, medians of three interleaved runs of 250 steps on 2 cores, for about 10 s of
     # compiling (docs/video_rollouts.md, "Compiling the training step").
     # Mixed precision "auto", as the image recipe: bf16 autocast where bf16 products are native, fp32
-    # elsewhere. On a 2-core CPU with AMX this recipe trained in 330 s against 580 s in fp32, and its
-    # rollouts scored the same within a hundredth or two (docs/video_rollouts.md, "bf16 products on a CPU").
+    # elsewhere. On a 2-core CPU with AMX this recipe trained in 330 s against 580 s in fp32, and over three
+    # training seeds its rollouts scored as in fp32 within the seeds' spread (first window 1.51 px against
+    # 1.47; docs/video_rollouts.md, "bf16 products on a CPU").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
         checkpoint_every=500, compile=True, mixed_precision="auto"))
