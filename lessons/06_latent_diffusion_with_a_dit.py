@@ -224,8 +224,9 @@ with torch.no_grad():
 # 16 times as many tokens, so each step costs about 20 times the FLOPs (lesson 05).  What that means
 # in seconds depends on the machine: both are measured here, a few training steps each, the same
 # way, and the latent step once more in fp32: on a CPU with native bf16 products (AMX) the recipe's
-# bf16 step takes about half the time, because a 16-token step is mostly matrix products.  The pixel model then trains for the same wall time the latent model had (at most two
-# minutes), and is graded the same way.  (Its warm-up is shortened to a tenth of its steps.)
+# bf16 step takes about half the time, because a 16-token step is mostly matrix products.  The pixel
+# model then trains for the same wall time the latent model had (at most two minutes), and is graded
+# the same way.  (Its warm-up is shortened to a tenth of its steps.)
 
 # %%
 pixel_recipe = replace(latent_recipe(), space="pixel")

@@ -50,15 +50,15 @@ from videodiff.training import VideoDiffusionObjective
 CONTEXT, SHORT, LONG = 4, 8, 64
 
 
-def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", bf16: Optional[bool] = None,
+def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", precision: Optional[str] = None,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None):
     """(step, description): one full training step (forward, backward, AdamW) of the run's video DiT on
     random clips, to time, and what it is — batch size, parameters, FLOPs, the forward it calls (compiled
     or, where compilation failed, eager).
 
-    device, bf16, compile: where the step runs, under bf16 autocast (toydiff.training.autocast_for; default:
-    as the run trains, config.train.mixed_precision) and through torch.compile (toydiff.compilation;
-    default: as the run trains, config.train.compile);
+    device, precision, compile: where the step runs, its mixed precision (toydiff.training.autocast_for:
+    "no", "bf16" or "auto"; default: as the run trains, config.train.mixed_precision) and whether through
+    torch.compile (toydiff.compilation; default: as the run trains, config.train.compile);
     batch_size: clips per step (default: the run's). A compiled step compiles on its first calls.
     """
     compile = config.train.compile if compile is None else compile
@@ -74,8 +74,7 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", b
     batch, frames = batch_size or config.train.batch_size, dit.num_frames
     # an anchor and memory frames too, if the model has them
     clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)
-    precision = config.train.mixed_precision if bf16 is None else ("bf16" if bf16 else "no")
-    autocast = autocast_for(precision, device)
+    autocast = autocast_for(config.train.mixed_precision if precision is None else precision, device)
 
     def step():
         with autocast:
@@ -99,11 +98,11 @@ def _rate(description: dict, seconds: float) -> dict:
 
 
 def training_rate(config: VideoDiffusionRunConfig, latent_shape, repeats: int, device="cpu",
-                  bf16: Optional[bool] = None,
+                  precision: Optional[str] = None,
                   compile: Optional[bool] = None, batch_size: Optional[int] = None) -> dict:
     """Median time of ``training_step``'s step over ``repeats`` calls, with its frames per second and FLOP rate."""
     compile = config.train.compile if compile is None else compile
-    step, description = training_step(config, latent_shape, device, bf16, compile, batch_size)
+    step, description = training_step(config, latent_shape, device, precision, compile, batch_size)
     seconds = median_seconds(step, repeats, warmup=3 if compile else 2)  # a compiled step's first call compiles
     return _rate(description, seconds)
 
@@ -123,7 +122,7 @@ def step_shares(config: VideoDiffusionRunConfig, latent_shape, rounds: int) -> d
     matmul, matmul_flops = matmul_function()
     functions = {"recipe": recipe_step, "eager": eager_step, "matmul": matmul}
     if precision == "bf16":
-        functions["fp32"], fp32 = training_step(config, latent_shape, bf16=False)
+        functions["fp32"], fp32 = training_step(config, latent_shape, precision="no")
         functions["matmul_bf16"], _ = matmul_function(dtype=torch.bfloat16)
     medians = interleaved_medians(functions, rounds, warmup=3)
     peak = matmul_flops / medians["matmul"]

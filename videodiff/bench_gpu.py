@@ -177,8 +177,8 @@ def throughput(sizes, window: int, batch: int, repeats: int, device, compile=())
             modes.append(("bf16+compile" if device.type == "cuda" else "fp32+compile", device.type == "cuda", True))
         for name, bf16, compiled in modes:
             started = time.perf_counter()
-            rate = training_rate(config, LATENT_SHAPE, repeats, device=device, bf16=bf16, compile=compiled,
-                                 batch_size=batch)
+            rate = training_rate(config, LATENT_SHAPE, repeats, device=device, precision="bf16" if bf16 else "no",
+                                 compile=compiled, batch_size=batch)
             rows.append({"size": size, "mode": name, **rate, "wall_seconds": time.perf_counter() - started})
             print(f"  {size:>7} {name:>13}: {rate['frames_per_second']:10.0f} frames/s  "
                   f"{rate['flop_rate'] / 1e12:7.2f} TFLOP/s  ({rate['seconds_per_step'] * 1e3:.1f} ms/step)",
