@@ -326,6 +326,7 @@ TORCHRUN_VAE_SCRIPT = textwrap.dedent("""
     import imagediff.pipeline as pipeline
     from imagediff.pipeline import VAERunConfig, load_vae, train_vae
     from imagediff.vae import vae_config
+    from toydiff.distributed import leave_process_group
     from toydiff.training import TrainConfig
 
     writes = []
@@ -347,8 +348,8 @@ TORCHRUN_VAE_SCRIPT = textwrap.dedent("""
     for rank in range(dist.get_world_size()):  # one rank at a time: two prints at once can interleave
         if rank == dist.get_rank():
             print(f"rank {rank} writes {len(writes)}", flush=True)
-        dist.barrier()  # also: both ranks done before either tears gloo down (else it can abort)
-    dist.destroy_process_group()
+        dist.barrier()
+    leave_process_group()  # torn down in order: left to the exit, gloo aborts a rank now and then
 """)
 
 

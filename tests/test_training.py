@@ -321,6 +321,7 @@ def test_the_log_holds_each_window_mean_loss_its_last_lr_and_its_losses_by_bin_o
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from toydiff.data import make_dataset
+    from toydiff.distributed import leave_process_group
     from toydiff.losses import DiffusionObjective
     from toydiff.models import MLPConfig, MLPDenoiser
     from toydiff.schedules import make_schedule
@@ -339,10 +340,9 @@ DDP_SCRIPT = textwrap.dedent("""
     # Each rank reports in its own file: two processes printing to one pipe interleave their words.
     with open(sys.argv[1] + f"/rank{dist.get_rank()}.ok", "w") as report:
         report.write(str(result.history[-1]["loss"]))
-    # Both ranks reach here before either tears down: without it gloo sometimes aborted rank 0
-    # ("terminate called without an active exception", 1 run in 7 here).
-    dist.barrier()
-    dist.destroy_process_group()
+    # Torn down in order (toydiff.distributed.leave_process_group): left to the interpreter's exit, gloo
+    # sometimes aborted a rank ("terminate called without an active exception").
+    leave_process_group()
 """)
 
 
@@ -354,6 +354,26 @@ def test_two_process_ddp_on_cpu(tmp_path, torchrun):
     generators = load_checkpoint(tmp_path / "checkpoint.pt")["rng"]["generators"]
     assert len(generators) == 2
     assert not torch.equal(generators[0], generators[1])  # each process drew its own share, not the same batch
+
+
+CLI_TORCHRUN_SCRIPT = textwrap.dedent("""
+    import os, sys, torch.distributed as dist
+    from toydiff.cli import main
+    code = main(["train", "--dataset", "spiral", "--steps", "8", "--batch-size", "16", "--quiet",
+                 "--out", sys.argv[1] + "/run"])
+    with open(sys.argv[1] + "/rank" + os.environ["RANK"] + ".report", "w") as report:
+        report.write(f"status {code}, group left: {not dist.is_initialized()}")
+""")
+
+
+def test_a_train_command_under_torchrun_leaves_its_process_group_before_exit(tmp_path, torchrun):
+    """The train command joins the torchrun group (toydiff.distributed.setup_process) and, once it has
+    succeeded, leaves it (toydiff.distributed.leave_process_group) rather than leave gloo to the exit."""
+    completed = torchrun(CLI_TORCHRUN_SCRIPT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    reports = {p.name: p.read_text() for p in tmp_path.glob("rank*.report")}
+    assert reports == {f"rank{r}.report": "status 0, group left: True" for r in (0, 1)}, reports
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 8
 
 
 def test_evaluation_hook_sees_the_ema_model_and_its_time_is_not_training_time(tmp_path):

@@ -298,6 +298,7 @@ def test_logit_normal_levels_shift_with_their_mean_and_keep_the_clean_history():
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
+    from toydiff.distributed import leave_process_group
     from toydiff.schedules import make_schedule
     from toydiff.training import TrainConfig, recipe_differences, train
     from videodiff.dit import VideoDiT, VideoDiTConfig
@@ -318,8 +319,7 @@ DDP_SCRIPT = textwrap.dedent("""
     # Each rank reports in its own file: two processes printing to one pipe interleave their words.
     with open(sys.argv[1] + f"/rank{dist.get_rank()}.ok", "w") as report:
         report.write(str(result.history[-1]["loss"]))
-    dist.barrier()  # both ranks meet before teardown (gloo otherwise aborts rank 0 now and then)
-    dist.destroy_process_group()
+    leave_process_group()  # torn down in order: left to the exit, gloo aborts a rank now and then
 """)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from toydiff.checkpoints import CheckpointError
 from toydiff.data import DATASETS, get_dataset, make_dataset
+from toydiff.distributed import leave_process_group
 from toydiff.experiment import ToyRunConfig
 from toydiff.losses import WEIGHTINGS
 from toydiff.parameterisation import PREDICTION_TYPES
@@ -301,6 +302,7 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, commands: dict, argv=Non
     try:
         args = parser.parse_args(argv)
         commands[args.command](args)
+        leave_process_group()  # under torchrun: every rank done, so the group is torn down in order
     except (UsageError, CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

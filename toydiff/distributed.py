@@ -5,6 +5,7 @@ CPU processes talk over gloo, CUDA processes over nccl.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -68,3 +69,19 @@ def gather_objects(context: ProcessContext, value):
     gathered = [None] * context.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def leave_process_group() -> None:
+    """End this process's part in a torchrun run: the ranks meet, then the process group is destroyed.
+
+    Call it once every rank is done with collectives (the train commands do, after a run that succeeded).
+    Leaving it to the interpreter's exit can abort a rank now and then ("terminate called without an
+    active exception"): gloo's threads, or a DistributedDataParallel wrapper still waiting to be
+    garbage-collected, outlive the group. So unreachable wrappers are collected first, while the group
+    still exists. A no-op in a single process.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
