@@ -120,6 +120,9 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--corrupt-history", "1.5", "--anchor-frame"], "expected a number in [0, 1], got 1.5"),
     (["train", "--memory-frames", "2", "--model-history", "0.5"], "--model-history 0.5 does not support --memory-frames"),
     (["train", "--memory-stride", "0"], "expected a positive integer, got 0"),
+    (["train", "--width", "200"], "--width 200: the heads of --dit-size tiny are 32 wide, so the width must be a "
+                                  "multiple of 32 (e.g. 192)"),
+    (["train", "--width", "0"], "expected a positive integer, got 0"),
     (["train", "--memory-frames", "-1"], "expected an integer >= 0, got -1"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
     (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
@@ -216,6 +219,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert (started["dit"].dit.memory_frames, started["dit"].dit.memory_stride, started["dit"].dit.input_frames) == (2, 3, 10)
     assert main(["train", "--out", str(tmp_path), "--memory-frames", "1", "--corrupt-history", "0.25"]) == 0
     assert started["dit"].corrupt_history_probability == 0.25 and not started["dit"].corrupt_history_end
+    # --width widens the size's model, its heads keeping the size's head dimension.
+    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (128, 4)
+    assert main(["train", "--out", str(tmp_path), "--width", "256"]) == 0
+    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads, started["dit"].dit.depth) == (256, 8, 4)
+    assert main(["train", "--out", str(tmp_path), "--width", "192", "--memory-frames", "1"]) == 0
+    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads, started["dit"].dit.memory_frames) == (192, 6, 1)
     # Mixed precision: the recipe's "auto" unless asked; --bf16 is short for --precision bf16.
     assert VideoDiffusionRunConfig().train.mixed_precision == "auto"
     for flags, precision in (([], "auto"), (["--precision", "no"], "no"), (["--bf16"], "bf16"),

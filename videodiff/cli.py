@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the video DiT with diffusion forcing on the VAE's latents")
     train.add_argument("--vae", default=recipe.vae_checkpoint, help="the VAE checkpoint (train-vae)")
     train.add_argument("--dit-size", choices=VIDEO_DIT_SIZES, default="tiny", help="the video DiT registry entry")
+    train.add_argument("--width", type=positive_int, default=None, metavar="D",
+                       help="the DiT's hidden width D in place of the size's (128 for tiny), its heads keeping the "
+                            "size's head dimension: --width 256 on tiny gives 8 heads of 32 (docs/video_rollouts.md, "
+                            "'A wider model') (default: the size's)")
     train.add_argument("--window", type=positive_int, default=recipe.dit.num_frames,
                        help="frames per training clip (the model's window)")
     train.add_argument("--noise-mode", choices=NOISE_MODES, default=recipe.noise_mode,
@@ -374,10 +378,23 @@ def _min_balls(args) -> int:
     return PhysicsConfig().min_balls if args.scene_labels else VideoDiffusionRunConfig().training_physics_config().min_balls
 
 
+def _dit_width(args) -> dict:
+    """--width as overrides of the registered size: the hidden width, and heads of the size's head dimension."""
+    if args.width is None:
+        return {}
+    head_dim = video_dit_config(args.dit_size).head_dim
+    if args.width % head_dim:
+        raise UsageError(f"--width {args.width}: the heads of --dit-size {args.dit_size} are {head_dim} wide, so the "
+                         f"width must be a multiple of {head_dim} (e.g. {head_dim * max(1, round(args.width / head_dim))})")
+    return {"hidden_dim": args.width, "num_heads": args.width // head_dim}
+
+
 def command_train(args) -> None:
     if args.clean_history > 1:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
+    dit = video_dit_config(args.dit_size, num_frames=args.window, anchor_frame=args.anchor_frame,
+                           memory_frames=args.memory_frames, memory_stride=args.memory_stride, **_dit_width(args))
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history, guide_fraction=args.guide_fraction,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
@@ -391,10 +408,7 @@ def command_train(args) -> None:
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
-                                     data_seed=args.seed, dit=video_dit_config(args.dit_size, num_frames=args.window,
-                                                                  anchor_frame=args.anchor_frame,
-                                                                  memory_frames=args.memory_frames,
-                                                                  memory_stride=args.memory_stride),
+                                     data_seed=args.seed, dit=dit,
                                      training_physics=_training_physics(_min_balls(args)),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
     if not 0 <= args.history_noise < config.num_timesteps:
