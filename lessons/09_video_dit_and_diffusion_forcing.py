@@ -12,7 +12,10 @@
 # Run:   python lessons/09_video_dit_and_diffusion_forcing.py   (figures in runs/lessons/09_video_dit_and_diffusion_forcing/)
 # Time:  about 8 min on a 2-core CPU the first time, with lesson 08's VAE present (measured: 477 s,
 #        the video DiT's 3000 training steps included, compiled as the recipe trains). Measured with `python lessons/run_all.py 09 10 11 12`
-#        on an idle 2-core machine, both cores in use.
+#        on an idle 2-core machine, both cores in use, when the recipe's DiT was 128 wide and trained in fp32.
+#        At its width of 192, on a CPU with native bf16 products (AMX), where the DiT trains under bf16
+#        autocast: 224 s (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores; the 3000 steps 203 s).
+#        In fp32 a step there takes 1.9 times as long (`make bench`'s fp32 twin of the step): about 400 s.
 #
 # The video DiT trained here is shared with lesson 10: it is trained once.
 

@@ -13,7 +13,7 @@
 #
 # Run:   python lessons/12_the_physics_probe.py   (figures in runs/lessons/12_the_physics_probe/)
 # Time:  about 4 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 259 s on an
-#        idle 2-core machine, both cores in use).
+#        idle 2-core machine, both cores in use; 246 s with the 192-wide DiT of today's recipe on a later machine).
 
 # %%
 import time

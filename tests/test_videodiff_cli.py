@@ -220,7 +220,11 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert main(["train", "--out", str(tmp_path), "--memory-frames", "1", "--corrupt-history", "0.25"]) == 0
     assert started["dit"].corrupt_history_probability == 0.25 and not started["dit"].corrupt_history_end
     # --width widens the size's model, its heads keeping the size's head dimension.
-    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (128, 4)
+    # The recipe's width unless asked (the registry's tiny is 128 wide: 4 heads of 32), the size's own for
+    # another size.
+    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (192, 6)
+    assert main(["train", "--out", str(tmp_path), "--dit-size", "small"]) == 0
+    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (384, 6)
     assert main(["train", "--out", str(tmp_path), "--width", "256"]) == 0
     assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads, started["dit"].dit.depth) == (256, 8, 4)
     assert main(["train", "--out", str(tmp_path), "--width", "192", "--memory-frames", "1"]) == 0

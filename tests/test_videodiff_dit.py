@@ -227,6 +227,21 @@ def test_registry_sizes_and_overrides():
         video_dit_config("huge")
 
 
+def test_a_widened_size_keeps_its_head_dimension_and_depth():
+    from videodiff.dit import widened
+    from videodiff.pipeline import VideoDiffusionRunConfig
+    tiny = video_dit_config("tiny")
+    wide = video_dit_config("tiny", **widened("tiny", 256))
+    assert (wide.hidden_dim, wide.num_heads, wide.head_dim, wide.depth) == (256, 8, tiny.head_dim, tiny.depth)
+    assert (tiny.hidden_dim, tiny.num_heads, tiny.head_dim) == (128, 4, 32)
+    assert widened("small", 128) == {"hidden_dim": 128, "num_heads": 2}  # small's heads are 64 wide
+    # The recipe's DiT is the registry's tiny made 192 wide.
+    assert VideoDiffusionRunConfig().dit == video_dit_config("tiny", num_frames=8, hidden_dim=192, num_heads=6)
+    for width in (100, 0, -32, 64.0, True):
+        with pytest.raises(ValueError, match="its heads are 32 wide, so the width must be a positive multiple of 32"):
+            widened("tiny", width)
+
+
 @pytest.mark.parametrize("frames", [2, 4])
 def test_training_flops_match_pytorchs_flop_counter(frames):
     # PyTorch counts the products the model really runs, forward and backward. The explicit attention

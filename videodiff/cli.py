@@ -30,15 +30,16 @@ from toydiff.cli import (
 )
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
-from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config
+from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config, widened
 from videodiff.evaluation import (evaluation_table, format_table, learning_curve_point, reference_rows,
                                   rollout_and_score)
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
                                          run_probe_experiment)
 from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT, VideoDiffusionRunConfig,
-    load_video_diffusion, physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT, VIDEO_RECIPE_SIZE,
+    VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
+    train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -167,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vae", default=recipe.vae_checkpoint, help="the VAE checkpoint (train-vae)")
     train.add_argument("--dit-size", choices=VIDEO_DIT_SIZES, default="tiny", help="the video DiT registry entry")
     train.add_argument("--width", type=positive_int, default=None, metavar="D",
-                       help="the DiT's hidden width D in place of the size's (128 for tiny), its heads keeping the "
-                            "size's head dimension: --width 256 on tiny gives 8 heads of 32 (docs/video_rollouts.md, "
-                            "'A wider model') (default: the size's)")
+                       help="the DiT's hidden width D, its heads keeping the size's head dimension: --width 256 on "
+                            "tiny gives 8 heads of 32 (docs/video_rollouts.md, 'A wider DiT') (default: "
+                            f"{VIDEO_RECIPE_WIDTH}, the recipe's, for {VIDEO_RECIPE_SIZE}; the size's own otherwise)")
     train.add_argument("--window", type=positive_int, default=recipe.dit.num_frames,
                        help="frames per training clip (the model's window)")
     train.add_argument("--noise-mode", choices=NOISE_MODES, default=recipe.noise_mode,
@@ -379,14 +380,15 @@ def _min_balls(args) -> int:
 
 
 def _dit_width(args) -> dict:
-    """--width as overrides of the registered size: the hidden width, and heads of the size's head dimension."""
-    if args.width is None:
-        return {}
-    head_dim = video_dit_config(args.dit_size).head_dim
-    if args.width % head_dim:
+    """--width as overrides of the registered size (videodiff.dit.widened)."""
+    if args.width is None:  # the recipe's width for the recipe's size, else the size's own
+        return widened(args.dit_size, VIDEO_RECIPE_WIDTH) if args.dit_size == VIDEO_RECIPE_SIZE else {}
+    try:
+        return widened(args.dit_size, args.width)
+    except ValueError:
+        head_dim = video_dit_config(args.dit_size).head_dim
         raise UsageError(f"--width {args.width}: the heads of --dit-size {args.dit_size} are {head_dim} wide, so the "
                          f"width must be a multiple of {head_dim} (e.g. {head_dim * max(1, round(args.width / head_dim))})")
-    return {"hidden_dim": args.width, "num_heads": args.width // head_dim}
 
 
 def command_train(args) -> None:

@@ -151,6 +151,16 @@ def video_dit_config(size: str = "tiny", **overrides) -> VideoDiTConfig:
     return VideoDiTConfig(**{**asdict(DIT_SIZES[size]), "label_init_std": VIDEO_LABEL_INIT_STD, **overrides})
 
 
+def widened(size: str, width: int) -> dict:
+    """The overrides that make a registered size ``width`` wide, its heads keeping the size's head dimension:
+    ``video_dit_config("tiny", **widened("tiny", 256))`` has 8 heads of 32 (tiny: 4 of 32)."""
+    head_dim = video_dit_config(size).head_dim
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0 or width % head_dim:
+        raise ValueError(f"a width of {width!r} for size {size!r}: its heads are {head_dim} wide, so the width "
+                         f"must be a positive multiple of {head_dim}")
+    return {"hidden_dim": width, "num_heads": width // head_dim}
+
+
 def make_video_dit(size: str = "tiny", **overrides) -> "VideoDiT":
     """A freshly initialised video DiT, e.g. ``make_video_dit("tiny", num_frames=8)``."""
     return VideoDiT(video_dit_config(size, **overrides))

@@ -29,7 +29,7 @@ from toydiff.schedules import make_schedule
 from toydiff.guidance import autoguided
 from toydiff.training import GuidedRunConfig, TrainConfig, train
 from videodiff.data import PhysicsConfig, PhysicsVideos, corrupted_copies, make_videos, scene_labels, scene_sets
-from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config
+from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config, widened
 from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, per_branch, rollout
 from videodiff.training import VideoClips, VideoDiffusionObjective
 
@@ -129,6 +129,10 @@ def decode_videos(vae: VAE, latents: torch.Tensor, batch_size: int = 512) -> tor
 # ---------------------------------------------------------------------------------------------
 
 
+# The recipe's DiT: the registry's size VIDEO_RECIPE_SIZE made VIDEO_RECIPE_WIDTH wide (videodiff.dit.widened).
+VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH = "tiny", 192
+
+
 @dataclass
 class VideoDiffusionRunConfig(GuidedRunConfig):
     num_train_videos: int = 2000
@@ -207,18 +211,24 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     scene_labels: bool = False
     label_dropout: Optional[float] = None
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
-    dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config("tiny", num_frames=8))
-    # 7000 steps: about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain fits the
-    # bench's 20. lr 3e-3, not 1e-3: over the first 8 generated frames of 32 held-out videos its position
-    # error was 4.16 px against 5.58 after 3000 steps, and 3.44 against 4.12 after these 7000
-    # (docs/video_rollouts.md, "Recipe levers at 3000 steps" and "The new default through the bench").
+    # The registry's tiny DiT widened to 192 (6 heads of 32): under bf16 products the wider model costs less
+    # than its FLOPs say. Over three training seeds, the first 8 generated frames of 96 held-out videos: 1.27 /
+    # 1.27 / 1.31 px against 1.53 / 1.39 / 1.60 at width 128, intact 0.665 / 0.690 / 0.686 against 0.637 / 0.641 /
+    # 0.585, in 459 / 486 / 485 s of training against 272-330 (docs/video_rollouts.md, "A wider DiT").
+    dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config(
+        VIDEO_RECIPE_SIZE, num_frames=8, **widened(VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH)))
+    # 7000 steps: chosen when they took about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain
+    # fits the bench's 20; at width 192 on a 2-core CPU with AMX they took 453 s under bf16, and the bench's fp32
+    # step (110 ms) puts them near 800 s in fp32 there. lr 3e-3, not 1e-3: over the first 8 generated frames of 32
+    # held-out videos its position error was 4.16 px against 5.58 after 3000 steps, and 3.44 against 4.12 after
+    # these 7000 (docs/video_rollouts.md, "Recipe levers at 3000 steps" and "The new default through the bench").
     # Compiled (toydiff.compilation; eager where the machine cannot compile): the training loop took 140 ms a
     # step against 171 eager, medians of three interleaved runs of 250 steps on 2 cores, for about 10 s of
     # compiling (docs/video_rollouts.md, "Compiling the training step").
     # Mixed precision "auto", as the image recipe: bf16 autocast where bf16 products are native, fp32
-    # elsewhere. On a 2-core CPU with AMX this recipe trained in 330 s against 580 s in fp32, and over three
-    # training seeds its rollouts scored as in fp32 within the seeds' spread (first window 1.51 px against
-    # 1.47; docs/video_rollouts.md, "bf16 products on a CPU").
+    # elsewhere. On a 2-core CPU with AMX the recipe at width 128 trained in 330 s against 580 s in fp32, and
+    # over three training seeds its rollouts scored as in fp32 within the seeds' spread (first window 1.51 px
+    # against 1.47; docs/video_rollouts.md, "bf16 products on a CPU").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=7000, batch_size=16, learning_rate=3e-3, warmup_steps=200, ema_decay=0.999, log_every=100,
         checkpoint_every=500, compile=True, mixed_precision="auto"))
