@@ -219,16 +219,16 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert (started["dit"].dit.memory_frames, started["dit"].dit.memory_stride, started["dit"].dit.input_frames) == (2, 3, 10)
     assert main(["train", "--out", str(tmp_path), "--memory-frames", "1", "--corrupt-history", "0.25"]) == 0
     assert started["dit"].corrupt_history_probability == 0.25 and not started["dit"].corrupt_history_end
-    # --width widens the size's model, its heads keeping the size's head dimension.
-    # The recipe's width unless asked (the registry's tiny is 128 wide: 4 heads of 32), the size's own for
-    # another size.
+    # --width widens the size's model, its heads keeping the size's head dimension. Unless asked: the recipe's
+    # width for the recipe's size (the registry's tiny is 128 wide: 4 heads of 32), the size's own for another.
     assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (192, 6)
     assert main(["train", "--out", str(tmp_path), "--dit-size", "small"]) == 0
     assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (384, 6)
     assert main(["train", "--out", str(tmp_path), "--width", "256"]) == 0
     assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads, started["dit"].dit.depth) == (256, 8, 4)
     assert main(["train", "--out", str(tmp_path), "--width", "192", "--memory-frames", "1"]) == 0
-    assert (started["dit"].dit.hidden_dim, started["dit"].dit.num_heads, started["dit"].dit.memory_frames) == (192, 6, 1)
+    widened_dit = started["dit"].dit
+    assert (widened_dit.hidden_dim, widened_dit.num_heads, widened_dit.memory_frames) == (192, 6, 1)
     # Mixed precision: the recipe's "auto" unless asked; --bf16 is short for --precision bf16.
     assert VideoDiffusionRunConfig().train.mixed_precision == "auto"
     for flags, precision in (([], "auto"), (["--precision", "no"], "no"), (["--bf16"], "bf16"),

@@ -387,8 +387,9 @@ def _dit_width(args) -> dict:
         return widened(args.dit_size, args.width)
     except ValueError:
         head_dim = video_dit_config(args.dit_size).head_dim
+        nearest = head_dim * max(1, round(args.width / head_dim))
         raise UsageError(f"--width {args.width}: the heads of --dit-size {args.dit_size} are {head_dim} wide, so the "
-                         f"width must be a multiple of {head_dim} (e.g. {head_dim * max(1, round(args.width / head_dim))})")
+                         f"width must be a multiple of {head_dim} (e.g. {nearest})")
 
 
 def command_train(args) -> None:
