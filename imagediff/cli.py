@@ -38,9 +38,10 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, add_precision_options, autoguidance_scale, finite_float, non_negative_float,
-    positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, finite_float,
+    non_negative_float, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
 )
+from toydiff.distributed import pick_device
 
 
 def _scales(text: str) -> list[float]:
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--quiet", action="store_true", help="no progress bar")
     vae.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     vae.add_argument("--out", default="runs/vae", help="folder of the run's checkpoint.pt")
-    vae.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    add_device_option(vae, "the model trains")
 
     train = commands.add_parser("train", help="train the DiT on VAE latents (or on pixels)")
     train.add_argument("--dataset", choices=sorted(GENERATORS), default=diffusion_recipe.dataset,
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/latent", help="folder of the run's checkpoint.pt")
-    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    add_device_option(train, "the model trains")
     add_precision_options(train, DiffusionRunConfig().train.mixed_precision)
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=DiffusionRunConfig().train.compile,
                        help="torch.compile the training step (falls back to eager where the machine cannot compile) "
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--vae", type=_existing_file,
                         help="the VAE checkpoint, if it moved since training (default: the path stored in the run)")
     sample.add_argument("--out", default="grid.png", help="a .png grid (or .pt for the raw tensor)")
+    add_device_option(sample, "the model samples (the same seed draws other images on another device)")
 
     evaluate = commands.add_parser("evaluate", help="accuracy and Fréchet distance over guidance scales")
     evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt",
@@ -180,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
     evaluate.add_argument("--vae", type=_existing_file,
                           help="also report this VAE's PSNR on held-out images (default: no VAE report)")
+    add_device_option(evaluate, "the model samples (the graders stay on the CPU)")
     levers = commands.add_parser(
         "levers", help="train variants of the recipe for the same wall time and grade each (imagediff.levers)")
     levers.add_argument("variants", nargs="+",
@@ -245,12 +248,13 @@ def command_sample(args) -> None:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pt"):
         raise UsageError(f"--out must end in .png (an image grid) or .pt (the tensor), got {args.out}")
-    run = load_image_diffusion(args.checkpoint, vae_checkpoint=args.vae)
+    device = pick_device(args.device)
+    run = load_image_diffusion(args.checkpoint, device=device, vae_checkpoint=args.vae)
     if args.prompt is not None:
         labels = [run.class_index(args.prompt)] * args.num_samples
     else:
         labels = [i % len(run.class_names) for i in range(args.num_samples)]
-    classifier = load_noisy_classifier(args.classifier, run=run) if args.classifier else None
+    classifier = load_noisy_classifier(args.classifier, device=device, run=run) if args.classifier else None
     guide_scale = _guide_scale(args.autoguidance, run, classifier)
     if args.angle is not None and run.angle_range is None:
         raise UsageError(f"--angle {args.angle:g}: this run was trained neither with --angle-conditioning nor in the "
@@ -281,7 +285,8 @@ def _guide_scale(asked: Optional[float], run, classifier) -> float:
 
 
 def command_evaluate(args) -> None:
-    run = load_image_diffusion(args.checkpoint)
+    device = pick_device(args.device)
+    run = load_image_diffusion(args.checkpoint, device=device)
     if not Path(args.classifier).exists():
         raise UsageError(f"no evaluation classifier at {args.classifier}: train one with "
                          f"python -m imagediff train-classifier --kind evaluation --out {Path(args.classifier).parent}")
@@ -289,7 +294,8 @@ def command_evaluate(args) -> None:
     grader = Grader.build(load_evaluation_classifier(args.classifier), dataset=run.config.dataset,
                           num_images=samples_per_scale, image_size=run.config.image_size,
                           **run.config.dataset_options)
-    guide = load_noisy_classifier(args.guidance_classifier, run=run) if args.guidance_classifier else None
+    guide = (load_noisy_classifier(args.guidance_classifier, device=device, run=run) if args.guidance_classifier
+             else None)
     guide_scale = _guide_scale(args.autoguidance, run, guide)
     if args.rescale and guide is not None:
         raise UsageError("--rescale applies to classifier-free guidance, not with --guidance-classifier")

@@ -178,3 +178,76 @@ def test_help_prints_each_option_with_its_default():
 
     assert f"training steps (default: {DiffusionRunConfig().train.steps})" in text
     assert "seed of the generated training images (default: 0)" in text
+
+
+def test_a_device_is_checked_against_the_machine_before_any_work(monkeypatch):
+    """toydiff.distributed.pick_device: names torch does not know, or a device this machine lacks, become one
+    ValueError naming the request and what can be asked for, not torch's error deep inside the first move."""
+    import torch
+    from toydiff.distributed import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu") and pick_device("cpu") == torch.device("cpu")
+    for name in ("gpu", "cuda:x", "meta", "xla", ""):
+        with pytest.raises(ValueError, match=f"unknown device '{name}': expected auto, cpu, cuda, cuda:N or mps"):
+            pick_device(name)
+    with pytest.raises(ValueError, match="'cuda' was asked for but CUDA is not available here"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="'mps' was asked for but MPS"):
+        pick_device("mps")
+    # One GPU: cuda and cuda:0 are it, cuda:1 is past the last one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"'cuda:1' was asked for but this machine has 1 CUDA device\(s\), cuda:0 to "
+                                         "cuda:0"):
+        pick_device("cuda:1")
+
+
+# Every command that runs a model, with what it needs to reach the loading of that model.
+DEVICE_COMMANDS = [
+    ("toydiff", ["train", "--out", "x"]),
+    ("imagediff", ["train-vae", "--out", "x"]), ("imagediff", ["train", "--out", "x"]), ("imagediff", ["sample"]),
+    ("imagediff", ["evaluate"]),
+    ("videodiff", ["train-vae"]), ("videodiff", ["train"]), ("videodiff", ["rollout"]), ("videodiff", ["evaluate"]),
+    ("videodiff", ["probe"]), ("videodiff", ["ablate"]),
+]
+
+
+@pytest.mark.parametrize("layer,args", DEVICE_COMMANDS, ids=[f"{layer} {args[0]}" for layer, args in DEVICE_COMMANDS])
+def test_every_command_that_runs_a_model_refuses_a_device_the_machine_lacks(layer, args, capsys):
+    import importlib
+
+    main_of = importlib.import_module(f"{layer}.cli").main
+    assert main_of([*args, "--device", "gpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "argument --device: unknown device 'gpu'" in lines[0], lines
+
+
+@pytest.mark.parametrize("layer,loader,args", [
+    ("imagediff", "load_image_diffusion", ["sample"]), ("imagediff", "load_image_diffusion", ["evaluate"]),
+    ("videodiff", "load_video_diffusion", ["rollout"]), ("videodiff", "load_video_diffusion", ["evaluate"]),
+    ("videodiff", "load_video_diffusion", ["probe"]), ("videodiff", "load_video_diffusion", ["ablate"]),
+])
+def test_sampling_commands_load_their_model_where_device_says(layer, loader, args, monkeypatch, tmp_path, capsys):
+    """A model trained on a GPU is sampled there too: the command hands --device to the loader (the GPU run of
+    these commands is in docs/gpu.md)."""
+    import importlib
+
+    import torch
+    from toydiff.cli import UsageError
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"")
+    asked = []
+
+    def loader_that_records(path, device=None, **kwargs):
+        asked.append(device)
+        raise UsageError("stopped after loading")
+
+    cli = importlib.import_module(f"{layer}.cli")
+    monkeypatch.setattr(cli, loader, loader_that_records)
+    assert cli.main([*args, "--checkpoint", str(checkpoint), "--device", "cpu"]) == 2
+    assert "stopped after loading" in capsys.readouterr().err
+    assert asked == [torch.device("cpu")]

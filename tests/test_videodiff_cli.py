@@ -71,10 +71,11 @@ def test_rollout_writes_frames_truth_gif_and_metrics(demo_run, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "intact by the closest two balls' gap: overlapping" in printed and "why frames fail" in printed
     assert (target / "rollout.gif").stat().st_size > 1000
-    # Same seed, same video.
+    # Same seed, same video (on the same device: "auto" is the CPU here).
     again = tmp_path / "again"
     main(["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "3", "--context", "2",
-          "--length", "7", "--guidance", "vanilla", "--scale", "2", "--steps", "4", "--out", str(again)])
+          "--length", "7", "--guidance", "vanilla", "--scale", "2", "--steps", "4", "--out", str(again),
+          "--device", "cpu"])
     assert np.array_equal(np.load(again / "frames.npy"), frames)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from toydiff.checkpoints import CheckpointError
 from toydiff.data import DATASETS, get_dataset, make_dataset
-from toydiff.distributed import leave_process_group
+from toydiff.distributed import DEVICE_CHOICES, leave_process_group, pick_device
 from toydiff.experiment import ToyRunConfig
 from toydiff.losses import WEIGHTINGS
 from toydiff.parameterisation import PREDICTION_TYPES
@@ -113,6 +113,21 @@ def unit_fraction(text: str) -> float:
     return value
 
 
+def device_request(text: str) -> str:
+    """An argparse type: a device this machine has (toydiff.distributed.pick_device), refused before any work."""
+    try:
+        pick_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--device`` on a command: ``what`` says what runs there ("the model trains", "the model samples")."""
+    parser.add_argument("--device", type=device_request, default="auto",
+                        help=f"where {what}: {DEVICE_CHOICES} (auto: cuda, then mps, then cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     recipe = ToyRunConfig()  # the defaults of `train` are the recipe's
     parser = OneLineParser(prog="toydiff", description="Diffusion on 2-D point clouds: train, sample, plot.")
@@ -137,8 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weighting", choices=WEIGHTINGS, default=recipe.weighting,
                        help="how the loss weighs the timesteps (min_snr: Hang et al. 2023)")
     train.add_argument("--unconditional", action="store_true", help="train without class labels")
-    train.add_argument("--device", default="auto",
-                       help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    add_device_option(train, "the model trains")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--classifier", action="store_true",
                        help="also train a noisy classifier (OUT/classifier.pt) for classifier guidance")

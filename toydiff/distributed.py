@@ -28,18 +28,40 @@ class ProcessContext:
         return self.world_size > 1
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(requested: str = "auto") -> torch.device:
-    """"auto" chooses cuda, then mps, then cpu; anything else is passed to torch.device."""
-    if requested != "auto":
+    """"auto" chooses cuda, then mps, then cpu; otherwise cpu, cuda, cuda:N or mps, checked against this machine.
+
+    A device this machine lacks, a CUDA index past its last GPU or a name torch does not know raises ValueError
+    naming what was asked for and what can be, before any work starts (torch itself would fail later, deep inside
+    the first tensor moved there).
+    """
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
         device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {requested!r}: expected {DEVICE_CHOICES}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} was asked for but CUDA is not available here")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {requested!r} was asked for but this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not _mps_available():
+        raise ValueError(f"device {requested!r} was asked for but MPS (Apple's GPU) is not available here")
+    return device
 
 
 def setup_process(requested_device: str = "auto") -> ProcessContext:

@@ -25,9 +25,10 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, add_precision_options, autoguidance_scale, finite_float, non_negative_float,
-    non_negative_int, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, finite_float,
+    non_negative_float, non_negative_int, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
 )
+from toydiff.distributed import pick_device
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config, widened
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--quiet", action="store_true", help="no progress bar")
     vae.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     vae.add_argument("--out", default="runs/video/vae", help="folder of the run's checkpoint.pt")
-    vae.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    add_device_option(vae, "the model trains")
 
     train = commands.add_parser("train", help="train the video DiT with diffusion forcing on the VAE's latents")
     train.add_argument("--vae", default=recipe.vae_checkpoint, help="the VAE checkpoint (train-vae)")
@@ -264,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     train.add_argument("--out", default="runs/video/dit", help="folder of the run's checkpoint.pt (and curve.json)")
-    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps")
+    add_device_option(train, "the model trains")
     add_precision_options(train, recipe.train.mixed_precision)
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=recipe.train.compile,
                        help="torch.compile the training step (falls back to eager where the machine cannot compile) "
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_guidance_options(roll)
     roll.add_argument("--out", default="runs/video/rollout",
                       help="folder for rollout.gif, frames.npy, truth.npy and metrics.json")
+    add_device_option(roll, "the model samples (the same seed draws other videos on another device)")
 
     evaluate = commands.add_parser("evaluate", help="physics metrics of rollouts for every history guidance")
     evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
@@ -294,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the scheduling matrix of each window (default: %(default)s)")
     add_autoguidance_option(evaluate)
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
+    add_device_option(evaluate, "the model samples (the same seed draws other videos on another device)")
 
     probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
     probe.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
@@ -315,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--permutations", type=positive_int, default=199, help="relabellings of the permutation null")
     probe.add_argument("--seed", type=int, default=0, help="seed of the pairs (the probes' splits use 0, 1, 2)")
     probe.add_argument("--quick", action="store_true", help="smoke-test sizes: runs in seconds, figures mean nothing")
+    add_device_option(probe, "the DiT runs (the probes themselves are fitted on the CPU)")
 
     ablate = commands.add_parser("ablate", help="physics metrics of rollouts with one part of the DiT broken")
     ablate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
@@ -326,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampling steps per frame (default: %(default)s)")
     ablate.add_argument("--alpha", type=non_negative_float, default=0.5, help="size of the injected noise, α")
     ablate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
+    add_device_option(ablate, "the model samples")
 
     demo = commands.add_parser("demo", help="train the VAE and the video DiT, write a rollout GIF (make demo)")
     demo.add_argument("--out", default="runs/demo/video", help="output folder")
@@ -482,7 +487,7 @@ def _check_rollout_request(run, context: int, length: int) -> None:
 def command_rollout(args) -> None:
     from videodiff.plots import save_rollout_gif
 
-    run = load_video_diffusion(args.checkpoint)
+    run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
     guidance = guidance_from(args)
     guidance.check_levels(run.schedule.num_timesteps)
@@ -509,7 +514,7 @@ def command_rollout(args) -> None:
 
 
 def command_evaluate(args) -> None:
-    run = load_video_diffusion(args.checkpoint)
+    run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
     guide_scale = autoguidance_scale(args.autoguidance, run)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
@@ -527,7 +532,7 @@ def command_probe(args) -> None:
 
     if args.num_pairs < 10 and not args.quick:
         raise UsageError(f"--num-pairs must be at least 10 (grouped folds need pairs to split), got {args.num_pairs}")
-    run = load_video_diffusion(args.checkpoint)
+    run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     chosen = dict(pool=args.pool, frames_before_event=args.frames_before_event, history_frames=args.history_frames)
     config = replace(quick_probe_config(), **chosen) if args.quick else ProbeExperimentConfig(
         num_pairs=args.num_pairs, inversion_steps=args.steps, num_permutations=args.permutations, seed=args.seed,
@@ -549,7 +554,7 @@ def command_probe(args) -> None:
 def command_ablate(args) -> None:
     from videodiff.interp.ablations import ablation_table, format_ablation_table, standard_ablations
 
-    run = load_video_diffusion(args.checkpoint)
+    run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
     table = ablation_table(run, standard_ablations(run.model, alpha=args.alpha), num_videos=args.num_videos,
                            context=args.context, length=args.length, num_steps=args.steps)

@@ -196,7 +196,7 @@ def pooling(config: ProbeExperimentConfig, window: int, tokens_per_frame: int, h
 
 
 def _flat(x: torch.Tensor, projection: Optional[torch.Tensor]) -> np.ndarray:
-    flat = x.reshape(x.shape[0], -1).double()  # (B, F·C·H·W)
+    flat = x.reshape(x.shape[0], -1).cpu().double()  # (B, F·C·H·W)
     return (flat if projection is None else flat @ projection).numpy()
 
 
@@ -226,16 +226,17 @@ def trajectory_features(model, latents: torch.Tensor, schedule, *, prediction_ty
     if projection_dim is not None:
         projection = random_projection(int(np.prod(latents.shape[1:])), projection_dim)
     kept = []
+    device = next(model.parameters()).device  # the features come back to the CPU, where the probes are fitted
     with hooks(model, list(fwd_hooks)):
         for start in range(0, latents.shape[0], batch_size):
-            batch = latents[start:start + batch_size]
+            batch = latents[start:start + batch_size].to(device)
             trajectory = invert_video(model, batch, schedule, num_steps=num_steps, prediction_type=prediction_type,
                                       names=list(sites), select=select, levels=levels,
                                       keep_states=projection_dim is not None, history_frames=history_frames)
             for level, cache in trajectory.caches.items():
                 for site in sites:
                     for block in cache.layers(site):
-                        pieces.setdefault((site, block, level), []).append(cache[site, block].double().numpy())
+                        pieces.setdefault((site, block, level), []).append(cache[site, block].cpu().double().numpy())
             for level, state in zip(trajectory.levels, trajectory.states):
                 if level in trajectory.caches:
                     states.setdefault(level, []).append(_flat(state, projection))
