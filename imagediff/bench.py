@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -45,10 +44,11 @@ from imagediff.pipeline import (
     train_image_diffusion, train_vae,
 )
 from imagediff.plots import columns_per_class_grid, save_curves, save_image_grid
+from toydiff.cli import OneLineParser, parse_or_report, positive_int
 from toydiff.compilation import compile_or_eager
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import make_schedule
-from toydiff.training import TrainConfig, autocast_for, resolved_precision
+from toydiff.training import autocast_for, resolved_precision
 
 CURVE_SCALE = 3.0          # the guidance scale of the accuracy-over-time curves
 HELD_OUT_SEED = 300        # PSNR images: a seed no model trained on
@@ -353,12 +353,18 @@ def run_bench(out: Path, repeats: int, quick: bool) -> dict:
     return report
 
 
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m imagediff.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench/imagediff", help="output folder of report.json and the runs")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timings per median")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the bench itself")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="imagediff.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/bench/imagediff")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_or_report(build_parser(), argv)
+    if args is None:
+        return 2
     if not torch.cuda.is_available():
         torch.set_num_threads(min(2, os.cpu_count() or 1))  # the targets are stated for 2 cores
     out = Path(args.out)

@@ -38,8 +38,8 @@ from imagediff.pipeline import (
 from imagediff.plots import save_image_grid
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, finite_float,
-    non_negative_float, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, existing_file,
+    finite_float, non_negative_float, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
 )
 from toydiff.distributed import pick_device
 
@@ -52,13 +52,6 @@ def _scales(text: str) -> list[float]:
     if not values or any(not v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected guidance scales >= 0, got {text!r}")
     return values
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--out", required=True, help="folder of the run's checkpoint.pt")
 
     sample = commands.add_parser("sample", help="draw images for a prompt and save them as a grid")
-    sample.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt",
+    sample.add_argument("--checkpoint", type=existing_file, default="runs/latent/checkpoint.pt",
                         help="the diffusion run to sample")
     sample.add_argument("--prompt", help='a class name such as "red circle" (default: cycle through all classes)')
     sample.add_argument("--guidance", type=non_negative_float, default=3.0,
@@ -144,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rescale", type=unit_fraction, default=None,
                         help=f"guidance rescale φ in [0, 1] (default: {GUIDANCE_RESCALE:g} for classifier-free "
                              "guidance at s > 1, else 0)")
-    sample.add_argument("--classifier", type=_existing_file,
+    sample.add_argument("--classifier", type=existing_file,
                         help="a noisy classifier checkpoint: use classifier guidance with scale --guidance instead "
                              "(default: none, classifier-free guidance)")
     sample.add_argument("--autoguidance", type=non_negative_float, default=None,
@@ -157,17 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampling algorithm")
     sample.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     sample.add_argument("--seed", type=int, default=0, help="seed of the starting noise (same seed, same images)")
-    sample.add_argument("--vae", type=_existing_file,
+    sample.add_argument("--vae", type=existing_file,
                         help="the VAE checkpoint, if it moved since training (default: the path stored in the run)")
     sample.add_argument("--out", default="grid.png", help="a .png grid (or .pt for the raw tensor)")
     add_device_option(sample, "the model samples (the same seed draws other images on another device)")
 
     evaluate = commands.add_parser("evaluate", help="accuracy and Fréchet distance over guidance scales")
-    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/latent/checkpoint.pt",
+    evaluate.add_argument("--checkpoint", type=existing_file, default="runs/latent/checkpoint.pt",
                           help="the diffusion run to evaluate")
     evaluate.add_argument("--classifier", default="runs/evaluation/checkpoint.pt",
                           help="the evaluation classifier (trained on real images)")
-    evaluate.add_argument("--guidance-classifier", type=_existing_file,
+    evaluate.add_argument("--guidance-classifier", type=existing_file,
                           help="a noisy classifier: sweep classifier guidance instead of classifier-free "
                                "(default: none, classifier-free guidance)")
     evaluate.add_argument("--scales", type=_scales, default="0,1,3,5,7",
@@ -180,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "s > 1, else 0, as the sampler draws)")
     evaluate.add_argument("--per-class", type=positive_int, default=12, help="samples drawn per class and scale")
     evaluate.add_argument("--steps", type=positive_int, default=50, help="DDIM steps per sample")
-    evaluate.add_argument("--vae", type=_existing_file,
+    evaluate.add_argument("--vae", type=existing_file,
                           help="also report this VAE's PSNR on held-out images (default: no VAE report)")
     add_device_option(evaluate, "the model samples (the graders stay on the CPU)")
     levers = commands.add_parser(

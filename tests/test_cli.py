@@ -116,16 +116,49 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default(build_p
     assert all(choice.help for choice in subcommands._choices_actions)  # each command in `prog --help`
     checked = 0
     for command, subparser, action, in_required_group in _options(parser):
-        where = f"{parser.prog} {command} {'/'.join(action.option_strings)}"
-        assert action.help and action.help != argparse.SUPPRESS, f"{where} has no help text"
-        shown = subparser._get_formatter()._expand_help(action)  # the text --help prints for it
-        takes_a_value = action.nargs != 0  # not a flag such as --quiet
-        if takes_a_value and not action.required and not in_required_group:
-            assert "default" in shown, f"{where}: --help does not say its default: {shown!r}"
-        if action.default not in (None, False, argparse.SUPPRESS):
-            assert f"(default: {action.default})" in shown, f"{where}: --help hides its default {action.default!r}"
+        _check_help(f"{parser.prog} {command} {'/'.join(action.option_strings)}", subparser, action, in_required_group)
         checked += 1
     assert checked > 30
+
+
+def _check_help(where: str, parser: argparse.ArgumentParser, action, in_required_group: bool = False) -> None:
+    """The option has help text, and the text --help prints for it says its default (a flag is off unless
+    given; an option the user must give has none)."""
+    assert action.help and action.help != argparse.SUPPRESS, f"{where} has no help text"
+    shown = parser._get_formatter()._expand_help(action)  # the text --help prints for it
+    takes_a_value = action.nargs != 0  # not a flag such as --quiet
+    if takes_a_value and not action.required and not in_required_group:
+        assert "default" in shown, f"{where}: --help does not say its default: {shown!r}"
+    if action.default not in (None, False, argparse.SUPPRESS):
+        assert f"(default: {action.default})" in shown, f"{where}: --help hides its default {action.default!r}"
+
+
+# Each benchmark with the function its command calls first to do the work.
+BENCHES = [("toydiff.bench", "bench_training"), ("imagediff.bench", "run_bench"), ("videodiff.bench", "run_bench"),
+           ("videodiff.interp.bench", "hook_point_cost"), ("videodiff.bench_gpu", "run_checks")]
+
+
+@pytest.mark.parametrize("module,work", BENCHES, ids=[module for module, _ in BENCHES])
+def test_every_bench_option_says_its_default_and_a_bad_value_exits_2_with_one_line_before_any_work(
+        module, work, monkeypatch, capsys):
+    """The benchmarks (make bench) are command lines too: --repeats 0 used to run a bench for minutes and then
+    fail on an empty median."""
+    import importlib
+
+    bench = importlib.import_module(module)
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"{module} started its work on a bad request")
+
+    monkeypatch.setattr(bench, work, started)
+    parser = bench.build_parser()
+    for action in parser._actions:
+        _check_help(f"{parser.prog} {'/'.join(action.option_strings)}", parser, action)
+    for bad, message in ((["--repeats", "0"], "argument --repeats: expected a positive integer, got 0"),
+                         (["--frobnicate"], "unrecognized arguments: --frobnicate")):
+        assert bench.main(bad) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f"{parser.prog}: error:"), lines
 
 
 def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):

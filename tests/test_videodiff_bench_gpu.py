@@ -13,10 +13,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_the_quick_cpu_run_passes_every_check_and_writes_its_report(tmp_path, capsys):
     assert bench_gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert set(report["checks"]) == {"placement", "bf16", "sdpa", "chain"}
+    assert set(report["checks"]) == {"placement", "bf16", "sdpa", "chain", "commands"}
     assert report["passed"] is True
     chain = report["checks"]["chain"][0]
     assert chain["rollout_shape"] == [4, 6, 32, 32, 3] and chain["reload_relative_max_error"] < 1e-6
+    commands = report["checks"]["commands"][0]
+    assert commands["exit_statuses"] == {"rollout": 0, "evaluate": 0, "probe": 0, "ablate": 0}
+    assert commands["rollout_frames_shape"] == [2, 6, 32, 32, 3]
     row = report["throughput"][0]
     assert row["size"] == "tiny" and row["frames_per_second"] > 0 and 0 < row["share_of_matmul_rate"]
     assert "all checks passed" in capsys.readouterr().out

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from toydiff.cli import OneLineParser, parse_or_report, positive_int
 from toydiff.data import make_dataset
 from toydiff.experiment import load_toy_model
 from toydiff.metrics import compare_to_data
@@ -85,11 +85,18 @@ def bench_sampler_overhead(checkpoint: Path, repeats: int) -> dict:
             "ratio": sampler_median / model_median, "ratio_target": 1.2, "points": 10_000}
 
 
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m toydiff.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="training runs per median (the sampler's timing takes at least 5)")
+    parser.add_argument("--out", default="runs/bench/toydiff.json", help="the report, a JSON file")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toydiff.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="runs/bench/toydiff.json")
-    args = parser.parse_args(argv)
+    args = parse_or_report(build_parser(), argv)
+    if args is None:
+        return 2
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     report = {"machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
               "training": bench_training(args.repeats)}

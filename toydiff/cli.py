@@ -97,6 +97,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def existing_file(text: str) -> Path:
+    """An argparse type: the path of a file that exists (a checkpoint, a VAE), refused before any work."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0 (a spread, a rate)."""
     value = finite_float(text)
@@ -301,6 +309,16 @@ def add_precision_options(parser: argparse.ArgumentParser, default: str) -> None
                              "where the device's bf16 products are native (a GPU; a CPU with AMX or AVX-512 BF16)")
     parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                         help="short for --precision bf16")
+
+
+def parse_or_report(parser: OneLineParser, argv=None) -> Optional[argparse.Namespace]:
+    """Parse a command line without subcommands (a benchmark's): the arguments, or None after printing the error
+    as one line, for the caller to exit with status 2 (run_cli does the same for the layers' command lines)."""
+    try:
+        return parser.parse_args(argv)
+    except UsageError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return None
 
 
 def print_log_entry(entry: dict) -> None:

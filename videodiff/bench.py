@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from typing import Optional
 import torch
 
 from imagediff.bench import interleaved_medians, matmul_function, median_seconds, synchronized
+from toydiff.cli import OneLineParser, parse_or_report, positive_int
 from toydiff.compilation import compile_or_eager
 from toydiff.schedules import make_schedule
 from toydiff.training import autocast_for, resolved_precision
@@ -223,14 +223,20 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     return report
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videodiff.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/bench/videodiff", help="output folder (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5, help="timings per median (default: %(default)s)")
-    parser.add_argument("--num-videos", type=int, default=32, help="held-out videos (default: %(default)s)")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m videodiff.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/bench/videodiff", help="output folder")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timings per median")
+    parser.add_argument("--num-videos", type=positive_int, default=32, help="held-out videos")
     parser.add_argument("--no-baseline", action="store_true", help="skip the full-sequence baseline")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the bench itself")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parse_or_report(build_parser(), argv)
+    if args is None:
+        return 2
     run_bench(Path(args.out), args.repeats, args.num_videos, args.quick, baseline=not args.no_baseline)
     return 0
 

@@ -16,7 +16,9 @@ Checks, each reported as passed or failed with its figure (the command exits 1 i
 4. chain       — the smoke-test chain (toydiff.training.train: the VAE, then the video DiT with bf16
                  autocast) trained on the GPU, its checkpoint read back on the CPU with the same
                  outputs, a rollout on the GPU scored by the physics metrics, and an attention
-                 pattern cached through videodiff.interp's hooks on the GPU.
+                 pattern cached through videodiff.interp's hooks on the GPU;
+5. commands    — ``python -m videodiff rollout / evaluate / probe / ablate --device`` on that
+                 checkpoint: each loads the run on the GPU and finishes.
 
 Then the training throughput of each size on the default window and latent shape: fp32 and bf16
 (and bf16 through torch.compile for the sizes named by ``--compile``), frames per second, FLOP rate and its share of
@@ -28,7 +30,6 @@ CPU with tiny sizes (how the tests keep this script working where no GPU is at h
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -38,10 +39,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from imagediff.bench import matmul_rate
 from imagediff.hooks import run_with_cache
+from toydiff.cli import OneLineParser, parse_or_report, positive_int
 from toydiff.schedules import make_schedule
 from videodiff.bench import training_rate
 from videodiff.dit import VIDEO_DIT_SIZES, VideoDiT, video_dit_config
@@ -167,6 +170,25 @@ def check_chain(device, work: Path) -> dict:
             and pattern.device.type == torch.device(device).type}
 
 
+def check_commands(device, work: Path) -> dict:
+    """The commands that sample a model, given ``--device``, on the chain's checkpoint (check_chain first): each
+    loads the run there and finishes with status 0 (that they hand the device to the loader is tested on the CPU).
+    """
+    from videodiff.cli import main as videodiff_main
+
+    common = ["--checkpoint", str(work / "dit" / "checkpoint.pt"), "--device", str(device)]
+    clip = ["--num-videos", "2", "--context", "2", "--length", "4"]
+    requests = {"rollout": ["rollout", *common, *clip, "--out", str(work / "rollout")],
+                "evaluate": ["evaluate", *common, *clip],
+                "probe": ["probe", *common, "--quick", "--out", str(work / "probe")],
+                "ablate": ["ablate", *common, *clip]}
+    statuses = {name: videodiff_main(argv) for name, argv in requests.items()}
+    frames = work / "rollout" / "frames.npy"
+    shape = list(np.load(frames).shape) if frames.exists() else None
+    return {"device": str(device), "exit_statuses": statuses, "rollout_frames_shape": shape,
+            "passed": all(status == 0 for status in statuses.values()) and shape == [2, 2 + 4, 32, 32, 3]}
+
+
 def throughput(sizes, window: int, batch: int, repeats: int, device, compile=()) -> list[dict]:
     device = torch.device(device)
     rows = []
@@ -204,7 +226,9 @@ def run_checks(out: Path, sizes, batch: int, repeats: int, device, compile=(), q
         save()
     with tempfile.TemporaryDirectory() as work:
         report["checks"]["chain"] = [check_chain(device, Path(work))]
-    print(f"chain: {report['checks']['chain']}", flush=True)
+        print(f"chain: {report['checks']['chain']}", flush=True)
+        report["checks"]["commands"] = [check_commands(device, Path(work))]
+    print(f"commands: {report['checks']['commands']}", flush=True)
     save()
 
     print("training throughput:", flush=True)
@@ -222,19 +246,25 @@ def run_checks(out: Path, sizes, batch: int, repeats: int, device, compile=(), q
     return report
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videodiff.bench_gpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/bench/videodiff_gpu",
-                        help="folder of gpu_bench.json (default: %(default)s)")
-    parser.add_argument("--device", default="cuda", help="the GPU to check (default: %(default)s)")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m videodiff.bench_gpu", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/bench/videodiff_gpu", help="folder of gpu_bench.json")
+    parser.add_argument("--device", default="cuda", help="the GPU to check")
     parser.add_argument("--sizes", nargs="+", choices=VIDEO_DIT_SIZES, default=["tiny", "small", "base", "large"],
                         help="registry sizes to time (the first two are also checked)")
-    parser.add_argument("--batch-size", type=int, default=128, help="clips per timed training step")
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per median")
-    parser.add_argument("--compile", nargs="*", choices=VIDEO_DIT_SIZES, default=[], metavar="SIZE",
-                        help="also time these sizes through torch.compile (tens of seconds of compiling each)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="clips per timed training step")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps per median")
+    parser.add_argument("--compile", nargs="*", choices=VIDEO_DIT_SIZES, default=None, metavar="SIZE",
+                        help="also time these sizes through torch.compile (tens of seconds of compiling each) "
+                             "(default: none)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (a smoke test, not a result)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parse_or_report(build_parser(), argv)
+    if args is None:
+        return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("videodiff.bench_gpu: no CUDA device here; this benchmark needs a GPU "
@@ -246,7 +276,7 @@ def main(argv=None) -> int:
         return 2
     sizes = ["tiny"] if args.quick else args.sizes
     batch, repeats = (2, 1) if args.quick else (args.batch_size, args.repeats)
-    report = run_checks(Path(args.out), sizes, batch, repeats, device, args.compile, args.quick)
+    report = run_checks(Path(args.out), sizes, batch, repeats, device, args.compile or [], args.quick)
     failed = [name for name, entries in report["checks"].items() if not all(entry["passed"] for entry in entries)]
     print(f"wrote {Path(args.out) / 'gpu_bench.json'}; " + (f"FAILED: {failed}" if failed else "all checks passed"))
     return 1 if failed else 0

@@ -25,8 +25,9 @@ import numpy as np
 
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
-    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, finite_float,
-    non_negative_float, non_negative_int, positive_float, positive_int, print_log_entry, run_cli, unit_fraction,
+    OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, existing_file,
+    finite_float, non_negative_float, non_negative_int, positive_float, positive_int, print_log_entry, run_cli,
+    unit_fraction,
 )
 from toydiff.distributed import pick_device
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
@@ -44,13 +45,6 @@ from videodiff.pipeline import (
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def _windows(text: str) -> tuple:
@@ -272,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
 
     roll = commands.add_parser("rollout", help="continue held-out videos from real context frames")
-    roll.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+    roll.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
                       help="the video diffusion run")
     roll.add_argument("--num-videos", type=positive_int, default=32, help="held-out videos to continue")
     roll.add_argument("--context", type=positive_int, default=4, help="real context frames (fewer than the window)")
@@ -283,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_option(roll, "the model samples (the same seed draws other videos on another device)")
 
     evaluate = commands.add_parser("evaluate", help="physics metrics of rollouts for every history guidance")
-    evaluate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+    evaluate.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
                           help="the video diffusion run")
     evaluate.add_argument("--num-videos", type=positive_int, default=32, help="held-out videos")
     evaluate.add_argument("--context", type=positive_int, default=4, help="real context frames")
@@ -299,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_option(evaluate, "the model samples (the same seed draws other videos on another device)")
 
     probe = commands.add_parser("probe", help="the physical-plausibility probe experiment (videodiff.interp)")
-    probe.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+    probe.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
                        help="the video diffusion run")
     probe.add_argument("--out", default="runs/video/probe",
                        help="folder for probe.json, features.npz and the figures")
@@ -321,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_option(probe, "the DiT runs (the probes themselves are fitted on the CPU)")
 
     ablate = commands.add_parser("ablate", help="physics metrics of rollouts with one part of the DiT broken")
-    ablate.add_argument("--checkpoint", type=_existing_file, default="runs/video/dit/checkpoint.pt",
+    ablate.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
                         help="the video diffusion run")
     ablate.add_argument("--num-videos", type=positive_int, default=16, help="held-out videos")
     ablate.add_argument("--context", type=positive_int, default=4, help="real context frames")

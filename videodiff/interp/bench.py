@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -23,6 +22,7 @@ import torch
 
 from imagediff.bench import median_seconds
 from imagediff.hooks import HookPoint, hook_names, hooks
+from toydiff.cli import OneLineParser, existing_file, parse_or_report, positive_int
 from videodiff.dit import make_video_dit
 
 EXPENSIVE = ("hook_scores", "hook_pattern", "hook_head_out")  # change the computation when hooked
@@ -55,12 +55,20 @@ def hook_point_cost(repeats: int = 7, batch_size: int = 16) -> dict:
             "forward_with_noop_hooks_seconds": looking, "noop_hooks_overhead": looking / forward - 1}
 
 
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m videodiff.interp.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timings per median")
+    parser.add_argument("--checkpoint", type=existing_file,
+                        help="a video diffusion run: also time the whole probe experiment (default: none, the hook "
+                             "points only)")
+    parser.add_argument("--out", default="runs/bench/probe", help="output folder")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m videodiff.interp.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timings per median (default: %(default)s)")
-    parser.add_argument("--checkpoint", help="a video diffusion run: also time the whole probe experiment")
-    parser.add_argument("--out", default="runs/bench/probe", help="output folder (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parse_or_report(build_parser(), argv)
+    if args is None:
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
