@@ -124,6 +124,7 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--width", "200"], "--width 200: the heads of --dit-size tiny are 32 wide, so the width must be a "
                                   "multiple of 32 (e.g. 192)"),
     (["train", "--width", "0"], "expected a positive integer, got 0"),
+    (["train", "--depth", "0"], "argument --depth: expected a positive integer, got 0"),
     (["train", "--memory-frames", "-1"], "expected an integer >= 0, got -1"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
     (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
@@ -230,6 +231,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     assert main(["train", "--out", str(tmp_path), "--width", "192", "--memory-frames", "1"]) == 0
     widened_dit = started["dit"].dit
     assert (widened_dit.hidden_dim, widened_dit.num_heads, widened_dit.memory_frames) == (192, 6, 1)
+    # --depth sets the number of blocks, of the recipe's width unless --width says otherwise.
+    assert started["dit"].dit.depth == 4
+    assert main(["train", "--out", str(tmp_path), "--depth", "8"]) == 0
+    assert (started["dit"].dit.depth, started["dit"].dit.hidden_dim) == (8, 192)
+    assert main(["train", "--out", str(tmp_path), "--depth", "6", "--width", "256"]) == 0
+    assert (started["dit"].dit.depth, started["dit"].dit.hidden_dim, started["dit"].dit.num_heads) == (6, 256, 8)
     # Mixed precision: the recipe's "auto" unless asked; --bf16 is short for --precision bf16.
     assert VideoDiffusionRunConfig().train.mixed_precision == "auto"
     for flags, precision in (([], "auto"), (["--precision", "no"], "no"), (["--bf16"], "bf16"),

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the DiT's hidden width D, its heads keeping the size's head dimension: --width 256 on "
                             "tiny gives 8 heads of 32 (docs/video_rollouts.md, 'A wider DiT') (default: "
                             f"{VIDEO_RECIPE_WIDTH}, the recipe's, for {VIDEO_RECIPE_SIZE}; the size's own otherwise)")
+    train.add_argument("--depth", type=positive_int, default=None, metavar="L",
+                       help="the number of DiT blocks L (docs/video_rollouts.md, 'A deeper DiT') (default: the size's "
+                            f"own, {recipe.dit.depth} for {VIDEO_RECIPE_SIZE})")
     train.add_argument("--window", type=positive_int, default=recipe.dit.num_frames,
                        help="frames per training clip (the model's window)")
     train.add_argument("--noise-mode", choices=NOISE_MODES, default=recipe.noise_mode,
@@ -396,7 +399,8 @@ def command_train(args) -> None:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     dit = video_dit_config(args.dit_size, num_frames=args.window, anchor_frame=args.anchor_frame,
-                           memory_frames=args.memory_frames, memory_stride=args.memory_stride, **_dit_width(args))
+                           memory_frames=args.memory_frames, memory_stride=args.memory_stride, **_dit_width(args),
+                           **({"depth": args.depth} if args.depth is not None else {}))
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history, guide_fraction=args.guide_fraction,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
