@@ -238,7 +238,7 @@ def test_a_device_is_checked_against_the_machine_before_any_work(monkeypatch):
         pick_device("cuda:1")
 
 
-# Every command that runs a model, with what it needs to reach the loading of that model.
+# Every command that runs a model, with the arguments it requires.
 DEVICE_COMMANDS = [
     ("toydiff", ["train", "--out", "x"]),
     ("imagediff", ["train-vae", "--out", "x"]), ("imagediff", ["train", "--out", "x"]), ("imagediff", ["sample"]),
@@ -264,8 +264,8 @@ def test_every_command_that_runs_a_model_refuses_a_device_the_machine_lacks(laye
     ("videodiff", "load_video_diffusion", ["probe"]), ("videodiff", "load_video_diffusion", ["ablate"]),
 ])
 def test_sampling_commands_load_their_model_where_device_says(layer, loader, args, monkeypatch, tmp_path, capsys):
-    """A model trained on a GPU is sampled there too: the command hands --device to the loader (the GPU run of
-    these commands is in docs/gpu.md)."""
+    """A model trained on a GPU is sampled there too: the command hands --device to the loader (on a GPU,
+    videodiff.bench_gpu's commands check runs the video ones; docs/gpu.md)."""
     import importlib
 
     import torch
