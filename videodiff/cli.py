@@ -381,12 +381,13 @@ def _min_balls(args) -> int:
     return PhysicsConfig().min_balls if args.scene_labels else VideoDiffusionRunConfig().training_physics_config().min_balls
 
 
-def _dit_width(args) -> dict:
-    """--width as overrides of the registered size (videodiff.dit.widened)."""
+def _dit_shape(args) -> dict:
+    """--width and --depth as overrides of the registered size (the width through videodiff.dit.widened)."""
+    depth = {} if args.depth is None else {"depth": args.depth}
     if args.width is None:  # the recipe's width for the recipe's size, else the size's own
-        return widened(args.dit_size, VIDEO_RECIPE_WIDTH) if args.dit_size == VIDEO_RECIPE_SIZE else {}
+        return {**(widened(args.dit_size, VIDEO_RECIPE_WIDTH) if args.dit_size == VIDEO_RECIPE_SIZE else {}), **depth}
     try:
-        return widened(args.dit_size, args.width)
+        return {**widened(args.dit_size, args.width), **depth}
     except ValueError:
         head_dim = video_dit_config(args.dit_size).head_dim
         nearest = head_dim * max(1, round(args.width / head_dim))
@@ -399,8 +400,7 @@ def command_train(args) -> None:
         raise UsageError(f"--clean-history is a share of clips in [0, 1], got {args.clean_history}")
     clean_history = args.clean_history if args.noise_mode == "diffusion_forcing" else 0.0
     dit = video_dit_config(args.dit_size, num_frames=args.window, anchor_frame=args.anchor_frame,
-                           memory_frames=args.memory_frames, memory_stride=args.memory_stride, **_dit_width(args),
-                           **({"depth": args.depth} if args.depth is not None else {}))
+                           memory_frames=args.memory_frames, memory_stride=args.memory_stride, **_dit_shape(args))
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history, guide_fraction=args.guide_fraction,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
