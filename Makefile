@@ -1,10 +1,12 @@
 # Everything runs inside .venv, which the first target that needs it creates.
-# torch is pinned first so that pip takes the local CPU wheel instead of a multi-GB CUDA build.
+# torch is pinned and installed first, from TORCH_INDEX when given (see README: where pip's index serves
+# the CUDA build of torch, TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU wheel instead).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
+TORCH_INDEX ?=
 EX     ?= 01
 
 .PHONY: install demo test test-slow lessons lessons-quick notebooks bench bench-gpu check clean
@@ -14,7 +16,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

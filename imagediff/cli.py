@@ -1,4 +1,4 @@
-"""Command line: ``python -m imagediff train-vae|train|train-classifier|sample|evaluate|demo``.
+"""Command line: ``python -m imagediff train-vae|train|train-classifier|sample|evaluate|levers|demo``.
 
     python -m imagediff train-vae --out runs/vae
     python -m imagediff train --vae runs/vae/checkpoint.pt --out runs/latent
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--steps", type=positive_int,
                             help=f"training steps (default: {evaluation_recipe.train.steps} for --kind evaluation, "
                                  f"{noisy_steps} for --kind noisy)")
+    add_device_option(classifier, "the classifier trains")
     classifier.add_argument("--quiet", action="store_true", help="no progress bar")
     classifier.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     classifier.add_argument("--out", required=True, help="folder of the run's checkpoint.pt")
@@ -225,14 +226,14 @@ def command_train_classifier(args) -> None:
         config = EvaluationRunConfig(dataset=args.dataset)
         if args.steps:
             config.train.steps = args.steps
-        config.train.progress = not args.quiet
+        config.train.progress, config.train.device = not args.quiet, args.device
         train_evaluation_classifier(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     else:
         run = load_image_diffusion(args.checkpoint)
         config = NoisyClassifierRunConfig()
         if args.steps:
             config.train.steps = args.steps
-        config.train.progress = not args.quiet
+        config.train.progress, config.train.device = not args.quiet, args.device
         train_noisy_classifier(run, config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
     print(f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
 

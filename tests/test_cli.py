@@ -240,8 +240,9 @@ def test_a_device_is_checked_against_the_machine_before_any_work(monkeypatch):
 
 # Every command that runs a model, with the arguments it requires.
 DEVICE_COMMANDS = [
-    ("toydiff", ["train", "--out", "x"]),
+    ("toydiff", ["train", "--out", "x"]), ("toydiff", ["sample"]),
     ("imagediff", ["train-vae", "--out", "x"]), ("imagediff", ["train", "--out", "x"]), ("imagediff", ["sample"]),
+    ("imagediff", ["train-classifier", "--kind", "evaluation", "--out", "x"]),
     ("imagediff", ["evaluate"]),
     ("videodiff", ["train-vae"]), ("videodiff", ["train"]), ("videodiff", ["rollout"]), ("videodiff", ["evaluate"]),
     ("videodiff", ["probe"]), ("videodiff", ["ablate"]),
@@ -259,6 +260,7 @@ def test_every_command_that_runs_a_model_refuses_a_device_the_machine_lacks(laye
 
 
 @pytest.mark.parametrize("layer,loader,args", [
+    ("toydiff", "toydiff.experiment.load_toy_model", ["sample", "--out", "unused.npy"]),
     ("imagediff", "load_image_diffusion", ["sample"]), ("imagediff", "load_image_diffusion", ["evaluate"]),
     ("videodiff", "load_video_diffusion", ["rollout"]), ("videodiff", "load_video_diffusion", ["evaluate"]),
     ("videodiff", "load_video_diffusion", ["probe"]), ("videodiff", "load_video_diffusion", ["ablate"]),
@@ -280,7 +282,31 @@ def test_sampling_commands_load_their_model_where_device_says(layer, loader, arg
         raise UsageError("stopped after loading")
 
     cli = importlib.import_module(f"{layer}.cli")
-    monkeypatch.setattr(cli, loader, loader_that_records)
+    if "." in loader:  # a loader the command imports when it runs (toydiff's commands keep --help fast)
+        module, name = loader.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, loader_that_records)
+    else:
+        monkeypatch.setattr(cli, loader, loader_that_records)
     assert cli.main([*args, "--checkpoint", str(checkpoint), "--device", "cpu"]) == 2
     assert "stopped after loading" in capsys.readouterr().err
     assert asked == [torch.device("cpu")]
+
+
+@pytest.mark.parametrize("kind,trainer", [("evaluation", "train_evaluation_classifier"), ("noisy", "train_noisy_classifier")])
+def test_train_classifier_trains_where_device_says(kind, trainer, monkeypatch, tmp_path, capsys):
+    """imagediff train-classifier hands --device to the training loop's config, as the other train commands do."""
+    from imagediff import cli
+    from toydiff.cli import UsageError
+
+    trained_on = []
+
+    def trainer_that_records(*args, **kwargs):
+        config = args[-1] if kind == "noisy" else args[0]
+        trained_on.append(config.train.device)
+        raise UsageError("stopped before training")
+
+    monkeypatch.setattr(cli, trainer, trainer_that_records)
+    monkeypatch.setattr(cli, "load_image_diffusion", lambda path, **kwargs: object())
+    assert cli.main(["train-classifier", "--kind", kind, "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert "stopped before training" in capsys.readouterr().err
+    assert trained_on == ["cpu"]

@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="without --label, sample the model's null-label (unconditional) pass instead of "
                              "drawing each point's class from the data's class frequencies first")
     sample.add_argument("--seed", type=int, default=0, help="seed of the starting noise (same seed, same samples)")
+    add_device_option(sample, "the model samples (the same seed draws other points on another device)")
     sample.add_argument("--out", required=True, help="output .npy file")
 
     data = commands.add_parser("data", help="write fresh data points to a .npy file (N, 2)")
@@ -240,8 +241,9 @@ def command_sample(args) -> None:
 
     if args.eta > 1:
         raise UsageError(f"--eta must lie in [0, 1], got {args.eta}")
-    run = load_toy_model(args.checkpoint)
-    classifier = load_noisy_classifier(args.classifier) if args.classifier else None
+    device = pick_device(args.device)
+    run = load_toy_model(args.checkpoint, device=device)
+    classifier = load_noisy_classifier(args.classifier, device=device) if args.classifier else None
     if (args.guidance != 1.0 or classifier is not None) and args.label is None:
         raise UsageError("guidance needs a --label to steer towards")
     if args.steps > run.schedule.num_timesteps:

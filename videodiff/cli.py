@@ -96,9 +96,9 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="history guidance scale (1 = the conditional model)")
     parser.add_argument("--fractional-level", type=int, default=500,
                         help="k_H, the timestep of the partly noised history of fractional guidance")
-    parser.add_argument("--temporal-windows", type=_windows, default=(2, None),
+    parser.add_argument("--temporal-windows", type=_windows, default="2,all",
                         help="temporal guidance: history sub-windows, most recent frames, 'all' = the whole history")
-    parser.add_argument("--temporal-weights", type=_weights, default=(1.0, 1.0),
+    parser.add_argument("--temporal-weights", type=_weights, default="1,1",
                         help="temporal guidance: relative weight of each sub-window")
     parser.add_argument("--stabilization", type=int, default=0,
                         help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--context-frames", type=positive_int, default=recipe.context_frames,
                        help="clean frames per clip for --noise-mode clean_context")
     train.add_argument("--clean-history", type=non_negative_float, default=recipe.clean_history_probability,
-                       help="--noise-mode diffusion_forcing: the share of clips given a clean history of random "
-                            "length (ignored by the other modes)")
+                       help="--noise-mode diffusion_forcing: the share of clips given a clean history, its length "
+                            "--history-frames (ignored by the other modes)")
     train.add_argument("--shared-future-level", action=argparse.BooleanOptionalAction,
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--history-frames", type=non_negative_int, default=None,
                        help="frames at the window's start held clean along the inversion, as a rollout holds its "
                             "history (default: the history the run trained with, 4 for the recipe; 0 inverts every "
-                            "frame, as the paper does)")
+                            "frame, as one would probe a model that never saw a clean history)")
     probe.add_argument("--permutations", type=positive_int, default=199, help="relabellings of the permutation null")
     probe.add_argument("--seed", type=int, default=0, help="seed of the pairs (the probes' splits use 0, 1, 2)")
     probe.add_argument("--quick", action="store_true", help="smoke-test sizes: runs in seconds, figures mean nothing")
