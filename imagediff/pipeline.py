@@ -197,7 +197,7 @@ class DiffusionRunConfig(GuidedRunConfig):
     schedule: str = "linear"
     num_timesteps: int = 1000
     prediction_type: str = "v"
-    # min-SNR (Hang et al. 2023, toydiff.losses): the lever table (python -m imagediff levers, README)
+    # min-SNR (Hang et al. 2023, toydiff.losses): the lever table (python -m imagediff levers; docs/image_levers.md)
     # measured 0.56 against 0.49 accuracy at CFG s = 3 for the same 6 minutes of training.
     weighting: str = "min_snr"
     # How training draws its timesteps (toydiff.losses.sample_levels): "uniform", or "logit_normal"

@@ -12,7 +12,8 @@
 #        Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #
 # Notation (toydiff/schedules.py): β_t is the variance added at step t, α_t = 1 - β_t, and
-# ᾱ_t = α_0 α_1 … α_t (the DDIM paper calls it α_t).  Timesteps run 0 … T-1.
+# ᾱ_t = α_0 α_1 … α_t (the DDIM paper calls it α_t).  Timesteps run 0 … T-1; as in the papers, x_T
+# and ᾱ_T name the noisiest of them, t = T-1 (in code `num_timesteps - 1`).
 
 # %%
 import time
@@ -33,7 +34,7 @@ started = time.perf_counter()
 # %% [markdown]
 # ## The data
 # 4000 points on three interleaved spiral arms, standardised to mean 0 and standard deviation 1 per
-# coordinate.  The label (which arm) is not used until lesson 04.
+# coordinate.  The label (which arm) is trained on from lesson 02 and steered by in lesson 04.
 
 # %%
 data, labels = make_dataset("spiral", NUM_POINTS, seed=1)  # (N, 2), (N,)
@@ -50,7 +51,7 @@ print(f"data: {tuple(data.shape)}, mean {data.mean(0).tolist()}, std {data.std(0
 # takes t loops:
 
 # %%
-schedule = make_schedule("cosine", 1000)  # the recipe's schedule (improved DDPM)
+schedule = make_schedule("cosine", 1000)  # cosine (improved DDPM) for the figures; the recipe trains on linear
 T = schedule.num_timesteps
 t_check = T // 4
 

@@ -88,7 +88,7 @@ print(f"loss of the untrained network, DiffusionObjective (target {recipe.predic
 # spiral samples (those that start in the far tail of x_T) were pushed outwards and ended at
 # |x| > 4, up to |x| = 45.  With v, x̂_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v̂ has no division, and no
 # sample ran away.  The ε = 0 baseline above is also the v = 0 baseline: E‖v‖² / D = 1 for
-# standardised data.
+# standardised data (D = 2, the coordinates of a point).
 
 # %% [markdown]
 # ## Training
@@ -124,9 +124,9 @@ print("wrote", plots.save_figure(figure, OUT / "training_loss.png"))
 
 # %% [markdown]
 # ## Sampling with DDPM
-# Ancestral sampling (Algorithm 2) walks t = T-1 … 0.  At each step the network's ε̂ (converted from
-# v̂ in our recipe) gives an
-# estimate of the clean point, x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t); the next point is drawn
+# Ancestral sampling (Algorithm 2) walks t = T-1 … 0.  At each step the network's prediction gives an
+# estimate of the clean point — from our recipe's v̂, x̂_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v̂; from an ε̂
+# it would be (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) — and the next point is drawn
 # from the posterior q(x_{t-1} | x_t, x̂_0), a Gaussian whose mean mixes x̂_0 and x_t (DDPM eq. 7), and
 # no noise is added on the last step.  That is T = 1000 network evaluations per sample.
 #
@@ -170,8 +170,10 @@ print("wrote", plots.animate_sampling(recorder, OUT / "ddpm_sampling.gif", data=
 
 # %% [markdown]
 # ## What to remember
-# - Training is regression of ε on noised data at uniform random t; it never runs the sampler.
-# - The loss is very uneven across t: a single number hides where the network is good.
+# - Training is regression of a target (v here, ε in the DDPM paper) on noised data at uniform random t;
+#   it never runs the sampler.
+# - Where the loss sits across t depends on the target (with ε very uneven, with v nearly flat): a
+#   single number hides where the network is good.
 # - DDPM sampling needs all T steps, each one a network evaluation: slow.  Lesson 03 shows DDIM,
 #   which samples the *same* trained model in a few dozen steps.
 # - Exercise: `python -m lessons.exercises.check 02` — write the DDPM step's posterior yourself.

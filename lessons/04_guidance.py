@@ -2,7 +2,7 @@
 # # Lesson 04 — Guidance: asking for one arm of the spiral
 #
 # So far the model drew points from the whole spiral.  Now we ask for one arm.  The spiral model of
-# lesson 02 was trained *with* labels (the arm), and one time in ten with the label replaced by a
+# lesson 02 was trained *with* labels (the arm), and one time in five with the label replaced by a
 # reserved "null" label: so the one network knows both p(x | arm) and p(x).  Two ways to steer it:
 #
 # - **classifier-free guidance** (Ho & Salimans 2022): ε̃ = ε_uncond + s (ε_cond - ε_uncond).

@@ -14,7 +14,7 @@
 #        training steps included). Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #        On a later machine (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores): 106 s.
 #
-# The VAE trained here is shared by lessons 09 and 10: it is trained once.
+# The VAE trained here is shared by lessons 09-12: it is trained once.
 
 # %%
 import time

@@ -17,7 +17,7 @@
 #        autocast: 224 s (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores; the 3000 steps 203 s).
 #        In fp32 a step there takes 1.9 times as long (`make bench`'s fp32 twin of the step): about 400 s.
 #
-# The video DiT trained here is shared with lesson 10: it is trained once.
+# The video DiT trained here is shared with lessons 10-12: it is trained once.
 
 # %%
 import time
@@ -91,7 +91,7 @@ print(f"attention over {window * N} tokens: {(window * N) ** 2:,} scores per hea
 
 # %% [markdown]
 # ## Positions by rotation: 3-D RoPE
-# Instead of adding a position vector to each token, RoPE (Su et al. 2021) rotates every query and
+# Time gets no table: besides the (row, column) table, RoPE (Su et al. 2021) rotates every query and
 # key before their dot product.  The head dimension d is cut into d/2 pairs of features; each pair
 # is rotated by an angle proportional to a position.  In 3-D the pairs are shared out among the three
 # axes (`rope_split`): some turn with the frame index, some with the row, some with the column.  A
@@ -185,11 +185,11 @@ print("wrote", plots.save_figure(figure, OUT / "noise_levels.png"))
 # %% [markdown]
 # ## Scheduling matrices: in which order frames are denoised
 # Sampling walks the rows of a *scheduling matrix*: row m gives every frame's noise-level index, from
-# N (pure noise) to 0 (clean), and each row a frame's index drops, it takes one DDIM step.  With
-# generated frame g's index clamp(N + g·lag - m, 0, N):
-# - full sequence (lag 0): all frames step down together, N rows;
+# S (pure noise) to 0 (clean), S being the number of sampling steps, and each row a frame's index drops,
+# it takes one DDIM step.  With generated frame g's index clamp(S + g·lag - m, 0, S):
+# - full sequence (lag 0): all frames step down together, S + 1 rows (the first all noise);
 # - pyramid (lag 1): each frame lags the one before by one step, so earlier frames are always cleaner;
-# - autoregressive (lag N): a frame starts only once the one before it is clean.
+# - autoregressive (lag S): a frame starts only once the one before it is clean.
 # Context frames are 0 in every row.  The matrices must keep three invariants (docs/pitfalls.md,
 # pitfall 15): no frame's level ever rises, every frame ends clean, the context is always clean —
 # `sample_window` checks them before sampling.  Indices become timesteps on toydiff's DDIM ladder
@@ -199,12 +199,12 @@ print("wrote", plots.save_figure(figure, OUT / "noise_levels.png"))
 steps_shown = 10
 matrices = {kind: scheduling_matrix(kind, window, steps_shown, context=VIDEO_CONTEXT) for kind in SCHEDULING_KINDS}
 generated = window - VIDEO_CONTEXT
-print(f"a window of {window} frames, {VIDEO_CONTEXT} of them context, N = {steps_shown} steps per frame:")
+print(f"a window of {window} frames, {VIDEO_CONTEXT} of them context, S = {steps_shown} steps per frame:")
 for kind, matrix in matrices.items():
     lag = {"full_sequence": 0, "pyramid": 1, "autoregressive": steps_shown}[kind]
     timesteps = timesteps_from_indices(matrix, T, steps_shown)
     check_timestep_matrix(timesteps, VIDEO_CONTEXT, schedule)               # raises if an invariant breaks
-    print(f"  {kind:14s}: {matrix.shape[0]:3d} rows = N + (G - 1)·lag + 1 = {steps_shown} + {generated - 1}·{lag} + 1; "
+    print(f"  {kind:14s}: {matrix.shape[0]:3d} rows = S + (G - 1)·lag + 1 = {steps_shown} + {generated - 1}·{lag} + 1; "
           f"first row {matrix[0].tolist()}, last row {matrix[-1].tolist()}; invariants hold")
 print(f"index -> timestep: {dict(enumerate(timesteps_from_indices(torch.arange(steps_shown + 1), T, steps_shown).tolist()))}")
 figure, axes = plots.new_figure(3, panel_size=3.0)

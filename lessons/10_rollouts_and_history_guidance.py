@@ -4,7 +4,8 @@
 # The video DiT of lesson 09 sees a window of W frames.  A longer video is made one window at a
 # time: keep the last frames made so far as *history*, generate the next ones, slide on.  Every
 # window then conditions on frames the model itself made, so its errors feed back and compound.
-# History guidance (Song et al. 2025, "History-Guided Video Diffusion") is classifier-free guidance
+# History guidance (Song et al. 2025, "History-Guided Video Diffusion", whose model is called DFoT,
+# the Diffusion Forcing Transformer) is classifier-free guidance
 # whose condition is the history: the model with its history, against the model with the history
 # wiped out by noise — which a diffusion-forcing model has learned for free, since a fully noised
 # frame is one of the levels it was trained on.  This lesson rolls videos out to four windows,
@@ -36,7 +37,7 @@ NUM_VIDEOS = 4 if QUICK else 16       # held-out videos rolled out for every row
 SAMPLING_STEPS = ROLLOUT_STEPS        # denoising steps per frame (the library's default, 2)
 SCALE = 2.0                           # the history guidance scale of the guided rows
 STABILIZATION = 20                    # k_s: generated history is shown re-noised to this timestep
-STRONG = 6.0                          # a scale reported to freeze videos (DFoT paper)
+STRONG = 6.0                          # a scale reported to freeze videos (Song et al. 2025)
 started = time.perf_counter()
 
 
@@ -138,7 +139,7 @@ for kind, steps in (("full_sequence", 1), ("full_sequence", SAMPLING_STEPS), ("f
 # %% [markdown]
 # ## History guidance
 # Every mode is built from *branches*: the same window shown with its history frames at different
-# noise levels, all in one batch.  With p(·) the model's prediction and s the scale:
+# noise levels, all in one batch.  With s the scale, and u, c, f, c_i the model's predictions on the branches:
 # - vanilla:    u + s (c - u), c with the history as given, u with it fully noised (pure noise at T - 1);
 # - fractional: c + (s - 1)(f - u), f with the history noised to k_H = 500: the guidance term sees only
 #   the coarse part of the history that survives that noise;
@@ -213,7 +214,7 @@ print("wrote", save_curves(curves, OUT / "error_over_time.png", "frame (the firs
 # ## Does too much guidance freeze the video?
 # Guidance pushes the prediction towards what the history makes likely and away from what the model
 # would draw without it.  For a video the most history-like next frame is the last frame again, and
-# the DFoT paper reports that at large scales videos go static (its fractional guidance was designed
+# the DFoT paper (Song et al. 2025) reports that at large scales videos go static (its fractional guidance was designed
 # against that).  Measure it, by the motion ratio against the unguided rollout above.  On the lesson's
 # model (3000 steps) the opposite happened when this was written: no guidance 0.99, vanilla s = 6 3.77 —
 # pushed that hard, the balls jitter far more than they truly move; a frozen video is one way strong

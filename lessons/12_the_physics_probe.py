@@ -78,8 +78,8 @@ print("wrote", save_frame_strips(
 # of the levels it was trained on.  DDIM run backwards (lesson 03) turns the video's latents into the
 # noise that deterministic sampling would turn back into it (exactly so only in the limit of small
 # steps), evaluating the model at a ladder of levels on the way: the model's own trajectory for *that*
-# video.  At every level the residual stream after every block (the command line also takes the
-# attention and MLP outputs) is averaged over the window's tokens: one vector of D numbers per video and
+# video.  At every level the residual stream after every block, and each block's attention and MLP
+# outputs (the three *sites*), are averaged over the window's tokens: one vector of D numbers per video and
 # *cell* (site, block, level).  Averaging keeps a linear probe honest in size: a few hundred videos
 # cannot support a probe on all T · D numbers of a site.
 #
@@ -89,7 +89,7 @@ print("wrote", save_frame_strips(
 # the clean level with their latents, and only the frames from the event on travel to noise: the model is
 # asked what it was trained to answer, how this history goes on, while the frames that followed it are
 # shown at each noise level.  `ProbeExperimentConfig(history_frames=0)` (`--history-frames 0`) inverts
-# every frame instead, as the paper does.
+# every frame instead, as one would probe a model that was never shown a clean history.
 
 # %%
 history = held_history_frames(run, CONFIG)                                      # the run's trained history

@@ -178,7 +178,7 @@ def shared_grader(num_images: int):
 
 
 # ---------------------------------------------------------------------------------------------
-# The video lessons (08-10) share two checkpoints, trained the first time a lesson needs them.
+# The video lessons (08-12) share two checkpoints, trained the first time a lesson needs them.
 # ---------------------------------------------------------------------------------------------
 VIDEO_VAE = ROOT / "video_vae"              # lesson 08: the per-frame autoencoder (frames <-> latents)
 VIDEO_DIT = ROOT / "video_dit"              # lesson 09: the video DiT trained with diffusion forcing

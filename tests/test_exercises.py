@@ -207,7 +207,7 @@ MESSAGES = [
     ("09", "rows = num_steps + (num_generated - 1) * lag + 1", "rows = num_steps + (num_generated - 1) * lag",
      "not all clean"),
     ("09", "levels = (num_steps + g * lag - m).clamp(0, num_steps)", "levels = (num_steps + g * lag - m).clamp(0)",
-     "clamp N + g · lag − m to [0, N]"),
+     "clamp S + g · lag − m to [0, S]"),
     ("09", "matrix[:, num_context:] = levels", "matrix[:, :num_generated] = levels", "context stays clean"),
     ("10", "t_conditional = torch.where(history, 0, t)", "t_conditional = t", "a clean frame is shown at level 0"),
     ("10", "x_unconditional = torch.where(in_history, noise, x)",

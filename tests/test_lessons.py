@@ -406,7 +406,7 @@ def check_09_video_dit_and_diffusion_forcing(out: str) -> None:
              r"clean frames +NUMBER%", count=3)}
     assert spread["diffusion_forcing"][0] > 100 and spread["full_sequence"][0] == 0.0
     num_frames, num_context, num_steps = (int(v) for v in lines(
-        out, r"^a window of (\d+) frames, (\d+) of them context, N = (\d+) steps per frame:$", count=1)[0])
+        out, r"^a window of (\d+) frames, (\d+) of them context, S = (\d+) steps per frame:$", count=1)[0])
     assert spread["clean_context"][1] == pytest.approx(100 * num_context / num_frames, abs=0.5)
     # The scheduling matrices are the library's, row count, first and last row.
     for kind, rows, first, last in lines(out, r"^  (\w+) *: +(\d+) rows = .*; first row (\[.*\]), last row (\[.*\]); "

@@ -36,8 +36,8 @@ unchanged.
 Your task: write the three functions.  Every ``todo(...)`` is an expression to replace.
 
 Check your work:  python -m lessons.exercises.check 06 lessons/exercises/ex06_work.py
-(compared bit for bit with ``imagediff.dit.patchify``, ``unpatchify`` and ``modulate``, on square and
-non-square inputs, p = 1 and one patch per image).  Reference: ``solutions/ex06_patchify.py``.
+(compared with ``imagediff.dit.patchify`` and ``unpatchify`` bit for bit, and with ``modulate`` to 1e-12
+and exactly for zero shift and scale, on square and non-square inputs, p = 1 and one patch per image).  Reference: ``solutions/ex06_patchify.py``.
 """
 import torch
 

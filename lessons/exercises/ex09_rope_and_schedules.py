@@ -14,14 +14,14 @@ lays them out: frame 0 row by row (row 0 column 0, row 0 column 1, …), then fr
 
     rope_angles(frames, height, width, head_dim, base) -> (frames · height · width, d/2) float32
 
-Part 2 — scheduling matrices (Diffusion Forcing).  A (rows, F) table of noise-level *indices*: N is
-pure noise, 0 clean.  The first K frames are context (0 in every row); the g-th frame to generate
-(g = 0 … G − 1, G = F − K) sits at
+Part 2 — scheduling matrices (Diffusion Forcing).  A (rows, F) table of noise-level *indices*: S, the
+number of sampling steps, is pure noise, 0 clean.  The first K frames are context (0 in every row); the
+g-th frame to generate (g = 0 … G − 1, G = F − K) sits at
 
-    level[m, g] = clamp(N + g · lag − m, 0, N),     lag = 0 (full_sequence), 1 (pyramid), N (autoregressive)
+    level[m, g] = clamp(S + g · lag − m, 0, S),     lag = 0 (full_sequence), 1 (pyramid), S (autoregressive)
 
-in row m = 0 … rows − 1, with rows = N + (G − 1) · lag + 1: the first row has every generated frame at
-N, each frame steps down one index per row for N rows, and the last row is all clean.  A valid
+in row m = 0 … rows − 1, with rows = S + (G − 1) · lag + 1: the first row has every generated frame at
+S, each frame steps down one index per row for S rows, and the last row is all clean.  A valid
 schedule never raises a frame's level from one row to the next, ends clean, and keeps the context
 clean (docs/pitfalls.md, pitfall 15).
 
@@ -66,10 +66,10 @@ def scheduling_matrix(kind: str, num_frames: int, num_steps: int, num_context: i
     """
     lag = todo("the lag of each kind: a dict from kind to 0, 1 or num_steps, indexed by kind")
     num_generated = num_frames - num_context
-    rows = todo("N + (G − 1) · lag + 1")
+    rows = todo("S + (G − 1) · lag + 1")
     m = torch.arange(rows).view(-1, 1)  # (rows, 1) the row
     g = torch.arange(num_generated).view(1, -1)  # (1, G) which generated frame
-    levels = todo("clamp(N + g · lag − m, 0, N), (rows, G)")
+    levels = todo("clamp(S + g · lag − m, 0, S), (rows, G)")
     matrix = torch.zeros(rows, num_frames, dtype=torch.int64)  # context columns stay 0: clean
     matrix[:, num_context:] = levels
     return matrix

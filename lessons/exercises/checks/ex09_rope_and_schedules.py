@@ -48,19 +48,19 @@ def _invariant_problem(matrix: torch.Tensor, num_context: int, num_steps: int) -
     """What breaks pitfall 15 (or the index range) in a (rows, F) matrix of indices, or None."""
     if (matrix < 0).any() or (matrix > num_steps).any():
         return (f"indices run from {int(matrix.min())} to {int(matrix.max())}: every level must lie in 0 (clean) … "
-                f"{num_steps} (pure noise) — clamp N + g · lag − m to [0, N]")
+                f"{num_steps} (pure noise) — clamp S + g · lag − m to [0, S]")
     rises = (matrix[1:] > matrix[:-1]).nonzero()
     if len(rises):
         row, frame = (int(i) for i in rises[0])
         return (f"frame {frame}'s level rises from {int(matrix[row, frame])} in row {row} to "
                 f"{int(matrix[row + 1, frame])} in row {row + 1}: along the rows a level may only stay or fall")
     if (matrix[-1] != 0).any():
-        return (f"the last row is {matrix[-1].tolist()}, not all clean: rows = N + (G − 1) · lag + 1 "
+        return (f"the last row is {matrix[-1].tolist()}, not all clean: rows = S + (G − 1) · lag + 1 "
                 "(the +1 is the row in which the last frame is clean)")
     if (matrix[:, :num_context] != 0).any():
         return "the context frames are not 0 in every row: context stays clean throughout"
     if (matrix[0, num_context:] != num_steps).any():
-        return f"the first row is {matrix[0].tolist()}: every generated frame starts at N = {num_steps}, pure noise"
+        return f"the first row is {matrix[0].tolist()}: every generated frame starts at S = {num_steps}, pure noise"
     return None
 
 
@@ -156,7 +156,7 @@ def checks(student) -> list[tuple[str, Callable[[], None]]]:
                                   "angles must be position × frequency, tokens time-major")
 
     def compare_matrix(kind, num_frames, num_steps, num_context):
-        what = f"{kind}, {num_frames} frames, N = {num_steps}, {num_context} context"
+        what = f"{kind}, {num_frames} frames, S = {num_steps}, {num_context} context"
         expected = sampling.scheduling_matrix(kind, num_frames, num_steps, context=num_context)
         actual = student.scheduling_matrix(kind, num_frames, num_steps, num_context)
         if not isinstance(actual, torch.Tensor) or actual.ndim != 2 or actual.shape[1] != num_frames:
@@ -174,10 +174,10 @@ def checks(student) -> list[tuple[str, Callable[[], None]]]:
             if actual.shape == (rows, num_frames) and torch.equal(actual[:, num_context:].long(),
                                                                  levels.clamp(0, num_steps)):
                 raise CheckFailed(f"{what}: frame g lags frame g − 1 by {lag} rows; {kind} has lag "
-                                  f"{_LAGS[kind]('N')} (full_sequence 0, pyramid 1, autoregressive N: a frame "
+                                  f"{_LAGS[kind]('S')} (full_sequence 0, pyramid 1, autoregressive S: a frame "
                                   "starts exactly when the one before it is clean)")
         if actual.shape != expected.shape:
-            raise CheckFailed(f"{what}: {actual.shape[0]} rows, expected N + (G − 1) · lag + 1 = {expected.shape[0]}")
+            raise CheckFailed(f"{what}: {actual.shape[0]} rows, expected S + (G − 1) · lag + 1 = {expected.shape[0]}")
         row, frame = (int(i) for i in (actual.long() != expected).nonzero()[0])
         raise CheckFailed(f"{what}: row {row}, frame {frame} holds {int(actual[row, frame])}, expected "
                           f"{int(expected[row, frame])}; whole row {actual[row].tolist()}, expected "
@@ -197,7 +197,7 @@ def checks(student) -> list[tuple[str, Callable[[], None]]]:
         if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or not torch.equal(
                 actual.long(), expected):
             shown = actual.tolist() if isinstance(actual, torch.Tensor) else actual
-            raise CheckFailed(f"the pyramid of 3 frames, N = 2, no context, is {expected.tolist()} (each frame one "
+            raise CheckFailed(f"the pyramid of 3 frames, S = 2, no context, is {expected.tolist()} (each frame one "
                               f"row behind the one before); got {shown}")
 
     return [("rope_split equals the library (d = 6 … 66, uneven splits)", split),

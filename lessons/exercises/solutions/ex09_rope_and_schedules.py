@@ -2,7 +2,7 @@
 
     split:        P_h = P_w = ⌊(d/2) / 3⌋, P_t = d/2 − 2 P_w
     angles:       position · base^(−i / P) for each axis, tokens time-major, pairs (frame, row, column)
-    schedules:    level[m, g] = clamp(N + g · lag − m, 0, N), rows = N + (G − 1) · lag + 1, context 0
+    schedules:    level[m, g] = clamp(S + g · lag − m, 0, S), rows = S + (G − 1) · lag + 1, context 0
 
 The library's versions are ``videodiff.dit.rope_split`` / ``rope_angles`` and
 ``videodiff.sampling.scheduling_matrix`` (which also takes the context as a bool mask, so that
