@@ -512,3 +512,33 @@ def test_physics_metrics_says_why_a_continuation_that_drops_a_ball_fails(lone_tr
     assert all(everything[fault] == 0.0 for fault in FAULTS if fault != "missing")
     assert metrics["faults"]["1 ball"] == everything and metrics["faults"].keys() == {"all", "1 ball"}
     json.dumps(metrics)  # plain types, as metrics.json stores them
+
+
+def test_frames_with_no_ball_in_view_have_no_found_share_rather_than_zero(open_truth):
+    """A frame whose truth shows no ball (a vanish twin after its event, every ball behind the bar) has
+    nothing to find: its found share is None, as its position error is, not 0 — "every ball lost"."""
+    present = open_truth.present.copy()
+    present[:, CONTEXT + 2:] = False                                    # every ball gone from then on
+    gone = dataclasses.replace(open_truth, frames=rendered(open_truth, present=present), present=present)
+    metrics = physics_metrics(gone.frames, gone, CONTEXT)               # the truth scored against itself
+    found, errors = metrics["found_per_frame"], metrics["position_error_per_frame"]
+    assert found[:2] == [1.0, 1.0] and found[2:] == [None] * (len(found) - 2)
+    assert errors[2:] == [None] * (len(errors) - 2)
+    assert metrics["found_share"] == 1.0 and metrics["intact_share"] == 1.0
+    # With no ball in view in any generated frame there is no found share at all.
+    present[:, CONTEXT:] = False
+    empty = dataclasses.replace(open_truth, frames=rendered(open_truth, present=present), present=present)
+    assert physics_metrics(empty.frames, empty, CONTEXT)["found_share"] is None
+
+
+def test_frames_may_be_torch_tensors_of_any_dtype_and_with_gradients(open_truth):
+    """The scores take a model's decoded frames as they come: a torch tensor, bf16 (autocast), with a
+    gradient attached, or uint8 — the same scores as the numpy frames."""
+    import torch
+
+    expected = summary(physics_metrics(open_truth.frames, open_truth, CONTEXT))
+    unit = torch.from_numpy(open_truth.frames).float() / 255
+    for frames in (torch.from_numpy(open_truth.frames), unit.requires_grad_(), unit.detach().to(torch.bfloat16)):
+        scores = summary(physics_metrics(frames, open_truth, CONTEXT))
+        assert scores["found_share"] == expected["found_share"] and scores["intact_share"] == expected["intact_share"]
+        assert scores["position_error"] == pytest.approx(expected["position_error"], abs=0.05), frames.dtype

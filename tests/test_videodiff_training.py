@@ -259,6 +259,52 @@ def test_a_model_history_window_is_the_models_continuation_then_the_real_frames_
         model_history_objective(1.5)
 
 
+class LabelledOracle(OracleWindowModel):
+    """The oracle, for a model with scene labels: it records the labels of every call."""
+
+    def __init__(self, truth):
+        super().__init__(truth)
+        self.labels, self.training = [], False   # not training: the loss keeps the labels (no dropout)
+
+    def __call__(self, x_t, t, labels=None):
+        self.labels.append(labels)
+        return super().__call__(x_t, t)
+
+
+def test_a_model_history_is_made_with_the_clips_scene_labels():
+    """A rollout gives a labelled model each video's label; the history training makes as a rollout does
+    must too, or the model learns to continue histories its rollouts never make (the null label's)."""
+    clips = torch.randn(3, 6 + 4, 2, 4, 4, generator=torch.Generator().manual_seed(5))
+    labels = torch.tensor([3, 0, 7])
+    model = LabelledOracle(clips[:, 4:10])
+    loss, _ = model_history_objective(1.0)(model, (clips, labels), torch.Generator().manual_seed(1))
+    assert torch.isfinite(loss) and len(model.labels) == 3       # two sampling steps of the history, then the loss
+    assert all(torch.equal(seen, labels) for seen in model.labels[:2]), model.labels[:2]
+
+
+def test_a_model_history_batch_trains_under_distributed_data_parallel(tmp_path):
+    """Under torchrun the loop hands the objective a DistributedDataParallel wrapper, which has no config:
+    the history is made by the network inside it (one gloo process stands in for several)."""
+    import torch.distributed as dist
+
+    from videodiff.dit import make_video_dit
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(make_video_dit(
+            "tiny", hidden_dim=48, depth=1, num_heads=2, num_frames=4, in_channels=4, input_size=(8, 8)))
+        objective = VideoDiffusionObjective(SCHEDULE, "v", clean_history_probability=0.9, shared_future_level=True,
+                                            clean_history_frames=2, model_history_probability=1.0)
+        generator = torch.Generator().manual_seed(0)
+        batch = VideoClips(torch.randn(3, 12, 4, 8, 8), objective.clip_frames(4)).sample(2, generator)
+        loss, _ = objective(model, batch, generator)
+        loss.backward()
+        assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    finally:
+        dist.destroy_process_group()
+
+
 def test_a_fixed_clean_history_length_cleans_exactly_that_many_first_frames():
     objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
                                         clean_history_frames=4)

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from videodiff.data.physics import PALETTE, PhysicsVideos, render_videos
 
@@ -77,7 +78,11 @@ def colour_labels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def as_unit_frames(frames) -> np.ndarray:
     """Frames (N, F, H, W, 3) as float32 in [0, 1]: uint8 is divided by 255, floats must already be in
-    [0, 1] (model outputs in [-1, 1] map there by (x + 1) / 2). Torch tensors are accepted."""
+    [0, 1] (model outputs in [-1, 1] map there by (x + 1) / 2). Torch tensors are accepted, on any device
+    and in any dtype (bf16 included)."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu()
+        frames = (frames if frames.dtype == torch.uint8 else frames.float()).numpy()
     frames = np.asarray(frames)
     if frames.ndim != 5 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames (N, F, H, W, 3) with RGB last, got shape {frames.shape}; "
@@ -428,6 +433,11 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def _share_or_none(count, total) -> float | None:
+    """count / total, or None where there was nothing to count (total 0): a share of nothing is not 0."""
+    return float(count / total) if total else None
+
+
 def physics_metrics(
     generated,
     truth: PhysicsVideos,
@@ -447,9 +457,11 @@ def physics_metrics(
                                view in the truth AND found in the generated frame (None if there are
                                none): a missing ball does not count as an error here, but below
     found_per_frame            the share of the balls in view that were found, per generated frame
+                               (None for a frame whose truth shows no ball: nothing to find)
     position_error_first       the mean error over the first ``first_frames`` generated frames
     position_error             the mean error over all generated frames
-    found_share                the share of (frame, ball in view) that were found
+    found_share                the share of (frame, ball in view) that were found (None if no
+                               generated frame's truth shows a ball)
     well_formed_share          the share of generated frames that hold the right balls: every ball in
                                view is found and well formed (area and compactness close to the
                                truth's), no ball wholly hidden in the truth is found, and stray
@@ -492,7 +504,7 @@ def physics_metrics(
     scored_balls = (in_view & generated_tracks.found)[:, scored]  # (N, G, K)
     errors = error[:, scored]
     per_frame = [_mean_or_none(errors[:, g][scored_balls[:, g]]) for g in range(errors.shape[1])]
-    found_per_frame = [float(scored_balls[:, g].sum() / max(in_view[:, scored][:, g].sum(), 1))
+    found_per_frame = [_share_or_none(scored_balls[:, g].sum(), in_view[:, scored][:, g].sum())
                        for g in range(errors.shape[1])]
     first = slice(0, first_frames)
 
@@ -518,7 +530,7 @@ def physics_metrics(
         "found_per_frame": found_per_frame,
         "position_error_first": _mean_or_none(errors[:, first][scored_balls[:, first]]),
         "position_error": _mean_or_none(errors[scored_balls]),
-        "found_share": float(scored_balls.sum() / max(in_view[:, scored].sum(), 1)),
+        "found_share": _share_or_none(scored_balls.sum(), in_view[:, scored].sum()),
         "well_formed_share": float(right_frame[:, scored].mean()),
         "stray_frame_share": float(too_much_stray[:, scored].mean()),
         "intact_share": float(intact[:, scored].mean()),

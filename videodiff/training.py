@@ -42,7 +42,7 @@ from toydiff.losses import DiffusionObjective
 from toydiff.schedules import NoiseSchedule
 from toydiff.training import TensorBatches
 # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
-from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout
+from videodiff.sampling import CLEAN_LEVEL, memory_indices, per_branch, rollout
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
 
@@ -176,7 +176,8 @@ class VideoDiffusionObjective(DiffusionObjective):
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         if self.model_history_probability > 0:
-            batch = (self.window_with_model_history(model, batch[0], generator), *batch[1:])
+            clips, labels, _ = self.unpack(batch)
+            batch = (self.window_with_model_history(model, clips, generator, labels), *batch[1:])
         if self.corrupt_history_probability > 0:
             clips, labels, extras = self.unpack(batch)
             x0, corrupted = self.split_corrupted(clips)
@@ -222,12 +223,16 @@ class VideoDiffusionObjective(DiffusionObjective):
             return window + window - self.clean_history_frames
         return window
 
-    def window_with_model_history(self, model, clips: torch.Tensor,
-                                  generator: Optional[torch.Generator]) -> torch.Tensor:
+    def window_with_model_history(self, model, clips: torch.Tensor, generator: Optional[torch.Generator],
+                                  labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """clips (B, F + F - H, C, H, W) -> training windows (B, F, C, H, W): the first F frames, or, with
         probability ``model_history_probability`` (one draw per batch), the last H frames of the real
-        history continued by the model followed by the F - H real frames after them (see ``__init__``)."""
-        window, history = model.config.num_frames, self.clean_history_frames
+        history continued by the model followed by the F - H real frames after them (see ``__init__``).
+        labels (B,): the clips' scene labels, which the model is given as a rollout gives them."""
+        # The network itself: under torchrun the training loop hands over a DistributedDataParallel wrapper,
+        # which neither has the config nor needs to synchronise a forward pass without gradients.
+        network = getattr(model, "module", model)
+        window, history = network.config.num_frames, self.clean_history_frames
         anchors = int(self.anchor_frame)  # clips carry their anchor in front: it stays, in front
         if clips.ndim < 3 or clips.shape[1] != anchors + self.clip_frames(window):
             raise ValueError(f"model_history_probability > 0 needs clips of {anchors + self.clip_frames(window)} "
@@ -237,8 +242,10 @@ class VideoDiffusionObjective(DiffusionObjective):
         if not bool(draw < self.model_history_probability):
             return clips[:, :anchors + window]
         anchor, clips = clips[:, :anchors], clips[:, anchors:]
+        denoiser = network if labels is None else (
+            lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0])))
         with torch.no_grad():
-            known = rollout(model, clips[:, :history], window - history, window, self.schedule,
+            known = rollout(denoiser, clips[:, :history], window - history, window, self.schedule,
                             kind="full_sequence", num_steps=self.model_history_steps,
                             prediction_type=self.prediction_type,
                             anchor=anchor[:, 0] if anchors else None, generator=generator)  # (B, F, ...)
