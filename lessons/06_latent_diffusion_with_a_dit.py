@@ -17,7 +17,9 @@
 #        Measured with `python lessons/run_all.py 06 07` on an idle 2-core machine, both cores in use
 #        (a full-mode run: 0.94 of the samples the class asked for at step 1800, CFG s = 3). On a CPU
 #        with native bf16 products (AMX), where the DiT trains under bf16 autocast: 180 s the first
-#        time (the latent DiT 57 s of training; 0.905 at step 1800).
+#        time (the latent DiT 57 s of training; 0.905 at step 1800). The same machine with its bf16
+#        products hidden from the recipe (`auto` resolving to fp32, as on a CPU without them): 337 s
+#        (0.917 at step 1800; `python lessons/run_all.py 05 06 07 08 09 10`, idle, 2 cores).
 #
 # The latent DiT trained here is shared with lesson 07: it is trained once.
 

@@ -15,7 +15,8 @@
 #        on an idle 2-core machine, both cores in use, when the recipe's DiT was 128 wide and trained in fp32.
 #        At its width of 192, on a CPU with native bf16 products (AMX), where the DiT trains under bf16
 #        autocast: 224 s (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores; the 3000 steps 203 s).
-#        In fp32 a step there takes 1.9 times as long (`make bench`'s fp32 twin of the step): about 400 s.
+#        The same machine with its bf16 products hidden from the recipe (`auto` resolving to fp32, as on
+#        a CPU without them): 485 s, the 3000 steps 460 s (`python lessons/run_all.py 05 06 07 08 09 10`).
 #
 # The video DiT trained here is shared with lessons 10-12: it is trained once.
 

@@ -15,7 +15,8 @@
 # Run:   python lessons/10_rollouts_and_history_guidance.py   (figures in runs/lessons/10_rollouts_and_history_guidance/)
 # Time:  about 2.5 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 138 s).
 #        Measured with `python lessons/run_all.py 09 10 11 12` on an idle 2-core machine, both cores in use;
-#        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`).
+#        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`),
+#        133 s there on lesson 09's DiT trained in fp32.
 
 # %%
 import math

@@ -218,8 +218,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     dit: VideoDiTConfig = field(default_factory=lambda: video_dit_config(
         VIDEO_RECIPE_SIZE, num_frames=8, **widened(VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH)))
     # 7000 steps: chosen when they took about 15 minutes on 2 CPU cores, so that with the VAE (2500 steps) the chain
-    # fits the bench's 20; at width 192 on a 2-core CPU with AMX they took 459 s under bf16 (467 s in the bench), and the bench's fp32
-    # step (110 ms) puts them near 800 s in fp32 there. lr 3e-3, not 1e-3: over the first 8 generated frames of 32
+    # fits the bench's 20; at width 192 on a 2-core CPU with AMX they took 459 s under bf16 (467 s in the bench),
+    # and 977 s in fp32 there (the chain 1101 s; docs/video_rollouts.md, "The bench in fp32"). lr 3e-3, not 1e-3:
+    # over the first 8 generated frames of 32
     # held-out videos its position error was 4.16 px against 5.58 after 3000 steps, and 3.44 against 4.12 after
     # these 7000 (docs/video_rollouts.md, "Recipe levers at 3000 steps" and "The new default through the bench").
     # Compiled (toydiff.compilation; eager where the machine cannot compile): the training loop took 140 ms a
