@@ -207,7 +207,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # be trained. label_dropout None: SCENE_LABEL_DROPOUT (None, not the number, so that a run stored before
     # the option reads as the same recipe). Off by default: over three training seeds each, against the
     # recipe, 0.229 of 64 frames intact against 0.169 but 1.64 px over the first 8 generated frames against
-    # 1.47, the short-range target being 1.5 (docs/video_rollouts.md, "Scene labels through the bench").
+    # 1.47, the short-range target being 1.5 (docs/video_rollouts.md, "Scene labels through the bench"). On the
+    # 192-wide recipe, two training seeds: 0.298 intact against 0.249, 1.34 px against 1.27 over the first window
+    # of 96 held-out videos (docs/video_rollouts.md, "Scene labels on the 192-wide recipe"): the candidate default.
     scene_labels: bool = False
     label_dropout: Optional[float] = None
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
