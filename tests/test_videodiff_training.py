@@ -287,6 +287,8 @@ def test_a_model_history_batch_trains_under_distributed_data_parallel(tmp_path):
     the history is made by the network inside it (one gloo process stands in for several)."""
     import torch.distributed as dist
 
+    from toydiff.compilation import CompiledOrEager
+    from toydiff.training import unwrap_distributed
     from videodiff.dit import make_video_dit
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
@@ -301,6 +303,8 @@ def test_a_model_history_batch_trains_under_distributed_data_parallel(tmp_path):
         loss, _ = objective(model, batch, generator)
         loss.backward()
         assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        # The loop's compiled forward wraps the DistributedDataParallel one: the network is found through both.
+        assert unwrap_distributed(CompiledOrEager(model)) is model.module
     finally:
         dist.destroy_process_group()
 

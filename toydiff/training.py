@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from toydiff.compilation import compile_or_eager
+from toydiff.compilation import CompiledOrEager, compile_or_eager
 from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_process
 from toydiff.ema import ExponentialMovingAverage
 
@@ -337,8 +337,12 @@ def resolved_precision(mixed_precision: str, device) -> str:
     return mixed_precision
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def unwrap_distributed(model):
+    """The network inside a DistributedDataParallel wrapper, also when compile_or_eager wraps that (the loop's
+    forward under torchrun, what an objective is given); any other model as it is. For what a wrapper lacks
+    (the network's config) or need not do (synchronise a forward pass that takes no gradient)."""
+    inner = model.model if isinstance(model, CompiledOrEager) else model
+    return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else model
 
 
 def train(model: nn.Module, objective: Callable, data: TensorBatches, config: TrainConfig,
@@ -392,7 +396,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
         differing = recipe_differences(state.get("config", {}), run_config or {})
         if differing:
             raise RecipeChangedError(checkpoint_path, differing)
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap_distributed(model).load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         start_step, history = int(state["step"]), list(state.get("history", []))
@@ -415,7 +419,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
                 "kind": checkpoint_kind,
                 "config": run_config,
                 "train_config": asdict(config),
-                "model": _unwrap(model).state_dict(),
+                "model": unwrap_distributed(model).state_dict(),
                 "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
@@ -461,7 +465,7 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()
-            ema.update(_unwrap(model))
+            ema.update(unwrap_distributed(model))
             if step + 1 in config.snapshot_steps:
                 snapshots[step + 1] = {name: value.detach().clone() for name, value in ema.model.state_dict().items()}
 
@@ -494,5 +498,5 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
     total_seconds = training_seconds()  # read before the last write, like the last history entry
     if checkpoint_path is not None and (completed > start_step or not checkpoint_path.exists()):
         write_checkpoint(completed)
-    return TrainResult(_unwrap(model), ema.model, completed, history, seconds=total_seconds,
+    return TrainResult(unwrap_distributed(model), ema.model, completed, history, seconds=total_seconds,
                        session_seconds=total_seconds - resumed_seconds, snapshots=snapshots)

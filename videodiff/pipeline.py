@@ -30,7 +30,7 @@ from toydiff.guidance import autoguided
 from toydiff.training import GuidedRunConfig, TrainConfig, train
 from videodiff.data import PhysicsConfig, PhysicsVideos, corrupted_copies, make_videos, scene_labels, scene_sets
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config, widened
-from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, per_branch, rollout
+from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout, with_labels
 from videodiff.training import VideoClips, VideoDiffusionObjective
 
 VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
@@ -323,12 +323,8 @@ class VideoDiffusionModel:
             return autoguided(self.model, self.guide, guide_scale)
         labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)  # (B,), from a list, array or tensor
 
-        def labelled(network):
-            if network is None:
-                return None
-            return lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0]))
-
-        return autoguided(labelled(self.model), labelled(self.guide), guide_scale)
+        guide = None if self.guide is None else with_labels(self.guide, labels)
+        return autoguided(with_labels(self.model, labels), guide, guide_scale)
 
     def labels_for(self, videos: PhysicsVideos) -> Optional[torch.Tensor]:
         """The scene labels (N,) to roll ``videos`` out with: theirs (videodiff.data.scene_labels) for a run

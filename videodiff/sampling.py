@@ -443,6 +443,12 @@ def per_branch(values: torch.Tensor, batch: int) -> torch.Tensor:
     return values.repeat(batch // values.shape[0], *[1] * (values.ndim - 1))
 
 
+def with_labels(network, labels: torch.Tensor) -> Denoiser:
+    """``network(x_t, t, labels=...)`` as a window denoiser ``(x_t, t)``, given each video's label (B,), tiled
+    once per guidance branch (per_branch)."""
+    return lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0]))
+
+
 def in_front(denoiser: Denoiser, frames: torch.Tensor, what: str = "frames in front") -> Denoiser:
     """``denoiser`` with clean frames put in front of every window it is given: a plain window denoiser
     for a model that takes an anchor or memory frames (VideoDiTConfig.anchor_frame, memory_frames).

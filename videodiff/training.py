@@ -40,9 +40,9 @@ import torch
 
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import NoiseSchedule
-from toydiff.training import TensorBatches
+from toydiff.training import TensorBatches, unwrap_distributed
 # CLEAN_LEVEL: a clean frame's level, as the sampler shows context
-from videodiff.sampling import CLEAN_LEVEL, memory_indices, per_branch, rollout
+from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout, with_labels
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
 
@@ -229,9 +229,7 @@ class VideoDiffusionObjective(DiffusionObjective):
         probability ``model_history_probability`` (one draw per batch), the last H frames of the real
         history continued by the model followed by the F - H real frames after them (see ``__init__``).
         labels (B,): the clips' scene labels, which the model is given as a rollout gives them."""
-        # The network itself: under torchrun the training loop hands over a DistributedDataParallel wrapper,
-        # which neither has the config nor needs to synchronise a forward pass without gradients.
-        network = getattr(model, "module", model)
+        network = unwrap_distributed(model)  # under torchrun the loop hands over a wrapper without the config
         window, history = network.config.num_frames, self.clean_history_frames
         anchors = int(self.anchor_frame)  # clips carry their anchor in front: it stays, in front
         if clips.ndim < 3 or clips.shape[1] != anchors + self.clip_frames(window):
@@ -242,8 +240,7 @@ class VideoDiffusionObjective(DiffusionObjective):
         if not bool(draw < self.model_history_probability):
             return clips[:, :anchors + window]
         anchor, clips = clips[:, :anchors], clips[:, anchors:]
-        denoiser = network if labels is None else (
-            lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0])))
+        denoiser = network if labels is None else with_labels(network, labels)
         with torch.no_grad():
             known = rollout(denoiser, clips[:, :history], window - history, window, self.schedule,
                             kind="full_sequence", num_steps=self.model_history_steps,
