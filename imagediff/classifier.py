@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from imagediff.data import make_dataset
 from imagediff.dit import DiTConfig, DiTTrunk, stored_dit_fields
 from toydiff.checkpoints import CheckpointError, load_checkpoint
+from toydiff.distributed import process_device
 from toydiff.losses import ClassifierObjective
 from toydiff.training import RunConfig, TensorBatches, TrainConfig, train
 
@@ -227,10 +228,12 @@ def train_noisy_classifier(run, config: Optional[NoisyClassifierRunConfig] = Non
                            resume: bool = True, on_log=None) -> NoisyLatentClassifier:
     """Train p(y | x_t, t) on what the diffusion ``run`` (an ImageDiffusionModel) diffuses: its scaled
     latents (or pixels), with its schedule, so the gradient is taken in the sampler's own space."""
-    from imagediff.pipeline import diffusion_training_set  # here, to keep the two modules' imports one-way
+    from imagediff.pipeline import diffusion_training_set, vae_on  # here, to keep the two modules' imports one-way
 
     config = config or NoisyClassifierRunConfig()
-    samples, data = diffusion_training_set(run.config, run.vae)
+    # Encoded where the classifier trains (toydiff.distributed.process_device), as the DiT's own training set is.
+    vae = vae_on(run.vae, process_device(config.train.device)) if run.vae is not None else None
+    samples, data = diffusion_training_set(run.config, vae)
     dit = replace(config.dit, in_channels=samples.shape[1], input_size=tuple(samples.shape[2:]),
                   patch_size=run.config.dit.patch_size)
     torch.manual_seed(config.train.seed + 1)

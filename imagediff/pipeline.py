@@ -15,6 +15,7 @@ a sample back into an image.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from imagediff.data.shapes import turn_images
 from imagediff.dit import DiT, DiTConfig, dit_config, factored_label_parts, stored_dit_fields
 from imagediff.vae import VAE, VAEConfig, VAELoss, vae_config
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from toydiff.distributed import barrier, setup_process
+from toydiff.distributed import barrier, process_device, setup_process
 from toydiff.guidance import guided_denoiser, with_inputs
 from toydiff.losses import DiffusionObjective
 from toydiff.samplers import SAMPLERS, SelfConditioned, sample
@@ -160,6 +161,16 @@ def load_vae(path, device: str = "cpu") -> TrainedVAE:
         raise CheckpointError(f"{path} holds a VAE whose latent scale was never measured (training was "
                               "interrupted before the end?): resume its training to finish it")
     return TrainedVAE(config, vae.to(device).eval(), state.get("history", []))
+
+
+def vae_on(vae: VAE, device) -> VAE:
+    """``vae`` on ``device``: the VAE itself where it is already there, else a copy moved there, so that
+    the caller's VAE stays where the caller put it."""
+    device = torch.device(device)
+    here = vae.latent_scale.device
+    if here.type == device.type and (device.index is None or here.index == device.index):
+        return vae
+    return copy.deepcopy(vae).to(device)
 
 
 @torch.no_grad()
@@ -500,9 +511,11 @@ def train_image_diffusion(config: DiffusionRunConfig, out_dir=None, resume: bool
     the EMA weights; its time is not counted as training time (see toydiff.training.train).
     """
     config.check_angle_options()
+    # The data set is encoded where the DiT trains: on a GPU, encoding it on the CPU first took minutes.
+    device = process_device(config.train.device)
     if config.space == "latent" and vae is None:
-        vae = _vae_for(config)
-    vae = vae.eval() if config.space == "latent" else None
+        vae = _vae_for(config, device)
+    vae = vae_on(vae, device).eval() if config.space == "latent" else None
     samples, data = diffusion_training_set(config, vae)
     tensors, angle_range, angle_values = (samples, data.labels), None, None
     # Angle conditioning (DiTConfig.angle_conditioning): the DiT is told each training image's angle, and a

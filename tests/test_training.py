@@ -560,3 +560,15 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatc
         assert dtype == (torch.bfloat16 if amx or avx512 else torch.float32)
         with autocast_for("bf16", "cpu"):  # asked for, it is bf16 either way
             assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+
+
+def test_under_torchrun_each_process_works_on_the_gpu_of_its_local_rank(monkeypatch):
+    """process_device: what a run's work before training (encoding a data set, say) is moved to."""
+    import toydiff.distributed as distributed
+    monkeypatch.setattr(distributed, "pick_device", lambda requested: torch.device(requested))  # no GPU needed
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.process_device("cuda") == torch.device("cuda")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.process_device("cuda") == torch.device("cuda", 1)
+    assert distributed.process_device("cpu") == torch.device("cpu")

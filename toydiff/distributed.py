@@ -64,15 +64,24 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def process_device(requested_device: str = "auto") -> torch.device:
+    """The device this process trains on, without joining any process group: pick_device's answer, except
+    that under torchrun each process takes the GPU of its LOCAL_RANK. Work done before training (encoding
+    a data set through a VAE, say) goes there, not to the CPU."""
+    device = pick_device(requested_device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def setup_process(requested_device: str = "auto") -> ProcessContext:
     """Join the torchrun process group if there is one; return this process's rank and device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = process_device(requested_device)
     if world_size <= 1:
-        return ProcessContext(0, 1, pick_device(requested_device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(requested_device)
+        return ProcessContext(0, 1, device)
+    rank = int(os.environ["RANK"])
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

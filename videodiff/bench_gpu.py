@@ -148,7 +148,8 @@ def check_chain(device, work: Path) -> dict:
     config.train = replace(config.train, device=str(device), progress=False, mixed_precision="bf16" if bf16 else "no")
     vae_run = train_video_vae(vae_config, out_dir=work / "vae")
     run = train_video_diffusion(config, out_dir=work / "dit", vae=vae_run.vae)
-    on_device = run.device.type == torch.device(device).type
+    # The DiT and the VAE that encoded its training videos (and encodes and decodes its rollouts) are both there.
+    on_device = run.device.type == torch.device(device).type == run.vae.latent_scale.device.type
     losses = [entry["loss"] for entry in run.history if "loss" in entry]
     # The checkpoint read back on the CPU predicts what the trained model predicts on the device.
     cpu_run = load_video_diffusion(work / "dit" / "checkpoint.pt", device="cpu")
@@ -162,7 +163,7 @@ def check_chain(device, work: Path) -> dict:
     pattern = cache["pattern", 0]
     rows_sum_to_one = bool(torch.allclose(pattern.sum(-1), torch.ones((), device=pattern.device), atol=1e-3))
     finite_metrics = all(math.isfinite(value) for value in metrics.values() if isinstance(value, float))
-    return {"device": str(run.device), "vae_seconds": vae_run.seconds, "dit_seconds": run.seconds,
+    return {"device": str(run.device), "vae_device": str(run.vae.latent_scale.device), "vae_seconds": vae_run.seconds, "dit_seconds": run.seconds,
             "losses": losses, "reload_relative_max_error": reload_error, "rollout_shape": list(generated.shape),
             "position_error_first": metrics.get("position_error_first"), "pattern_device": str(pattern.device),
             "passed": on_device and bool(losses) and all(math.isfinite(loss) for loss in losses) and reload_error < 1e-3
