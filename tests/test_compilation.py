@@ -130,3 +130,38 @@ def test_compiled_training_follows_the_eager_losses(tmp_path):
     for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     assert not isinstance(compiled.model, compilation.CompiledOrEager)  # the result holds the plain model
+
+
+def test_where_the_backward_fails_to_compile_training_redoes_the_step_eagerly(monkeypatch):
+    """AOTAutograd compiles the backward at the first loss.backward(), outside the wrapper: a run stopped
+    while it compiled can leave a damaged kernel in PyTorch's cache, and every later compile then fails
+    there ("file too short"). Training falls back to eager and redoes that step with the same draws."""
+    from torch._inductor.exc import InductorError
+
+    class BackwardThatCannotCompile(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise InductorError(ImportError("kernel.so: file too short"), None)
+
+    def compile_with_a_broken_backward(model, **options):
+        return lambda *args, **kwargs: BackwardThatCannotCompile.apply(model(*args, **kwargs))
+
+    def run(compile_model):
+        torch.manual_seed(0)
+        model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
+        points, _ = make_dataset("spiral", 1000, seed=0)
+        config = TrainConfig(steps=20, batch_size=64, log_every=10, progress=False, warmup_steps=5,
+                             compile=compile_model)
+        return train(model, DiffusionObjective(make_schedule("linear")), TensorBatches(points), config)
+
+    eager = run(False)
+    monkeypatch.setattr(torch, "compile", compile_with_a_broken_backward)
+    with pytest.warns(UserWarning, match="torch.compile failed on this machine.*InductorError.*file too short"):
+        fell_back = run(True)
+    assert [h["loss"] for h in fell_back.history] == [h["loss"] for h in eager.history]  # the same run, bit for bit
+    for a, b in zip(eager.model.parameters(), fell_back.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

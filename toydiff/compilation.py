@@ -9,7 +9,10 @@ small DiT, whose step is dominated by many small elementwise operations (LayerNo
 residual adds), fusing them is where the time goes. It needs a C++ compiler on a CPU (Triton on a GPU)
 and a PyTorch build that supports it. Where any of that is missing, training must still run: the
 first call is tried compiled, and if the *compiler* fails (not the model: a wrong input still raises
-its own error) a warning says so and every call from then on is eager. The weights are the same
+its own error) a warning says so and every call from then on is eager. A damaged compile cache is one
+such failure: a run stopped while it compiled can leave an empty kernel library in PyTorch's cache
+(/tmp/torchinductor_<user>), and every later compile of that kernel fails to load it ("file too short");
+``rm -rf /tmp/torchinductor_$USER`` clears the cache. The weights are the same
 tensors either way, so checkpoints, EMA and the optimizer never see the difference.
 """
 
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 
-def _compiler_errors() -> tuple[type, ...]:
+def compiler_errors() -> tuple[type, ...]:
     """Exceptions that mean "this machine cannot compile", as opposed to an error of the model itself."""
     errors: list[type] = []
     try:
@@ -56,12 +59,18 @@ class CompiledOrEager:
             return self.model(*args, **kwargs)
         try:
             return self._forward(*args, **kwargs)
-        except _compiler_errors() as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            warnings.warn(f"torch.compile failed on this machine ({type(error).__name__}: {first_line[:200]}); "
-                          "the model runs eagerly from now on", stacklevel=2)
-            self.compiled, self._forward = False, self.model
+        except compiler_errors() as error:
+            self.fall_back(error)
             return self.model(*args, **kwargs)
+
+    def fall_back(self, error: Exception) -> None:
+        """Say why compiling failed and run eagerly from now on. The training loop calls this too when the
+        *backward* fails to compile (AOTAutograd compiles it at the first ``loss.backward()``, outside this
+        wrapper), then redoes that step eagerly."""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(f"torch.compile failed on this machine ({type(error).__name__}: {first_line[:200]}); "
+                      "the model runs eagerly from now on", stacklevel=3)
+        self.compiled, self._forward = False, self.model
 
     def __getattr__(self, name):
         # Only reached for names this wrapper does not have itself.

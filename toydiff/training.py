@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from toydiff.compilation import CompiledOrEager, compile_or_eager
+from toydiff.compilation import CompiledOrEager, compile_or_eager, compiler_errors
 from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_process
 from toydiff.ema import ExponentialMovingAverage
 
@@ -345,6 +345,20 @@ def unwrap_distributed(model):
     return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else model
 
 
+def _forward_backward(objective, forward_model, batch, generator, autocast, optimizer, step: int):
+    """One step's loss and gradients (the optimizer not yet stepped): (loss, the objective's logs)."""
+    with autocast:
+        loss, logs = objective(forward_model, batch, generator)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept. "
+            "Lower the learning rate or enable gradient clipping"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, logs
+
+
 def train(model: nn.Module, objective: Callable, data: TensorBatches, config: TrainConfig,
           checkpoint_path=None, run_config: Optional[dict] = None, resume: bool = True,
           checkpoint_kind: str = "toydiff.run", num_timesteps: Optional[int] = None,
@@ -453,15 +467,18 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = data.sample(local_batch, generator)
-            with autocast:
-                loss, logs = objective(forward_model, batch, generator)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept. "
-                    "Lower the learning rate or enable gradient clipping"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            compiled = isinstance(forward_model, CompiledOrEager) and forward_model.compiled
+            drawn = generator.get_state() if compiled else None  # where the objective's draws start
+            try:
+                loss, logs = _forward_backward(objective, forward_model, batch, generator, autocast, optimizer,
+                                               step)
+            except compiler_errors() as error:  # the backward failed to compile: redo the step eagerly
+                if not compiled:
+                    raise
+                forward_model.fall_back(error)
+                generator.set_state(drawn)
+                loss, logs = _forward_backward(objective, forward_model, batch, generator, autocast, optimizer,
+                                               step)
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()
