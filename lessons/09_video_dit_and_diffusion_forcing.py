@@ -17,6 +17,8 @@
 #        autocast: 224 s (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores; the 3000 steps 203 s).
 #        The same machine with its bf16 products hidden from the recipe (`auto` resolving to fp32, as on
 #        a CPU without them): 485 s, the 3000 steps 460 s (`python lessons/run_all.py 05 06 07 08 09 10`).
+#        With scene labels (the recipe since 2026-12-04), on a 2-core machine whose bf16 products are
+#        AVX-512 BF16 (no AMX), under bf16 autocast: 521 s, the 3000 steps 486 s (run_all 08-12, idle).
 #
 # The video DiT trained here is shared with lessons 10-12: it is trained once.
 
@@ -224,10 +226,14 @@ print("wrote", plots.save_figure(figure, OUT / "scheduling_matrices.png"))
 # `train_video_diffusion` encodes the training videos once with the VAE, cuts random clips of
 # `window` consecutive frames (`VideoClips`), and runs toydiff's loop with the objective above in
 # diffusion-forcing mode: v-prediction, the loss averaged over every frame of every clip.  The recipe
-# is `lesson_setup.video_dit_recipe`; lesson 10 loads the same checkpoint.  Its training videos hold two
-# or three balls each (`training_physics`), the videos it is scored on one to three: crowded scenes are
-# where rollouts fail, and showing them more often cost nothing and helped the first generated frames on
-# both training seeds tried (docs/video_rollouts.md, "Training on scenes with two or three balls").
+# is `lesson_setup.video_dit_recipe`; lesson 10 loads the same checkpoint.  The DiT is also told which
+# colours each video's balls have (*scene labels*: one class per set of colours, embedded and added to
+# every frame's noise-level embedding, as lesson 06 adds an image's class).  Over a long rollout a model
+# without them forgets what its scene holds: balls vanish, change colour or appear; with them, on the
+# library's full recipe, more of a 64-frame rollout stays intact (docs/video_rollouts.md, "Scene labels on
+# the 192-wide recipe").  A tenth of the clips are shown the null label instead, so the same weights are an
+# unlabelled model too (lesson 12's probe reads it that way).  Labelled runs train on videos of one to three
+# balls, as many as they are scored on, so that every label is trained.
 
 # %%
 training_balls = recipe.training_physics_config()

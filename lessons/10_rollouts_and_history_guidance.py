@@ -16,7 +16,8 @@
 # Time:  about 2.5 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 138 s).
 #        Measured with `python lessons/run_all.py 09 10 11 12` on an idle 2-core machine, both cores in use;
 #        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`),
-#        133 s there on lesson 09's DiT trained in fp32.
+#        133 s there on lesson 09's DiT trained in fp32; 217 s on the scene-labelled DiT of 2026-12-04 on a
+#        2-core machine with AVX-512 BF16 and no AMX (run_all 08-12, idle).
 
 # %%
 import math
@@ -76,7 +77,7 @@ def ratio(value) -> str:
 # history is real) kept a lone ball intact 83% of the time and two overlapping balls 22%
 # (docs/video_rollouts.md, "Where the first window fails"); here the groups are small, so read them
 # loosely.  Finer tokens are not the cure: patches of one latent pixel, narrowed to train in the same
-# time, did worse at every gap.  Training videos that all hold two or three balls (the recipe now) did
+# time, did worse at every gap.  Training videos that all hold two or three balls (the unlabelled recipe's) did
 # better over the first window on two training seeds, but not where the balls overlap, and not over a
 # long rollout (the same page, its last sections).
 #

@@ -13,7 +13,8 @@
 #
 # Run:   python lessons/11_looking_inside_the_video_dit.py   (figures in runs/lessons/11_looking_inside_the_video_dit/)
 # Time:  about 20 s on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 22 s on an
-#        idle 2-core machine, both cores in use; 17 s with the 192-wide DiT of today's recipe on a later machine).
+#        idle 2-core machine, both cores in use; 17 s with the 192-wide DiT of today's recipe on a later machine;
+#        25 s with the scene-labelled DiT of 2026-12-04 on a 2-core machine with AVX-512 BF16 and no AMX).
 
 # %%
 import time

@@ -13,7 +13,9 @@
 #
 # Run:   python lessons/12_the_physics_probe.py   (figures in runs/lessons/12_the_physics_probe/)
 # Time:  about 4 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 259 s on an
-#        idle 2-core machine, both cores in use; 246 s with the 192-wide DiT of today's recipe on a later machine).
+#        idle 2-core machine, both cores in use; 246 s with the 192-wide DiT of today's recipe on a later machine;
+#        404 s with the scene-labelled DiT of 2026-12-04 on a slower 2-core machine, AVX-512 BF16 and no AMX
+#        (`python lessons/run_all.py 08 09 10 11 12`, idle).
 
 # %%
 import time
@@ -90,6 +92,10 @@ print("wrote", save_frame_strips(
 # asked what it was trained to answer, how this history goes on, while the frames that followed it are
 # shown at each noise level.  `ProbeExperimentConfig(history_frames=0)` (`--history-frames 0`) inverts
 # every frame instead, as one would probe a model that was never shown a clean history.
+#
+# The model is called here without a scene label, that is with its null label (lesson 09: a tenth of
+# its training clips were shown it): a label names the colours of a video's balls, and an impossible
+# twin whose ball changes colour or appears has another one, which would tell the probe the answer.
 
 # %%
 history = held_history_frames(run, CONFIG)                                      # the run's trained history

@@ -203,11 +203,13 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
     for value, physics in (("3", {"min_balls": 3}), ("2", {"min_balls": 2}), ("1", {})):
         assert main(["train", "--out", str(tmp_path), "--min-balls", value]) == 0
         assert started["dit"].training_physics == physics and started["dit"].physics == {}
-    # Scene labels train on every ball count unless told otherwise.
+    # Scene labels (the default) train on every ball count unless told otherwise; without them, on two or three.
     assert main(["train", "--out", str(tmp_path), "--scene-labels", "--label-dropout", "0.2"]) == 0
     assert started["dit"].scene_labels is True and started["dit"].label_dropout == 0.2
     assert started["dit"].dit.label_init_std == 0.02  # the video DiT's label table starts small
-    assert started["dit"].training_physics == {}
+    assert started["dit"].training_physics is None and started["dit"].training_physics_fields() == {}
+    assert main(["train", "--out", str(tmp_path), "--no-scene-labels"]) == 0
+    assert started["dit"].scene_labels is False and started["dit"].training_physics_config().min_balls == 2
     assert main(["train", "--out", str(tmp_path), "--scene-labels"]) == 0
     assert started["dit"].scene_label_dropout() == 0.1
     # An anchor frame is an option of the DiT, off by default.
@@ -570,5 +572,6 @@ def test_ablations_roll_out_the_model_without_its_guide(demo_run):
     run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
     (row,) = ablation_table(run, [Ablation("none")], num_videos=2, context=2, length=3, num_steps=2)
     truth = held_out_videos(run.config, 2, num_frames=5)
-    alone = physics_metrics(run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0), truth, num_context=2)
+    alone = physics_metrics(run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0, labels=run.labels_for(truth)),
+                            truth, num_context=2)
     assert row["position_error"] == alone["position_error"] and row["found_share"] == alone["found_share"]

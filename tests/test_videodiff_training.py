@@ -412,10 +412,12 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
     vae = train_video_vae(vae_config, tmp_path / "vae")
-    config = replace(config, scene_labels=True, training_physics={})
     config.train = replace(config.train, progress=False)
+    assert config.scene_labels and config.training_physics is None  # the recipe's: labelled, every ball count
     run = train_video_diffusion(config, tmp_path / "dit", vae=vae.vae)
     assert run.model.config.num_classes == config.num_scene_labels() == len(scene_sets(3)) == 41
+    # The checkpoint holds the training physics as trained, not "the recipe's", which may change.
+    assert load_checkpoint(tmp_path / "dit" / "checkpoint.pt")["config"]["training_physics"] == {}
     # Training saw the labels of its videos: rows of the label table moved from the initial weights (rebuilt
     # from the run's seed) — those of the clips drawn, all of them labels of training videos.
     from videodiff.pipeline import training_videos
@@ -460,19 +462,24 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     with pytest.raises(ValueError, match="label_dropout"):
         VideoDiffusionRunConfig(label_dropout=1.0)
     assert config.scene_label_dropout() == 0.1 and replace(config, label_dropout=0.3).scene_label_dropout() == 0.3
-    unlabelled = VideoDiffusionRunConfig()
+    unlabelled = VideoDiffusionRunConfig(scene_labels=False)
     assert not unlabelled.scene_labels and unlabelled.num_scene_labels() == 0 and unlabelled.scene_label_dropout() == 0
-    # A run stored before the option is the same recipe as today's default (make demo keeps its checkpoint).
+    # The recipe is labelled, on every ball count; without labels it trains on two or three balls.
+    assert VideoDiffusionRunConfig().scene_labels and VideoDiffusionRunConfig().training_physics_fields() == {}
+    assert unlabelled.training_physics_fields() == {"min_balls": 2}
+    # A run stored before the option had no labels: the unlabelled recipe, not today's default.
     description = unlabelled.to_dict()
     del description["scene_labels"], description["label_dropout"]
     assert VideoDiffusionRunConfig.from_dict(description).scene_labels is False
     assert recipe_differences(description, unlabelled.to_dict()) == []
+    assert "scene_labels" in recipe_differences(description, VideoDiffusionRunConfig().to_dict())
 
 
 def test_an_unlabelled_run_refuses_scene_labels_and_an_unanchored_one_anchor_frames(tmp_path):
     from videodiff.pipeline import held_out_videos, quick_run_configs, train_video_diffusion, train_video_vae
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
+    config = replace(config, scene_labels=False)
     config.train = replace(config.train, steps=2, progress=False)
     run = train_video_diffusion(config, vae=train_video_vae(vae_config).vae)
     frames = np.zeros((2, 2, 32, 32, 3), dtype=np.uint8)

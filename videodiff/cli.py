@@ -20,6 +20,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -217,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
+    labelled_balls, unlabelled_balls = (VideoDiffusionRunConfig(scene_labels=labels).training_physics_config().min_balls
+                                        for labels in (True, False))
     train.add_argument("--min-balls", type=positive_int, default=None,
                        help=f"the fewest balls a training video holds (at most {PhysicsConfig().max_balls}); held-out "
                             f"videos, rollouts and probes keep {PhysicsConfig().min_balls} to "
-                            f"{PhysicsConfig().max_balls} (default: {recipe.training_physics_config().min_balls}, or "
-                            f"{PhysicsConfig().min_balls} with --scene-labels)")
+                            f"{PhysicsConfig().max_balls} (default: {labelled_balls} with scene labels, "
+                            f"{unlabelled_balls} with --no-scene-labels)")
     train.add_argument("--scene-labels", action=argparse.BooleanOptionalAction, default=recipe.scene_labels,
                        help="tell the DiT which colours each video's balls have (a class per set of colours, "
                             "videodiff.data.scene_labels); rollouts of held-out videos then pass their labels "
@@ -367,18 +370,14 @@ def command_train_vae(args) -> None:
           f"(measured); checkpoint {Path(args.out) / 'checkpoint.pt'}")
 
 
-def _training_physics(min_balls: int) -> dict:
-    """--min-balls as the run's training_physics: stored only where it differs from the videos' default."""
+def _training_physics(min_balls: Optional[int]) -> Optional[dict]:
+    """--min-balls as the run's training_physics (None, the recipe's, where it was not given): stored only
+    where it differs from the videos' default."""
+    if min_balls is None:
+        return None
     if min_balls > PhysicsConfig().max_balls:
         raise UsageError(f"--min-balls {min_balls}: the videos hold at most {PhysicsConfig().max_balls} balls")
     return {} if min_balls == PhysicsConfig().min_balls else {"min_balls": min_balls}
-
-
-def _min_balls(args) -> int:
-    """--min-balls, or its default: the recipe's, or every ball count of the videos with --scene-labels."""
-    if args.min_balls is not None:
-        return args.min_balls
-    return PhysicsConfig().min_balls if args.scene_labels else VideoDiffusionRunConfig().training_physics_config().min_balls
 
 
 def _dit_shape(args) -> dict:
@@ -415,7 +414,7 @@ def command_train(args) -> None:
                                      logit_std=args.logit_std,
                                      context_frames=args.context_frames, num_train_videos=args.num_videos,
                                      data_seed=args.seed, dit=dit,
-                                     training_physics=_training_physics(_min_balls(args)),
+                                     training_physics=_training_physics(args.min_balls),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")

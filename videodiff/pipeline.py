@@ -53,6 +53,12 @@ AUTOGUIDANCE_SCALE = 1.5
 # A run with scene labels shows a tenth of its clips the null label, as imagediff's recipe does for its
 # classes, so that the same weights are also an unlabelled model.
 SCENE_LABEL_DROPOUT = 0.1
+# The training physics of a run without scene labels: two or three balls in every training video (its
+# rollouts are scored on one to three), so that the crowded scenes the rollouts fail on are seen more often.
+# At 7000 steps, two training seeds each, over the first 8 generated frames of 96 held-out videos: position
+# error 1.38 / 1.46 px against 1.60 / 1.49 for one to three balls, intact frames 0.648 / 0.620 against 0.617 /
+# 0.569 (docs/video_rollouts.md, "Training on scenes with two or three balls").
+UNLABELLED_TRAINING_PHYSICS = {"min_balls": 2}
 # clean_history_frames="half": a clean history of half the window (4 of 8 frames), the history a rollout
 # keeps when it makes the other half of each window.
 HALF_WINDOW = "half"
@@ -140,12 +146,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     data_seed: int = 0
     physics: dict = field(default_factory=dict)  # PhysicsConfig fields that differ from the defaults
     # PhysicsConfig fields that differ for the training videos only, on top of ``physics``; held-out videos,
-    # rollouts and probes keep ``physics`` (one to three balls). Two or three balls in every training video: the
-    # crowded scenes the rollouts fail on are seen more often. At the same 7000 steps, two training seeds each,
-    # over the first 8 generated frames of 96 held-out videos: position error 1.38 / 1.46 px against 1.60 /
-    # 1.49 for one to three balls, intact frames 0.648 / 0.620 against 0.617 / 0.569 (docs/video_rollouts.md,
-    # "Training on scenes with two or three balls").
-    training_physics: dict = field(default_factory=lambda: {"min_balls": 2})
+    # rollouts and probes keep ``physics`` (one to three balls). None: the recipe's, which depends on
+    # scene_labels (training_physics_fields). A scene-labelled run trains on every ball count its videos hold
+    # (else the labels of the missing counts are never trained); an unlabelled one on UNLABELLED_TRAINING_PHYSICS.
+    training_physics: Optional[dict] = None
     vae_checkpoint: str = "runs/video/vae/checkpoint.pt"
     # imagediff's recipe: linear β, v-prediction.
     schedule: str = "linear"
@@ -206,12 +210,11 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # the run is also an unlabelled model (the probe and a rollout without labels use that). The training
     # videos must hold every ball count of the held-out ones, or the labels of the missing counts would never
     # be trained. label_dropout None: SCENE_LABEL_DROPOUT (None, not the number, so that a run stored before
-    # the option reads as the same recipe). Off by default: over three training seeds each, against the
-    # recipe, 0.229 of 64 frames intact against 0.169 but 1.64 px over the first 8 generated frames against
-    # 1.47, the short-range target being 1.5 (docs/video_rollouts.md, "Scene labels through the bench"). On the
-    # 192-wide recipe, two training seeds: 0.298 intact against 0.249, 1.34 px against 1.27 over the first window
-    # of 96 held-out videos (docs/video_rollouts.md, "Scene labels on the 192-wide recipe"): the candidate default.
-    scene_labels: bool = False
+    # the option reads as the same recipe). On by default since 2026-12-04: on the 192-wide recipe, two
+    # training seeds, 0.298 of 64 frames intact against 0.249, 1.34 px against 1.27 over the first window of
+    # 96 held-out videos (docs/video_rollouts.md, "Scene labels on the 192-wide recipe"); through the bench,
+    # 0.30 of 64 frames intact against 0.21 and 1.18 px over the first window, every other target kept.
+    scene_labels: bool = True
     label_dropout: Optional[float] = None
     # in_channels and input_size are filled in from the VAE's latents when the run starts.
     # The registry's tiny DiT widened to 192 (6 heads of 32): under bf16 products the wider model costs less
@@ -265,13 +268,22 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     @classmethod
     def from_dict(cls, description: dict, train: Optional[TrainConfig] = None) -> "VideoDiffusionRunConfig":
         # A run stored before clean_history_frames existed drew its histories' lengths at random; one stored
-        # before guides existed kept none; one stored before training_physics existed trained on its physics alone.
-        description = {"clean_history_frames": None, "guide_fraction": 0.0, "training_physics": {}, **description}
+        # before guides existed kept none; one stored before training_physics existed trained on its physics alone;
+        # one stored before scene labels existed had none.
+        description = {"clean_history_frames": None, "guide_fraction": 0.0, "training_physics": {},
+                       "scene_labels": False, **description}
         return cls.from_plain(description, train, dit=VideoDiTConfig(**stored_dit_fields(description["dit"])))
 
+    def training_physics_fields(self) -> dict:
+        """training_physics, or where it is None the recipe's: none with scene labels (every ball count of
+        the run's videos), UNLABELLED_TRAINING_PHYSICS without."""
+        if self.training_physics is not None:
+            return self.training_physics
+        return {} if self.scene_labels else dict(UNLABELLED_TRAINING_PHYSICS)
+
     def training_physics_config(self) -> PhysicsConfig:
-        """The physics of the run's training videos: ``physics`` with ``training_physics`` on top."""
-        return physics_config({**self.physics, **self.training_physics})
+        """The physics of the run's training videos: ``physics`` with training_physics_fields() on top."""
+        return physics_config({**self.physics, **self.training_physics_fields()})
 
     def history_frames(self) -> Optional[int]:
         """The fixed length of the clean history that training gives its clips (clean_history_frames
@@ -510,7 +522,9 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         logit_std=config.logit_std,
                                         label_dropout=config.scene_label_dropout(),
                                         null_label=model.null_label)
-    run_config = {**config.to_dict(), "vae_latent_scale": float(vae.latent_scale)}
+    # The training physics as trained, not None: what a stored run trained on never depends on today's recipe.
+    run_config = {**config.to_dict(), "training_physics": config.training_physics_fields(),
+                  "vae_latent_scale": float(vae.latent_scale)}
     checkpoint = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
     def wrap(ema_model, guide=None):
