@@ -45,7 +45,7 @@ from imagediff.pipeline import (
 )
 from imagediff.plots import columns_per_class_grid, save_curves, save_image_grid
 from toydiff.cli import OneLineParser, parse_or_report, positive_int
-from toydiff.compilation import compile_or_eager
+from toydiff.compilation import compile_or_eager, with_eager_fallback
 from toydiff.losses import DiffusionObjective
 from toydiff.schedules import make_schedule
 from toydiff.training import autocast_for, resolved_precision
@@ -150,14 +150,15 @@ def dit_training_rate(config: DiffusionRunConfig, sample_shape, num_classes: int
                                        label_dropout=config.label_dropout, null_label=model.null_label,
                                        self_condition=self_condition, extra_inputs=extra_inputs)
 
-        def step():
+        def one_step():
             with autocast_for(precision, "cpu"):
                 loss, _ = objective(forward, data)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-        return step
+        # a backward that fails to compile falls back to eager (toydiff.compilation.with_eager_fallback)
+        return lambda: with_eager_fallback(forward, one_step)
 
     share = config.self_condition
     matmul, matmul_flops = matmul_function()

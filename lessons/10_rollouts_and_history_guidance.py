@@ -85,7 +85,9 @@ def ratio(value) -> str:
 # smeared, or colour where no ball of it should be.  In the first window the failures are smears where
 # balls meet; over the long rollout they are balls that vanish, change colour or appear, lone balls
 # included: the model forgets what its scene holds (docs/video_rollouts.md, "How the long rollout's
-# frames fail").  The autoguidance section below shows what a stronger guide does to those faults.
+# frames fail").  That is why lesson 09's model is told each video's scene (its scene label, which every
+# rollout here passes): it holds more of a long rollout than a model without, not all of it.  The
+# autoguidance section below shows what a stronger guide does to those faults.
 
 # %%
 run = shared_video_model()
@@ -166,8 +168,8 @@ print(format_table(table))
 # keeps its EMA weights after 15% of its training (`guide_fraction`): a weaker model of the same videos.
 # Both blur what they cannot resolve, the weak one more, so their difference points from "the ball is
 # somewhere around here" towards one place; every call of the denoiser becomes
-# D + (w - 1)(D - D_weak) (`toydiff.guidance.autoguided`, the image layer's autoguidance of lesson 07
-# without a label), history-guided branches included.  w = 1 is the model alone, and never calls the
+# D + (w - 1)(D - D_weak) (`toydiff.guidance.autoguided`, the image layer's autoguidance of lesson 07;
+# model and guide are both given the video's scene label), history-guided branches included.  w = 1 is the model alone, and never calls the
 # guide; the table's last row is that rollout.  On the bench's model (7000 steps, 32 videos), error over
 # the first 8 / balls found / well-formed frames / motion ratio: w = 1: 1.33 px / 0.46 / 0.15 / 0.79;
 # w = 1.5: 1.21 px / 0.64 / 0.16 / 1.34; w = 2: 1.67 px / 0.72 / 0.10 / 1.98 — more balls found, but past

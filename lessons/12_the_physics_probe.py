@@ -94,8 +94,9 @@ print("wrote", save_frame_strips(
 # every frame instead, as one would probe a model that was never shown a clean history.
 #
 # The model is called here without a scene label, that is with its null label (lesson 09: a tenth of
-# its training clips were shown it): a label names the colours of a video's balls, and an impossible
-# twin whose ball changes colour or appears has another one, which would tell the probe the answer.
+# its training clips were shown it), so the probe reads what the model makes of the frames alone, as
+# the probes of models trained before scene labels did.  The label would not give the answer away (it
+# names the colours of a video's first frame, which both twins share), but it is not the frames either.
 
 # %%
 history = held_history_frames(run, CONFIG)                                      # the run's trained history

@@ -115,16 +115,18 @@ def test_without_torch_compile_the_wrapper_warns_once_and_runs_eagerly(monkeypat
     assert compile_or_eager(model, enabled=False) is model
 
 
-def test_compiled_training_follows_the_eager_losses(tmp_path):
-    def run(compile_model):
-        torch.manual_seed(0)
-        model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
-        points, _ = make_dataset("spiral", 1000, seed=0)
-        config = TrainConfig(steps=30, batch_size=64, log_every=10, progress=False, warmup_steps=5,
-                             compile=compile_model)
-        return train(model, DiffusionObjective(make_schedule("linear")), TensorBatches(points), config)
+def spiral_run(compile_model: bool, steps: int = 30):
+    """A small spiral model trained for ``steps`` steps, compiled or eager, from the same seed."""
+    torch.manual_seed(0)
+    model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
+    points, _ = make_dataset("spiral", 1000, seed=0)
+    config = TrainConfig(steps=steps, batch_size=64, log_every=10, progress=False, warmup_steps=5,
+                         compile=compile_model)
+    return train(model, DiffusionObjective(make_schedule("linear")), TensorBatches(points), config)
 
-    eager, compiled = run(False), run(True)
+
+def test_compiled_training_follows_the_eager_losses(tmp_path):
+    eager, compiled = spiral_run(False), spiral_run(True)
     assert [round(h["loss"], 4) for h in compiled.history] == pytest.approx(
         [round(h["loss"], 4) for h in eager.history], abs=2e-4)
     for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
@@ -150,18 +152,10 @@ def test_where_the_backward_fails_to_compile_training_redoes_the_step_eagerly(mo
     def compile_with_a_broken_backward(model, **options):
         return lambda *args, **kwargs: BackwardThatCannotCompile.apply(model(*args, **kwargs))
 
-    def run(compile_model):
-        torch.manual_seed(0)
-        model = MLPDenoiser(MLPConfig(hidden_dim=32, num_blocks=2))
-        points, _ = make_dataset("spiral", 1000, seed=0)
-        config = TrainConfig(steps=20, batch_size=64, log_every=10, progress=False, warmup_steps=5,
-                             compile=compile_model)
-        return train(model, DiffusionObjective(make_schedule("linear")), TensorBatches(points), config)
-
-    eager = run(False)
+    eager = spiral_run(False, steps=20)
     monkeypatch.setattr(torch, "compile", compile_with_a_broken_backward)
     with pytest.warns(UserWarning, match="torch.compile failed on this machine.*InductorError.*file too short"):
-        fell_back = run(True)
+        fell_back = spiral_run(True, steps=20)
     assert [h["loss"] for h in fell_back.history] == [h["loss"] for h in eager.history]  # the same run, bit for bit
     for a, b in zip(eager.model.parameters(), fell_back.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -127,7 +127,8 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--depth", "0"], "argument --depth: expected a positive integer, got 0"),
     (["train", "--memory-frames", "-1"], "expected an integer >= 0, got -1"),
     (["train", "--min-balls", "4"], "--min-balls 4: the videos hold at most 3 balls"),
-    (["train", "--scene-labels", "--min-balls", "2"], "scene labels need training videos of 1 to 3 balls"),
+    (["train", "--scene-labels", "--min-balls", "2"],
+     "--min-balls 2 leaves out the scenes of fewer balls, whose scene labels would never be trained"),
     (["train", "--scene-labels", "--label-dropout", "1"], "label_dropout must lie in [0, 1), got 1.0"),
     (["train", "--guide-fraction", "1", "--vae", "missing.pt"], "guide_fraction is the share of training"),
 ])
@@ -152,7 +153,7 @@ def test_checkpoints_of_another_layer_or_corrupt_ones_are_refused(demo_run, tmp_
     assert "no such file" in capsys.readouterr().err
 
 
-def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
+def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys):
     started = {}
 
     def stand_in(name, result):
@@ -201,8 +202,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path):
         assert main(["train", "--out", str(tmp_path), "--guide-fraction", value]) == 0
         assert started["dit"].guide_fraction == float(value) and started["dit"].guide_step() == step
     for value, physics in (("3", {"min_balls": 3}), ("2", {"min_balls": 2}), ("1", {})):
-        assert main(["train", "--out", str(tmp_path), "--min-balls", value]) == 0
+        assert main(["train", "--out", str(tmp_path), "--min-balls", value, "--no-scene-labels"]) == 0
         assert started["dit"].training_physics == physics and started["dit"].physics == {}
+    # With scene labels (the default) fewer kinds of scene are refused before any work, naming the way out.
+    started.clear()
+    assert main(["train", "--out", str(tmp_path), "--min-balls", "2"]) == 2 and not started
+    assert "add --no-scene-labels" in capsys.readouterr().err
     # Scene labels (the default) train on every ball count unless told otherwise; without them, on two or three.
     assert main(["train", "--out", str(tmp_path), "--scene-labels", "--label-dropout", "0.2"]) == 0
     assert started["dit"].scene_labels is True and started["dit"].label_dropout == 0.2
@@ -297,6 +302,9 @@ def test_a_run_started_from_a_checkpoint_begins_at_its_ema_weights(demo_run, tmp
     assert main(["train", "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "d")]) == 2
     # A fine-tuning run that resumes from its own checkpoint no longer needs the one it started from.
     config.dit = replace(config.dit, hidden_dim=48)
+    # A scene-labelled checkpoint does not start an unlabelled run: the one line says which option to pass.
+    with pytest.raises(CheckpointError, match="trained with scene labels and this run is not: train with --scene-lab"):
+        train_video_diffusion(replace(config, scene_labels=False))
     base = tmp_path / "base.pt"
     base.write_bytes((out / "dit" / "checkpoint.pt").read_bytes())
     config.init_checkpoint = str(base)

@@ -19,9 +19,12 @@ tensors either way, so checkpoints, EMA and the optimizer never see the differen
 from __future__ import annotations
 
 import warnings
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 def compiler_errors() -> tuple[type, ...]:
@@ -75,6 +78,28 @@ class CompiledOrEager:
     def __getattr__(self, name):
         # Only reached for names this wrapper does not have itself.
         return getattr(self.__dict__["model"], name)
+
+
+def with_eager_fallback(forward, step: Callable[[], T], before_retry: Optional[Callable[[], None]] = None) -> T:
+    """``step()``, which calls ``forward`` and runs the backward of what it returned. AOTAutograd compiles that
+    backward at the first ``loss.backward()``, outside CompiledOrEager's own fallback: where it fails to
+    compile, ``forward`` falls back to eager (with the warning) and ``step()`` runs again, after
+    ``before_retry()`` (to restore what the failed try drew, say). Anything else ``step()`` raises propagates.
+    Not for a step of several processes (DDP): one process redoing a step the others do not would leave
+    their collectives out of step; toydiff.training.train lets the error stop such a run instead."""
+    compiled = isinstance(forward, CompiledOrEager) and forward.compiled
+    failure = None
+    try:
+        return step()
+    except compiler_errors() as error:
+        if not compiled:
+            raise
+        failure = error
+        failure.__traceback__ = None  # its frames hold the failed try's activations: free them before the retry
+    forward.fall_back(failure)
+    if before_retry is not None:
+        before_retry()
+    return step()
 
 
 def compile_or_eager(model: nn.Module, enabled: bool = True, **compile_options):

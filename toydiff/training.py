@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toydiff.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from toydiff.compilation import CompiledOrEager, compile_or_eager, compiler_errors
+from toydiff.compilation import CompiledOrEager, compile_or_eager, with_eager_fallback
 from toydiff.distributed import ProcessContext, barrier, gather_objects, setup_process
 from toydiff.ema import ExponentialMovingAverage
 
@@ -467,18 +467,15 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = data.sample(local_batch, generator)
-            compiled = isinstance(forward_model, CompiledOrEager) and forward_model.compiled
-            drawn = generator.get_state() if compiled else None  # where the objective's draws start
-            try:
-                loss, logs = _forward_backward(objective, forward_model, batch, generator, autocast, optimizer,
-                                               step)
-            except compiler_errors() as error:  # the backward failed to compile: redo the step eagerly
-                if not compiled:
-                    raise
-                forward_model.fall_back(error)
-                generator.set_state(drawn)
-                loss, logs = _forward_backward(objective, forward_model, batch, generator, autocast, optimizer,
-                                               step)
+            # Where the backward fails to compile, a single process redoes the step eagerly with the same draws
+            # (under DDP the error stops the run: see with_eager_fallback).
+            drawn = generator.get_state() if getattr(forward_model, "compiled", False) else None
+
+            def one_step():
+                return _forward_backward(objective, forward_model, batch, generator, autocast, optimizer, step)
+
+            loss, logs = one_step() if context.distributed else with_eager_fallback(
+                forward_model, one_step, lambda: generator.set_state(drawn))
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()

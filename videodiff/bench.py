@@ -34,7 +34,7 @@ import torch
 
 from imagediff.bench import interleaved_medians, matmul_function, median_seconds, synchronized
 from toydiff.cli import OneLineParser, parse_or_report, positive_int
-from toydiff.compilation import compile_or_eager
+from toydiff.compilation import compile_or_eager, with_eager_fallback
 from toydiff.schedules import make_schedule
 from toydiff.training import autocast_for, resolved_precision
 from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, reference_rows, rollout_and_score
@@ -76,12 +76,15 @@ def training_step(config: VideoDiffusionRunConfig, latent_shape, device="cpu", p
     clips = (torch.randn(batch, dit.input_frames, *latent_shape, device=device),)
     autocast = autocast_for(config.train.mixed_precision if precision is None else precision, device)
 
-    def step():
+    def one_step():
         with autocast:
             loss, _ = objective(forward, clips)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    def step():  # a backward that fails to compile falls back to eager, and the rate says it is not compiled
+        with_eager_fallback(forward, one_step)
 
     description = {"batch_size": batch, "frames": batch * frames,  # the frames learned: an anchor is not
                    "parameters": sum(p.numel() for p in model.parameters()),

@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"the fewest balls a training video holds (at most {PhysicsConfig().max_balls}); held-out "
                             f"videos, rollouts and probes keep {PhysicsConfig().min_balls} to "
                             f"{PhysicsConfig().max_balls} (default: {labelled_balls} with scene labels, "
-                            f"{unlabelled_balls} with --no-scene-labels)")
+                            f"{unlabelled_balls} with --no-scene-labels; above {PhysicsConfig().min_balls} only "
+                            "with --no-scene-labels)")
     train.add_argument("--scene-labels", action=argparse.BooleanOptionalAction, default=recipe.scene_labels,
                        help="tell the DiT which colours each video's balls have (a class per set of colours, "
                             "videodiff.data.scene_labels); rollouts of held-out videos then pass their labels "
@@ -416,6 +417,10 @@ def command_train(args) -> None:
                                      data_seed=args.seed, dit=dit,
                                      training_physics=_training_physics(args.min_balls),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
+    if args.scene_labels and args.min_balls is not None and args.min_balls > PhysicsConfig().min_balls:
+        raise UsageError(f"--min-balls {args.min_balls} leaves out the scenes of fewer balls, whose scene labels would "
+                         f"never be trained: scene labels (the default) train on {PhysicsConfig().min_balls} to "
+                         f"{PhysicsConfig().max_balls} balls; add --no-scene-labels to train on fewer kinds of scene")
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:

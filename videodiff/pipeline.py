@@ -3,7 +3,8 @@
     vae = train_video_vae(video_vae_run_config(), out_dir="runs/video/vae")         # frames <-> latents
     run = train_video_diffusion(VideoDiffusionRunConfig(vae_checkpoint="runs/video/vae/checkpoint.pt"),
                                 out_dir="runs/video/dit")                              # diffusion forcing
-    frames = run.rollout(context, length=64, guidance=HistoryGuidance("vanilla", 2.0))  # uint8 videos
+    frames = run.rollout(context, length=64, guidance=HistoryGuidance("vanilla", 2.0),
+                         labels=run.labels_for(videos))                                 # uint8 videos
     run = load_video_diffusion("runs/video/dit/checkpoint.pt")                          # the same model again
 
 Nothing here is new: the VAE and its training are imagediff's (a video is a batch of frames to it),
@@ -259,7 +260,8 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
             raise ValueError(f"scene labels need training videos of {held_out.min_balls} to {held_out.max_balls} balls, "
                              f"as the run's videos hold, but training_physics gives {trained.min_balls} to "
                              f"{trained.max_balls}: the labels of the other counts would never be trained "
-                             f"(set training_physics={{}}; on the command line, --min-balls {held_out.min_balls})")
+                             f"(set training_physics=None or {{}}, or scene_labels=False; on the command line, "
+                             f"--min-balls {held_out.min_balls}, or --no-scene-labels)")
 
     def num_scene_labels(self) -> int:
         """How many scene labels the run's videos can have (0 without scene labels)."""
@@ -442,9 +444,9 @@ def quick_run_configs(vae_checkpoint: str) -> tuple[VAERunConfig, "VideoDiffusio
 def build_video_dit(config: VideoDiffusionRunConfig, latent_shape) -> VideoDiT:
     """The run's video DiT, sized for frame latents of shape (C, h, w)."""
     channels, height, width = latent_shape
-    labels = {"num_classes": config.num_scene_labels()} if config.scene_labels else {}
+    # num_classes always from scene_labels (0 without): a config built before and toggled since keeps no stale table.
     config.dit = VideoDiTConfig(**{**asdict(config.dit), "in_channels": channels, "input_size": (height, width),
-                                   **labels})
+                                   "num_classes": config.num_scene_labels()})
     return VideoDiT(config.dit)
 
 
@@ -473,6 +475,12 @@ def held_out_videos(config: VideoDiffusionRunConfig, num_videos: int, num_frames
 def _start_from(model: VideoDiT, path) -> None:
     """Load the EMA weights of the video run at ``path`` into ``model`` (init_checkpoint)."""
     state = load_checkpoint(path, kind=VIDEO_DIFFUSION_KIND)
+    stored_labels = bool(state.get("config", {}).get("scene_labels", False))
+    if stored_labels != (model.config.num_classes > 0):
+        raise CheckpointError(f"{path} was trained {'with' if stored_labels else 'without'} scene labels and this run "
+                              f"{'is not' if stored_labels else 'is'}: train with "
+                              f"--{'' if stored_labels else 'no-'}scene-labels (scene_labels={stored_labels}) to "
+                              "start from it")
     try:
         model.load_state_dict(state["ema"]["model"])
     except (KeyError, RuntimeError) as error:

@@ -5,7 +5,7 @@ how the model is *used* rather than what it computes, a change of the rollout), 
 can be combined with any experiment:
 
     with hooks(run.model, noise_injection(layer=1, alpha=0.5)):
-        frames = run.rollout(context, length=16)
+        frames = run.rollout(context, length=16, labels=run.labels_for(videos))
 
     table = ablation_table(run, standard_ablations(run.model), num_videos=16, context=4, length=16)
 
