@@ -72,3 +72,28 @@ def objective_options(monkeypatch):
         return stopped.value.args[0]
 
     return options_of
+
+
+class Encoded(Exception):
+    """Raised by encoding_device's stand-in encoder: the run got as far as encoding its data set."""
+
+
+@pytest.fixture
+def encoding_device(monkeypatch):
+    """encoding_device(train, device_module, encoder_module, encoder): the device type of the VAE with which
+    ``train()`` encodes its data set, where ``device_module.process_device`` answers "meta" (a GPU's stand-in)
+    and ``encoder_module.<encoder>`` records the VAE's device and stops the run there."""
+    def run(train, device_module, encoder_module, encoder: str) -> str:
+        seen = {}
+
+        def encode(vae, *args, **kwargs):
+            seen["device"] = vae.latent_scale.device.type
+            raise Encoded
+
+        monkeypatch.setattr(device_module, "process_device", lambda requested: torch.device("meta"))
+        monkeypatch.setattr(encoder_module, encoder, encode)
+        with pytest.raises(Encoded):
+            train()
+        return seen["device"]
+
+    return run

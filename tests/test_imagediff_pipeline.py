@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
@@ -642,35 +643,20 @@ def test_vae_on_moves_a_copy_and_leaves_the_callers_vae_where_it_was():
     assert all(p.device.type == "cpu" for p in vae.parameters())
 
 
-class _Encoded(Exception):
-    pass
-
-
-def test_the_training_set_is_encoded_where_the_dit_trains(runs, monkeypatch):
+def test_the_training_set_is_encoded_where_the_dit_trains(runs, encoding_device):
     """Encoding the data set on the CPU before a GPU run took minutes: the VAE goes to the training device
     (``process_device``; "meta" stands in for a GPU here) before it encodes anything."""
+    import imagediff.classifier as classifier
     import imagediff.pipeline as pipeline
-    seen = {}
 
-    def encode(vae, images, batch_size=500):
-        seen["device"] = vae.latent_scale.device.type
-        raise _Encoded
-
-    monkeypatch.setattr(pipeline, "process_device", lambda requested: torch.device("meta"))
-    monkeypatch.setattr(pipeline, "encode_images", encode)
     config = DiffusionRunConfig(num_train_images=20, image_size=SIZE, dataset_options=OPTIONS,
                                 vae_checkpoint=str(runs["root"] / "vae" / "checkpoint.pt"),
                                 dit=DiTConfig(patch_size=1, hidden_dim=32, depth=1, num_heads=2), train=quick(4, 4))
     for given in (None, runs["vae"].vae):  # loaded from the checkpoint, or handed over by the caller
-        seen.clear()
-        with pytest.raises(_Encoded):
-            train_image_diffusion(config, vae=given)
-        assert seen["device"] == "meta"
+        assert encoding_device(partial(train_image_diffusion, config, vae=given), pipeline, pipeline,
+                               "encode_images") == "meta"
     assert runs["vae"].vae.latent_scale.device.type == "cpu"  # the caller's VAE stayed put
     # The noisy classifier learns the same latents, encoded where it trains.
-    import imagediff.classifier as classifier
-    monkeypatch.setattr(classifier, "process_device", lambda requested: torch.device("meta"))
-    seen.clear()
-    with pytest.raises(_Encoded):
-        train_noisy_classifier(runs["diffusion"], NoisyClassifierRunConfig(train=quick(4, 4)))
-    assert seen["device"] == "meta" and runs["diffusion"].vae.latent_scale.device.type == "cpu"
+    noisy = partial(train_noisy_classifier, runs["diffusion"], NoisyClassifierRunConfig(train=quick(4, 4)))
+    assert encoding_device(noisy, classifier, pipeline, "encode_images") == "meta"
+    assert runs["diffusion"].vae.latent_scale.device.type == "cpu"

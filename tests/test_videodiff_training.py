@@ -3,6 +3,7 @@ random clips, and a video DiT trained by toydiff's loop."""
 
 import textwrap
 from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -818,27 +819,14 @@ def test_a_run_with_memory_frames_trains_and_rolls_out_with_the_frames_of_the_vi
         head_scores(run.model, context, run.schedule, [0])
 
 
-def test_the_training_videos_are_encoded_where_the_dit_trains(tmp_path, monkeypatch):
+def test_the_training_videos_are_encoded_where_the_dit_trains(tmp_path, encoding_device):
     """Encoding 10 000 videos on the CPU before a GPU run took minutes: the VAE goes to the training device
     (``process_device``; "meta" stands in for a GPU here) before it encodes anything."""
     import videodiff.pipeline as pipeline
 
-    class Encoded(Exception):
-        pass
-
     vae_config, config = pipeline.quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
     vae = pipeline.train_video_vae(vae_config, tmp_path / "vae").vae
-    seen = {}
-
-    def encode(vae, videos, batch_size=512):
-        seen["device"] = vae.latent_scale.device.type
-        raise Encoded
-
-    monkeypatch.setattr(pipeline, "process_device", lambda requested: torch.device("meta"))
-    monkeypatch.setattr(pipeline, "encode_videos", encode)
     for given in (None, vae):  # loaded from the checkpoint, or handed over by the caller
-        seen.clear()
-        with pytest.raises(Encoded):
-            pipeline.train_video_diffusion(config, vae=given)
-        assert seen["device"] == "meta"
+        assert encoding_device(partial(pipeline.train_video_diffusion, config, vae=given), pipeline, pipeline,
+                               "encode_videos") == "meta"
     assert vae.latent_scale.device.type == "cpu"  # the caller's VAE stayed put
