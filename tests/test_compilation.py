@@ -134,24 +134,28 @@ def test_compiled_training_follows_the_eager_losses(tmp_path):
     assert not isinstance(compiled.model, compilation.CompiledOrEager)  # the result holds the plain model
 
 
+class BackwardThatCannotCompile(torch.autograd.Function):
+    """The identity, whose backward fails as a damaged compile cache makes a compiled backward fail."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from torch._inductor.exc import InductorError
+        raise InductorError(ImportError("kernel.so: file too short"), None)
+
+
+def compile_with_a_broken_backward(model, **options):
+    """A stand-in for torch.compile: the model's forward, whose backward fails to compile."""
+    return lambda *args, **kwargs: BackwardThatCannotCompile.apply(model(*args, **kwargs))
+
+
 def test_where_the_backward_fails_to_compile_training_redoes_the_step_eagerly(monkeypatch):
     """AOTAutograd compiles the backward at the first loss.backward(), outside the wrapper: a run stopped
     while it compiled can leave a damaged kernel in PyTorch's cache, and every later compile then fails
     there ("file too short"). Training falls back to eager and redoes that step with the same draws."""
-    from torch._inductor.exc import InductorError
-
-    class BackwardThatCannotCompile(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.view_as(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            raise InductorError(ImportError("kernel.so: file too short"), None)
-
-    def compile_with_a_broken_backward(model, **options):
-        return lambda *args, **kwargs: BackwardThatCannotCompile.apply(model(*args, **kwargs))
-
     eager = spiral_run(False, steps=20)
     monkeypatch.setattr(torch, "compile", compile_with_a_broken_backward)
     with pytest.warns(UserWarning, match="torch.compile failed on this machine.*InductorError.*file too short"):
@@ -159,3 +163,14 @@ def test_where_the_backward_fails_to_compile_training_redoes_the_step_eagerly(mo
     assert [h["loss"] for h in fell_back.history] == [h["loss"] for h in eager.history]  # the same run, bit for bit
     for a, b in zip(eager.model.parameters(), fell_back.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_bench_times_a_step_whose_backward_fails_to_compile_eagerly_and_says_so(monkeypatch, tmp_path):
+    from videodiff.bench import training_rate
+    from videodiff.pipeline import quick_run_configs
+
+    _, config = quick_run_configs(str(tmp_path / "vae.pt"))
+    monkeypatch.setattr(torch, "compile", compile_with_a_broken_backward)
+    with pytest.warns(UserWarning, match="torch.compile failed on this machine.*file too short"):
+        rate = training_rate(config, (4, 8, 8), repeats=1, precision="no", compile=True, batch_size=2)
+    assert rate["compiled"] is False and rate["seconds_per_step"] > 0

@@ -67,7 +67,7 @@ class CompiledOrEager:
             return self.model(*args, **kwargs)
 
     def fall_back(self, error: Exception) -> None:
-        """Say why compiling failed and run eagerly from now on. The training loop calls this too when the
+        """Say why compiling failed and run eagerly from now on. with_eager_fallback calls this too when the
         *backward* fails to compile (AOTAutograd compiles it at the first ``loss.backward()``, outside this
         wrapper), then redoes that step eagerly."""
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -88,7 +88,6 @@ def with_eager_fallback(forward, step: Callable[[], T], before_retry: Optional[C
     Not for a step of several processes (DDP): one process redoing a step the others do not would leave
     their collectives out of step; toydiff.training.train lets the error stop such a run instead."""
     compiled = isinstance(forward, CompiledOrEager) and forward.compiled
-    failure = None
     try:
         return step()
     except compiler_errors() as error:

@@ -163,7 +163,8 @@ def check_chain(device, work: Path) -> dict:
     pattern = cache["pattern", 0]
     rows_sum_to_one = bool(torch.allclose(pattern.sum(-1), torch.ones((), device=pattern.device), atol=1e-3))
     finite_metrics = all(math.isfinite(value) for value in metrics.values() if isinstance(value, float))
-    return {"device": str(run.device), "vae_device": str(run.vae.latent_scale.device), "vae_seconds": vae_run.seconds, "dit_seconds": run.seconds,
+    return {"device": str(run.device), "vae_device": str(run.vae.latent_scale.device),
+            "vae_seconds": vae_run.seconds, "dit_seconds": run.seconds,
             "losses": losses, "reload_relative_max_error": reload_error, "rollout_shape": list(generated.shape),
             "position_error_first": metrics.get("position_error_first"), "pattern_device": str(pattern.device),
             "passed": on_device and bool(losses) and all(math.isfinite(loss) for loss in losses) and reload_error < 1e-3

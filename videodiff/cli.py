@@ -417,10 +417,13 @@ def command_train(args) -> None:
                                      data_seed=args.seed, dit=dit,
                                      training_physics=_training_physics(args.min_balls),
                                      scene_labels=args.scene_labels, label_dropout=args.label_dropout)
-    if args.scene_labels and args.min_balls is not None and args.min_balls > PhysicsConfig().min_balls:
+    try:
+        config.check_scene_labels()  # the rule is the config's; the command line says it in its own options
+    except ValueError:
         raise UsageError(f"--min-balls {args.min_balls} leaves out the scenes of fewer balls, whose scene labels would "
                          f"never be trained: scene labels (the default) train on {PhysicsConfig().min_balls} to "
-                         f"{PhysicsConfig().max_balls} balls; add --no-scene-labels to train on fewer kinds of scene")
+                         f"{PhysicsConfig().max_balls} balls; add --no-scene-labels to train on fewer kinds of scene"
+                         ) from None
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:
