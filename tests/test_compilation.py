@@ -174,3 +174,15 @@ def test_the_bench_times_a_step_whose_backward_fails_to_compile_eagerly_and_says
     with pytest.warns(UserWarning, match="torch.compile failed on this machine.*file too short"):
         rate = training_rate(config, (4, 8, 8), repeats=1, precision="no", compile=True, batch_size=2)
     assert rate["compiled"] is False and rate["seconds_per_step"] > 0
+
+
+def test_the_image_bench_times_a_step_whose_backward_fails_to_compile_eagerly_and_says_so(monkeypatch):
+    from imagediff.bench import dit_training_rate
+    from imagediff.pipeline import DiffusionRunConfig
+
+    config = DiffusionRunConfig()
+    config.train.batch_size = 2
+    monkeypatch.setattr(torch, "compile", compile_with_a_broken_backward)
+    with pytest.warns(UserWarning, match="torch.compile failed on this machine.*file too short"):
+        rate = dit_training_rate(config, (4, 8, 8), num_classes=3, repeats=1, compile=True, precision="no")
+    assert rate["compiled"] is False and rate["step_seconds"] > 0

@@ -567,8 +567,15 @@ def test_under_torchrun_each_process_works_on_the_gpu_of_its_local_rank(monkeypa
     import toydiff.distributed as distributed
     monkeypatch.setattr(distributed, "pick_device", lambda requested: torch.device(requested))  # no GPU needed
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert distributed.process_device("cuda") == torch.device("cuda")
+    current = []  # what the process made its current CUDA device
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.process_device("cuda") == torch.device("cuda") and current == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert distributed.process_device("cuda") == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]  # before any work lands on GPU 0
     assert distributed.process_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")  # more processes than GPUs: one clear line, not torch's error later
+    with pytest.raises(ValueError, match=r"LOCAL_RANK 2 .* 2 CUDA device\(s\).*nproc_per_node"):
+        distributed.process_device("cuda")

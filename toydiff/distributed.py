@@ -67,10 +67,21 @@ def pick_device(requested: str = "auto") -> torch.device:
 def process_device(requested_device: str = "auto") -> torch.device:
     """The device this process trains on, without joining any process group: pick_device's answer, except
     that under torchrun each process takes the GPU of its LOCAL_RANK. Work done before training (encoding
-    a data set through a VAE, say) goes there, not to the CPU."""
+    a data set through a VAE, say) goes there, not to the CPU.
+
+    That GPU is also made this process's current CUDA device, at once: work that lands on "the current
+    device" (a CUDA context, a stream, a kernel launched without an explicit index) would otherwise go to
+    GPU 0 from every process before the process group is joined.
+    """
     device = pick_device(requested_device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise ValueError(f"this process has LOCAL_RANK {local_rank} but the machine has {count} CUDA "
+                             f"device(s): start at most {count} process(es) per node (torchrun --nproc_per_node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     return device
 
 
@@ -81,8 +92,6 @@ def setup_process(requested_device: str = "auto") -> ProcessContext:
     if world_size <= 1:
         return ProcessContext(0, 1, device)
     rank = int(os.environ["RANK"])
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return ProcessContext(rank, world_size, device)
