@@ -35,7 +35,8 @@ def torchrun(tmp_path):
     tmp_path as its one argument, and returns the CompletedProcess (stdout and stderr as text).
 
     Each process gets one OpenMP thread, and the rendezvous a free port (a fixed one may still be held
-    by a last run).
+    by a last run). No GPU is visible to them, so that a script left at device "auto" stays on the CPU
+    (gloo) on a machine with one GPU too.
     """
 
     def run(script_text: str):
@@ -47,7 +48,7 @@ def torchrun(tmp_path):
         return subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
              str(script), str(tmp_path)],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
         )
 
     return run

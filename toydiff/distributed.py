@@ -71,15 +71,17 @@ def process_device(requested_device: str = "auto") -> torch.device:
 
     That GPU is also made this process's current CUDA device, at once: work that lands on "the current
     device" (a CUDA context, a stream, a kernel launched without an explicit index) would otherwise go to
-    GPU 0 from every process before the process group is joined.
+    GPU 0 from every process before the process group is joined. Raises ValueError where LOCAL_RANK names
+    a GPU this process cannot see.
     """
     device = pick_device(requested_device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         count = torch.cuda.device_count()
         if local_rank >= count:
-            raise ValueError(f"this process has LOCAL_RANK {local_rank} but the machine has {count} CUDA "
-                             f"device(s): start at most {count} process(es) per node (torchrun --nproc_per_node)")
+            raise ValueError(f"this process has LOCAL_RANK {local_rank} but sees {count} CUDA device(s): start at "
+                             f"most {count} process(es) per node (torchrun --nproc_per_node), or check that "
+                             "CUDA_VISIBLE_DEVICES does not hide the process's GPU")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return device
