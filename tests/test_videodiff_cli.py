@@ -580,6 +580,6 @@ def test_ablations_roll_out_the_model_without_its_guide(demo_run):
     run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
     (row,) = ablation_table(run, [Ablation("none")], num_videos=2, context=2, length=3, num_steps=2)
     truth = held_out_videos(run.config, 2, num_frames=5)
-    alone = physics_metrics(run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0, labels=run.labels_for(truth)),
-                            truth, num_context=2)
+    generated = run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0, labels=run.labels_for(truth))
+    alone = physics_metrics(generated, truth, num_context=2)
     assert row["position_error"] == alone["position_error"] and row["found_share"] == alone["found_share"]

@@ -467,15 +467,14 @@ def train(model: nn.Module, objective: Callable, data: TensorBatches, config: Tr
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = data.sample(local_batch, generator)
-            # Where the backward fails to compile, a single process redoes the step eagerly with the same draws
-            # (under DDP the error stops the run: see with_eager_fallback).
-            drawn = generator.get_state() if getattr(forward_model, "compiled", False) else None
-
             def one_step():
                 return _forward_backward(objective, forward_model, batch, generator, autocast, optimizer, step)
 
-            loss, logs = one_step() if context.distributed else with_eager_fallback(
-                forward_model, one_step, lambda: generator.set_state(drawn))
+            if context.distributed:  # a backward that fails to compile stops the run: see with_eager_fallback
+                loss, logs = one_step()
+            else:  # where the backward fails to compile, the step is redone eagerly with the same draws
+                drawn = generator.get_state() if getattr(forward_model, "compiled", False) else None
+                loss, logs = with_eager_fallback(forward_model, one_step, lambda: generator.set_state(drawn))
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
             optimizer.step()

@@ -257,8 +257,8 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
         """With scene labels, the training videos must hold every ball count the run's videos do."""
         trained, held_out = self.training_physics_config(), physics_config(self.physics)
         if self.scene_labels and (trained.min_balls > held_out.min_balls or trained.max_balls != held_out.max_balls):
-            raise ValueError(f"scene labels need training videos of {held_out.min_balls} to {held_out.max_balls} balls, "
-                             f"as the run's videos hold, but training_physics gives {trained.min_balls} to "
+            raise ValueError(f"scene labels need training videos of {held_out.min_balls} to {held_out.max_balls} "
+                             f"balls, as the run's videos hold, but training_physics gives {trained.min_balls} to "
                              f"{trained.max_balls}: the labels of the other counts would never be trained "
                              f"(set training_physics=None or {{}}, or scene_labels=False; on the command line, "
                              f"--min-balls {held_out.min_balls}, or --no-scene-labels)")
@@ -477,10 +477,10 @@ def _start_from(model: VideoDiT, path) -> None:
     state = load_checkpoint(path, kind=VIDEO_DIFFUSION_KIND)
     stored_labels = bool(state.get("config", {}).get("scene_labels", False))
     if stored_labels != (model.config.num_classes > 0):
-        raise CheckpointError(f"{path} was trained {'with' if stored_labels else 'without'} scene labels and this run "
-                              f"{'is not' if stored_labels else 'is'}: train with "
-                              f"--{'' if stored_labels else 'no-'}scene-labels (scene_labels={stored_labels}) to "
-                              "start from it")
+        trained, this_run, option = (("with", "is not", "--scene-labels") if stored_labels
+                                     else ("without", "is", "--no-scene-labels"))
+        raise CheckpointError(f"{path} was trained {trained} scene labels and this run {this_run}: train with "
+                              f"{option} (scene_labels={stored_labels}) to start from it")
     try:
         model.load_state_dict(state["ema"]["model"])
     except (KeyError, RuntimeError) as error:
