@@ -173,6 +173,8 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
     other = "uniform" if VideoDiffusionRunConfig().weighting == "min_snr" else "min_snr"
     assert main(["train", "--out", str(tmp_path), "--weighting", other, "--learning-rate", "0.003"]) == 0
     assert started["dit"].weighting == other and started["dit"].train.learning_rate == 0.003
+    assert main(["train", "--out", str(tmp_path), "--train-seed", "7", "--seed", "3"]) == 0
+    assert started["dit"].train.seed == 7 and started["dit"].data_seed == 3
     assert main(["train", "--out", str(tmp_path), "--timestep-sampling", "logit_normal", "--logit-mean", "-0.5",
                  "--logit-std", "2"]) == 0
     assert (started["dit"].timestep_sampling, started["dit"].logit_mean, started["dit"].logit_std) == (

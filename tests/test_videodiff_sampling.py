@@ -469,13 +469,25 @@ def test_rollout_slides_its_window_over_any_length(num_context, length, frames_p
     while known < num_context + length:
         history, generated = min(window - new, known), min(new, num_context + length - known)
         x, t = next(calls)
-        assert x.shape[1] == history + generated <= window
+        assert x.shape[1] == history + new <= window       # the last window padded to n_new new frames too
         assert torch.equal(x[:, :history], video[:, known - history:known])   # the last known frames, clean
         assert (t[:, :history] == CLEAN_LEVEL).all() and (t[:, history:] == T - 1).all()
         known += generated
     assert next(calls, None) is None
     # History carried through every window: the whole video is its first frame, repeated.
     assert (video - context[:, :1]).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_a_shorter_rollout_is_the_start_of_a_longer_one_its_last_window_padded(sampler):
+    # The static-video denoiser pools every frame of its window, so a last window cut short (2 new frames
+    # instead of 3) would denoise differently; padded, it draws and denoises what the longer rollout does.
+    context = static_frames(2, 2, seed=11)
+    videos = {length: rollout(static_video("v"), context, length, 5, SCHEDULE, num_steps=4, prediction_type="v",
+                              sampler=sampler, generator=torch.Generator().manual_seed(3))
+              for length in (5, 6)}
+    assert videos[5].shape[1] == 2 + 5
+    assert torch.equal(videos[5], videos[6][:, :2 + 5])
 
 
 def test_stabilised_history_is_shown_noised_at_its_level_and_returned_clean():

@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-videos", type=positive_int, default=recipe.num_train_videos,
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
+    train.add_argument("--train-seed", type=int, default=recipe.train.seed,
+                       help="seed of the training itself: the DiT's initialisation, the clips drawn and their noise "
+                            "(a second sample of the same recipe on the same videos)")
     labelled_balls, unlabelled_balls = (VideoDiffusionRunConfig(scene_labels=labels).training_physics_config().min_balls
                                         for labels in (True, False))
     train.add_argument("--min-balls", type=positive_int, default=None,
@@ -449,7 +452,7 @@ def command_train(args) -> None:
     if args.noise_mode == "clean_context" and args.context_frames >= args.window:
         raise UsageError(f"--context-frames {args.context_frames} leaves no frame to learn in a window of {args.window}")
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           device=args.device, mixed_precision=args.precision, compile=args.compile,
+                           seed=args.train_seed, device=args.device, mixed_precision=args.precision, compile=args.compile,
                            progress=not args.quiet)
     if args.evaluate_every % config.train.log_every:
         raise UsageError(f"--evaluate-every {args.evaluate_every} must be a multiple of the log interval, "
