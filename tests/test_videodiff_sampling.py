@@ -467,12 +467,12 @@ def test_rollout_slides_its_window_over_any_length(num_context, length, frames_p
     calls = iter(model.calls[::num_steps])                             # the first call of every window
     known = num_context
     while known < num_context + length:
-        history, generated = min(window - new, known), min(new, num_context + length - known)
+        history, kept = min(window - new, known), min(new, num_context + length - known)
         x, t = next(calls)
         assert x.shape[1] == history + new <= window       # the last window padded to n_new new frames too
         assert torch.equal(x[:, :history], video[:, known - history:known])   # the last known frames, clean
         assert (t[:, :history] == CLEAN_LEVEL).all() and (t[:, history:] == T - 1).all()
-        known += generated
+        known += kept
     assert next(calls, None) is None
     # History carried through every window: the whole video is its first frame, repeated.
     assert (video - context[:, :1]).abs().max() < 1e-3

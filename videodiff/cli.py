@@ -219,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training videos to generate")
     train.add_argument("--seed", type=int, default=recipe.data_seed, help="seed of the training videos")
     train.add_argument("--train-seed", type=int, default=recipe.train.seed,
-                       help="seed of the training itself: the DiT's initialisation, the clips drawn and their noise "
-                            "(a second sample of the same recipe on the same videos)")
+                       help="seed of the training itself: the DiT's initialisation, the clips drawn and their noise; "
+                            "change it for a second sample of the same recipe on the same videos")
     labelled_balls, unlabelled_balls = (VideoDiffusionRunConfig(scene_labels=labels).training_physics_config().min_balls
                                         for labels in (True, False))
     train.add_argument("--min-balls", type=positive_int, default=None,

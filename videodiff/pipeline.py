@@ -395,6 +395,9 @@ class VideoDiffusionModel:
         as the anchor of every window, or ``anchor_frames``, uint8 (N, H, W, 3), one frame per video in its place
         (to ask what the model reads from it: another scene's frame, say). A model with memory frames
         (VideoDiTConfig.memory_frames) gets them from the video so far in every window (videodiff.sampling.rollout).
+        The videos are rolled out ``batch_size`` at a time from one generator: a shorter rollout of the same seed
+        is the start of a longer one for the first ``batch_size`` videos, while the later ones draw other noise
+        when the longer rollout has more windows.
         """
         guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
         labels = self.check_labels(labels, len(context_frames))

@@ -506,9 +506,12 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     each window holds the last W - n_new known frames as history (real context first, then generated
     frames; fewer at the start if fewer are known) followed by n_new frames of noise. The last window is
     padded too: when ``length`` is not a multiple of n_new it still denoises n_new frames and keeps the
-    first ones it needs, so that every window after the first holds W frames, the clips the model was
-    trained on (as the DFoT code pads its last chunk), and a shorter rollout is the start of a longer one
-    drawn with the same generator. Frame positions restart at 0 in every window.
+    first ones it needs, so that once W - n_new frames are known (from the first window with the default
+    n_new) every window holds W frames, the clips the model was trained on (as the DFoT code pads its last
+    chunk), and a shorter rollout is the start of a longer one drawn with the same generator. The padded
+    window keeps its whole scheduling matrix, so along the autoregressive and pyramid matrices its last
+    rows denoise only padding (a few calls, once per rollout; none along full_sequence). Frame positions
+    restart at 0 in every window.
     kind, num_steps, spacing: the scheduling matrix of each window (:func:`scheduling_matrix`).
     stabilization_level k_s: generated frames fed back as history are shown re-noised to timestep k_s
     (DFoT's stabilisation; 0 = used clean). Real context is always clean.
@@ -551,8 +554,8 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     while video.shape[1] < num_context + length:
         known = video.shape[1]
         num_history = min(history_length, known)
-        num_new = frames_per_window                       # the last window too (padded); keep what is needed
-        num_kept = min(frames_per_window, num_context + length - known)
+        num_new = frames_per_window                       # the last window too (padded) ...
+        num_kept = min(frames_per_window, num_context + length - known)      # ... of which these are kept
         history = video[:, known - num_history:]                                    # (B, h, C, H, W)
         noise = torch.randn((video.shape[0], num_new, *video.shape[2:]), generator=generator,
                             dtype=video.dtype, device=video.device)                 # (B, n, C, H, W)
