@@ -468,20 +468,24 @@ def test_evaluate_writes_every_guidance_row_and_the_reference_rows(demo_run, tmp
     assert "reference rows" in capsys.readouterr().out
 
 
-def test_evaluate_rolls_out_along_the_requested_scheduling_matrix(demo_run, tmp_path, monkeypatch):
+def test_evaluate_rolls_out_along_the_requested_scheduling_matrix_and_eta(demo_run, tmp_path, monkeypatch):
     import videodiff.evaluation
 
     out, _ = demo_run
     seen, original = [], videodiff.evaluation.rollout_and_score
 
     def spy(*args, **options):
-        seen.append((options["scheduling"], options["num_steps"]))
+        seen.append((options["scheduling"], options["num_steps"], options["eta"]))
         return original(*args, **options)
 
     monkeypatch.setattr(videodiff.evaluation, "rollout_and_score", spy)
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
                  "--length", "2", "--steps", "2", "--scheduling", "full_sequence"]) == 0
-    assert seen and set(seen) == {("full_sequence", 2)}
+    assert seen and set(seen) == {("full_sequence", 2, 0.0)}
+    seen.clear()
+    assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+                 "--length", "2", "--steps", "3", "--eta", "1"]) == 0
+    assert seen and set(seen) == {("full_sequence", 3, 1.0)}
 
 
 def test_history_length_is_resolved_against_the_window():

@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sampling steps per frame (default: %(default)s)")
     evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
                           help="the scheduling matrix of each window (default: %(default)s)")
+    evaluate.add_argument("--eta", type=unit_fraction, default=0.0,
+                          help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
+                               "(default: %(default)s)")
     add_autoguidance_option(evaluate)
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
     add_device_option(evaluate, "the model samples (the same seed draws other videos on another device)")
@@ -526,7 +529,7 @@ def command_evaluate(args) -> None:
     _check_rollout_request(run, args.context, args.length)
     guide_scale = autoguidance_scale(args.autoguidance, run)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
-                             args.steps, scheduling=args.scheduling, guide_scale=guide_scale)
+                             args.steps, scheduling=args.scheduling, guide_scale=guide_scale, eta=args.eta)
     if guide_scale != 1:
         print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]

@@ -65,21 +65,23 @@ def _table_row(name: str, metrics: dict) -> dict:
 
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
                      num_steps: int = ROLLOUT_STEPS, rows=GUIDANCE_ROWS,
-                     scheduling: str = ROLLOUT_SCHEDULING, guide_scale: Optional[float] = None) -> list[dict]:
+                     scheduling: str = ROLLOUT_SCHEDULING, guide_scale: Optional[float] = None,
+                     eta: Optional[float] = None) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
-    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``, with autoguidance scale
-    ``guide_scale`` (default: the run's, ``run.default_guide_scale``). When that is not 1 a last row,
-    "none, autoguidance off", shows the model alone."""
+    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``, DDIM's η = ``eta``
+    (default: the rollout's, 0), with autoguidance scale ``guide_scale`` (default: the run's,
+    ``run.default_guide_scale``). When that is not 1 a last row, "none, autoguidance off", shows the
+    model alone."""
     guide_scale = run.default_guide_scale if guide_scale is None else guide_scale
     table = []
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
-                                          scheduling=scheduling, guide_scale=guide_scale,
+                                          scheduling=scheduling, guide_scale=guide_scale, eta=eta,
                                           stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
     if guide_scale != 1.0:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),
-                                          num_steps=num_steps, scheduling=scheduling, guide_scale=1.0)
+                                          num_steps=num_steps, scheduling=scheduling, guide_scale=1.0, eta=eta)
         table.append(_table_row(AUTOGUIDANCE_OFF_ROW, metrics))
     return table
 
