@@ -17,7 +17,8 @@
 #        Measured with `python lessons/run_all.py 09 10 11 12` on an idle 2-core machine, both cores in use;
 #        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`),
 #        133 s there on lesson 09's DiT trained in fp32; 217 s on the scene-labelled DiT of 2026-12-04 on a
-#        2-core machine with AVX-512 BF16 and no AMX (run_all 08-12, idle).
+#        2-core machine with AVX-512 BF16 and no AMX (run_all 08-12, idle); 201 s there with the 10-step η = 1 row
+#        added (`python lessons/10_rollouts_and_history_guidance.py` alone, idle).
 
 # %%
 import math
@@ -58,7 +59,8 @@ def ratio(value) -> str:
 # frames are appended.  n = W - H, with H the history the model was trained to see (lesson 09's
 # recipe: half the window, here as many frames as the K real ones).  The library's default denoises
 # the n new frames together, at one shared level — the full-sequence matrix of lesson 09 after a clean
-# history, the very task the recipe trains — in 2 steps (the next section measures why so few).
+# history, the very task the recipe trains — in 2 steps (the next section measures why so few, and
+# what more steps with fresh noise buy).
 # Positions restart at 0 in every window (RoPE only sees offsets, lesson 09).  `rollout_and_score` continues held-out videos that way
 # (`VideoDiffusionModel.rollout`) and scores them with the tracker: the position error of every
 # ball against its true place, the share of balls found and of frames that hold exactly the right,
@@ -128,17 +130,28 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 # model (7000 training steps) the full-sequence matrix at 2 steps scored 1.33 px over the first 8
 # generated frames, against 1.92 px for the autoregressive matrix at 10 steps, and it is about 20x
 # cheaper.  The lesson's model (3000 training steps, 16 videos) when this was written: full sequence
-# 1.92 px at 1 step, 1.82 at 2, 2.93 at 10; autoregressive 1.95 at 2 steps, 2.40 at 10.  Measured now:
+# 1.92 px at 1 step, 1.82 at 2, 2.93 at 10; autoregressive 1.95 at 2 steps, 2.40 at 10.
+#
+# The average guess has a price over a long rollout, though.  An average over the places a ball might
+# be is a dimmer, wider, paler ball, and the next window builds on it; more steps draw sharp balls.
+# DDIM's η says how much fresh noise each step adds (0: none, the deterministic DDIM of lesson 03; 1:
+# the DDPM step).  On the bench's labelled model, 10 steps kept 0.41 (η = 0) and 0.43 (η = 1) of 64
+# generated frames intact against 0.25-0.29 for the default, lone balls 0.78 against 0.50; with fresh
+# noise the error over the first 8 frames stayed about the default's, without it it grew by a quarter
+# of a pixel (docs/video_rollouts.md, "Fresh noise at every step").  Ten steps cost five times the
+# default's calls, which is why the library's default is still 2.  Measured now (intact judges each
+# frame alone; the last row adds fresh noise):
 
 # %%
-for kind, steps in (("full_sequence", 1), ("full_sequence", SAMPLING_STEPS), ("full_sequence", 10),
-                    ("autoregressive", SAMPLING_STEPS), ("autoregressive", 10)):
+for kind, steps, eta in (("full_sequence", 1, 0.0), ("full_sequence", SAMPLING_STEPS, 0.0), ("full_sequence", 10, 0.0),
+                         ("autoregressive", SAMPLING_STEPS, 0.0), ("autoregressive", 10, 0.0),
+                         ("full_sequence", 10, 1.0)):
     tic = time.perf_counter()
-    metrics = plain if (kind, steps) == (ROLLOUT_SCHEDULING, SAMPLING_STEPS) else rollout_and_score(
-        run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=steps, scheduling=kind)[2]
-    print(f"{kind:15s} {steps:2d} steps: position error {px(metrics['position_error_first'])} over the first 8, "
-          f"well-formed {metrics['well_formed_share']:.1%}, motion ratio {ratio(metrics['motion_ratio'])}"
-          f"{'' if metrics is plain else f'  ({time.perf_counter() - tic:.1f} s)'}")
+    metrics = plain if (kind, steps, eta) == (ROLLOUT_SCHEDULING, SAMPLING_STEPS, 0.0) else rollout_and_score(
+        run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=steps, scheduling=kind, eta=eta)[2]
+    print(f"{kind:15s} {steps:2d} steps, η = {eta:g}: position error {px(metrics['position_error_first'])} over the "
+          f"first 8, well-formed {metrics['well_formed_share']:.1%}, intact {metrics['intact_share']:.1%}, motion "
+          f"ratio {ratio(metrics['motion_ratio'])}{'' if metrics is plain else f'  ({time.perf_counter() - tic:.1f} s)'}")
 
 # %% [markdown]
 # ## History guidance
@@ -235,7 +248,8 @@ print(f"balls still move (ratio >= 0.25): no guidance {plain['moves']}, vanilla 
 # ## What to remember
 # - A video longer than the window is rolled out window by window; each window's history holds
 #   frames the model made, so errors compound over time.
-# - Count the steps: fewer calls to a model that errs can be the better sampler, and the cheaper one.
+# - Count the steps: fewer calls to a model that errs can be the better sampler, and the cheaper one,
+#   for the next few frames; over a long rollout more steps, with fresh noise (η = 1), keep balls whole.
 # - History guidance is classifier-free guidance with the history as the condition, dropped by
 #   noising it; a diffusion-forcing model provides every branch with no extra training.  s = 1 is
 #   the unguided model, exactly.
