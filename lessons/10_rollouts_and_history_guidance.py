@@ -18,7 +18,8 @@
 #        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`),
 #        133 s there on lesson 09's DiT trained in fp32; 217 s on the scene-labelled DiT of 2026-12-04 on a
 #        2-core machine with AVX-512 BF16 and no AMX (run_all 08-12, idle); 201 s there with the 10-step η = 1 row
-#        added (`python lessons/10_rollouts_and_history_guidance.py` alone, idle).
+#        added, run alone (`python lessons/10_rollouts_and_history_guidance.py`, idle), where the 217 s ran under
+#        run_all: the two are single runs measured differently, not a saving.
 
 # %%
 import math
@@ -135,10 +136,10 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 # The average guess has a price over a long rollout, though.  An average over the places a ball might
 # be is a dimmer, wider, paler ball, and the next window builds on it; more steps draw sharp balls.
 # DDIM's η says how much fresh noise each step adds (0: none, the deterministic DDIM of lesson 03; 1:
-# the DDPM step).  On the bench's labelled model, 10 steps kept 0.41 (η = 0) and 0.43 (η = 1) of 64
-# generated frames intact against 0.25-0.29 for the default, lone balls 0.78 against 0.50; with fresh
-# noise the error over the first 8 frames stayed about the default's, without it it grew by a quarter
-# of a pixel (docs/video_rollouts.md, "Fresh noise at every step").  Ten steps cost five times the
+# the DDPM step).  On the bench's labelled model, 10 steps kept 0.37-0.41 (η = 0) and 0.43 (η = 1) of 64
+# generated frames intact against 0.25-0.29 for the default, lone balls 0.78 against 0.50; over 96
+# videos, with fresh noise the error over the first 8 frames stayed about the default's, without it it
+# grew by a quarter of a pixel (docs/video_rollouts.md, "Fresh noise at every step").  Ten steps cost five times the
 # default's calls, which is why the library's default is still 2.  Measured now (intact judges each
 # frame alone; the last row adds fresh noise):
 
@@ -249,7 +250,8 @@ print(f"balls still move (ratio >= 0.25): no guidance {plain['moves']}, vanilla 
 # - A video longer than the window is rolled out window by window; each window's history holds
 #   frames the model made, so errors compound over time.
 # - Count the steps: fewer calls to a model that errs can be the better sampler, and the cheaper one,
-#   for the next few frames; over a long rollout more steps, with fresh noise (η = 1), keep balls whole.
+#   for the next few frames; over a long rollout more steps, with fresh noise (η = 1), kept more balls whole
+#   on the bench's model.
 # - History guidance is classifier-free guidance with the history as the condition, dropped by
 #   noising it; a diffusion-forcing model provides every branch with no extra training.  s = 1 is
 #   the unguided model, exactly.
