@@ -574,6 +574,7 @@ def test_under_torchrun_each_process_works_on_the_gpu_of_its_local_rank(monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert distributed.process_device("cuda") == torch.device("cuda", 1)
+    # set_device takes an index or a device: either one naming GPU 1 passes
     assert [torch.device("cuda", d) if isinstance(d, int) else d for d in current] == [torch.device("cuda", 1)]
     assert distributed.process_device("cpu") == torch.device("cpu") and len(current) == 1  # no GPU made current
     monkeypatch.setenv("LOCAL_RANK", "2")  # more processes than GPUs: one clear line, not torch's error later

@@ -554,16 +554,16 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     while video.shape[1] < num_context + length:
         known = video.shape[1]
         num_history = min(history_length, known)
-        num_new = frames_per_window                       # the last window too (padded) ...
-        num_kept = min(frames_per_window, num_context + length - known)      # ... of which these are kept
+        # Every window denoises frames_per_window new frames, the last one too (padded); these are kept:
+        num_kept = min(frames_per_window, num_context + length - known)
         history = video[:, known - num_history:]                                    # (B, h, C, H, W)
-        noise = torch.randn((video.shape[0], num_new, *video.shape[2:]), generator=generator,
+        noise = torch.randn((video.shape[0], frames_per_window, *video.shape[2:]), generator=generator,
                             dtype=video.dtype, device=video.device)                 # (B, n, C, H, W)
         x = torch.cat([history, noise], dim=1)                                      # (B, h + n, C, H, W)
         # Which history frames the model made: those past the K real context frames.
-        frame_index = torch.arange(known - num_history, known + num_new)
+        frame_index = torch.arange(known - num_history, known + frames_per_window)
         generated = (frame_index >= num_context) & (frame_index < known)            # (h + n,)
-        indices = scheduling_matrix(kind, num_history + num_new, num_steps, context=num_history)
+        indices = scheduling_matrix(kind, num_history + frames_per_window, num_steps, context=num_history)
         timesteps = timesteps_from_indices(indices, schedule.num_timesteps, num_steps, spacing)
         window_denoiser = denoiser
         if memory_frames:
