@@ -30,7 +30,7 @@ import numpy as np
 from imagediff.plots import save_curves
 from videodiff.evaluation import evaluation_table, format_table, rollout_and_score
 from videodiff.metrics import format_crowding, format_faults
-from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS
+from videodiff.pipeline import ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_STEPS
 from videodiff.plots import save_frame_strips, save_rollout_gif
 from videodiff.sampling import HistoryGuidance
 
@@ -38,7 +38,8 @@ from lesson_setup import QUICK, VIDEO_CONTEXT, shared_video_model, start_lesson 
 
 OUT = start_lesson("10_rollouts_and_history_guidance")
 NUM_VIDEOS = 4 if QUICK else 16       # held-out videos rolled out for every row of the table
-SAMPLING_STEPS = ROLLOUT_STEPS        # denoising steps per frame (the library's default, 2)
+SAMPLING_STEPS = 2                    # denoising steps per frame: the lesson's cheap sampler, 2 deterministic
+SAMPLING_ETA = 0.0                    #   DDIM steps (the library's default is 10 with η = 1: see the steps section)
 SCALE = 2.0                           # the history guidance scale of the guided rows
 STABILIZATION = 20                    # k_s: generated history is shown re-noised to this timestep
 STRONG = 6.0                          # a scale reported to freeze videos (Song et al. 2025)
@@ -58,10 +59,11 @@ def ratio(value) -> str:
 # K real frames start the video.  Each window holds the last W - n frames known so far (real ones
 # first, generated ones later) followed by n frames of noise; the window is denoised and its n new
 # frames are appended.  n = W - H, with H the history the model was trained to see (lesson 09's
-# recipe: half the window, here as many frames as the K real ones).  The library's default denoises
-# the n new frames together, at one shared level — the full-sequence matrix of lesson 09 after a clean
-# history, the very task the recipe trains — in 2 steps (the next section measures why so few, and
-# what more steps with fresh noise buy).
+# recipe: half the window, here as many frames as the K real ones).  The library denoises the n new
+# frames together, at one shared level — the full-sequence matrix of lesson 09 after a clean history,
+# the very task the recipe trains.  Its default takes 10 steps with fresh noise at every step; this
+# lesson rolls out some twenty times, so its rows take 2 deterministic steps, five times cheaper (the
+# next section measures what the 10 buy, and what the 2 do better).
 # Positions restart at 0 in every window (RoPE only sees offsets, lesson 09).  `rollout_and_score` continues held-out videos that way
 # (`VideoDiffusionModel.rollout`) and scores them with the tracker: the position error of every
 # ball against its true place, the share of balls found and of frames that hold exactly the right,
@@ -101,9 +103,9 @@ new_per_window = window - history                                 # n = W - H
 print(f"window W = {window}, {K} real frames, then {LENGTH} generated ({LENGTH // window}x the window): "
       f"{math.ceil(LENGTH / new_per_window)} windows of {new_per_window} new frames after {history} of history")
 generated, truth, plain = rollout_and_score(run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"),
-                                            num_steps=SAMPLING_STEPS)
-print(f"frames {generated.shape} (N, K + length, H, W, 3) uint8, {SAMPLING_STEPS} steps per frame "
-      f"({ROLLOUT_SCHEDULING.replace('_', ' ')} matrix)")
+                                            num_steps=SAMPLING_STEPS, eta=SAMPLING_ETA)
+print(f"frames {generated.shape} (N, K + length, H, W, 3) uint8, {SAMPLING_STEPS} steps per frame, η = "
+      f"{SAMPLING_ETA:g} ({ROLLOUT_SCHEDULING.replace('_', ' ')} matrix)")
 print(f"no guidance: position error {px(plain['position_error_first'])} over the first 8 generated frames, "
       f"{px(plain['position_error'])} over all; balls found {plain['found_share']:.1%}, well-formed frames "
       f"{plain['well_formed_share']:.1%}, intact {plain['intact_share']:.1%}, motion ratio "
@@ -122,8 +124,8 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 
 # %% [markdown]
 # ## How many steps, along which matrix
-# More denoising steps is not better here.  Each step is a call to a model that errs; the
-# autoregressive matrix denoises the new frames one after another (N steps each, so N · n calls per
+# For the next few frames, more denoising steps are not better.  Each step is a call to a model that
+# errs; the autoregressive matrix denoises the new frames one after another (N steps each, so N · n calls per
 # window) and every window builds on the last.  One reading: with few steps a DDIM sample stays close
 # to the model's *average* guess of the new frames given the history, while many steps draw one
 # particular future; the tracker compares against the one true future, so the average guess scores
@@ -137,18 +139,20 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 # be is a dimmer, wider, paler ball, and the next window builds on it; more steps draw sharp balls.
 # DDIM's η says how much fresh noise each step adds (0: none, the deterministic DDIM of lesson 03; 1:
 # the DDPM step).  On the bench's labelled model, 10 steps kept 0.37-0.41 (η = 0) and 0.43 (η = 1) of 64
-# generated frames intact against 0.25-0.29 for the default, lone balls 0.78 against 0.50; over 96
-# videos, with fresh noise the error over the first 8 frames stayed about the default's, without it it
-# grew by a quarter of a pixel (docs/video_rollouts.md, "Fresh noise at every step").  Ten steps cost five times the
-# default's calls, which is why the library's default is still 2.  Measured now (intact judges each
-# frame alone; the last row adds fresh noise):
+# generated frames intact against 0.25-0.29 for 2 deterministic steps (the default until 2026-12-05), lone
+# balls 0.78 against 0.50; over 96 videos, with fresh noise the error over the first 8 frames stayed about
+# that of the 2 steps, without it it grew by a quarter of a pixel (docs/video_rollouts.md, "Fresh noise
+# at every step").  That is why the library's default is now 10 steps with η = 1 (`ROLLOUT_STEPS`,
+# `ROLLOUT_ETA`); they cost five times the calls of the 2 deterministic steps this lesson's other rows take.  Measured now (intact judges each frame
+# alone; the last row, fresh noise at every step, is the library's default):
 
 # %%
-for kind, steps, eta in (("full_sequence", 1, 0.0), ("full_sequence", SAMPLING_STEPS, 0.0), ("full_sequence", 10, 0.0),
-                         ("autoregressive", SAMPLING_STEPS, 0.0), ("autoregressive", 10, 0.0),
-                         ("full_sequence", 10, 1.0)):
+for kind, steps, eta in (("full_sequence", 1, 0.0), ("full_sequence", SAMPLING_STEPS, SAMPLING_ETA),
+                         ("full_sequence", 10, 0.0), ("autoregressive", SAMPLING_STEPS, 0.0),
+                         ("autoregressive", 10, 0.0),
+                         (ROLLOUT_SCHEDULING, ROLLOUT_STEPS, ROLLOUT_ETA)):
     tic = time.perf_counter()
-    metrics = plain if (kind, steps, eta) == (ROLLOUT_SCHEDULING, SAMPLING_STEPS, 0.0) else rollout_and_score(
+    metrics = plain if (kind, steps, eta) == (ROLLOUT_SCHEDULING, SAMPLING_STEPS, SAMPLING_ETA) else rollout_and_score(
         run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=steps, scheduling=kind, eta=eta)[2]
     print(f"{kind:15s} {steps:2d} steps, η = {eta:g}: position error {px(metrics['position_error_first'])} over the "
           f"first 8, well-formed {metrics['well_formed_share']:.1%}, intact {metrics['intact_share']:.1%}, motion "
@@ -169,9 +173,9 @@ for kind, steps, eta in (("full_sequence", 1, 0.0), ("full_sequence", SAMPLING_S
 
 # %%
 once_guided = run.rollout(truth.frames[:, :K], LENGTH, HistoryGuidance("vanilla", 1.0), num_steps=SAMPLING_STEPS,
-                          labels=run.labels_for(truth))
+                          eta=SAMPLING_ETA, labels=run.labels_for(truth))
 print(f"vanilla guidance at s = 1 equals no guidance bit for bit: {np.array_equal(once_guided, generated)}")
-table = evaluation_table(run, NUM_VIDEOS, K, LENGTH, SCALE, STABILIZATION, SAMPLING_STEPS)
+table = evaluation_table(run, NUM_VIDEOS, K, LENGTH, SCALE, STABILIZATION, SAMPLING_STEPS, eta=SAMPLING_ETA)
 print(f"{NUM_VIDEOS} held-out videos, {K} real frames then {LENGTH} generated, guided rows at s = {SCALE:g}, "
       f"stabilised rows at k_s = {STABILIZATION}:")
 print(format_table(table))
@@ -199,7 +203,8 @@ else:
           f"rollouts above used w = {run.default_guide_scale:g}")
     for w in (1.0, run.default_guide_scale, 2.0, 3.0):
         metrics = plain if w == run.default_guide_scale else rollout_and_score(
-            run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=SAMPLING_STEPS, guide_scale=w)[2]
+            run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("none"), num_steps=SAMPLING_STEPS, eta=SAMPLING_ETA,
+            guide_scale=w)[2]
         faults = metrics["faults"]["all"]
         print(f"autoguidance w = {w:g}: position error {px(metrics['position_error_first'])} over the first 8, "
               f"balls found {metrics['found_share']:.1%}, well-formed {metrics['well_formed_share']:.1%}, "
@@ -220,7 +225,8 @@ for name, guidance, stabilization in (("none", HistoryGuidance("none"), 0),
                                       (f"vanilla, s = {SCALE:g}, stabilised", HistoryGuidance("vanilla", SCALE),
                                        STABILIZATION)):
     metrics = plain if name == "none" else rollout_and_score(
-        run, NUM_VIDEOS, K, LENGTH, guidance, num_steps=SAMPLING_STEPS, stabilization_level=stabilization)[2]
+        run, NUM_VIDEOS, K, LENGTH, guidance, num_steps=SAMPLING_STEPS, eta=SAMPLING_ETA,
+        stabilization_level=stabilization)[2]
     errors = [math.nan if e is None else e for e in metrics["position_error_per_frame"]]
     curves[name] = (list(range(K, K + LENGTH)), errors)
     print(f"{name:30s}: mean position error {px(metrics['position_error'])}")
@@ -240,7 +246,7 @@ print("wrote", save_curves(curves, OUT / "error_over_time.png", "frame (the firs
 
 # %%
 _, _, strong = rollout_and_score(run, NUM_VIDEOS, K, LENGTH, HistoryGuidance("vanilla", STRONG),
-                                 num_steps=SAMPLING_STEPS)
+                                 num_steps=SAMPLING_STEPS, eta=SAMPLING_ETA)
 print(f"motion ratio (generated displacement per frame / true): no guidance {ratio(plain['motion_ratio'])}, "
       f"vanilla s = {STRONG:g} {ratio(strong['motion_ratio'])}")
 print(f"balls still move (ratio >= 0.25): no guidance {plain['moves']}, vanilla s = {STRONG:g} {strong['moves']}")
@@ -251,7 +257,7 @@ print(f"balls still move (ratio >= 0.25): no guidance {plain['moves']}, vanilla 
 #   frames the model made, so errors compound over time.
 # - Count the steps: fewer calls to a model that errs can be the better sampler, and the cheaper one,
 #   for the next few frames; over a long rollout more steps, with fresh noise (η = 1), kept more balls whole
-#   on the bench's model.
+#   on the bench's model, which made them the library's default.
 # - History guidance is classifier-free guidance with the history as the condition, dropped by
 #   noising it; a diffusion-forcing model provides every branch with no extra training.  s = 1 is
 #   the unguided model, exactly.

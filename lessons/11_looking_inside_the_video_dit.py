@@ -24,11 +24,12 @@ import torch
 
 from imagediff.hooks import hook_points, hooks, run_with_cache
 from toydiff import plots
-from videodiff.interp.ablations import ablation_table, format_ablation_table, skip_block, standard_ablations
+from videodiff.interp.ablations import (ABLATION_STEPS, ablation_table, format_ablation_table, skip_block,
+                                       standard_ablations)
 from videodiff.interp.activations import frame_attention
 from videodiff.interp.heads import (head_ablation_hooks, head_scores, induction_head_scores, induction_scores,
                                     mean_head_outputs, repeated_frame_clips, top_heads, uniform_attention_scores)
-from videodiff.pipeline import ROLLOUT_STEPS, held_out_videos
+from videodiff.pipeline import held_out_videos
 
 from lesson_setup import QUICK, VIDEO_CONTEXT, shared_video_model, start_lesson  # noqa: E402
 
@@ -38,7 +39,7 @@ LEVEL = 500                                             # the noise level of the
 LEVELS = [0, 500, 999] if QUICK else [0, 100, 250, 500, 750, 999]   # head scores at these levels
 TOP_K = 1 if QUICK else 2                               # heads ablated (the quick model has 2 in all)
 NUM_VIDEOS = 4 if QUICK else 16                         # held-out videos rolled out per ablation
-SAMPLING_STEPS = ROLLOUT_STEPS                          # denoising steps per frame (the library's default)
+SAMPLING_STEPS = ABLATION_STEPS                         # denoising steps per frame (the ablation table's: 2, η = 0)
 started = time.perf_counter()
 
 

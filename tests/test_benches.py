@@ -58,6 +58,7 @@ def test_the_video_bench_runs_at_its_quick_sizes_and_reports_shares_of_one_matmu
         assert math.isclose(rate["share_of_matmul_rate"], rate["flop_rate"] / throughput["matmul_rate"])
     assert throughput["eager"]["compiled"] is False
     assert (tmp_path / "rollout_vanilla.gif").exists()
+    assert stored["sampler"] == {"scheduling": "full_sequence", "steps": 10, "eta": 1.0}   # the rollouts' default
     # The short rollout says where its frames fail: each of its 2 x 3 generated frames in one group by balls.
     short = stored["short_rollout"]
     assert sum(group["frames"] for group in short["intact_by_crowding"]["by_balls"].values()) == 2 * 3

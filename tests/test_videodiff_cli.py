@@ -17,13 +17,16 @@ from videodiff.cli import main
 from videodiff.data import PhysicsVideos
 from videodiff.demo import run_demo
 from videodiff.dit import video_dit_config
-from videodiff.evaluation import AUTOGUIDANCE_OFF_ROW, GUIDANCE_ROWS, evaluation_table
+from videodiff.evaluation import AUTOGUIDANCE_OFF_ROW, GUIDANCE_ROWS, evaluation_table, rollout_and_score
+from videodiff.interp.ablations import ABLATION_ETA, ABLATION_STEPS
 from videodiff.interp.activations import pool_tokens
 from videodiff.interp.experiment import pair_windows, quick_probe_config
 from videodiff.interp.trajectories import invert_video
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, ROLLOUT_ETA, ROLLOUT_STEPS, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion,
+    video_vae_run_config,
 )
+from videodiff.sampling import HistoryGuidance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -255,7 +258,7 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
 
 
 def test_train_records_a_learning_curve_of_the_ema_weights_without_changing_the_run(demo_run, tmp_path, capsys):
-    from videodiff.evaluation import CURVE_FIGURES, learning_curve_point
+    from videodiff.evaluation import CURVE_ETA, CURVE_FIGURES, CURVE_STEPS, learning_curve_point
 
     out, _ = demo_run
     quick = ["train", "--vae", str(out / "vae" / "checkpoint.pt"), "--window", "4", "--steps", "200",
@@ -271,6 +274,11 @@ def test_train_records_a_learning_curve_of_the_ema_weights_without_changing_the_
     # The last point is the saved EMA weights' own score, the model alone (w = 1) on the same videos.
     run = load_video_diffusion(tmp_path / "curve" / "checkpoint.pt")
     assert learning_curve_point(run, 3, context=3) == {name: curve[-1][name] for name in CURVE_FIGURES}
+    # ... scored with the curve's own deterministic sampler, not the rollout default.
+    assert (CURVE_STEPS, CURVE_ETA) == (2, 0.0)
+    _, _, metrics = rollout_and_score(run, 3, 3, 8, HistoryGuidance("none"), guide_scale=1.0, num_steps=2, eta=0.0)
+    assert curve[-1]["position_error_first"] == metrics["position_error_first"]
+    assert curve[-1]["intact_share"] == metrics["intact_share"]
     # Scoring leaves the training as it was: the same weights as a run without a curve.
     assert main([*quick, "--out", str(tmp_path / "plain")]) == 0
     with_curve = load_checkpoint(tmp_path / "curve" / "checkpoint.pt")["ema"]["model"]
@@ -422,6 +430,27 @@ def test_probe_and_ablate_refuse_bad_requests_with_one_line(demo_run, tmp_path, 
     assert message in error and len(error.splitlines()) == 1, error
 
 
+def test_ablate_rolls_out_deterministically_unless_told_otherwise(demo_run, monkeypatch):
+    import videodiff.pipeline
+
+    out, _ = demo_run
+    seen, real_rollout = [], videodiff.pipeline.rollout
+
+    def spy(*args, **options):
+        seen.append((options["num_steps"], options["eta"]))
+        return real_rollout(*args, **options)
+
+    monkeypatch.setattr(videodiff.pipeline, "rollout", spy)
+    arguments = ["ablate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "1", "--context", "2",
+                 "--length", "2"]
+    assert main(arguments) == 0
+    assert (ABLATION_STEPS, ABLATION_ETA) == (2, 0.0)
+    assert seen and set(seen) == {(2, 0.0), (1, 0.0)}          # the "one denoising step" row takes 1
+    seen.clear()
+    assert main(arguments + ["--steps", "3", "--eta", "1"]) == 0
+    assert set(seen) == {(3, 1.0), (1, 1.0)}
+
+
 def test_ablate_prints_one_row_per_ablation_and_copying_the_last_frame_does_not_move(demo_run, tmp_path, capsys):
     out, _ = demo_run
     table_file = tmp_path / "ablations.json"
@@ -437,12 +466,40 @@ def test_rollout_passes_the_sampler_through(demo_run):
     out, _ = demo_run
     run = load_video_diffusion(out / "dit" / "checkpoint.pt")
     context = run.decode(run.encode(np.zeros((2, 2, 32, 32, 3), np.uint8)))
-    default = run.rollout(context, 3, num_steps=4)
-    assert np.array_equal(run.rollout(context, 3, num_steps=4, sampler="ddim", eta=0.0), default)
+    deterministic = run.rollout(context, 3, num_steps=4, sampler="ddim", eta=0.0)
     # η = 1 draws fresh noise at every step, so the frames differ; "ddpm" is that same step.
     stochastic = run.rollout(context, 3, num_steps=4, eta=1.0)
-    assert not np.array_equal(stochastic, default)
+    assert not np.array_equal(stochastic, deterministic)
     assert np.array_equal(run.rollout(context, 3, num_steps=4, sampler="ddpm"), stochastic)
+    halfway = run.rollout(context, 3, num_steps=4, eta=0.5)
+    assert np.array_equal(halfway, run.rollout(context, 3, num_steps=4, eta=0.5))
+    assert not np.array_equal(halfway, stochastic) and not np.array_equal(halfway, deterministic)
+
+
+def test_the_default_rollout_takes_ten_steps_with_fresh_noise(demo_run):
+    """The default sampler (ROLLOUT_STEPS DDIM steps at η = ROLLOUT_ETA) is the 10-step DDPM sampler, bit for bit."""
+    out, _ = demo_run
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    context = run.decode(run.encode(np.zeros((2, 2, 32, 32, 3), np.uint8)))
+    assert (ROLLOUT_STEPS, ROLLOUT_ETA) == (10, 1.0)
+    default = run.rollout(context, 3)
+    assert np.array_equal(default, run.rollout(context, 3, num_steps=10, sampler="ddpm"))
+    assert not np.array_equal(default, run.rollout(context, 3, num_steps=10, eta=0.0))
+    assert not np.array_equal(default, run.rollout(context, 3, num_steps=2, eta=1.0))
+
+
+def test_the_rollout_command_defaults_to_the_library_sampler(demo_run, tmp_path):
+    out, _ = demo_run
+    arguments = ["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+                 "--length", "3", "--out"]
+    assert main(arguments + [str(tmp_path / "default")]) == 0
+    assert main(arguments + [str(tmp_path / "explicit"), "--steps", "10", "--eta", "1"]) == 0
+    assert main(arguments + [str(tmp_path / "deterministic"), "--eta", "0"]) == 0
+    default = np.load(tmp_path / "default" / "frames.npy")
+    assert np.array_equal(default, np.load(tmp_path / "explicit" / "frames.npy"))
+    assert not np.array_equal(default, np.load(tmp_path / "deterministic" / "frames.npy"))
+    request = json.loads((tmp_path / "default" / "metrics.json").read_text())["request"]
+    assert (request["steps"], request["eta"]) == (ROLLOUT_STEPS, ROLLOUT_ETA)
 
 
 def test_rollout_command_passes_eta_through(demo_run, tmp_path):
@@ -481,11 +538,11 @@ def test_evaluate_rolls_out_along_the_requested_scheduling_matrix_and_eta(demo_r
     monkeypatch.setattr(videodiff.evaluation, "rollout_and_score", spy)
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
                  "--length", "2", "--steps", "2", "--scheduling", "full_sequence"]) == 0
-    assert seen and set(seen) == {("full_sequence", 2, 0.0)}
+    assert seen and set(seen) == {("full_sequence", 2, ROLLOUT_ETA)}
     seen.clear()
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
-                 "--length", "2", "--steps", "3", "--eta", "1"]) == 0
-    assert seen and set(seen) == {("full_sequence", 3, 1.0)}
+                 "--length", "2", "--steps", "3", "--eta", "0"]) == 0
+    assert seen and set(seen) == {("full_sequence", 3, 0.0)}
 
 
 def test_history_length_is_resolved_against_the_window():
@@ -527,7 +584,8 @@ def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkey
     assert run.rollout(context, 3, new_frames=1).shape[1] == 6
     run.config = replace(run.config, clean_history_frames=None)   # a model trained with random lengths
     run.rollout(context, 3)
-    assert seen == [(2, "full_sequence", 2), (1, "full_sequence", 2), (None, "full_sequence", 2)]
+    assert seen == [(2, "full_sequence", ROLLOUT_STEPS), (1, "full_sequence", ROLLOUT_STEPS),
+                    (None, "full_sequence", ROLLOUT_STEPS)]
 
 
 def test_the_run_keeps_its_early_ema_as_the_guide_and_rolls_out_autoguided_by_default(demo_run, tmp_path, capsys):
@@ -577,6 +635,14 @@ def test_the_table_adds_the_model_alone_when_rollouts_are_autoguided(demo_run):
     (alone,) = evaluation_table(run, guide_scale=1.0, **{**options, "rows": ((AUTOGUIDANCE_OFF_ROW, no_history_guidance,
                                                                              stabilised),)})
     assert row == alone
+    # Without an η the table's rollouts take the library's (fresh noise at every step, as a rollout does).
+    (unguided,) = evaluation_table(run, guide_scale=1.0, **{**options, "rows": GUIDANCE_ROWS[:1]})
+    _, _, metrics = rollout_and_score(run, 2, 2, 3, HistoryGuidance("none"), num_steps=2, eta=ROLLOUT_ETA,
+                                      guide_scale=1.0)
+    assert unguided["position_error_per_frame"] == metrics["position_error_per_frame"]
+    _, _, deterministic = rollout_and_score(run, 2, 2, 3, HistoryGuidance("none"), num_steps=2, eta=0.0,
+                                            guide_scale=1.0)
+    assert unguided["position_error_per_frame"] != deterministic["position_error_per_frame"]
 
 
 def test_ablations_roll_out_the_model_without_its_guide(demo_run):
@@ -586,6 +652,7 @@ def test_ablations_roll_out_the_model_without_its_guide(demo_run):
     run = load_video_diffusion(demo_run[0] / "dit" / "checkpoint.pt")
     (row,) = ablation_table(run, [Ablation("none")], num_videos=2, context=2, length=3, num_steps=2)
     truth = held_out_videos(run.config, 2, num_frames=5)
-    generated = run.rollout(truth.frames[:, :2], 3, num_steps=2, guide_scale=1.0, labels=run.labels_for(truth))
+    generated = run.rollout(truth.frames[:, :2], 3, num_steps=2, eta=ABLATION_ETA, guide_scale=1.0,
+                            labels=run.labels_for(truth))
     alone = physics_metrics(generated, truth, num_context=2)
     assert row["position_error"] == alone["position_error"] and row["found_share"] == alone["found_share"]

@@ -405,7 +405,7 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     from videodiff.data import scene_labels, scene_sets
     from videodiff.dit import VIDEO_LABEL_INIT_STD
     from videodiff.evaluation import rollout_and_score
-    from videodiff.interp.ablations import Ablation, ablation_table
+    from videodiff.interp.ablations import ABLATION_ETA, Ablation, ablation_table
     from videodiff.metrics import physics_metrics
     from videodiff.pipeline import (VideoDiffusionRunConfig, load_video_diffusion, quick_run_configs, train_video_diffusion,
                                     train_video_vae)
@@ -444,7 +444,7 @@ def test_a_scene_labelled_run_trains_on_its_labels_and_rolls_out_with_them(tmp_p
     assert torch.equal(again.labels_for(truth), torch.from_numpy(scene_labels(truth)))
     # The ablation table rolls out with the videos' labels too (the model alone, as its rows do).
     (row,) = ablation_table(again, [Ablation("none")], num_videos=3, context=2, length=5, num_steps=2)
-    alone = physics_metrics(again.rollout(truth.frames[:, :2], 5, num_steps=2, guide_scale=1.0,
+    alone = physics_metrics(again.rollout(truth.frames[:, :2], 5, num_steps=2, eta=ABLATION_ETA, guide_scale=1.0,
                                           labels=again.labels_for(truth)), truth, num_context=2)
     assert all(row[key] == alone[key] for key in ("position_error", "found_share", "motion_ratio"))
     # The denoiser takes labels as a list, an array or a tensor alike.
@@ -562,8 +562,8 @@ def test_a_model_history_window_keeps_its_anchor_in_front():
 def test_an_anchored_run_trains_and_rolls_out_with_each_videos_last_real_frame_as_anchor(tmp_path):
     from videodiff.interp.experiment import run_probe_experiment
     from videodiff.interp.heads import head_scores
-    from videodiff.pipeline import held_out_videos, load_video_diffusion, quick_run_configs, train_video_diffusion, \
-        train_video_vae
+    from videodiff.pipeline import (ROLLOUT_ETA, ROLLOUT_STEPS, held_out_videos, load_video_diffusion,
+                                    quick_run_configs, train_video_diffusion, train_video_vae)
     from videodiff.sampling import HistoryGuidance, rollout
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
@@ -578,13 +578,15 @@ def test_an_anchored_run_trains_and_rolls_out_with_each_videos_last_real_frame_a
     # By hand: the same rollout, the last real frame's latent as the anchor of every window.
     context = run.encode(videos.frames[:, :2])
     by_hand = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule,
-                      frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
-                      prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, -1],
+                      frames_per_window=run.window - run.config.history_frames(), kind="full_sequence",
+                      num_steps=ROLLOUT_STEPS, eta=ROLLOUT_ETA, prediction_type="v",
+                      guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, -1],
                       generator=torch.Generator().manual_seed(4))
     assert np.array_equal(frames, run.decode(by_hand))
     other = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule,
-                    frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
-                    prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, 0],
+                    frames_per_window=run.window - run.config.history_frames(), kind="full_sequence",
+                    num_steps=ROLLOUT_STEPS, eta=ROLLOUT_ETA, prediction_type="v",
+                    guidance=HistoryGuidance("vanilla", 2.0), anchor=context[:, 0],
                     generator=torch.Generator().manual_seed(4))
     assert not torch.equal(other, by_hand)  # the anchor reaches the model
     # Anchor frames given in pixels take the last real frame's place: the last real frame gives the same rollout.
@@ -793,8 +795,8 @@ def test_memory_frames_are_clean_and_unlearned_and_a_corrupted_history_leaves_th
 
 def test_a_run_with_memory_frames_trains_and_rolls_out_with_the_frames_of_the_video_so_far(tmp_path):
     from videodiff.interp.heads import head_scores
-    from videodiff.pipeline import held_out_videos, load_video_diffusion, quick_run_configs, train_video_diffusion, \
-        train_video_vae
+    from videodiff.pipeline import (ROLLOUT_ETA, ROLLOUT_STEPS, held_out_videos, load_video_diffusion,
+                                    quick_run_configs, train_video_diffusion, train_video_vae)
     from videodiff.sampling import HistoryGuidance, rollout
 
     vae_config, config = quick_run_configs(str(tmp_path / "vae" / "checkpoint.pt"))
@@ -807,8 +809,8 @@ def test_a_run_with_memory_frames_trains_and_rolls_out_with_the_frames_of_the_vi
     videos = held_out_videos(run.config, 3)
     frames = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), seed=4)
     context = run.encode(videos.frames[:, :2])
-    options = dict(frames_per_window=run.window - run.config.history_frames(), kind="full_sequence", num_steps=2,
-                   prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0))
+    options = dict(frames_per_window=run.window - run.config.history_frames(), kind="full_sequence",
+                   num_steps=ROLLOUT_STEPS, eta=ROLLOUT_ETA, prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0))
     by_hand = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule, **options,
                       memory_frames=2, memory_stride=2, generator=torch.Generator().manual_seed(4))
     assert np.array_equal(frames, run.decode(by_hand))

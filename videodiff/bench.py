@@ -2,7 +2,9 @@
 
 1. The default chain — the per-frame VAE, then the video DiT with diffusion forcing — and its training
    time (target: both within 20 minutes on 2 cores).
-2. Rollouts of held-out videos from 4 real frames, scored against their true physics:
+2. Rollouts of held-out videos from 4 real frames, with the library's sampler (ROLLOUT_STEPS = 10 DDIM steps a
+   window at η = ROLLOUT_ETA = 1),
+   scored against their true physics:
    - mean ball-position error over the first 8 generated frames (target <= 1.5 px);
    - over a 64-frame rollout: the share of frames with the right number of well-formed balls
      (target >= 95%), read two ways — where the truth has them ("well-formed") and judged on the frame
@@ -41,7 +43,8 @@ from videodiff.evaluation import GUIDANCE_ROWS, evaluation_table, format_table, 
 from videodiff.dit import VideoDiT, video_training_flops
 from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
-    VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion, train_video_vae, video_vae_run_config,
+    ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, VideoDiffusionRunConfig, quick_run_configs, train_video_diffusion,
+    train_video_vae, video_vae_run_config,
 )
 from videodiff.plots import save_rollout_gif
 from videodiff.sampling import HistoryGuidance
@@ -172,7 +175,9 @@ def run_bench(out: Path, repeats: int, num_videos: int, quick: bool, baseline: b
     # 2. Rollouts: a short one scored on its first frames, and long ones for each guidance; all of them
     # autoguided by the run's early EMA (the default), the table's last row without it.
     report["autoguidance"] = {"guide_step": config.guide_step(), "scale": run.default_guide_scale}
-    print(f"autoguidance: w = {run.default_guide_scale:g}, guide = the EMA at step {config.guide_step()}", flush=True)
+    report["sampler"] = {"scheduling": ROLLOUT_SCHEDULING, "steps": ROLLOUT_STEPS, "eta": ROLLOUT_ETA}
+    print(f"autoguidance: w = {run.default_guide_scale:g}, guide = the EMA at step {config.guide_step()}; rollouts "
+          f"take {ROLLOUT_STEPS} DDIM steps a window at η = {ROLLOUT_ETA:g}", flush=True)
     _, _, metrics = rollout_and_score(run, num_videos, context, short, HistoryGuidance("none"))
     report["short_rollout"] = {"position_error_first": metrics["position_error_first"], "target_px": 1.5,
                                "found_share": metrics["found_share"], "intact_share": metrics["intact_share"],

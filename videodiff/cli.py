@@ -36,13 +36,14 @@ from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config, widened
 from videodiff.evaluation import (evaluation_table, format_table, learning_curve_point, reference_rows,
                                   rollout_and_score)
+from videodiff.interp.ablations import ABLATION_ETA, ABLATION_STEPS
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
                                          run_probe_experiment)
 from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT, VIDEO_RECIPE_SIZE,
-    VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion, physics_config, train_video_diffusion,
-    train_video_vae, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT,
+    VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion, physics_config,
+    train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -107,8 +108,9 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="the scheduling matrix of each window (default: %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
                         help="sampling steps per frame (default: %(default)s)")
-    parser.add_argument("--eta", type=unit_fraction, default=0.0,
-                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step)")
+    parser.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
+                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
     add_autoguidance_option(parser)
 
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sampling steps per frame (default: %(default)s)")
     evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
                           help="the scheduling matrix of each window (default: %(default)s)")
-    evaluate.add_argument("--eta", type=unit_fraction, default=0.0,
+    evaluate.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
                           help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
                                "(default: %(default)s)")
     add_autoguidance_option(evaluate)
@@ -333,8 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--num-videos", type=positive_int, default=16, help="held-out videos")
     ablate.add_argument("--context", type=positive_int, default=4, help="real context frames")
     ablate.add_argument("--length", type=positive_int, default=16, help="frames to generate")
-    ablate.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
-                        help="sampling steps per frame (default: %(default)s)")
+    ablate.add_argument("--steps", type=positive_int, default=ABLATION_STEPS,
+                        help="sampling steps per frame, deterministic DDIM unless --eta says otherwise: the rows "
+                             "differ only by what they break (default: %(default)s)")
+    ablate.add_argument("--eta", type=unit_fraction, default=ABLATION_ETA,
+                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (default: %(default)s)")
     ablate.add_argument("--alpha", type=non_negative_float, default=0.5, help="size of the injected noise, α")
     ablate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
     add_device_option(ablate, "the model samples")
@@ -568,7 +573,7 @@ def command_ablate(args) -> None:
     run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
     table = ablation_table(run, standard_ablations(run.model, alpha=args.alpha), num_videos=args.num_videos,
-                           context=args.context, length=args.length, num_steps=args.steps)
+                           context=args.context, length=args.length, num_steps=args.steps, eta=args.eta)
     print(format_ablation_table(table))
     if args.out:
         Path(args.out).write_text(json.dumps(table, indent=2))

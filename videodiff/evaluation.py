@@ -27,17 +27,22 @@ def rollout_and_score(run, num_videos: int, context: int, length: int, guidance:
 
 
 CURVE_FIGURES = ("position_error_first", "intact_share", "found_share", "missing")
+# A learning curve's sampler: 2 deterministic DDIM steps a window (the rollout default until 2026-12-05). With no
+# fresh noise, two points of a curve differ by the weights alone, and the curves stay comparable with those
+# measured before the default became 10 steps with η = 1 (which also cost five times the calls at every point).
+CURVE_STEPS = 2
+CURVE_ETA = 0.0
 
 
 def learning_curve_point(run, num_videos: int = 32, context: int = 4, length: int = 8, seed: int = 0) -> dict:
     """One point of a learning curve (`python -m videodiff train --evaluate-every N`): ``num_videos``
-    held-out videos continued by ``length`` frames after ``context`` real ones, no history guidance, the
-    recipe's sampler, and the model alone (autoguidance w = 1: a run still training has no guide yet, so
+    held-out videos continued by ``length`` frames after ``context`` real ones, no history guidance, CURVE_STEPS
+    deterministic DDIM steps, and the model alone (autoguidance w = 1: a run still training has no guide yet, so
     every point of the curve, its last included, is scored the same way). Returns {name: float} for each of
     CURVE_FIGURES: the position error over the first 8 generated frames (px), the intact, found and
     ball-missing shares of the generated frames (videodiff.metrics)."""
     _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"), guide_scale=1.0,
-                                      seed=seed)
+                                      num_steps=CURVE_STEPS, eta=CURVE_ETA, seed=seed)
     figures = {"position_error_first": metrics["position_error_first"], "intact_share": metrics["intact_share"],
                "found_share": metrics["found_share"], "missing": metrics["faults"]["all"]["missing"]}
     return {name: None if value is None else float(value) for name, value in figures.items()}
@@ -69,7 +74,7 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
                      eta: Optional[float] = None) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
     takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``, DDIM's η = ``eta``
-    (default: the rollout's, 0), with autoguidance scale ``guide_scale`` (default: the run's,
+    (default: the rollout's, ROLLOUT_ETA), with autoguidance scale ``guide_scale`` (default: the run's,
     ``run.default_guide_scale``). When that is not 1 a last row, "none, autoguidance off", shows the
     model alone."""
     guide_scale = run.default_guide_scale if guide_scale is None else guide_scale
