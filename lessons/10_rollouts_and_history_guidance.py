@@ -13,13 +13,15 @@
 # what too much of it does.
 #
 # Run:   python lessons/10_rollouts_and_history_guidance.py   (figures in runs/lessons/10_rollouts_and_history_guidance/)
-# Time:  about 2.5 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 138 s).
+# Time:  about 3 min on a 2-core CPU with lessons 08 and 09's checkpoints present (measured: 138-217 s).
 #        Measured with `python lessons/run_all.py 09 10 11 12` on an idle 2-core machine, both cores in use;
 #        120 s with the 192-wide DiT of today's recipe on a later machine (`python lessons/run_all.py 08 09 10 11 12`),
 #        133 s there on lesson 09's DiT trained in fp32; 217 s on the scene-labelled DiT of 2026-12-04 on a
 #        2-core machine with AVX-512 BF16 and no AMX (run_all 08-12, idle); 201 s there with the 10-step η = 1 row
 #        added, run alone (`python lessons/10_rollouts_and_history_guidance.py`, idle), where the 217 s ran under
-#        run_all: the two are single runs measured differently, not a saving.
+#        run_all: the two are single runs measured differently, not a saving; 185 s there on 2026-12-05, the
+#        library's default now 10 steps with η = 1 and the lesson's other rows kept at 2 deterministic steps
+#        (run alone, idle).
 
 # %%
 import math
