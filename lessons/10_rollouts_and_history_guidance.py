@@ -145,8 +145,9 @@ print("wrote", save_frame_strips([v for i in range(2) for v in (truth.frames[i],
 # balls 0.78 against 0.50; over 96 videos, with fresh noise the error over the first 8 frames stayed about
 # that of the 2 steps, without it it grew by a quarter of a pixel (docs/video_rollouts.md, "Fresh noise
 # at every step").  That is why the library's default is now 10 steps with η = 1 (`ROLLOUT_STEPS`,
-# `ROLLOUT_ETA`); they cost five times the calls of the 2 deterministic steps this lesson's other rows take.  Measured now (intact judges each frame
-# alone; the last row, fresh noise at every step, is the library's default):
+# `ROLLOUT_ETA`); they cost five times the calls of the 2 deterministic steps this lesson's other rows
+# take.  Measured now (intact judges each frame alone; the last row, fresh noise at every step, is the
+# library's default):
 
 # %%
 for kind, steps, eta in (("full_sequence", 1, 0.0), ("full_sequence", SAMPLING_STEPS, SAMPLING_ETA),

@@ -810,7 +810,8 @@ def test_a_run_with_memory_frames_trains_and_rolls_out_with_the_frames_of_the_vi
     frames = run.rollout(videos.frames[:, :2], 5, HistoryGuidance("vanilla", 2.0), seed=4)
     context = run.encode(videos.frames[:, :2])
     options = dict(frames_per_window=run.window - run.config.history_frames(), kind="full_sequence",
-                   num_steps=ROLLOUT_STEPS, eta=ROLLOUT_ETA, prediction_type="v", guidance=HistoryGuidance("vanilla", 2.0))
+                   num_steps=ROLLOUT_STEPS, eta=ROLLOUT_ETA, prediction_type="v",
+                   guidance=HistoryGuidance("vanilla", 2.0))
     by_hand = rollout(run.denoiser(run.default_guide_scale), context, 5, run.window, run.schedule, **options,
                       memory_frames=2, memory_stride=2, generator=torch.Generator().manual_seed(4))
     assert np.array_equal(frames, run.decode(by_hand))

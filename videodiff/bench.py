@@ -2,9 +2,8 @@
 
 1. The default chain — the per-frame VAE, then the video DiT with diffusion forcing — and its training
    time (target: both within 20 minutes on 2 cores).
-2. Rollouts of held-out videos from 4 real frames, with the library's sampler (ROLLOUT_STEPS = 10 DDIM steps a
-   window at η = ROLLOUT_ETA = 1),
-   scored against their true physics:
+2. Rollouts of held-out videos from 4 real frames, with the library's sampler (ROLLOUT_STEPS = 10 DDIM
+   steps a window at η = ROLLOUT_ETA = 1), scored against their true physics:
    - mean ball-position error over the first 8 generated frames (target <= 1.5 px);
    - over a 64-frame rollout: the share of frames with the right number of well-formed balls
      (target >= 95%), read two ways — where the truth has them ("well-formed") and judged on the frame

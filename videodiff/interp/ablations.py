@@ -136,8 +136,8 @@ def standard_ablations(model, heads: Optional[list[tuple[int, int]]] = None, hea
 
 
 # The ablation table's sampler: 2 deterministic DDIM steps a window (the rollout default until 2026-12-05,
-# videodiff.pipeline.ROLLOUT_STEPS). With η = 0 and one seed, two rows differ only by what the ablation breaks, not by
-# fresh noise drawn along trajectories that have parted; and a table of a dozen rows stays cheap (the rollout
+# videodiff.pipeline.ROLLOUT_STEPS). With η = 0 and one seed, two rows differ only by what the ablation breaks,
+# not by fresh noise drawn along trajectories that have parted; and a table of a dozen rows stays cheap (the rollout
 # default, 10 steps with η = 1, takes five times the calls). The "one denoising step" row asks the same question
 # against 2 steps as it did when these figures were first measured.
 ABLATION_STEPS = 2
@@ -151,8 +151,9 @@ def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context
     """Roll out the same held-out videos under every ablation; one dict of physics metrics per row.
 
     run: a videodiff.pipeline.VideoDiffusionModel. The rollouts share their seed and, by default, take
-    ABLATION_STEPS deterministic DDIM steps, so rows differ only by the ablation. They run the model alone, without autoguidance (guide_scale 1): the guide is a second,
-    intact network that the hooks do not reach, and it would mend part of what an ablation breaks."""
+    ABLATION_STEPS deterministic DDIM steps, so rows differ only by the ablation. They run the model alone,
+    without autoguidance (guide_scale 1): the guide is a second, intact network that the hooks do not reach,
+    and it would mend part of what an ablation breaks."""
     truth = held_out_videos(run.config, num_videos, num_frames=context + length)
     table = []
     for ablation in ablations:
@@ -161,8 +162,8 @@ def ablation_table(run, ablations: list[Ablation], num_videos: int = 16, context
             last = latents[:, -1:].expand(-1, length, *latents.shape[2:])  # (N, length, C, h, w)
             generated = run.decode(torch.cat([latents, last], dim=1))
         else:
-            options = {"num_steps": num_steps, "eta": eta, "seed": seed, "guide_scale": 1.0, "labels": run.labels_for(truth),
-                       **ablation.rollout_options}
+            options = {"num_steps": num_steps, "eta": eta, "seed": seed, "guide_scale": 1.0,
+                       "labels": run.labels_for(truth), **ablation.rollout_options}
             with hooks(run.model, ablation.fwd_hooks):
                 generated = run.rollout(truth.frames[:, :context], length, **options)
         metrics = physics_metrics(generated, truth, num_context=context)
