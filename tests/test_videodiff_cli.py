@@ -23,7 +23,7 @@ from videodiff.interp.activations import pool_tokens
 from videodiff.interp.experiment import pair_windows, quick_probe_config
 from videodiff.interp.trajectories import invert_video
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, ROLLOUT_ETA, ROLLOUT_STEPS, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion,
+    AUTOGUIDANCE_SCALE, ROLLOUT_ETA, ROLLOUT_SPACING, ROLLOUT_STEPS, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion,
     video_vae_run_config,
 )
 from videodiff.sampling import HistoryGuidance
@@ -502,6 +502,43 @@ def test_the_rollout_command_defaults_to_the_library_sampler(demo_run, tmp_path)
     assert (request["steps"], request["eta"]) == (ROLLOUT_STEPS, ROLLOUT_ETA)
 
 
+def test_the_rollout_visits_the_timesteps_its_spacing_gives(demo_run, tmp_path, monkeypatch):
+    """``spacing`` reaches every window's timesteps: the default is the trailing ladder (999 ... 99 for 10 steps), and
+    "linspace" (999 ... 0) draws other frames; the command passes --spacing through and records it; an unknown spacing
+    is refused before any window is drawn."""
+    import videodiff.sampling
+
+    out, _ = demo_run
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    context = run.decode(run.encode(np.zeros((2, 2, 32, 32, 3), np.uint8)))
+    assert ROLLOUT_SPACING == "trailing"
+    seen, original = [], videodiff.sampling.sample_window
+
+    def spy(denoiser, x, context, schedule, timesteps, **options):
+        seen.append(sorted({int(t) for t in timesteps[:, -1].tolist()}, reverse=True))
+        return original(denoiser, x, context, schedule, timesteps, **options)
+
+    default = run.rollout(context, 3, num_steps=4, eta=0.0)
+    monkeypatch.setattr(videodiff.sampling, "sample_window", spy)
+    assert np.array_equal(run.rollout(context, 3, num_steps=4, eta=0.0, spacing="trailing"), default)
+    trailing = seen[-1]
+    spaced = run.rollout(context, 3, num_steps=4, eta=0.0, spacing="linspace")
+    linspace = seen[-1]
+    assert trailing == [999, 749, 499, 249, -1] and linspace == [999, 666, 333, 0, -1]
+    assert not np.array_equal(spaced, default)
+    with pytest.raises(ValueError, match="unknown timestep spacing 'even'; expected one of leading, trailing, linspace"):
+        run.rollout(context, 3, spacing="even")
+
+    arguments = ["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
+                 "--length", "3", "--steps", "4", "--eta", "0", "--out"]
+    assert main(arguments + [str(tmp_path / "linspace"), "--spacing", "linspace"]) == 0
+    request = json.loads((tmp_path / "linspace" / "metrics.json").read_text())["request"]
+    assert request["spacing"] == "linspace"
+    assert main(arguments + [str(tmp_path / "default")]) == 0
+    assert json.loads((tmp_path / "default" / "metrics.json").read_text())["request"]["spacing"] == ROLLOUT_SPACING
+    assert not np.array_equal(np.load(tmp_path / "linspace" / "frames.npy"), np.load(tmp_path / "default" / "frames.npy"))
+
+
 def test_rollout_command_passes_eta_through(demo_run, tmp_path):
     out, _ = demo_run
     frames = {}
@@ -525,24 +562,24 @@ def test_evaluate_writes_every_guidance_row_and_the_reference_rows(demo_run, tmp
     assert "reference rows" in capsys.readouterr().out
 
 
-def test_evaluate_rolls_out_along_the_requested_scheduling_matrix_and_eta(demo_run, tmp_path, monkeypatch):
+def test_evaluate_rolls_out_along_the_requested_scheduling_matrix_eta_and_spacing(demo_run, tmp_path, monkeypatch):
     import videodiff.evaluation
 
     out, _ = demo_run
     seen, original = [], videodiff.evaluation.rollout_and_score
 
     def spy(*args, **options):
-        seen.append((options["scheduling"], options["num_steps"], options["eta"]))
+        seen.append((options["scheduling"], options["num_steps"], options["eta"], options["spacing"]))
         return original(*args, **options)
 
     monkeypatch.setattr(videodiff.evaluation, "rollout_and_score", spy)
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
                  "--length", "2", "--steps", "2", "--scheduling", "full_sequence"]) == 0
-    assert seen and set(seen) == {("full_sequence", 2, ROLLOUT_ETA)}
+    assert seen and set(seen) == {("full_sequence", 2, ROLLOUT_ETA, ROLLOUT_SPACING)}
     seen.clear()
     assert main(["evaluate", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
-                 "--length", "2", "--steps", "3", "--eta", "0"]) == 0
-    assert seen and set(seen) == {("full_sequence", 3, 0.0)}
+                 "--length", "2", "--steps", "3", "--eta", "0", "--spacing", "leading"]) == 0
+    assert seen and set(seen) == {("full_sequence", 3, 0.0, "leading")}
 
 
 def test_history_length_is_resolved_against_the_window():

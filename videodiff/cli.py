@@ -32,6 +32,7 @@ from toydiff.cli import (
 )
 from toydiff.distributed import pick_device
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
+from toydiff.samplers import SPACINGS
 from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config, widened
 from videodiff.evaluation import (evaluation_table, format_table, learning_curve_point, reference_rows,
@@ -41,9 +42,9 @@ from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_hist
                                          run_probe_experiment)
 from videodiff.metrics import format_crowding, format_faults
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_STEPS, SCENE_LABEL_DROPOUT,
-    VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion, physics_config,
-    train_video_diffusion, train_video_vae, video_vae_run_config,
+    AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_SPACING, ROLLOUT_STEPS,
+    SCENE_LABEL_DROPOUT, VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion,
+    physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -108,11 +109,18 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="the scheduling matrix of each window (default: %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
                         help="sampling steps per frame (default: %(default)s)")
+    add_spacing_option(parser)
     parser.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
                         help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
     add_autoguidance_option(parser)
+
+
+def add_spacing_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spacing", choices=SPACINGS, default=ROLLOUT_SPACING,
+                        help="the timesteps the steps visit: trailing starts at pure noise, linspace ends on t = 0, "
+                             "leading starts below T (default: %(default)s)")
 
 
 def add_autoguidance_option(parser: argparse.ArgumentParser) -> None:
@@ -300,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sampling steps per frame (default: %(default)s)")
     evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
                           help="the scheduling matrix of each window (default: %(default)s)")
+    add_spacing_option(evaluate)
     evaluate.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
                           help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
                                "(default: %(default)s)")
@@ -510,7 +519,8 @@ def command_rollout(args) -> None:
     guide_scale = autoguidance_scale(args.autoguidance, run)
     generated, truth, metrics = rollout_and_score(
         run, args.num_videos, args.context, args.length, guidance, num_steps=args.steps, scheduling=args.scheduling,
-        stabilization_level=args.stabilization, eta=args.eta, guide_scale=guide_scale, seed=args.seed)
+        spacing=args.spacing, stabilization_level=args.stabilization, eta=args.eta, guide_scale=guide_scale,
+        seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "frames.npy", generated)
@@ -518,7 +528,8 @@ def command_rollout(args) -> None:
     save_rollout_gif(generated[:16], truth.frames[:16], out / "rollout.gif", num_context=args.context)
     metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
                           "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
-                          "scheduling": args.scheduling, "steps": args.steps, "eta": args.eta, "seed": args.seed,
+                          "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+                          "seed": args.seed,
                           "autoguidance": guide_scale}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
@@ -534,7 +545,8 @@ def command_evaluate(args) -> None:
     _check_rollout_request(run, args.context, args.length)
     guide_scale = autoguidance_scale(args.autoguidance, run)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
-                             args.steps, scheduling=args.scheduling, guide_scale=guide_scale, eta=args.eta)
+                             args.steps, scheduling=args.scheduling, guide_scale=guide_scale, eta=args.eta,
+                             spacing=args.spacing)
     if guide_scale != 1:
         print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from videodiff.metrics import physics_metrics
-from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_STEPS, held_out_videos
+from videodiff.pipeline import ROLLOUT_SCHEDULING, ROLLOUT_SPACING, ROLLOUT_STEPS, held_out_videos
 from videodiff.sampling import HistoryGuidance
 
 
@@ -71,22 +71,23 @@ def _table_row(name: str, metrics: dict) -> dict:
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
                      num_steps: int = ROLLOUT_STEPS, rows=GUIDANCE_ROWS,
                      scheduling: str = ROLLOUT_SCHEDULING, guide_scale: Optional[float] = None,
-                     eta: Optional[float] = None) -> list[dict]:
+                     eta: Optional[float] = None, spacing: str = ROLLOUT_SPACING) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
-    takes ``num_steps`` steps per frame along the scheduling matrix ``scheduling``, DDIM's η = ``eta``
-    (default: the rollout's, ROLLOUT_ETA), with autoguidance scale ``guide_scale`` (default: the run's,
-    ``run.default_guide_scale``). When that is not 1 a last row, "none, autoguidance off", shows the
-    model alone."""
+    takes ``num_steps`` steps per frame, at the timesteps ``spacing`` gives, along the scheduling matrix
+    ``scheduling``, DDIM's η = ``eta`` (default: the rollout's, ROLLOUT_ETA), with autoguidance scale
+    ``guide_scale`` (default: the run's, ``run.default_guide_scale``). When that is not 1 a last row, "none,
+    autoguidance off", shows the model alone."""
     guide_scale = run.default_guide_scale if guide_scale is None else guide_scale
     table = []
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
-                                          scheduling=scheduling, guide_scale=guide_scale, eta=eta,
+                                          scheduling=scheduling, spacing=spacing, guide_scale=guide_scale, eta=eta,
                                           stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
     if guide_scale != 1.0:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),
-                                          num_steps=num_steps, scheduling=scheduling, guide_scale=1.0, eta=eta)
+                                          num_steps=num_steps, scheduling=scheduling, spacing=spacing, guide_scale=1.0,
+                                          eta=eta)
         table.append(_table_row(AUTOGUIDANCE_OFF_ROW, metrics))
     return table
 

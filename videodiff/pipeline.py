@@ -48,6 +48,11 @@ VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
 ROLLOUT_SCHEDULING = "full_sequence"
 ROLLOUT_STEPS = 10
 ROLLOUT_ETA = 1.0
+# The timesteps those steps visit (toydiff.samplers.sampling_timesteps): "trailing" starts every window's new frames
+# at pure noise (999, 899, ... 99 for 10 steps). On the bench's model "linspace" (999 ... 0) held as many frames of a
+# 64-frame rollout intact and "leading" (900 ... 0) fewer (docs/video_rollouts.md, "Other samplers under fresh
+# noise: the default is the best measured").
+ROLLOUT_SPACING = "trailing"
 # Autoguidance's default scale w for a run that kept a guide (its EMA weights after 15% of the training:
 # VideoDiffusionRunConfig.guide_fraction). On the bench's model (32 held-out videos, 4 real frames, 64
 # generated, no history guidance), error over the first 8 frames / balls found / well-formed frames /
@@ -380,7 +385,7 @@ class VideoDiffusionModel:
 
     @torch.no_grad()
     def rollout(self, context_frames, length: int, guidance: Optional[HistoryGuidance] = None, *,
-                num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING,
+                num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING, spacing: str = ROLLOUT_SPACING,
                 new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
                 guide_scale: Optional[float] = None, labels=None, anchor_frames=None, seed: int = 0,
@@ -392,6 +397,8 @@ class VideoDiffusionModel:
         new_frames: frames made per window. Default: the window less the history the model was trained
         with (config.history_frames(): 4 of 8 for the recipe; a longer real context then starts from its
         last 4 frames), or, for a model trained without a fixed history, the window less the K real frames.
+        scheduling, num_steps, spacing: each window's scheduling matrix and the timesteps its steps visit
+        (videodiff.sampling.rollout; defaults ROLLOUT_SCHEDULING, ROLLOUT_STEPS, ROLLOUT_SPACING).
         sampler, eta: toydiff's step for every denoising step: "ddim" with η = ``eta`` (default ROLLOUT_ETA, 1: the
         DDPM step, fresh noise at every step; 0 is the deterministic DDIM), or "ddpm" (η = 1).
         guide_scale: autoguidance by the run's early snapshot, applied to every call of the denoiser (history
@@ -432,7 +439,7 @@ class VideoDiffusionModel:
             anchor = None if anchors is None else anchors[start:start + batch_size]
             pieces.append(rollout(
                 self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
-                self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
+                self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps, spacing=spacing,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
                 stabilization_level=stabilization_level, anchor=anchor,
                 memory_frames=self.model.config.memory_frames, memory_stride=self.model.config.memory_stride,
