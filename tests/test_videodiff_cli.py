@@ -23,8 +23,8 @@ from videodiff.interp.activations import pool_tokens
 from videodiff.interp.experiment import pair_windows, quick_probe_config
 from videodiff.interp.trajectories import invert_video
 from videodiff.pipeline import (
-    AUTOGUIDANCE_SCALE, ROLLOUT_ETA, ROLLOUT_SPACING, ROLLOUT_STEPS, VideoDiffusionRunConfig, held_out_videos, load_video_diffusion,
-    video_vae_run_config,
+    AUTOGUIDANCE_SCALE, ROLLOUT_ETA, ROLLOUT_SPACING, ROLLOUT_STEPS, VideoDiffusionRunConfig, held_out_videos,
+    load_video_diffusion, video_vae_run_config,
 )
 from videodiff.sampling import HistoryGuidance
 
@@ -113,6 +113,13 @@ def test_data_writes_videos_and_matched_pairs(tmp_path):
     (["train", "--history-frames", "quarter"], "expected a number of frames >= 1, 'half' or 'random', got 'quarter'"),
     (["train", "--history-frames", "0"], "expected a number of frames >= 1, 'half' or 'random', got '0'"),
     (["train", "--history-noise", "1000"], "--history-noise is a timestep in 0..999, got 1000"),
+    (["train", "--future-level-lag", "100", "--no-shared-future-level"], "this run has --noise-mode diffusion_forcing, "
+     "--clean-history 0.9, --no-shared-future-level, --timestep-sampling uniform"),
+    (["train", "--future-level-lag", "1000"], "needs a lag below 1000 timesteps"),
+    (["train", "--future-level-lag", "100", "--timestep-sampling", "logit_normal"],
+     "--shared-future-level, --timestep-sampling logit_normal"),
+    (["train", "--future-level-lag", "100", "--clean-frame-loss"], "--timestep-sampling uniform, --clean-frame-loss"),
+    (["train", "--future-level-lag", "-1"], "expected an integer >= 0"),
     (["train", "--history-noise", "20", "--clean-history", "0"], "--history-noise 20 noises the clean history"),
     (["train", "--model-history", "0.5", "--history-frames", "random"], "--model-history 0.5 replaces the clean history"),
     (["train", "--model-history", "2"], "expected a number in [0, 1], got 2"),
@@ -196,6 +203,9 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
     assert started["dit"].shared_future_level is False
     assert main(["train", "--out", str(tmp_path), "--history-noise", "50"]) == 0
     assert started["dit"].history_noise_max == 50
+    assert started["dit"].future_level_lag == 0
+    assert main(["train", "--out", str(tmp_path), "--future-level-lag", "100"]) == 0
+    assert started["dit"].future_level_lag == 100
     assert main(["train", "--out", str(tmp_path), "--model-history", "0.25"]) == 0
     assert started["dit"].model_history_probability == 0.25
     assert main(["train", "--out", str(tmp_path), "--anchor-frame", "--corrupt-history", "0.25"]) == 0
@@ -347,6 +357,10 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
                              config)["corrupt_history_end"] is True
     # The recipe's "half" reaches the objective as a number of frames: half the quick window of 4.
     assert config.clean_history_frames == "half" and options["clean_history_frames"] == 2
+    assert options["future_level_lag"] == 0
+    config.future_level_lag = 100
+    assert objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion,
+                             config)["future_level_lag"] == 100
 
 
 def test_help_lists_the_commands():
@@ -526,7 +540,7 @@ def test_the_rollout_visits_the_timesteps_its_spacing_gives(demo_run, tmp_path, 
     linspace = seen[-1]
     assert trailing == [999, 749, 499, 249, -1] and linspace == [999, 666, 333, 0, -1]
     assert not np.array_equal(spaced, default)
-    with pytest.raises(ValueError, match="unknown timestep spacing 'even'; expected one of leading, trailing, linspace"):
+    with pytest.raises(ValueError, match="unknown timestep spacing 'even'; expected one of leading, trailing"):
         run.rollout(context, 3, spacing="even")
 
     arguments = ["rollout", "--checkpoint", str(out / "dit" / "checkpoint.pt"), "--num-videos", "2", "--context", "2",
@@ -536,7 +550,8 @@ def test_the_rollout_visits_the_timesteps_its_spacing_gives(demo_run, tmp_path, 
     assert request["spacing"] == "linspace"
     assert main(arguments + [str(tmp_path / "default")]) == 0
     assert json.loads((tmp_path / "default" / "metrics.json").read_text())["request"]["spacing"] == ROLLOUT_SPACING
-    assert not np.array_equal(np.load(tmp_path / "linspace" / "frames.npy"), np.load(tmp_path / "default" / "frames.npy"))
+    assert not np.array_equal(np.load(tmp_path / "linspace" / "frames.npy"),
+                              np.load(tmp_path / "default" / "frames.npy"))
 
 
 def test_rollout_command_passes_eta_through(demo_run, tmp_path):

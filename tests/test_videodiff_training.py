@@ -188,6 +188,61 @@ def test_a_shared_future_level_noises_the_frames_after_a_clean_history_together(
         VideoDiffusionObjective(SCHEDULE, shared_future_level=True)
 
 
+def test_a_future_level_lag_staggers_the_new_frames_as_the_pyramid_matrix_samples_them():
+    from videodiff.sampling import scheduling_matrix, timesteps_from_indices
+
+    objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.9, shared_future_level=True,
+                                        clean_history_frames=4, clean_frame_loss=False, future_level_lag=100)
+    t = objective.sample_timesteps(clips(batch=8000, frames=8), torch.Generator().manual_seed(4))   # (B, 8)
+    assert torch.equal(t, objective.sample_timesteps(clips(batch=8000, frames=8), torch.Generator().manual_seed(4)))
+    with_history = (t[:, :4] == CLEAN_LEVEL).all(dim=1)
+    assert abs(with_history.float().mean().item() - 0.9) < 0.02
+    new = t[with_history][:, 4:]                                           # (b, 4): the frames after the history
+    steps = new.diff(dim=1)
+    interior = (new[:, :-1] > CLEAN_LEVEL) & (new[:, 1:] < 999)
+    assert interior.float().mean() > 0.6 and (steps[interior] == 100).all()  # each frame 100 above the one before
+    assert (steps >= 0).all() and new.max() == 999                           # capped at T - 1, never decreasing
+    clean = new == CLEAN_LEVEL                                               # frames the pyramid has finished
+    assert 0.2 < clean[:, 0].float().mean() < 0.27 and clean[:, 3].float().mean() < 0.002
+    first = new[:, 0][new[:, 0] > CLEAN_LEVEL].double()
+    assert abs(first.mean() - 500) < 15                                      # the first new frame's level: uniform
+    # Every row of the pyramid matrix at 10 steps (one index of the trailing ladder = 100 timesteps) but the last,
+    # all clean, is a pattern the draw gives: the sampler's clean -1 is shown as level 0 (CLEAN_LEVEL).
+    rows = timesteps_from_indices(scheduling_matrix("pyramid", 8, 10, context=4), 1000, 10)[:, 4:].clamp(min=0)
+    drawn = set(map(tuple, new.tolist()))
+    assert len(rows) == 14 and all(tuple(row) in drawn for row in rows[:-1].tolist())
+    # The frames the pyramid has finished are history to the sampler: shown at the history's level, no loss.
+    noised = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
+                                     clean_history_frames=4, clean_frame_loss=False, future_level_lag=100,
+                                     history_noise_max=40)
+    plain = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
+                                    clean_history_frames=4, clean_frame_loss=False, future_level_lag=100)
+    t = noised.sample_timesteps(clips(batch=4000, frames=8), torch.Generator().manual_seed(5))
+    staggered = plain.sample_timesteps(clips(batch=4000, frames=8), torch.Generator().manual_seed(5))  # same draw
+    finished = staggered[:, 4:] == CLEAN_LEVEL
+    assert 0.1 < finished[:, 0].float().mean() < 0.3 and (t[:, :4] == t[:, :1]).all()
+    assert (t[:, 4:][finished] == t[:, :1].expand(-1, 4)[finished]).all()    # at the history's level
+    assert (t[:, :1] > CLEAN_LEVEL).float().mean() > 0.9                     # (which is mostly not clean)
+    assert torch.equal(t[:, 4:][~finished], staggered[:, 4:][~finished])     # the others stay on the stagger
+    assert (objective.loss_weight(torch.tensor([[0, 0, 0, 0, 0, 0, 100, 200]]))[0, :6] == 0).all()
+    # Without a lag the same clips share one level after their history.
+    shared = VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.9, shared_future_level=True,
+                                     clean_history_frames=4).sample_timesteps(clips(batch=8000, frames=8),
+                                                                              torch.Generator().manual_seed(4))
+    assert (shared[(shared[:, :4] == CLEAN_LEVEL).all(dim=1)][:, 4:].diff(dim=1) == 0).float().mean() > 0.99
+    for bad, message in ((dict(future_level_lag=-1), "future_level_lag must be a number of timesteps in 0..999"),
+                         (dict(future_level_lag=1000), "future_level_lag must be a number of timesteps in 0..999"),
+                         (dict(future_level_lag=True), "future_level_lag must be a number of timesteps"),
+                         (dict(future_level_lag=100, shared_future_level=False), "set shared_future_level=True"),
+                         (dict(future_level_lag=100, clean_frame_loss=True), "set clean_frame_loss=False"),
+                         (dict(future_level_lag=100, timestep_sampling="logit_normal"),
+                          "future_level_lag draws its levels uniformly")):
+        options = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=4,
+                       clean_frame_loss=False) | bad
+        with pytest.raises(ValueError, match=message):
+            VideoDiffusionObjective(SCHEDULE, **options)
+
+
 def test_a_noised_history_shares_one_level_per_clip_drawn_from_zero_to_its_maximum():
     objective = VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, shared_future_level=True,
                                         clean_history_frames=4, history_noise_max=40)

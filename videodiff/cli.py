@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=recipe.shared_future_level,
                        help="--noise-mode diffusion_forcing: the frames after a clip's clean history share one "
                             "noise level (the rollout's task) instead of independent ones (default: %(default)s)")
+    train.add_argument("--future-level-lag", type=non_negative_int, default=recipe.future_level_lag, metavar="L",
+                       help="with --shared-future-level: stagger the frames after the history, each L timesteps "
+                            "noisier than the one before, as the pyramid matrix samples them at T/L steps (roll out "
+                            "with --scheduling pyramid --steps T/L); 0: one shared level (default: %(default)s)")
     train.add_argument("--history-frames", type=_history_frames, default=recipe.clean_history_frames,
                        help="--noise-mode diffusion_forcing: the length of that clean history: a number of frames, "
                             "'half' (half the window, the history of the default rollout) or 'random' (1..window-1 "
@@ -424,6 +428,7 @@ def command_train(args) -> None:
     config = VideoDiffusionRunConfig(vae_checkpoint=args.vae, noise_mode=args.noise_mode,
                                      clean_history_probability=clean_history, guide_fraction=args.guide_fraction,
                                      shared_future_level=args.shared_future_level and clean_history > 0,
+                                     future_level_lag=args.future_level_lag,
                                      clean_history_frames=args.history_frames,
                                      clean_frame_loss=args.clean_frame_loss,
                                      history_noise_max=args.history_noise,
@@ -444,6 +449,16 @@ def command_train(args) -> None:
                          f"never be trained: scene labels (the default) train on {PhysicsConfig().min_balls} to "
                          f"{PhysicsConfig().max_balls} balls; add --no-scene-labels to train on fewer kinds of scene"
                          ) from None
+    if args.future_level_lag and not (args.future_level_lag < config.num_timesteps and config.shared_future_level
+                                      and args.timestep_sampling == "uniform" and not args.clean_frame_loss):
+        shared = "--shared-future-level" if args.shared_future_level else "--no-shared-future-level"
+        raise UsageError(f"--future-level-lag {args.future_level_lag} staggers the frames after diffusion forcing's "
+                         f"clean history and needs a lag below {config.num_timesteps} timesteps, "
+                         f"--shared-future-level, --clean-history > 0, --timestep-sampling uniform and "
+                         f"--no-clean-frame-loss; this run has "
+                         f"--noise-mode {args.noise_mode}, --clean-history {args.clean_history}, {shared}, "
+                         f"--timestep-sampling {args.timestep_sampling}"
+                         f"{', --clean-frame-loss' if args.clean_frame_loss else ''}")
     if not 0 <= args.history_noise < config.num_timesteps:
         raise UsageError(f"--history-noise is a timestep in 0..{config.num_timesteps - 1}, got {args.history_noise}")
     if args.history_noise and not clean_history > 0:
@@ -529,8 +544,7 @@ def command_rollout(args) -> None:
     metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
                           "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
                           "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
-                          "seed": args.seed,
-                          "autoguidance": guide_scale}
+                          "seed": args.seed, "autoguidance": guide_scale}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
           f"well-formed frames {metrics['well_formed_share']:.1%} (matched to the truth), intact "

@@ -86,8 +86,8 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
         table.append(_table_row(name, metrics))
     if guide_scale != 1.0:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),
-                                          num_steps=num_steps, scheduling=scheduling, spacing=spacing, guide_scale=1.0,
-                                          eta=eta)
+                                          num_steps=num_steps, scheduling=scheduling, spacing=spacing, eta=eta,
+                                          guide_scale=1.0)
         table.append(_table_row(AUTOGUIDANCE_OFF_ROW, metrics))
     return table
 

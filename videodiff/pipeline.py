@@ -186,6 +186,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     clean_history_probability: float = 0.9
     shared_future_level: bool = True
     clean_frame_loss: bool = False
+    # L > 0: those frames staggered instead, each L timesteps noisier than the one before, the pattern the pyramid
+    # scheduling matrix samples at T / L steps (VideoDiffusionObjective): roll such a model out with
+    # scheduling="pyramid", num_steps=T // L. 0: one shared level, the full-sequence matrix's question.
+    future_level_lag: int = 0
     # that history's length: "half" (HALF_WINDOW) = window // 2, a number of frames, or None = random 1..window-1
     clean_history_frames: Optional[int | str] = HALF_WINDOW
     # K > 0: that history shown at a level drawn from 0..K instead of clean (VideoDiffusionObjective), so that
@@ -537,6 +541,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         noise_mode=config.noise_mode, context_frames=config.context_frames,
                                         clean_history_probability=config.clean_history_probability,
                                         shared_future_level=config.shared_future_level,
+                                        future_level_lag=config.future_level_lag,
                                         clean_history_frames=config.history_frames(),
                                         clean_frame_loss=config.clean_frame_loss,
                                         history_noise_max=config.history_noise_max,

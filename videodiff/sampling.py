@@ -48,7 +48,7 @@ import torch
 
 from toydiff.guidance import combine_guidance
 from toydiff.parameterisation import check_prediction_type
-from toydiff.samplers import SAMPLERS, SPACINGS, ddim_step, sampling_timesteps
+from toydiff.samplers import SAMPLERS, ddim_step, sampling_timesteps
 from toydiff.schedules import NoiseSchedule
 
 CLEAN_LEVEL = 0  # the timestep at which the model is shown a clean (context) frame, with its clean latent
@@ -539,8 +539,7 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
                          f"history frame), got {frames_per_window!r}")
     if kind not in SCHEDULING_KINDS:
         raise ValueError(f"unknown scheduling matrix {kind!r}; expected one of {', '.join(SCHEDULING_KINDS)}")
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
+    sampling_timesteps(schedule.num_timesteps, num_steps, spacing)  # a bad spacing or step count, before any window
     history_length = window - frames_per_window
     for name, value, least in (("memory_frames", memory_frames, 0), ("memory_stride", memory_stride, 1)):
         if not _is_int(value) or value < least:

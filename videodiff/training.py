@@ -13,7 +13,8 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        (prediction), clean ends and a noisy middle (interpolation), a pyramid…
                        Options: `clean_history_probability`, the share of clips whose first frames
                        (a random number of them, or `clean_history_frames`) are made clean,
-                       `shared_future_level`, one level for the rest of those clips,
+                       `shared_future_level`, one level for the rest of those clips (or with
+                       `future_level_lag` staggered levels, as the pyramid matrix samples them),
                        `history_noise_max`, that history lightly noised instead,
                        `model_history_probability`, that history made by the model itself
                        from the real frames before it, and `corrupt_history_probability`,
@@ -58,7 +59,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                  anchor_frame: bool = False, corrupt_history_probability: float = 0.0,
                  corrupt_history_end: bool = False, memory_frames: int = 0,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
-                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
+                 timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
+                 future_level_lag: int = 0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
                          timestep_sampling, logit_mean, logit_std)
         if noise_mode not in NOISE_MODES:
@@ -91,6 +93,29 @@ class VideoDiffusionObjective(DiffusionObjective):
             raise ValueError("shared_future_level applies to the clips given a clean history: set "
                              "clean_history_probability > 0")
         self.shared_future_level = shared_future_level
+        # future_level_lag L > 0 (with shared_future_level): the frames after the history are staggered instead of
+        # sharing one level, the g-th new frame L timesteps noisier than the one before, as the pyramid scheduling
+        # matrix shows them at every row (videodiff.sampling.scheduling_matrix; L = T / N for N steps). The first
+        # new frame's level s is drawn uniformly from -(G - 1) L .. T - 1 for G new frames; frame g sits at
+        # s + g L, capped at T - 1, and below 0 it is clean: a frame the pyramid has finished, which the sampler
+        # shows as history (at the history's level, so with history_noise_max at that level too) and which gets
+        # no loss, so clean_frame_loss is refused. Every row of the pyramid matrix at N = T / L steps along the
+        # trailing ladder is such a pattern (at s = T - 1 - m L); other spacings and step counts are not. The
+        # level draw is uniform whatever timestep_sampling says, so both are refused.
+        if isinstance(future_level_lag, bool) or not isinstance(future_level_lag, int) \
+                or not 0 <= future_level_lag < schedule.num_timesteps:
+            raise ValueError(f"future_level_lag must be a number of timesteps in 0..{schedule.num_timesteps - 1} "
+                             f"(0 = one shared level), got {future_level_lag!r}")
+        if future_level_lag and not shared_future_level:
+            raise ValueError("future_level_lag staggers the levels of the frames after a clean history: set "
+                             "shared_future_level=True (and clean_history_probability > 0)")
+        if future_level_lag and clean_frame_loss:
+            raise ValueError("future_level_lag makes the frames the pyramid has finished clean, and a clean frame's "
+                             "target is not learnable: set clean_frame_loss=False")
+        if future_level_lag and timestep_sampling != "uniform":
+            raise ValueError(f"future_level_lag draws its levels uniformly; got timestep_sampling "
+                             f"{timestep_sampling!r}")
+        self.future_level_lag = future_level_lag
         # A frame at the clean level is shown as x_t = sqrt(ᾱ_0) x_0 + sqrt(1 - ᾱ_0) ε with sqrt(1 - ᾱ_0)
         # = 0.01 (linear β): its ε (and so its v ≈ ε) cannot be told from x_0 and is not learnable; its
         # squared error stays near 1 while the learnable frames' falls, so those frames add gradient
@@ -281,19 +306,37 @@ class VideoDiffusionObjective(DiffusionObjective):
                 else:
                     length = torch.full((batch,), self.clean_history_frames, device=x0.device)
                 in_history = torch.arange(frames, device=x0.device)[None, :] < length[:, None]  # (B, F)
-                if self.shared_future_level:
+                if self.future_level_lag:
+                    t = torch.where(chosen[:, None], self.staggered_levels(length, frames, generator, x0.device), t)
+                elif self.shared_future_level:
                     shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
                     t = torch.where(chosen[:, None], shared, t)
                 history_level = torch.full_like(t, CLEAN_LEVEL)  # (B, F)
                 if self.history_noise_max:
                     history_level = torch.randint(CLEAN_LEVEL, self.history_noise_max + 1, (batch, 1),
                                                   generator=generator, device=x0.device).expand(batch, frames)
-                t = torch.where(chosen[:, None] & in_history, history_level, t)
+                shown_as_history = in_history
+                if self.future_level_lag:  # the frames the pyramid has finished are history to the sampler
+                    shown_as_history = in_history | (t == CLEAN_LEVEL)
+                t = torch.where(chosen[:, None] & shown_as_history, history_level, t)
             return t
         shared = self.draw_levels((batch, 1), generator, x0.device)  # (B, 1)
         t = shared.expand(batch, frames).clone()  # (B, F)
         t[:, :self.context_frames] = CLEAN_LEVEL
         return t
+
+    def staggered_levels(self, history: torch.Tensor, frames: int, generator: Optional[torch.Generator],
+                         device) -> torch.Tensor:
+        """(B, F) levels of the frames after each clip's history (its length ``history`` (B,)), the g-th new frame
+        ``future_level_lag`` timesteps above the one before it (see ``__init__``); the history's entries are
+        overwritten by the caller."""
+        lag, top = self.future_level_lag, self.schedule.num_timesteps - 1
+        after = torch.arange(frames, device=device)[None, :] - history[:, None]  # (B, F): g, negative in the history
+        span = (frames - 1 - history) * lag  # (B,): (G - 1) L
+        unit = torch.rand(history.shape, generator=generator, device=device)
+        first = (unit * (top + 1 + span)).long() - span  # (B,): uniform in -(G - 1) L .. T - 1
+        levels = (first[:, None] + after * lag).clamp(max=top)  # (B, F)
+        return torch.where(levels < 0, torch.full_like(levels, CLEAN_LEVEL), levels)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         weight = super().loss_weight(t)  # (B, F)
@@ -309,7 +352,7 @@ class VideoDiffusionObjective(DiffusionObjective):
     def config_dict(self) -> dict:
         return {**super().config_dict(), "noise_mode": self.noise_mode, "context_frames": self.context_frames,
                 "clean_history_probability": self.clean_history_probability,
-                "shared_future_level": self.shared_future_level,
+                "shared_future_level": self.shared_future_level, "future_level_lag": self.future_level_lag,
                 "clean_history_frames": self.clean_history_frames,
                 "clean_frame_loss": self.clean_frame_loss, "history_noise_max": self.history_noise_max,
                 "model_history_probability": self.model_history_probability,
