@@ -105,22 +105,24 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="temporal guidance: relative weight of each sub-window")
     parser.add_argument("--stabilization", type=int, default=0,
                         help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
-    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
-                        help="the scheduling matrix of each window (default: %(default)s)")
-    parser.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
-                        help="sampling steps per frame (default: %(default)s)")
-    add_spacing_option(parser)
-    parser.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
-                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
-                             "(default: %(default)s)")
+    add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
     add_autoguidance_option(parser)
 
 
-def add_spacing_option(parser: argparse.ArgumentParser) -> None:
+def add_sampler_options(parser: argparse.ArgumentParser) -> None:
+    """--scheduling, --steps, --spacing and --eta: how each window is denoised, the library's rollout by default
+    (rollout and evaluate take the same four)."""
+    parser.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
+                        help="the scheduling matrix of each window (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
+                        help="sampling steps per frame (default: %(default)s)")
     parser.add_argument("--spacing", choices=SPACINGS, default=ROLLOUT_SPACING,
                         help="the timesteps the steps visit: trailing starts at pure noise, linspace ends on t = 0, "
                              "leading starts below T (default: %(default)s)")
+    parser.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
+                        help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
+                             "(default: %(default)s)")
 
 
 def add_autoguidance_option(parser: argparse.ArgumentParser) -> None:
@@ -308,14 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--length", type=positive_int, default=64, help="frames to generate")
     evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
     evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
-    evaluate.add_argument("--steps", type=positive_int, default=ROLLOUT_STEPS,
-                          help="sampling steps per frame (default: %(default)s)")
-    evaluate.add_argument("--scheduling", choices=SCHEDULING_KINDS, default=ROLLOUT_SCHEDULING,
-                          help="the scheduling matrix of each window (default: %(default)s)")
-    add_spacing_option(evaluate)
-    evaluate.add_argument("--eta", type=unit_fraction, default=ROLLOUT_ETA,
-                          help="η of every DDIM step: 0 deterministic, 1 the DDPM step (fresh noise at every step) "
-                               "(default: %(default)s)")
+    add_sampler_options(evaluate)
     add_autoguidance_option(evaluate)
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
     add_device_option(evaluate, "the model samples (the same seed draws other videos on another device)")
