@@ -597,6 +597,40 @@ def test_evaluate_rolls_out_along_the_requested_scheduling_matrix_eta_and_spacin
     assert seen and set(seen) == {("full_sequence", 3, 0.0, "leading")}
 
 
+def test_rollout_and_evaluate_pass_the_label_scale_and_an_unlabelled_run_refuses_it(demo_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import videodiff.evaluation
+
+    out, _ = demo_run
+    checkpoint = str(out / "dit" / "checkpoint.pt")
+    seen, original = [], videodiff.evaluation.rollout_and_score
+
+    def spy(*args, **options):
+        seen.append((options.get("label_scale", 1.0), options["guide_scale"]))
+        return original(*args, **options)
+
+    monkeypatch.setattr(videodiff.evaluation, "rollout_and_score", spy)
+    monkeypatch.setattr(videodiff.cli, "rollout_and_score", spy)
+    assert main(["rollout", "--checkpoint", checkpoint, "--num-videos", "2", "--context", "2", "--length", "2",
+                 "--steps", "2", "--label-scale", "2.5", "--out", str(tmp_path / "roll")]) == 0
+    assert seen == [(2.5, AUTOGUIDANCE_SCALE)]
+    assert json.loads((tmp_path / "roll" / "metrics.json").read_text())["request"]["label_scale"] == 2.5
+    seen.clear()
+    assert main(["evaluate", "--checkpoint", checkpoint, "--num-videos", "2", "--context", "2", "--length", "2",
+                 "--steps", "2", "--label-scale", "2.5"]) == 0
+    # Every guided row with the label scale; the last row is the model alone, neither guidance.
+    assert seen[:-1] and set(seen[:-1]) == {(2.5, AUTOGUIDANCE_SCALE)} and seen[-1] == (1.0, 1.0)
+    assert "label guidance s = 2.5" in capsys.readouterr().out
+    # A run trained without scene labels has no label to guide by: one line, exit 2.
+    unlabelled = load_video_diffusion(checkpoint)
+    unlabelled.config = replace(unlabelled.config, scene_labels=False)
+    monkeypatch.setattr(videodiff.cli, "load_video_diffusion", lambda *args, **kwargs: unlabelled)
+    for command in ("rollout", "evaluate"):
+        assert main([command, "--checkpoint", checkpoint, "--context", "2", "--label-scale", "2"]) == 2
+        error = capsys.readouterr().err
+        assert "--label-scale 2 needs a run trained with scene labels" in error and "Traceback" not in error
+
+
 def test_history_length_is_resolved_against_the_window():
     recipe = VideoDiffusionRunConfig()
     assert recipe.clean_history_frames == "half" and recipe.history_frames() == recipe.dit.num_frames // 2 == 4
@@ -638,6 +672,42 @@ def test_a_rollout_keeps_the_history_its_model_was_trained_with(demo_run, monkey
     run.rollout(context, 3)
     assert seen == [(2, "full_sequence", ROLLOUT_STEPS), (1, "full_sequence", ROLLOUT_STEPS),
                     (None, "full_sequence", ROLLOUT_STEPS)]
+
+
+def test_label_guidance_is_toydiffs_classifier_free_guidance_on_top_of_autoguidance(demo_run):
+    out, _ = demo_run
+    run = load_video_diffusion(out / "dit" / "checkpoint.pt")
+    assert run.config.scene_labels and run.guide is not None
+    # 20 steps barely move the label table from its small start: give it rows that tell the labels apart.
+    with torch.no_grad():
+        run.model.label_embedding.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    videos = held_out_videos(run.config, 2, num_frames=4)
+    latents, labels = run.encode(videos.frames), run.labels_for(videos)
+    null = torch.full_like(labels, run.model.null_label)
+    t = torch.tensor([[0, 0, 500, 500], [0, 300, 300, 900]])
+    with torch.no_grad():
+        cond, uncond = run.model(latents, t, labels=labels), run.model(latents, t, labels=null)
+        weak = run.guide(latents, t, labels=labels)
+        assert not torch.allclose(cond, uncond, atol=1e-3)   # the label matters to this model
+        # s = 1 is the labelled model exactly (the null branch never called); s = 3 is c + 2 (c - u), toydiff's
+        # convention; autoguidance w = 2 adds (w - 1)(c - weak) on top, as the image layer's guidance does.
+        assert torch.equal(run.denoiser(1.0, labels, 1.0)(latents, t), cond)
+        assert torch.allclose(run.denoiser(1.0, labels, 3.0)(latents, t), cond + 2 * (cond - uncond), atol=1e-5)
+        both = cond + 2 * (cond - uncond) + (cond - weak)
+        assert torch.allclose(run.denoiser(2.0, labels, 3.0)(latents, t), both, atol=1e-5)
+        # History guidance stacks its branches along the batch: each branch's videos keep their own labels.
+        other = torch.randn_like(latents)
+        stacked = run.denoiser(2.0, labels, 3.0)(torch.cat([latents, other]), torch.cat([t, t]))
+        assert torch.allclose(stacked[:2], both, atol=1e-5)
+        assert torch.allclose(stacked[2:], run.denoiser(2.0, labels, 3.0)(other, t), atol=1e-5)
+    context = videos.frames[:, :2]
+    plain = run.rollout(context, 3, num_steps=2, labels=labels)
+    assert np.array_equal(run.rollout(context, 3, num_steps=2, labels=labels, label_scale=1.0), plain)
+    assert not np.array_equal(run.rollout(context, 3, num_steps=2, labels=labels, label_scale=3.0), plain)
+    with pytest.raises(ValueError, match="label guidance scale 2 asked for without scene labels"):
+        run.rollout(context, 3, label_scale=2.0)
+    with pytest.raises(ValueError, match="label guidance scale must be >= 0"):
+        run.denoiser(1.0, labels, -1.0)
 
 
 def test_the_run_keeps_its_early_ema_as_the_guide_and_rolls_out_autoguided_by_default(demo_run, tmp_path, capsys):

@@ -107,7 +107,7 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
                         help="k_s: generated frames fed back as history are re-noised to this timestep (0 = clean)")
     add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
-    add_autoguidance_option(parser)
+    add_model_guidance_options(parser)
 
 
 def add_sampler_options(parser: argparse.ArgumentParser) -> None:
@@ -125,10 +125,22 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
 
 
-def add_autoguidance_option(parser: argparse.ArgumentParser) -> None:
+def add_model_guidance_options(parser: argparse.ArgumentParser) -> None:
+    """--autoguidance and --label-scale: how every call of the denoiser is guided (rollout and evaluate)."""
     parser.add_argument("--autoguidance", type=non_negative_float, default=None,
                         help="autoguidance scale w by the run's early snapshot, at every denoiser call (1 = off; "
                              f"default: {AUTOGUIDANCE_SCALE:g} for a run that kept one, else 1)")
+    parser.add_argument("--label-scale", type=non_negative_float, default=1.0,
+                        help="classifier-free guidance by each video's scene label against the null label, for a "
+                             "run trained with scene labels, 1 = the labelled model (default: %(default)s)")
+
+
+def label_scale_for(args, run) -> float:
+    """--label-scale, checked against the run: guidance by the scene label needs a run trained with labels."""
+    if args.label_scale != 1.0 and not run.config.scene_labels:
+        raise UsageError(f"--label-scale {args.label_scale:g} needs a run trained with scene labels; this one was "
+                         "trained without them (train --no-scene-labels): leave --label-scale at 1")
+    return args.label_scale
 
 
 def guidance_from(args) -> HistoryGuidance:
@@ -311,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--scale", type=non_negative_float, default=2.0, help="guidance scale of the guided rows")
     evaluate.add_argument("--stabilization", type=int, default=20, help="k_s of the stabilised rows")
     add_sampler_options(evaluate)
-    add_autoguidance_option(evaluate)
+    add_model_guidance_options(evaluate)
     evaluate.add_argument("--out", help="also write the table as JSON to this file (default: print it only)")
     add_device_option(evaluate, "the model samples (the same seed draws other videos on another device)")
 
@@ -526,11 +538,11 @@ def command_rollout(args) -> None:
     _check_rollout_request(run, args.context, args.length)
     guidance = guidance_from(args)
     guidance.check_levels(run.schedule.num_timesteps)
-    guide_scale = autoguidance_scale(args.autoguidance, run)
+    guide_scale, label_scale = autoguidance_scale(args.autoguidance, run), label_scale_for(args, run)
     generated, truth, metrics = rollout_and_score(
         run, args.num_videos, args.context, args.length, guidance, num_steps=args.steps, scheduling=args.scheduling,
         spacing=args.spacing, stabilization_level=args.stabilization, eta=args.eta, guide_scale=guide_scale,
-        seed=args.seed)
+        label_scale=label_scale, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "frames.npy", generated)
@@ -539,7 +551,7 @@ def command_rollout(args) -> None:
     metrics["request"] = {"num_videos": args.num_videos, "context": args.context, "length": args.length,
                           "guidance": args.guidance, "scale": args.scale, "stabilization": args.stabilization,
                           "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
-                          "seed": args.seed, "autoguidance": guide_scale}
+                          "seed": args.seed, "autoguidance": guide_scale, "label_scale": label_scale}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"position error over the first 8 generated frames {metrics['position_error_first']:.2f} px; "
           f"well-formed frames {metrics['well_formed_share']:.1%} (matched to the truth), intact "
@@ -552,12 +564,13 @@ def command_rollout(args) -> None:
 def command_evaluate(args) -> None:
     run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
-    guide_scale = autoguidance_scale(args.autoguidance, run)
+    guide_scale, label_scale = autoguidance_scale(args.autoguidance, run), label_scale_for(args, run)
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
                              args.steps, scheduling=args.scheduling, guide_scale=guide_scale, eta=args.eta,
-                             spacing=args.spacing)
-    if guide_scale != 1:
-        print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)")
+                             spacing=args.spacing, label_scale=label_scale)
+    if guide_scale != 1 or label_scale != 1:
+        print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide) "
+              f"and label guidance s = {label_scale:g}")
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]
     print(format_table(table))
     print("reference rows (no model: the ceiling and a frozen video):\n" + format_table(reference))

@@ -71,20 +71,22 @@ def _table_row(name: str, metrics: dict) -> dict:
 def evaluation_table(run, num_videos: int, context: int, length: int, scale: float, stabilization: int,
                      num_steps: int = ROLLOUT_STEPS, rows=GUIDANCE_ROWS,
                      scheduling: str = ROLLOUT_SCHEDULING, guide_scale: Optional[float] = None,
-                     eta: Optional[float] = None, spacing: str = ROLLOUT_SPACING) -> list[dict]:
+                     eta: Optional[float] = None, spacing: str = ROLLOUT_SPACING,
+                     label_scale: float = 1.0) -> list[dict]:
     """The physics metrics of rollouts under each history guidance, one dict per row; every rollout
     takes ``num_steps`` steps per frame, at the timesteps ``spacing`` gives, along the scheduling matrix
     ``scheduling``, DDIM's η = ``eta`` (default: the rollout's, ROLLOUT_ETA), with autoguidance scale
-    ``guide_scale`` (default: the run's, ``run.default_guide_scale``). When that is not 1 a last row, "none,
-    autoguidance off", shows the model alone."""
+    ``guide_scale`` (default: the run's, ``run.default_guide_scale``) and guidance by the scene label
+    ``label_scale`` (1: the labelled model). When either is not 1 a last row, "none, autoguidance off", shows
+    the model alone."""
     guide_scale = run.default_guide_scale if guide_scale is None else guide_scale
     table = []
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
                                           scheduling=scheduling, spacing=spacing, guide_scale=guide_scale, eta=eta,
-                                          stabilization_level=stabilization if stabilised else 0)
+                                          label_scale=label_scale, stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
-    if guide_scale != 1.0:
+    if guide_scale != 1.0 or label_scale != 1.0:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),
                                           num_steps=num_steps, scheduling=scheduling, spacing=spacing, eta=eta,
                                           guide_scale=1.0)

@@ -28,11 +28,11 @@ from imagediff.vae import VAE
 from toydiff.checkpoints import CheckpointError, load_checkpoint
 from toydiff.distributed import process_device
 from toydiff.schedules import make_schedule
-from toydiff.guidance import autoguided
+from toydiff.guidance import autoguided, guided_denoiser
 from toydiff.training import GuidedRunConfig, TrainConfig, train
 from videodiff.data import PhysicsConfig, PhysicsVideos, corrupted_copies, make_videos, scene_labels, scene_sets
 from videodiff.dit import VideoDiT, VideoDiTConfig, video_dit_config, widened
-from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, rollout, with_labels
+from videodiff.sampling import CLEAN_LEVEL, HistoryGuidance, labelled, rollout
 from videodiff.training import VideoClips, VideoDiffusionObjective
 
 VIDEO_DIFFUSION_KIND = "videodiff.diffusion"
@@ -341,20 +341,28 @@ class VideoDiffusionModel:
         """AUTOGUIDANCE_SCALE for a run that kept a guide, 1 (off) for one that did not."""
         return AUTOGUIDANCE_SCALE if self.guide is not None else 1.0
 
-    def denoiser(self, guide_scale: float = 1.0, labels: Optional[torch.Tensor] = None):
+    def denoiser(self, guide_scale: float = 1.0, labels: Optional[torch.Tensor] = None, label_scale: float = 1.0):
         """``denoiser(x_t (B, F, C, h, w), t (B, F)) -> prediction``, what videodiff.sampling calls;
         guide_scale: autoguidance by ``self.guide`` (1: the model alone; a run without a guide refuses others);
         labels: the videos' scene labels (B,) for a run trained with them (None: the null label), given to the
-        model and its guide (history guidance stacks its branches along the batch: each gets the labels)."""
+        model and its guide (history guidance stacks its branches along the batch: each gets the labels);
+        label_scale: classifier-free guidance by those labels against the null label, toydiff's convention
+        (1: the labelled model exactly, never calling the null branch; s > 1 pushes towards the label).
+        Built by toydiff.guidance.guided_denoiser, as the image layer builds its own."""
         if guide_scale != 1.0 and self.guide is None:
             raise ValueError(f"autoguidance scale {guide_scale:g} asked for, but this run kept no guide (it was "
                              "trained with guide_fraction=0, or before guides existed): use guide_scale=1")
+        if label_scale < 0:
+            raise ValueError(f"the label guidance scale must be >= 0 (1 = the labelled model), got {label_scale:g}")
         if labels is None:
+            if label_scale != 1.0:
+                raise ValueError(f"label guidance scale {label_scale:g} asked for without scene labels: guidance "
+                                 "by the label needs the labels (a run trained with scene labels)")
             return autoguided(self.model, self.guide, guide_scale)
         labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)  # (B,), from a list, array or tensor
-
-        guide = None if self.guide is None else with_labels(self.guide, labels)
-        return autoguided(with_labels(self.model, labels), guide, guide_scale)
+        guide = None if self.guide is None else labelled(self.guide, len(labels))
+        return guided_denoiser(labelled(self.model, len(labels)), labels, null_label=self.model.null_label,
+                               guidance_scale=label_scale, guide=guide, guide_scale=guide_scale)
 
     def labels_for(self, videos: PhysicsVideos) -> Optional[torch.Tensor]:
         """The scene labels (N,) to roll ``videos`` out with: theirs (videodiff.data.scene_labels) for a run
@@ -392,8 +400,8 @@ class VideoDiffusionModel:
                 num_steps: int = ROLLOUT_STEPS, scheduling: str = ROLLOUT_SCHEDULING, spacing: str = ROLLOUT_SPACING,
                 new_frames: Optional[int] = None,
                 stabilization_level: int = CLEAN_LEVEL, sampler: str = "ddim", eta: Optional[float] = None,
-                guide_scale: Optional[float] = None, labels=None, anchor_frames=None, seed: int = 0,
-                batch_size: int = 64) -> np.ndarray:
+                guide_scale: Optional[float] = None, labels=None, label_scale: float = 1.0, anchor_frames=None,
+                seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Continue real videos: uint8 context (N, K, H, W, 3) -> uint8 (N, K + length, H, W, 3).
 
         The context frames come back as the VAE reconstructs them, followed by ``length`` generated
@@ -409,6 +417,7 @@ class VideoDiffusionModel:
         guidance's too); default ``default_guide_scale`` (AUTOGUIDANCE_SCALE for a run that kept a guide).
         labels: (N,) scene labels of the videos (videodiff.data.scene_labels) for a run trained with them;
         None rolls such a run out with the null label, as an unlabelled model.
+        label_scale: classifier-free guidance by those labels (``denoiser``; 1, the default: the labelled model).
         A model with an anchor frame (VideoDiTConfig.anchor_frame) gets each video's last real context frame
         as the anchor of every window, or ``anchor_frames``, uint8 (N, H, W, 3), one frame per video in its place
         (to ask what the model reads from it: another scene's frame, say). A model with memory frames
@@ -421,6 +430,7 @@ class VideoDiffusionModel:
         if eta is None and sampler == "ddim":
             eta = ROLLOUT_ETA
         labels = self.check_labels(labels, len(context_frames))
+        self.denoiser(guide_scale, labels, label_scale)  # a bad scale or combination, before any encoding
         if anchor_frames is not None:
             if not self.model.config.anchor_frame:
                 raise ValueError("anchor frames were given, but this model was built without an anchor frame "
@@ -442,7 +452,7 @@ class VideoDiffusionModel:
             piece_labels = None if labels is None else labels[start:start + batch_size]
             anchor = None if anchors is None else anchors[start:start + batch_size]
             pieces.append(rollout(
-                self.denoiser(guide_scale, piece_labels), context[start:start + batch_size], length, self.window,
+                self.denoiser(guide_scale, piece_labels, label_scale), context[start:start + batch_size], length, self.window,
                 self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps, spacing=spacing,
                 prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
                 stabilization_level=stabilization_level, anchor=anchor,

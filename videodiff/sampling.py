@@ -443,6 +443,24 @@ def per_branch(values: torch.Tensor, batch: int) -> torch.Tensor:
     return values.repeat(batch // values.shape[0], *[1] * (values.ndim - 1))
 
 
+def labelled(network, num_videos: int):
+    """``network(x_t, t, labels=...)`` as toydiff's label-conditional ``model(x_t, t, labels)`` (what
+    ``toydiff.guidance.guided_denoiser`` wraps) for windows of ``num_videos`` videos. The labels come as G
+    groups of the B videos' labels, (G * B,) (classifier-free guidance stacks its conditional and null groups,
+    G = 2; the guide gets one), and x_t as the same G groups, each holding every history-guidance branch: each
+    group's labels are tiled over its branches (per_branch)."""
+    def model(x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        groups, left = divmod(labels.shape[0], num_videos)
+        if left or groups == 0 or x_t.shape[0] % groups:
+            raise ValueError(f"got {labels.shape[0]} labels for {num_videos} videos and a batch of {x_t.shape[0]}: "
+                             f"expected whole groups of {num_videos} labels, one per block of the batch")
+        rows = x_t.shape[0] // groups
+        tiled = torch.cat([per_branch(group, rows) for group in labels.split(num_videos)])
+        return network(x_t, t, labels=tiled)
+
+    return model
+
+
 def with_labels(network, labels: torch.Tensor) -> Denoiser:
     """``network(x_t, t, labels=...)`` as a window denoiser ``(x_t, t)``, given each video's label (B,), tiled
     once per guidance branch (per_branch)."""
