@@ -234,3 +234,21 @@ def test_cli_plot_command_writes_the_model_figures(tmp_path, capsys):
         assert_png(tmp_path / "figs" / name, min_bytes=10_000)
     assert len(gif_frames(tmp_path / "figs" / "sampling.gif")) > 10
     assert capsys.readouterr().out.count("wrote") == 4
+
+
+def test_the_video_grid_puts_each_video_beside_its_truth_or_alone_with_its_borders():
+    from videodiff.plots import side_by_side_frames
+
+    rng = np.random.default_rng(0)
+    generated, truth = (rng.integers(0, 256, (3, 5, 4, 4, 3), dtype=np.uint8) for _ in range(2))
+    paired = side_by_side_frames(generated, truth, num_context=2, columns=3, zoom=1, gap=2)
+    alone = side_by_side_frames(generated, None, num_context=0, columns=3, zoom=1, gap=2)
+    assert paired.shape == (5, 2 + 6 + 2, 2 + 3 * (2 * 6 + 2 + 2), 3)   # cells of two framed 4 x 4 panels
+    assert alone.shape == (5, 2 + 6 + 2, 2 + 3 * (6 + 2), 3)            # cells of one
+    # The first video: the generated frame framed at (2, 2), its truth beside it; borders white for the context
+    # frames, red once generated, green for the truth.
+    assert np.array_equal(paired[1, 3:7, 3:7], generated[0, 1]) and np.array_equal(paired[1, 3:7, 11:15], truth[0, 1])
+    assert tuple(paired[1, 2, 2]) == (255, 255, 255) and tuple(paired[3, 2, 2]) == (220, 40, 40)
+    assert tuple(paired[3, 2, 10]) == (40, 200, 40)
+    assert np.array_equal(alone[4, 3:7, 3:7], generated[0, 4]) and tuple(alone[0, 2, 2]) == (220, 40, 40)
+    assert np.array_equal(alone[4, 3:7, 11:15], generated[1, 4])          # the next video, one cell over

@@ -631,6 +631,64 @@ def test_rollout_and_evaluate_pass_the_label_scale_and_an_unlabelled_run_refuses
         assert "--label-scale 2 needs a run trained with scene labels" in error and "Traceback" not in error
 
 
+def test_sample_makes_videos_from_nothing_of_the_balls_asked_for(demo_run, tmp_path, monkeypatch, capsys):
+    import videodiff.pipeline
+    from videodiff.data import scene_label, scene_labels
+
+    out, _ = demo_run
+    checkpoint = str(out / "dit" / "checkpoint.pt")
+    seen, original = [], videodiff.pipeline.rollout
+
+    def spy(denoiser, context, length, *args, **options):
+        seen.append((tuple(context.shape), length))
+        return original(denoiser, context, length, *args, **options)
+
+    monkeypatch.setattr(videodiff.pipeline, "rollout", spy)
+    target = tmp_path / "red_blue"
+    assert main(["sample", "--checkpoint", checkpoint, "--num-videos", "3", "--length", "6", "--steps", "2",
+                 "--balls", "Red, blue", "--out", str(target)]) == 0
+    run = load_video_diffusion(checkpoint)
+    latent = (run.model.config.in_channels, *run.model.config.input_size)
+    assert seen == [((3, 0, *latent), 6)]                      # no real frame: the rollout starts from nothing
+    frames = np.load(target / "frames.npy")
+    assert frames.dtype == np.uint8 and frames.shape == (3, 6, 32, 32, 3)
+    assert (target / "samples.gif").stat().st_size > 1000
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["request"]["balls"] == ["red", "blue"] and metrics["request"]["labels"] == [7, 7, 7]
+    assert scene_label(["red", "blue"]) == 7
+    judged = metrics["drawn_as_asked"]
+    assert len(judged["share_per_frame"]) == 6 and 0 <= judged["share"] <= 1 and "share" in metrics["reference"]
+    assert "frames that hold the balls asked for" in capsys.readouterr().out
+    # The same seed draws the same videos; a shorter video is the start of a longer one.
+    with torch.no_grad():
+        made = run.generate(6, labels=[7, 7, 7], num_steps=2)
+        assert np.array_equal(made, frames)
+        # (The same latents; the VAE decodes 4 frames a video instead of 6, and its products' last bits move a
+        # pixel's value by 1 here and there.)
+        shorter = run.generate(4, labels=[7, 7, 7], num_steps=2).astype(int)
+        assert np.abs(shorter - frames[:, :4]).max() <= 1 and (shorter != frames[:, :4]).mean() < 1e-3
+    # Without --balls, the scenes of the held-out videos.
+    assert main(["sample", "--checkpoint", checkpoint, "--num-videos", "2", "--length", "3", "--steps", "2",
+                 "--out", str(tmp_path / "held_out")]) == 0
+    labels = json.loads((tmp_path / "held_out" / "metrics.json").read_text())["request"]["labels"]
+    assert labels == scene_labels(held_out_videos(run.config, 2, num_frames=3)).tolist()
+    # Bad requests: one line, exit 2.
+    for balls, message in (("red,purple", "unknown ball colour 'purple'"), ("red,red", "distinct colours"),
+                           ("red,green,blue,cyan", "1..3 balls"), ("red,,blue", "colour names separated by commas")):
+        assert main(["sample", "--checkpoint", checkpoint, "--balls", balls, "--out", str(tmp_path / "bad")]) == 2
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error
+    with pytest.raises(ValueError, match="num_videos=2 but 3 labels"):
+        run.generate(4, 2, labels=[7, 7, 7])
+    with pytest.raises(ValueError, match="use generate"):
+        run.rollout(frames[:, :0], 4)
+    unlabelled = load_video_diffusion(checkpoint)
+    unlabelled.config = replace(unlabelled.config, scene_labels=False)
+    monkeypatch.setattr(videodiff.cli, "load_video_diffusion", lambda *args, **kwargs: unlabelled)
+    assert main(["sample", "--checkpoint", checkpoint, "--balls", "red", "--out", str(tmp_path / "bad")]) == 2
+    assert "--balls needs a run trained with scene labels" in capsys.readouterr().err
+
+
 def test_history_length_is_resolved_against_the_window():
     recipe = VideoDiffusionRunConfig()
     assert recipe.clean_history_frames == "half" and recipe.history_frames() == recipe.dit.num_frames // 2 == 4

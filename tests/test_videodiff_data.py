@@ -387,6 +387,22 @@ def test_scene_labels_index_the_set_of_colours_a_video_starts_with():
             scene_sets(bad)
 
 
+def test_a_scene_label_names_the_balls_by_colour_as_scene_labels_labels_a_video_of_them():
+    from videodiff.data import PALETTE_NAMES, scene_label, scene_labels
+
+    videos = make_videos(40, seed=3)
+    for label, colours, present in zip(scene_labels(videos), videos.colours[:, 0], videos.present[:, 0]):
+        names = [PALETTE_NAMES[int(c)] for c in colours[present]][::-1]       # any order, names or indices
+        assert scene_label(names) == label == scene_label(colours[present].tolist())
+    assert scene_label([" Blue", "RED"]) == scene_label(["red", "blue"])
+    for bad, message in ((["red", "purple"], "unknown ball colour 'purple'"), ([6], "unknown ball colour 6"),
+                         (["red", "red"], "1..3 balls of distinct colours"), ([], "1..3 balls"),
+                         (["red", "green", "blue", "cyan"], "1..3 balls")):
+        with pytest.raises(ValueError, match=message):
+            scene_label(bad)
+    assert scene_label(["red", "green", "blue", "cyan"], max_balls=4) > 40
+
+
 def test_a_corrupted_copy_loses_or_repaints_exactly_one_ball_and_draws_what_its_states_say(videos):
     from videodiff.data import CORRUPTIONS, corrupted_copies
 

@@ -16,7 +16,7 @@ import pytest
 from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
 from videodiff.data.physics import simulate_balls
 from videodiff.metrics import (
-    COVER_FRAMES, FAULTS, HIDE_REACH, closest_gaps, colour_labels, faults_by_balls, format_crowding, format_faults,
+    COVER_FRAMES, FAULTS, HIDE_REACH, closest_gaps, colour_labels, drawn_as_asked, faults_by_balls, format_crowding, format_faults,
     frame_faults, intact_by_crowding, intact_frames, physics_metrics, track_balls, well_formed,
 )
 
@@ -542,3 +542,33 @@ def test_frames_may_be_torch_tensors_of_any_dtype_and_with_gradients(open_truth)
         scores = summary(physics_metrics(frames, open_truth, CONTEXT))
         assert scores["found_share"] == expected["found_share"] and scores["intact_share"] == expected["intact_share"]
         assert scores["position_error"] == pytest.approx(expected["position_error"], abs=0.05), frames.dtype
+
+
+def test_videos_from_nothing_are_judged_by_the_balls_asked_for(open_truth):
+    lone = open_truth[np.flatnonzero(open_truth.present[:, 0].sum(axis=1) == 1)]
+    assert len(lone) >= 4
+    colours, present = lone.colours[:, 0], lone.present[:, 0]
+    judged = drawn_as_asked(lone.frames, colours, present)
+    assert judged["share"] == 1.0 and judged["frames"].all() and len(judged["share_per_frame"]) == 32
+    assert judged["missing"] == judged["misshapen"] == judged["stray colour"] == 0.0
+    slot = present.argmax(axis=1)
+    true_speed = np.linalg.norm(np.diff(lone.positions[np.arange(len(lone)), :, slot], axis=1), axis=-1).mean()
+    assert abs(judged["speed"] - true_speed) < 0.05
+    # A second ball asked for that the frames do not hold: missing in every frame.
+    unused = np.array([np.setdiff1d(np.arange(6), row)[0] for row in colours])
+    more = present.copy()
+    more[np.arange(len(lone)), (slot + 1) % 3] = True
+    wider = colours.copy()
+    wider[np.arange(len(lone)), (slot + 1) % 3] = unused
+    judged = drawn_as_asked(lone.frames, wider, more)
+    assert judged["share"] == 0.0 and judged["missing"] == 1.0
+    # The ball drawn in a colour not asked for: missing, and that colour stray.
+    repainted = lone.colours.copy()
+    repainted[np.arange(len(lone)), :, slot] = unused[:, None]
+    judged = drawn_as_asked(rendered(lone, colours=repainted), colours, present)
+    assert judged["share"] == 0.0 and judged["missing"] == judged["stray colour"] == 1.0
+    # A ball far smaller than any the scenes hold: misshapen.
+    judged = drawn_as_asked(rendered(lone, radii=np.full_like(lone.radii, 1.0)), colours, present)
+    assert judged["misshapen"] > 0.9 and judged["share"] < 0.1
+    with pytest.raises(ValueError, match="at least one ball per video"):
+        drawn_as_asked(lone.frames, colours, np.zeros_like(present))

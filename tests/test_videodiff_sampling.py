@@ -478,6 +478,37 @@ def test_rollout_slides_its_window_over_any_length(num_context, length, frames_p
     assert (video - context[:, :1]).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("length,frames_per_window", [(2, None), (4, None), (7, None), (9, 1), (6, 3)])
+def test_a_rollout_from_no_real_frame_draws_its_first_window_whole_then_slides(length, frames_per_window):
+    window, num_steps = 4, 3
+    model = Recorder(static_video("v"))
+    nothing = torch.zeros(2, 0, 2, 1, 1, dtype=torch.float64)
+    video = rollout(model, nothing, length, window, SCHEDULE, frames_per_window=frames_per_window,
+                    num_steps=num_steps, prediction_type="v", generator=torch.Generator().manual_seed(4))
+    assert video.shape == (2, length, 2, 1, 1)
+    new = window // 2 if frames_per_window is None else frames_per_window   # default: half the window as history
+    calls = iter(model.calls[::num_steps])                             # the first call of every window
+    x, t = next(calls)
+    assert x.shape[1] == window and (t == T - 1).all()                 # a whole window of noise, no history
+    known = min(window, length)
+    while known < length:
+        history, kept = window - new, min(new, length - known)
+        x, t = next(calls)
+        assert x.shape[1] == window and torch.equal(x[:, :history], video[:, known - history:known])
+        assert (t[:, :history] == CLEAN_LEVEL).all() and (t[:, history:] == T - 1).all()
+        known += kept
+    assert next(calls, None) is None
+    # The first window is one draw: the static-video denoiser makes all its frames the same, and later windows
+    # carry them on.
+    assert (video - video[:, :1]).abs().max() < 1e-3 and video[:, 0].abs().max() > 0.1
+    # A shorter video from nothing is the start of a longer one drawn with the same seed.
+    shorter = rollout(static_video("v"), nothing, length - 1, window, SCHEDULE, frames_per_window=frames_per_window,
+                      num_steps=num_steps, prediction_type="v", generator=torch.Generator().manual_seed(4))
+    assert torch.equal(shorter, video[:, :length - 1])
+    with pytest.raises(ValueError, match="with no real context frame the first window has none"):
+        rollout(model, nothing, length, window, SCHEDULE, memory_frames=2)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_a_shorter_rollout_is_the_start_of_a_longer_one_its_last_window_padded(sampler):
     # The static-video denoiser pools every frame of its window, so a last window cut short (2 new frames

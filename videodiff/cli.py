@@ -1,10 +1,11 @@
-"""Command line: ``python -m videodiff data|train-vae|train|rollout|evaluate|probe|ablate|demo``.
+"""Command line: ``python -m videodiff data|train-vae|train|rollout|sample|evaluate|probe|ablate|demo``.
 
     python -m videodiff data --num-videos 100 --seed 0 --out physics.npz
     python -m videodiff train-vae --out runs/video/vae
     python -m videodiff train --vae runs/video/vae/checkpoint.pt --out runs/video/dit
     python -m videodiff rollout --checkpoint runs/video/dit/checkpoint.pt --num-videos 32 --context 4 \
         --length 64 --guidance vanilla --scale 2 --out runs/video/rollout
+    python -m videodiff sample --checkpoint runs/video/dit/checkpoint.pt --balls red,blue --out runs/video/sample
     python -m videodiff evaluate --checkpoint runs/video/dit/checkpoint.pt
     python -m videodiff probe --checkpoint runs/video/dit/checkpoint.pt --out runs/video/probe
     python -m videodiff ablate --checkpoint runs/video/dit/checkpoint.pt
@@ -33,18 +34,19 @@ from toydiff.cli import (
 from toydiff.distributed import pick_device
 from toydiff.losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from toydiff.samplers import SPACINGS
-from videodiff.data import PhysicsConfig, make_impossible_pairs, make_videos
+from videodiff.data import (PALETTE_NAMES, PhysicsConfig, make_impossible_pairs, make_videos, scene_label, scene_labels,
+                            scene_sets)
 from videodiff.dit import VIDEO_DIT_SIZES, video_dit_config, widened
 from videodiff.evaluation import (evaluation_table, format_table, learning_curve_point, reference_rows,
                                   rollout_and_score)
 from videodiff.interp.ablations import ABLATION_ETA, ABLATION_STEPS
 from videodiff.interp.experiment import (POOLS, ProbeExperimentConfig, held_history_frames, quick_probe_config,
                                          run_probe_experiment)
-from videodiff.metrics import format_crowding, format_faults
+from videodiff.metrics import drawn_as_asked, format_crowding, format_faults
 from videodiff.pipeline import (
     AUTOGUIDANCE_SCALE, HALF_WINDOW, ROLLOUT_ETA, ROLLOUT_SCHEDULING, ROLLOUT_SPACING, ROLLOUT_STEPS,
     SCENE_LABEL_DROPOUT, VIDEO_RECIPE_SIZE, VIDEO_RECIPE_WIDTH, VideoDiffusionRunConfig, load_video_diffusion,
-    physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
+    held_out_videos, physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
 from videodiff.training import NOISE_MODES
@@ -108,6 +110,14 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (same seed, same video)")
     add_model_guidance_options(parser)
+
+
+def _colours(text: str) -> tuple:
+    """--balls: colour names separated by commas (checked against the run's scenes when it is loaded)."""
+    names = tuple(name.strip().lower() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected colour names separated by commas, such as red,blue; got {text!r}")
+    return names
 
 
 def add_sampler_options(parser: argparse.ArgumentParser) -> None:
@@ -313,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--out", default="runs/video/rollout",
                       help="folder for rollout.gif, frames.npy, truth.npy and metrics.json")
     add_device_option(roll, "the model samples (the same seed draws other videos on another device)")
+
+    sample = commands.add_parser("sample", help="make videos from nothing (no real frame) of the scenes asked for")
+    sample.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
+                        help="the video diffusion run")
+    sample.add_argument("--num-videos", type=positive_int, default=8, help="videos to make (default: %(default)s)")
+    sample.add_argument("--length", type=positive_int, default=32, help="frames per video (default: %(default)s)")
+    sample.add_argument("--balls", type=_colours, default=None,
+                        help="the balls of every video, colours separated by commas, from "
+                             f"{', '.join(PALETTE_NAMES)}, for a run trained with scene labels (default: the scenes of "
+                             "the first --num-videos held-out videos; a run without labels draws its own)")
+    add_sampler_options(sample)
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
+    add_model_guidance_options(sample)
+    sample.add_argument("--out", default="runs/video/sample", help="folder for samples.gif, frames.npy and metrics.json")
+    add_device_option(sample, "the model samples (the same seed draws other videos on another device)")
 
     evaluate = commands.add_parser("evaluate", help="physics metrics of rollouts for every history guidance")
     evaluate.add_argument("--checkpoint", type=existing_file, default="runs/video/dit/checkpoint.pt",
@@ -561,6 +586,62 @@ def command_rollout(args) -> None:
     print(f"wrote rollout.gif, frames.npy, truth.npy and metrics.json to {out}")
 
 
+def command_sample(args) -> None:
+    from videodiff.plots import save_rollout_gif
+
+    run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
+    guide_scale, label_scale = autoguidance_scale(args.autoguidance, run), label_scale_for(args, run)
+    max_balls = physics_config(run.config.physics).max_balls
+    held_out = held_out_videos(run.config, args.num_videos, num_frames=args.length)
+    labels = None
+    if args.balls is not None:
+        if not run.config.scene_labels:
+            raise UsageError("--balls needs a run trained with scene labels; this one was trained without them "
+                             "(train --no-scene-labels): leave --balls out")
+        try:
+            label = scene_label(args.balls, max_balls)
+        except ValueError as error:
+            raise UsageError(f"--balls: {error}") from None
+        labels = np.full(args.num_videos, label)
+    elif run.config.scene_labels:
+        labels = scene_labels(held_out)
+    frames = run.generate(args.length, args.num_videos, labels=labels, label_scale=label_scale,
+                          guide_scale=guide_scale, num_steps=args.steps, scheduling=args.scheduling,
+                          spacing=args.spacing, eta=args.eta, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "frames.npy", frames)
+    save_rollout_gif(frames[:16], None, out / "samples.gif", num_context=0)
+    metrics = {"request": {"num_videos": args.num_videos, "length": args.length, "balls": args.balls,
+                           "labels": None if labels is None else np.asarray(labels).tolist(),
+                           "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+                           "seed": args.seed, "autoguidance": guide_scale, "label_scale": label_scale}}
+    if labels is not None:
+        # The balls asked for, padded with the first one's colour (drawn_as_asked reads only the present slots).
+        asked = [scene_sets(max_balls)[int(label)] for label in labels]
+        colours = np.array([list(balls) + [balls[0]] * (max_balls - len(balls)) for balls in asked])
+        present = np.array([[slot < len(balls) for slot in range(max_balls)] for balls in asked])
+        radii = physics_config(run.config.physics).radius_range
+        judged = drawn_as_asked(frames, colours, present, radius_range=radii)
+        real = run.decode(run.encode(held_out.frames))
+        reference = drawn_as_asked(real, held_out.colours[:, 0], held_out.present[:, 0], radius_range=radii)
+        metrics["drawn_as_asked"] = {key: value for key, value in judged.items() if key != "frames"}
+        metrics["reference"] = {key: value for key, value in reference.items() if key != "frames"}
+
+        def speed(judgement):
+            return "-" if judgement["speed"] is None else f"{judgement['speed']:.2f} px/frame"
+
+        print(f"frames that hold the balls asked for, each a whole disc, nothing else: {judged['share']:.1%} "
+              f"(a ball missing {judged['missing']:.1%}, misshapen {judged['misshapen']:.1%}, stray colour "
+              f"{judged['stray colour']:.1%}); the balls move {speed(judged)}")
+        print(f"the same judge on {args.num_videos} held-out physics videos through the VAE (a ball behind the bar "
+              f"counts as missing): {reference['share']:.1%}; their balls move {speed(reference)}")
+    else:
+        print("a run without scene labels draws scenes of its own: no scene to judge its videos against")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"wrote samples.gif, frames.npy and metrics.json to {out}")
+
+
 def command_evaluate(args) -> None:
     run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     _check_rollout_request(run, args.context, args.length)
@@ -620,7 +701,8 @@ def command_demo(args) -> None:
 
 
 COMMANDS = {"data": command_data, "train-vae": command_train_vae, "train": command_train, "rollout": command_rollout,
-            "evaluate": command_evaluate, "probe": command_probe, "ablate": command_ablate, "demo": command_demo}
+            "sample": command_sample, "evaluate": command_evaluate, "probe": command_probe, "ablate": command_ablate,
+            "demo": command_demo}
 
 
 def main(argv=None) -> int:

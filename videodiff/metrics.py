@@ -438,6 +438,46 @@ def _share_or_none(count, total) -> float | None:
     return float(count / total) if total else None
 
 
+def drawn_as_asked(frames, colours, present, radius_range: tuple[float, float] = (2.5, 4.5),
+                   area_factor: float = 2.0, compactness_factor: float = 1.5, stray_tolerance: float = 3.0) -> dict:
+    """Judge videos that continue nothing — made from no real frame, for a scene named by its balls' colours
+    (``VideoDiffusionModel.generate``) — where there is no truth to compare with and no set-up but the colours.
+
+    frames (N, F, H, W, 3) uint8 (or float in [0, 1]); colours (N, K) palette indices and present (N, K) bool:
+    the balls asked for in each video. A frame passes when every ball asked for is found, its area within
+    ``area_factor`` of a whole disc of some radius in ``radius_range`` (π r_low² / factor .. π r_high² · factor)
+    and its compactness at most ``compactness_factor`` (a disc's is 1), and bright pixels of colours not asked
+    for add up to at most ``stray_tolerance`` px. Stricter than ``intact_frames`` in one way: a ball behind the
+    occluder or another ball counts as missing here (nothing says where it was), so the physics videos
+    themselves do not score 1 (compare the same judge on real videos of the same scenes). Returns
+    {"share": the share of frames that pass, "share_per_frame": (F,) list, "frames": (N, F) bool, and the
+    share of frames with a ball "missing", "misshapen" (found, wrong area or spread) or "stray colour";
+    "speed": the balls' mean displacement between consecutive frames where found in both (px/frame; None if
+    never)}.
+    """
+    colours, present = np.asarray(colours), np.asarray(present, dtype=bool)
+    if colours.shape != present.shape or colours.ndim != 2 or not present.any(axis=1).all():
+        raise ValueError(f"colours and present must be (N, K) arrays of the same shape with at least one ball per "
+                         f"video, got {colours.shape} and {present.shape}")
+    # An absent slot takes its video's first ball's colour, so that the tracker counts nothing of it as stray.
+    first = colours[np.arange(len(colours)), present.argmax(axis=1)]  # (N,)
+    tracks = track_balls(frames, np.where(present, colours, first[:, None]))
+    low, high = radius_range
+    with np.errstate(invalid="ignore"):
+        sized = ((tracks.areas >= math.pi * low ** 2 / area_factor) & (tracks.areas <= math.pi * high ** 2 * area_factor)
+                 & (tracks.compactness <= compactness_factor))  # (N, F, K)
+    asked = present[:, None, :]  # (N, 1, K)
+    missing = (asked & ~tracks.found).any(axis=2)  # (N, F)
+    misshapen = (asked & tracks.found & ~sized).any(axis=2)
+    stray = tracks.stray_areas > stray_tolerance
+    passed = ~missing & ~misshapen & ~stray
+    both = tracks.found[:, :-1] & tracks.found[:, 1:] & asked  # (N, F - 1, K)
+    steps = np.linalg.norm(np.diff(tracks.positions, axis=1), axis=-1)[both]
+    return {"share": float(passed.mean()), "share_per_frame": passed.mean(axis=0).tolist(), "frames": passed,
+            "missing": float(missing.mean()), "misshapen": float(misshapen.mean()), "stray colour": float(stray.mean()),
+            "speed": float(steps.mean()) if steps.size else None}
+
+
 def physics_metrics(
     generated,
     truth: PhysicsVideos,

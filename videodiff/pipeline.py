@@ -427,8 +427,6 @@ class VideoDiffusionModel:
         when the longer rollout has more windows.
         """
         guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
-        if eta is None and sampler == "ddim":
-            eta = ROLLOUT_ETA
         labels = self.check_labels(labels, len(context_frames))
         self.denoiser(guide_scale, labels, label_scale)  # a bad scale or combination, before any encoding
         if anchor_frames is not None:
@@ -439,26 +437,75 @@ class VideoDiffusionModel:
             if anchor_frames.shape != expected or anchor_frames.dtype != np.uint8:
                 raise ValueError(f"expected one anchor frame per video, uint8 of shape {expected} (N, H, W, 3), got "
                                  f"{anchor_frames.dtype} {anchor_frames.shape}")
-        trained_history = self.config.history_frames()
-        if new_frames is None and trained_history is not None:
-            new_frames = self.window - trained_history
+        if np.shape(context_frames)[1:2] == (0,):
+            raise ValueError("rollout continues real frames and got none: use generate() to make videos from nothing")
         context = self.encode(context_frames)  # (N, K, C, h, w)
         anchors = None  # (N, C, h, w): the last real frame's latent, or the given frames'
         if self.model.config.anchor_frame:
             anchors = context[:, -1] if anchor_frames is None else self.encode(anchor_frames[:, None])[:, 0]
+        return self.decode(self._windows(
+            context, length, guidance, anchors=anchors, labels=labels, label_scale=label_scale, guide_scale=guide_scale,
+            new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing, sampler=sampler, eta=eta,
+            stabilization_level=stabilization_level, seed=seed, batch_size=batch_size))
+
+    @torch.no_grad()
+    def generate(self, length: int, num_videos: Optional[int] = None, *, labels=None, label_scale: float = 1.0,
+                 guide_scale: Optional[float] = None, num_steps: int = ROLLOUT_STEPS,
+                 scheduling: str = ROLLOUT_SCHEDULING, spacing: str = ROLLOUT_SPACING, new_frames: Optional[int] = None,
+                 sampler: str = "ddim", eta: Optional[float] = None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+        """Videos from nothing: uint8 (N, length, H, W, 3), no real frame given. The first window is drawn whole
+        from noise (every frame of it at one level along the full-sequence matrix), then the windows slide as a
+        rollout's do, each conditioned on the last frames made (videodiff.sampling.rollout with K = 0).
+
+        labels: (N,) scene labels (videodiff.data.scene_labels, scene_label) for a run trained with them: which
+        balls each video holds; label_scale guides towards them (``denoiser``). Without labels, ``num_videos``
+        videos of the null label: a labelled run's unconditional model, or an unlabelled run. The other options
+        are ``rollout``'s (no history guidance: the first window has no history to guide by).
+        A model with an anchor frame reads a real frame in every window, so it cannot start from nothing.
+        """
+        if self.model.config.anchor_frame:
+            raise ValueError("this model reads a real frame (its anchor) in every window, so it cannot make a video "
+                             "from nothing: roll it out from real frames instead")
+        if labels is not None:
+            if num_videos is not None and num_videos != len(labels):
+                raise ValueError(f"num_videos={num_videos} but {len(labels)} labels were given: one video per label")
+            num_videos = len(labels)
+        if not isinstance(num_videos, (int, np.integer)) or isinstance(num_videos, bool) or num_videos < 1:
+            raise ValueError(f"give the scene labels of the videos to make, or num_videos >= 1; got {num_videos!r}")
+        shape = self.model.config
+        nothing = torch.zeros((num_videos, 0, shape.in_channels, *shape.input_size), device=self.device)
+        return self.decode(self._windows(
+            nothing, length, None, anchors=None, labels=labels, label_scale=label_scale, guide_scale=guide_scale,
+            new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing, sampler=sampler,
+            eta=eta, stabilization_level=CLEAN_LEVEL, seed=seed, batch_size=batch_size))[:, :length]
+
+    def _windows(self, context: torch.Tensor, length: int, guidance: Optional[HistoryGuidance], *, anchors, labels,
+                 label_scale: float, guide_scale: Optional[float], new_frames: Optional[int], scheduling: str,
+                 num_steps: int, spacing: str, sampler: str, eta: Optional[float], stabilization_level: int, seed: int,
+                 batch_size: int) -> torch.Tensor:
+        """The latents (N, K + length, C, h, w) of ``rollout`` and ``generate``: ``batch_size`` videos at a time
+        from one generator, each through videodiff.sampling.rollout."""
+        guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
+        if eta is None and sampler == "ddim":
+            eta = ROLLOUT_ETA
+        labels = self.check_labels(labels, len(context))
+        self.denoiser(guide_scale, labels, label_scale)  # a bad scale or combination, before any window
+        trained_history = self.config.history_frames()
+        if new_frames is None and trained_history is not None:
+            new_frames = self.window - trained_history
         generator = torch.Generator(device=self.device).manual_seed(seed)
         pieces = []
         for start in range(0, context.shape[0], batch_size):
             piece_labels = None if labels is None else labels[start:start + batch_size]
             anchor = None if anchors is None else anchors[start:start + batch_size]
             pieces.append(rollout(
-                self.denoiser(guide_scale, piece_labels, label_scale), context[start:start + batch_size], length, self.window,
-                self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps, spacing=spacing,
-                prediction_type=self.config.prediction_type, sampler=sampler, eta=eta, guidance=guidance,
-                stabilization_level=stabilization_level, anchor=anchor,
+                self.denoiser(guide_scale, piece_labels, label_scale), context[start:start + batch_size], length,
+                self.window, self.schedule, frames_per_window=new_frames, kind=scheduling, num_steps=num_steps,
+                spacing=spacing, prediction_type=self.config.prediction_type, sampler=sampler, eta=eta,
+                guidance=guidance, stabilization_level=stabilization_level, anchor=anchor,
                 memory_frames=self.model.config.memory_frames, memory_stride=self.model.config.memory_stride,
                 generator=generator))
-        return self.decode(torch.cat(pieces))
+        return torch.cat(pieces)
 
 
 def quick_run_configs(vae_checkpoint: str) -> tuple[VAERunConfig, "VideoDiffusionRunConfig"]:

@@ -19,38 +19,44 @@ def _check_frames(frames: np.ndarray, name: str) -> np.ndarray:
     return frames
 
 
-def side_by_side_frames(generated: np.ndarray, truth: np.ndarray, num_context: int, columns: int = 4,
+def side_by_side_frames(generated: np.ndarray, truth: Optional[np.ndarray], num_context: int, columns: int = 4,
                         zoom: int = 3, gap: int = 2) -> np.ndarray:
     """One picture per time step: a grid of videos, each cell the generated frame beside the true one.
 
     Context frames get a white border, generated ones a red border, the truth a green one, so that a
-    reader sees at a glance where the model takes over. Returns uint8 (F, height, width, 3).
+    reader sees at a glance where the model takes over. truth None: the generated videos alone (videos made
+    from nothing, which continue no true video). Returns uint8 (F, height, width, 3).
     """
-    generated, truth = _check_frames(generated, "generated"), _check_frames(truth, "truth")
-    if generated.shape != truth.shape:
-        raise ValueError(f"generated {generated.shape} and truth {truth.shape} must have the same shape")
+    generated = _check_frames(generated, "generated")
+    if truth is not None:
+        truth = _check_frames(truth, "truth")
+        if generated.shape != truth.shape:
+            raise ValueError(f"generated {generated.shape} and truth {truth.shape} must have the same shape")
     count, frames, height, width, _ = generated.shape
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    cell_h, cell_w = height * zoom + 2, 2 * (width * zoom + 2) + gap
+    panels = [(0, generated, None)]
+    if truth is not None:
+        panels.append((width * zoom + 2 + gap, truth, (40, 200, 40)))
+    cell_h, cell_w = height * zoom + 2, len(panels) * (width * zoom + 2) + (len(panels) - 1) * gap
     canvas = np.full((frames, rows * (cell_h + gap) + gap, columns * (cell_w + gap) + gap, 3), 40, np.uint8)
     for index in range(count):
         top = gap + (index // columns) * (cell_h + gap)
         left = gap + (index % columns) * (cell_w + gap)
         for frame in range(frames):
             border_generated = (255, 255, 255) if frame < num_context else (220, 40, 40)
-            for offset, video, border in ((0, generated, border_generated),
-                                          (width * zoom + 2 + gap, truth, (40, 200, 40))):
+            for offset, video, border in panels:
                 x0 = left + offset
-                canvas[frame, top:top + cell_h, x0:x0 + width * zoom + 2] = border
+                canvas[frame, top:top + cell_h, x0:x0 + width * zoom + 2] = border or border_generated
                 picture = video[index, frame].repeat(zoom, axis=0).repeat(zoom, axis=1)
                 canvas[frame, top + 1:top + 1 + height * zoom, x0 + 1:x0 + 1 + width * zoom] = picture
     return canvas
 
 
-def save_rollout_gif(generated: np.ndarray, truth: np.ndarray, path, num_context: int, columns: int = 4,
+def save_rollout_gif(generated: np.ndarray, truth: Optional[np.ndarray], path, num_context: int, columns: int = 4,
                      zoom: int = 3, milliseconds_per_frame: int = 120) -> Path:
-    """An animated GIF: every video's rollout (left, red border once generated) beside its truth (right)."""
+    """An animated GIF: every video's rollout (left, red border once generated) beside its truth (right), or
+    alone where ``truth`` is None."""
     from PIL import Image
 
     pictures = side_by_side_frames(generated, truth, num_context, columns, zoom)

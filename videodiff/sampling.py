@@ -519,10 +519,12 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
             generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Generate ``length`` frames after K real context frames, one sliding window at a time.
 
-    context_latents: (B, K, C, H, W), 1 <= K < window.  window: the most frames the model may see at once
-    (its training window W).  frames_per_window: the frames generated per window, n_new (default W - K);
-    each window holds the last W - n_new known frames as history (real context first, then generated
-    frames; fewer at the start if fewer are known) followed by n_new frames of noise. The last window is
+    context_latents: (B, K, C, H, W), 0 <= K < window.  window: the most frames the model may see at once
+    (its training window W).  frames_per_window: the frames generated per window, n_new (default W - K, or
+    W - W // 2 when K = 0); each window holds the last W - n_new known frames as history (real context first,
+    then generated frames; fewer at the start if fewer are known) followed by n_new frames of noise. With no
+    real frame (K = 0) the first window is drawn whole from noise, W frames with no history (a video from
+    nothing; a labelled model's denoiser says which scene), and the windows after it slide as usual. The last window is
     padded too: when ``length`` is not a multiple of n_new it still denoises n_new frames and keeps the
     first ones it needs, so that once W - n_new frames are known (from the first window with the default
     n_new) every window holds W frames, the clips the model was trained on (as the DFoT code pads its last
@@ -546,12 +548,13 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     num_context = context_latents.shape[1]
     if not _is_int(window) or window < 2:
         raise ValueError(f"window must be an integer >= 2 (history and at least one new frame), got {window!r}")
-    if not 1 <= num_context < window:
-        raise ValueError(f"got {num_context} context frames for a window of {window}: need 1 <= K < window so that "
+    if not 0 <= num_context < window:
+        raise ValueError(f"got {num_context} context frames for a window of {window}: need K < window so that "
                          f"at least one new frame fits; pass fewer context frames or a larger window")
     if not _is_int(length) or length < 1:
         raise ValueError(f"length, the number of frames to generate, must be an integer >= 1, got {length!r}")
-    frames_per_window = window - num_context if frames_per_window is None else frames_per_window
+    if frames_per_window is None:
+        frames_per_window = window - (num_context or window // 2)
     if not _is_int(frames_per_window) or not 1 <= frames_per_window < window:
         raise ValueError(f"frames_per_window must be in 1..{window - 1} for a window of {window} (at least one "
                          f"history frame), got {frames_per_window!r}")
@@ -562,6 +565,9 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     for name, value, least in (("memory_frames", memory_frames, 0), ("memory_stride", memory_stride, 1)):
         if not _is_int(value) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if num_context == 0 and memory_frames:
+        raise ValueError("memory frames are frames of the video so far, and with no real context frame the first "
+                         "window has none: give at least one real frame to a model with memory frames")
     if anchor is not None:
         expected = (context_latents.shape[0], *context_latents.shape[2:])                # (B, C, H, W)
         if tuple(anchor.shape) != expected:
@@ -573,16 +579,18 @@ def rollout(denoiser: Denoiser, context_latents: torch.Tensor, length: int, wind
     while video.shape[1] < num_context + length:
         known = video.shape[1]
         num_history = min(history_length, known)
-        # Every window denoises frames_per_window new frames, the last one too (padded); these are kept:
-        num_kept = min(frames_per_window, num_context + length - known)
+        # Every window denoises frames_per_window new frames, the last one too (padded), and the first a whole
+        # window when no frame is known yet; these are kept:
+        num_new = frames_per_window if known else window
+        num_kept = min(num_new, num_context + length - known)
         history = video[:, known - num_history:]                                    # (B, h, C, H, W)
-        noise = torch.randn((video.shape[0], frames_per_window, *video.shape[2:]), generator=generator,
+        noise = torch.randn((video.shape[0], num_new, *video.shape[2:]), generator=generator,
                             dtype=video.dtype, device=video.device)                 # (B, n, C, H, W)
         x = torch.cat([history, noise], dim=1)                                      # (B, h + n, C, H, W)
         # Which history frames the model made: those past the K real context frames.
-        frame_index = torch.arange(known - num_history, known + frames_per_window)
+        frame_index = torch.arange(known - num_history, known + num_new)
         generated = (frame_index >= num_context) & (frame_index < known)            # (h + n,)
-        indices = scheduling_matrix(kind, num_history + frames_per_window, num_steps, context=num_history)
+        indices = scheduling_matrix(kind, num_history + num_new, num_steps, context=num_history)
         timesteps = timesteps_from_indices(indices, schedule.num_timesteps, num_steps, spacing)
         window_denoiser = denoiser
         if memory_frames:

@@ -14,11 +14,11 @@ from __future__ import annotations
 from videodiff.data.physics import (
     CORRUPTIONS, IMPOSSIBLE_KINDS, PALETTE, PALETTE_NAMES, PhysicsConfig, PhysicsPairs, PhysicsVideos, ball_energy,
     corrupted_copies, make_impossible_pairs, make_pairs_from_seeds, make_videos, make_videos_from_seeds,
-    render_videos, scene_labels, scene_sets, simulate_balls,
+    render_videos, scene_label, scene_labels, scene_sets, simulate_balls,
 )
 
 __all__ = [
     "CORRUPTIONS", "IMPOSSIBLE_KINDS", "PALETTE", "PALETTE_NAMES", "PhysicsConfig", "PhysicsPairs", "PhysicsVideos",
     "ball_energy", "corrupted_copies", "make_impossible_pairs", "make_pairs_from_seeds", "make_videos",
-    "make_videos_from_seeds", "render_videos", "scene_labels", "scene_sets", "simulate_balls",
+    "make_videos_from_seeds", "render_videos", "scene_label", "scene_labels", "scene_sets", "simulate_balls",
 ]

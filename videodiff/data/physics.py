@@ -319,6 +319,24 @@ def scene_sets(max_balls: int) -> list[tuple[int, ...]]:
             for combination in itertools.combinations(range(len(PALETTE)), size)]
 
 
+def scene_label(colours, max_balls: int = 3) -> int:
+    """The scene label of a set of ball colours, each a palette name ("red") or index, in any order: the index
+    of the sorted set in ``scene_sets(max_balls)``, as ``scene_labels`` gives a video holding those balls."""
+    names = list(colours)
+    indices = []
+    for colour in names:
+        if isinstance(colour, str) and colour.strip().lower() in PALETTE_NAMES:
+            indices.append(PALETTE_NAMES.index(colour.strip().lower()))
+        elif isinstance(colour, (int, np.integer)) and not isinstance(colour, bool) and 0 <= colour < len(PALETTE):
+            indices.append(int(colour))
+        else:
+            raise ValueError(f"unknown ball colour {colour!r}: expected one of {', '.join(PALETTE_NAMES)} "
+                             f"(or a palette index 0..{len(PALETTE) - 1})")
+    if not 1 <= len(indices) <= max_balls or len(set(indices)) != len(indices):
+        raise ValueError(f"a scene holds 1..{max_balls} balls of distinct colours, got {names!r}")
+    return scene_sets(max_balls).index(tuple(sorted(indices)))
+
+
 def scene_labels(videos: "PhysicsVideos") -> np.ndarray:
     """(N,) int64: each video's scene label — which palette colours the balls present in its first frame
     have, as an index into ``scene_sets(K)`` (K = the videos' ball slots). A video with no ball in its first
