@@ -59,7 +59,7 @@ LESSONS = {
     "08_physics_videos_and_a_per_frame_vae": ["frames.png", "energy.png", "impossible_twins.png",
                                               "reconstructions.png"],
     "09_video_dit_and_diffusion_forcing": ["noise_levels.png", "scheduling_matrices.png", "training_loss.png",
-                                           "prediction_and_interpolation.png"],
+                                           "prediction_and_interpolation.png", "from_nothing.png"],
     "10_rollouts_and_history_guidance": ["rollout.gif", "rollout_frames.png", "error_over_time.png"],
     "11_looking_inside_the_video_dit": ["attention_per_frame.png", "head_scores.png"],
     "12_the_physics_probe": ["impossible_pairs.png", "probe_heatmaps.png", "probe_sweeps.png"],
