@@ -620,7 +620,7 @@ def test_rollout_and_evaluate_pass_the_label_scale_and_an_unlabelled_run_refuses
                  "--steps", "2", "--label-scale", "2.5"]) == 0
     # Every guided row with the label scale; the last row is the model alone, neither guidance.
     assert seen[:-1] and set(seen[:-1]) == {(2.5, AUTOGUIDANCE_SCALE)} and seen[-1] == (1.0, 1.0)
-    assert "label guidance s = 2.5" in capsys.readouterr().out
+    assert "guidance by the scene label s = 2.5; the last row is the model alone" in capsys.readouterr().out
     # A run trained without scene labels has no label to guide by: one line, exit 2.
     unlabelled = load_video_diffusion(checkpoint)
     unlabelled.config = replace(unlabelled.config, scene_labels=False)
@@ -644,12 +644,20 @@ def test_sample_makes_videos_from_nothing_of_the_balls_asked_for(demo_run, tmp_p
         return original(denoiser, context, length, *args, **options)
 
     monkeypatch.setattr(videodiff.pipeline, "rollout", spy)
+    given, real_denoiser = [], videodiff.pipeline.VideoDiffusionModel.denoiser
+
+    def recording(self, guide_scale=1.0, labels=None, label_scale=1.0):
+        given.append(None if labels is None else torch.as_tensor(labels).tolist())
+        return real_denoiser(self, guide_scale, labels, label_scale)
+
+    monkeypatch.setattr(videodiff.pipeline.VideoDiffusionModel, "denoiser", recording)
     target = tmp_path / "red_blue"
     assert main(["sample", "--checkpoint", checkpoint, "--num-videos", "3", "--length", "6", "--steps", "2",
                  "--balls", "Red, blue", "--out", str(target)]) == 0
     run = load_video_diffusion(checkpoint)
     latent = (run.model.config.in_channels, *run.model.config.input_size)
     assert seen == [((3, 0, *latent), 6)]                      # no real frame: the rollout starts from nothing
+    assert given and all(labels == [7, 7, 7] for labels in given)   # the model is told the scene asked for
     frames = np.load(target / "frames.npy")
     assert frames.dtype == np.uint8 and frames.shape == (3, 6, 32, 32, 3)
     assert (target / "samples.gif").stat().st_size > 1000
@@ -680,6 +688,14 @@ def test_sample_makes_videos_from_nothing_of_the_balls_asked_for(demo_run, tmp_p
         assert message in error and "Traceback" not in error
     with pytest.raises(ValueError, match="num_videos=2 but 3 labels"):
         run.generate(4, 2, labels=[7, 7, 7])
+    remembering = load_video_diffusion(checkpoint)
+    remembering.model.config = replace(remembering.model.config, memory_frames=2)
+    with pytest.raises(ValueError, match="reads earlier frames of the video .* cannot make a video from nothing"):
+        remembering.generate(4, labels=[7, 7, 7])
+    # One frame: the held-out videos behind the scenes and the reference still have the two frames a video needs.
+    assert main(["sample", "--checkpoint", checkpoint, "--num-videos", "2", "--length", "1", "--steps", "2",
+                 "--out", str(tmp_path / "one")]) == 0
+    assert np.load(tmp_path / "one" / "frames.npy").shape == (2, 1, 32, 32, 3)
     with pytest.raises(ValueError, match="use generate"):
         run.rollout(frames[:, :0], 4)
     unlabelled = load_video_diffusion(checkpoint)
@@ -740,8 +756,9 @@ def test_label_guidance_is_toydiffs_classifier_free_guidance_on_top_of_autoguida
     with torch.no_grad():
         run.model.label_embedding.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
     videos = held_out_videos(run.config, 2, num_frames=4)
-    latents, labels = run.encode(videos.frames), run.labels_for(videos)
+    latents, labels = run.encode(videos.frames), torch.tensor([3, 17])     # two videos, two scenes
     null = torch.full_like(labels, run.model.null_label)
+    assert torch.equal(run.check_labels(run.check_labels([3, 17], 2), 2), labels)   # a checked tensor passes again
     t = torch.tensor([[0, 0, 500, 500], [0, 300, 300, 900]])
     with torch.no_grad():
         cond, uncond = run.model(latents, t, labels=labels), run.model(latents, t, labels=null)

@@ -16,8 +16,8 @@ import pytest
 from videodiff.data import PALETTE, PhysicsConfig, PhysicsVideos, make_impossible_pairs, make_videos, render_videos
 from videodiff.data.physics import simulate_balls
 from videodiff.metrics import (
-    COVER_FRAMES, FAULTS, HIDE_REACH, closest_gaps, colour_labels, drawn_as_asked, faults_by_balls, format_crowding, format_faults,
-    frame_faults, intact_by_crowding, intact_frames, physics_metrics, track_balls, well_formed,
+    COVER_FRAMES, FAULTS, HIDE_REACH, closest_gaps, colour_labels, drawn_as_asked, faults_by_balls, format_crowding,
+    format_faults, frame_faults, intact_by_crowding, intact_frames, physics_metrics, track_balls, well_formed,
 )
 
 SIZE, CONTEXT = 32, 8

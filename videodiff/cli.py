@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampler_options(sample)
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
     add_model_guidance_options(sample)
-    sample.add_argument("--out", default="runs/video/sample", help="folder for samples.gif, frames.npy and metrics.json")
+    sample.add_argument("--out", default="runs/video/sample",
+                        help="folder for samples.gif, frames.npy and metrics.json")
     add_device_option(sample, "the model samples (the same seed draws other videos on another device)")
 
     evaluate = commands.add_parser("evaluate", help="physics metrics of rollouts for every history guidance")
@@ -591,15 +592,17 @@ def command_sample(args) -> None:
 
     run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     guide_scale, label_scale = autoguidance_scale(args.autoguidance, run), label_scale_for(args, run)
-    max_balls = physics_config(run.config.physics).max_balls
-    held_out = held_out_videos(run.config, args.num_videos, num_frames=args.length)
+    physics = physics_config(run.config.physics)
+    # The held-out videos: their scenes when --balls is not given, and the judge's reference. A video has at least
+    # two frames; a one-frame request reads the first.
+    held_out = held_out_videos(run.config, args.num_videos, num_frames=max(2, args.length))
     labels = None
     if args.balls is not None:
         if not run.config.scene_labels:
             raise UsageError("--balls needs a run trained with scene labels; this one was trained without them "
                              "(train --no-scene-labels): leave --balls out")
         try:
-            label = scene_label(args.balls, max_balls)
+            label = scene_label(args.balls, physics.max_balls)
         except ValueError as error:
             raise UsageError(f"--balls: {error}") from None
         labels = np.full(args.num_videos, label)
@@ -617,14 +620,14 @@ def command_sample(args) -> None:
                            "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
                            "seed": args.seed, "autoguidance": guide_scale, "label_scale": label_scale}}
     if labels is not None:
-        # The balls asked for, padded with the first one's colour (drawn_as_asked reads only the present slots).
-        asked = [scene_sets(max_balls)[int(label)] for label in labels]
-        colours = np.array([list(balls) + [balls[0]] * (max_balls - len(balls)) for balls in asked])
-        present = np.array([[slot < len(balls) for slot in range(max_balls)] for balls in asked])
-        radii = physics_config(run.config.physics).radius_range
-        judged = drawn_as_asked(frames, colours, present, radius_range=radii)
-        real = run.decode(run.encode(held_out.frames))
-        reference = drawn_as_asked(real, held_out.colours[:, 0], held_out.present[:, 0], radius_range=radii)
+        # The balls asked for, one row of slots per video (the colour of an empty slot is never read).
+        asked = [scene_sets(physics.max_balls)[int(label)] for label in labels]
+        colours = np.array([list(balls) + [balls[0]] * (physics.max_balls - len(balls)) for balls in asked])
+        present = np.array([[slot < len(balls) for slot in range(physics.max_balls)] for balls in asked])
+        judged = drawn_as_asked(frames, colours, present, radius_range=physics.radius_range)
+        real = run.decode(run.encode(held_out.frames))[:, :args.length]
+        reference = drawn_as_asked(real, held_out.colours[:, 0], held_out.present[:, 0],
+                                   radius_range=physics.radius_range)
         metrics["drawn_as_asked"] = {key: value for key, value in judged.items() if key != "frames"}
         metrics["reference"] = {key: value for key, value in reference.items() if key != "frames"}
 
@@ -649,9 +652,10 @@ def command_evaluate(args) -> None:
     table = evaluation_table(run, args.num_videos, args.context, args.length, args.scale, args.stabilization,
                              args.steps, scheduling=args.scheduling, guide_scale=guide_scale, eta=args.eta,
                              spacing=args.spacing, label_scale=label_scale)
-    if guide_scale != 1 or label_scale != 1:
-        print(f"every row but the last with autoguidance w = {guide_scale:g} (the run's early snapshot as the guide) "
-              f"and label guidance s = {label_scale:g}")
+    guides = ([f"autoguidance w = {guide_scale:g} (the run's early snapshot as the guide)"] if guide_scale != 1 else []) \
+        + ([f"guidance by the scene label s = {label_scale:g}"] if label_scale != 1 else [])
+    if guides:
+        print(f"every row but the last with {' and '.join(guides)}; the last row is the model alone")
     reference = [{**row, "reference": True} for row in reference_rows(run, args.num_videos, args.context, args.length)]
     print(format_table(table))
     print("reference rows (no model: the ceiling and a frozen video):\n" + format_table(reference))

@@ -84,7 +84,8 @@ def evaluation_table(run, num_videos: int, context: int, length: int, scale: flo
     for name, make, stabilised in rows:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, make(scale), num_steps=num_steps,
                                           scheduling=scheduling, spacing=spacing, guide_scale=guide_scale, eta=eta,
-                                          label_scale=label_scale, stabilization_level=stabilization if stabilised else 0)
+                                          label_scale=label_scale,
+                                          stabilization_level=stabilization if stabilised else 0)
         table.append(_table_row(name, metrics))
     if guide_scale != 1.0 or label_scale != 1.0:
         _, _, metrics = rollout_and_score(run, num_videos, context, length, HistoryGuidance("none"),

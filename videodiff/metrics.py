@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from videodiff.data.physics import PALETTE, PhysicsVideos, render_videos
+from videodiff.data.physics import PALETTE, PhysicsConfig, PhysicsVideos, render_videos
 
 # A pixel belongs to a ball only if it is this bright (its largest channel, in [0, 1]) and this
 # saturated ((max - min) / max); both are low enough to keep most of a disc's one-pixel edge ramp.
@@ -438,14 +438,15 @@ def _share_or_none(count, total) -> float | None:
     return float(count / total) if total else None
 
 
-def drawn_as_asked(frames, colours, present, radius_range: tuple[float, float] = (2.5, 4.5),
+def drawn_as_asked(frames, colours, present, radius_range: tuple[float, float] | None = None,
                    area_factor: float = 2.0, compactness_factor: float = 1.5, stray_tolerance: float = 3.0) -> dict:
     """Judge videos that continue nothing — made from no real frame, for a scene named by its balls' colours
     (``VideoDiffusionModel.generate``) — where there is no truth to compare with and no set-up but the colours.
 
     frames (N, F, H, W, 3) uint8 (or float in [0, 1]); colours (N, K) palette indices and present (N, K) bool:
     the balls asked for in each video. A frame passes when every ball asked for is found, its area within
-    ``area_factor`` of a whole disc of some radius in ``radius_range`` (π r_low² / factor .. π r_high² · factor)
+    ``area_factor`` of a whole disc of some radius in ``radius_range`` (π r_low² / factor .. π r_high² · factor;
+    default: the physics videos' own, PhysicsConfig().radius_range)
     and its compactness at most ``compactness_factor`` (a disc's is 1), and bright pixels of colours not asked
     for add up to at most ``stray_tolerance`` px. Stricter than ``intact_frames`` in one way: a ball behind the
     occluder or another ball counts as missing here (nothing says where it was), so the physics videos
@@ -462,9 +463,10 @@ def drawn_as_asked(frames, colours, present, radius_range: tuple[float, float] =
     # An absent slot takes its video's first ball's colour, so that the tracker counts nothing of it as stray.
     first = colours[np.arange(len(colours)), present.argmax(axis=1)]  # (N,)
     tracks = track_balls(frames, np.where(present, colours, first[:, None]))
-    low, high = radius_range
+    low, high = PhysicsConfig().radius_range if radius_range is None else radius_range
     with np.errstate(invalid="ignore"):
-        sized = ((tracks.areas >= math.pi * low ** 2 / area_factor) & (tracks.areas <= math.pi * high ** 2 * area_factor)
+        sized = ((tracks.areas >= math.pi * low ** 2 / area_factor)
+                 & (tracks.areas <= math.pi * high ** 2 * area_factor)
                  & (tracks.compactness <= compactness_factor))  # (N, F, K)
     asked = present[:, None, :]  # (N, 1, K)
     missing = (asked & ~tracks.found).any(axis=2)  # (N, F)

@@ -375,7 +375,9 @@ class VideoDiffusionModel:
             return None
         if not self.config.scene_labels:
             raise ValueError("scene labels were given, but this run was trained without them (scene_labels=False)")
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        # A tensor may already be on the model's device (a GPU's cannot pass through numpy): read it on the CPU.
+        labels = labels.cpu() if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+        labels = labels.to(torch.int64)
         count = self.config.num_scene_labels()
         if labels.shape != (num_videos,) or bool((labels < 0).any()) or bool((labels >= count).any()):
             values = f", values {int(labels.min())}..{int(labels.max())}" if labels.numel() else ""
@@ -444,9 +446,9 @@ class VideoDiffusionModel:
         if self.model.config.anchor_frame:
             anchors = context[:, -1] if anchor_frames is None else self.encode(anchor_frames[:, None])[:, 0]
         return self.decode(self._windows(
-            context, length, guidance, anchors=anchors, labels=labels, label_scale=label_scale, guide_scale=guide_scale,
-            new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing, sampler=sampler, eta=eta,
-            stabilization_level=stabilization_level, seed=seed, batch_size=batch_size))
+            context, length, guidance, anchors=anchors, labels=labels, label_scale=label_scale,
+            guide_scale=guide_scale, new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing,
+            sampler=sampler, eta=eta, stabilization_level=stabilization_level, seed=seed, batch_size=batch_size))
 
     @torch.no_grad()
     def generate(self, length: int, num_videos: Optional[int] = None, *, labels=None, label_scale: float = 1.0,
@@ -454,18 +456,22 @@ class VideoDiffusionModel:
                  scheduling: str = ROLLOUT_SCHEDULING, spacing: str = ROLLOUT_SPACING, new_frames: Optional[int] = None,
                  sampler: str = "ddim", eta: Optional[float] = None, seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """Videos from nothing: uint8 (N, length, H, W, 3), no real frame given. The first window is drawn whole
-        from noise (every frame of it at one level along the full-sequence matrix), then the windows slide as a
-        rollout's do, each conditioned on the last frames made (videodiff.sampling.rollout with K = 0).
+        from noise along ``scheduling`` (with the default full_sequence, every frame of it at one level), then the
+        windows slide as a rollout's do, each conditioned on the last frames made (videodiff.sampling.rollout with
+        K = 0).
 
         labels: (N,) scene labels (videodiff.data.scene_labels, scene_label) for a run trained with them: which
         balls each video holds; label_scale guides towards them (``denoiser``). Without labels, ``num_videos``
         videos of the null label: a labelled run's unconditional model, or an unlabelled run. The other options
-        are ``rollout``'s (no history guidance: the first window has no history to guide by).
-        A model with an anchor frame reads a real frame in every window, so it cannot start from nothing.
+        are ``rollout``'s, history guidance aside.
+        A model with an anchor frame reads a real frame in every window, and one with memory frames earlier frames
+        of the video: neither can start from nothing.
         """
-        if self.model.config.anchor_frame:
-            raise ValueError("this model reads a real frame (its anchor) in every window, so it cannot make a video "
-                             "from nothing: roll it out from real frames instead")
+        for needs, what in ((self.model.config.anchor_frame, "a real frame (its anchor)"),
+                            (self.model.config.memory_frames, "earlier frames of the video (its memory frames)")):
+            if needs:
+                raise ValueError(f"this model reads {what} in every window, so it cannot make a video from nothing: "
+                                 "roll it out from real frames instead")
         if labels is not None:
             if num_videos is not None and num_videos != len(labels):
                 raise ValueError(f"num_videos={num_videos} but {len(labels)} labels were given: one video per label")
@@ -477,7 +483,7 @@ class VideoDiffusionModel:
         return self.decode(self._windows(
             nothing, length, None, anchors=None, labels=labels, label_scale=label_scale, guide_scale=guide_scale,
             new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing, sampler=sampler,
-            eta=eta, stabilization_level=CLEAN_LEVEL, seed=seed, batch_size=batch_size))[:, :length]
+            eta=eta, stabilization_level=CLEAN_LEVEL, seed=seed, batch_size=batch_size))
 
     def _windows(self, context: torch.Tensor, length: int, guidance: Optional[HistoryGuidance], *, anchors, labels,
                  label_scale: float, guide_scale: Optional[float], new_frames: Optional[int], scheduling: str,

@@ -464,7 +464,8 @@ def labelled(network, num_videos: int):
 def with_labels(network, labels: torch.Tensor) -> Denoiser:
     """``network(x_t, t, labels=...)`` as a window denoiser ``(x_t, t)``, given each video's label (B,), tiled
     once per guidance branch (per_branch)."""
-    return lambda x_t, t: network(x_t, t, labels=per_branch(labels, x_t.shape[0]))
+    model = labelled(network, labels.shape[0])
+    return lambda x_t, t: model(x_t, t, labels)
 
 
 def in_front(denoiser: Denoiser, frames: torch.Tensor, what: str = "frames in front") -> Denoiser:
