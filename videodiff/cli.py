@@ -593,14 +593,15 @@ def command_sample(args) -> None:
     run = load_video_diffusion(args.checkpoint, device=pick_device(args.device))
     guide_scale, label_scale = autoguidance_scale(args.autoguidance, run), label_scale_for(args, run)
     physics = physics_config(run.config.physics)
-    # The held-out videos: their scenes when --balls is not given, and the judge's reference. A video has at least
-    # two frames; a one-frame request reads the first.
-    held_out = held_out_videos(run.config, args.num_videos, num_frames=max(2, args.length))
     labels = None
+    if args.balls is not None and not run.config.scene_labels:
+        raise UsageError("--balls needs a run trained with scene labels; this one was trained without them "
+                         "(train --no-scene-labels): leave --balls out")
+    if run.config.scene_labels:
+        # The held-out videos: their scenes when --balls is not given, and the judge's reference. A video has at
+        # least two frames; a one-frame request reads the first.
+        held_out = held_out_videos(run.config, args.num_videos, num_frames=max(2, args.length))
     if args.balls is not None:
-        if not run.config.scene_labels:
-            raise UsageError("--balls needs a run trained with scene labels; this one was trained without them "
-                             "(train --no-scene-labels): leave --balls out")
         try:
             label = scene_label(args.balls, physics.max_balls)
         except ValueError as error:
@@ -620,10 +621,12 @@ def command_sample(args) -> None:
                            "scheduling": args.scheduling, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
                            "seed": args.seed, "autoguidance": guide_scale, "label_scale": label_scale}}
     if labels is not None:
-        # The balls asked for, one row of slots per video (the colour of an empty slot is never read).
-        asked = [scene_sets(physics.max_balls)[int(label)] for label in labels]
-        colours = np.array([list(balls) + [balls[0]] * (physics.max_balls - len(balls)) for balls in asked])
-        present = np.array([[slot < len(balls) for slot in range(physics.max_balls)] for balls in asked])
+        # The balls asked for, one row of slots per video (drawn_as_asked reads only the present slots).
+        colours = np.zeros((len(labels), physics.max_balls), dtype=np.int64)
+        present = np.zeros(colours.shape, dtype=bool)
+        for row, label in enumerate(labels):
+            balls = scene_sets(physics.max_balls)[int(label)]
+            colours[row, :len(balls)], present[row, :len(balls)] = balls, True
         judged = drawn_as_asked(frames, colours, present, radius_range=physics.radius_range)
         real = run.decode(run.encode(held_out.frames))[:, :args.length]
         reference = drawn_as_asked(real, held_out.colours[:, 0], held_out.present[:, 0],

@@ -428,9 +428,7 @@ class VideoDiffusionModel:
         is the start of a longer one for the first ``batch_size`` videos, while the later ones draw other noise
         when the longer rollout has more windows.
         """
-        guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
-        labels = self.check_labels(labels, len(context_frames))
-        self.denoiser(guide_scale, labels, label_scale)  # a bad scale or combination, before any encoding
+        labels, guide_scale = self._checked_guidance(labels, len(context_frames), guide_scale, label_scale)
         if anchor_frames is not None:
             if not self.model.config.anchor_frame:
                 raise ValueError("anchor frames were given, but this model was built without an anchor frame "
@@ -478,6 +476,7 @@ class VideoDiffusionModel:
             num_videos = len(labels)
         if not isinstance(num_videos, (int, np.integer)) or isinstance(num_videos, bool) or num_videos < 1:
             raise ValueError(f"give the scene labels of the videos to make, or num_videos >= 1; got {num_videos!r}")
+        labels, guide_scale = self._checked_guidance(labels, num_videos, guide_scale, label_scale)
         shape = self.model.config
         nothing = torch.zeros((num_videos, 0, shape.in_channels, *shape.input_size), device=self.device)
         return self.decode(self._windows(
@@ -485,17 +484,24 @@ class VideoDiffusionModel:
             new_frames=new_frames, scheduling=scheduling, num_steps=num_steps, spacing=spacing, sampler=sampler,
             eta=eta, stabilization_level=CLEAN_LEVEL, seed=seed, batch_size=batch_size))
 
+    def _checked_guidance(self, labels, num_videos: int, guide_scale: Optional[float], label_scale: float):
+        """(labels as ``check_labels`` returns them, the autoguidance scale with the run's default filled in) for
+        ``rollout`` and ``generate``, once a denoiser has been built from them: a bad scale or combination is
+        refused before any encoding or window."""
+        guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
+        labels = self.check_labels(labels, num_videos)
+        self.denoiser(guide_scale, labels, label_scale)
+        return labels, guide_scale
+
     def _windows(self, context: torch.Tensor, length: int, guidance: Optional[HistoryGuidance], *, anchors, labels,
-                 label_scale: float, guide_scale: Optional[float], new_frames: Optional[int], scheduling: str,
+                 label_scale: float, guide_scale: float, new_frames: Optional[int], scheduling: str,
                  num_steps: int, spacing: str, sampler: str, eta: Optional[float], stabilization_level: int, seed: int,
                  batch_size: int) -> torch.Tensor:
         """The latents (N, K + length, C, h, w) of ``rollout`` and ``generate``: ``batch_size`` videos at a time
-        from one generator, each through videodiff.sampling.rollout."""
-        guide_scale = self.default_guide_scale if guide_scale is None else guide_scale
+        from one generator, each through videodiff.sampling.rollout. labels and guide_scale: as
+        ``_checked_guidance`` returns them."""
         if eta is None and sampler == "ddim":
             eta = ROLLOUT_ETA
-        labels = self.check_labels(labels, len(context))
-        self.denoiser(guide_scale, labels, label_scale)  # a bad scale or combination, before any window
         trained_history = self.config.history_frames()
         if new_frames is None and trained_history is not None:
             new_frames = self.window - trained_history

@@ -35,19 +35,20 @@ def side_by_side_frames(generated: np.ndarray, truth: Optional[np.ndarray], num_
     count, frames, height, width, _ = generated.shape
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    panels = [(0, generated, None)]
-    if truth is not None:
-        panels.append((width * zoom + 2 + gap, truth, (40, 200, 40)))
+    panels = [(0, generated)] if truth is None else [(0, generated), (width * zoom + 2 + gap, truth)]
     cell_h, cell_w = height * zoom + 2, len(panels) * (width * zoom + 2) + (len(panels) - 1) * gap
     canvas = np.full((frames, rows * (cell_h + gap) + gap, columns * (cell_w + gap) + gap, 3), 40, np.uint8)
     for index in range(count):
         top = gap + (index // columns) * (cell_h + gap)
         left = gap + (index % columns) * (cell_w + gap)
         for frame in range(frames):
-            border_generated = (255, 255, 255) if frame < num_context else (220, 40, 40)
-            for offset, video, border in panels:
+            for offset, video in panels:
+                if video is truth:
+                    border = (40, 200, 40)
+                else:
+                    border = (255, 255, 255) if frame < num_context else (220, 40, 40)
                 x0 = left + offset
-                canvas[frame, top:top + cell_h, x0:x0 + width * zoom + 2] = border or border_generated
+                canvas[frame, top:top + cell_h, x0:x0 + width * zoom + 2] = border
                 picture = video[index, frame].repeat(zoom, axis=0).repeat(zoom, axis=1)
                 canvas[frame, top + 1:top + 1 + height * zoom, x0 + 1:x0 + 1 + width * zoom] = picture
     return canvas
