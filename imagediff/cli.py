@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--dataset", choices=sorted(GENERATORS), default=vae_recipe.dataset,
                      help="the generated images to train on")
     vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
+    vae.add_argument("--kl-weight", type=non_negative_float, default=vae_recipe.vae.kl_weight,
+                     help="weight of the KL term against the per-pixel squared error (imagediff.vae.VAELoss)")
     vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
     vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
                      help="images per training step")
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command_train_vae(args) -> None:
     config = VAERunConfig(dataset=args.dataset, data_seed=args.seed, num_train_images=args.num_images)
     channels = make_dataset(args.dataset, 1).images.shape[1]
-    config.vae = vae_config(args.size, image_channels=channels)
+    config.vae = vae_config(args.size, image_channels=channels, kl_weight=args.kl_weight)
     config.train.steps, config.train.batch_size = args.steps, args.batch_size
     config.train.device = args.device
     config.train.progress = not args.quiet

@@ -185,6 +185,8 @@ def test_the_defaults_help_shows_are_the_recipes(monkeypatch, tmp_path):
     assert imagediff.cli.main(["train-vae", "--out", str(tmp_path)]) == 0
     assert imagediff.cli.main(["train", "--out", str(tmp_path)]) == 0
     assert started["vae"] == VAERunConfig() and started["diffusion"] == DiffusionRunConfig()
+    assert imagediff.cli.main(["train-vae", "--out", str(tmp_path), "--kl-weight", "0"]) == 0
+    assert started["vae"].vae.kl_weight == 0.0 and started["vae"].vae.image_channels == 3
     assert imagediff.cli.main(["train", "--out", str(tmp_path), "--guide-fraction", "0"]) == 0
     assert started["diffusion"].guide_fraction == 0.0 and started["diffusion"].guide_step() == 0
     assert not started["diffusion"].dit.angle_conditioning

@@ -179,6 +179,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
     assert main(["train-vae", "--out", str(tmp_path)]) == 0
     assert main(["train", "--out", str(tmp_path)]) == 0
     assert started["vae"] == video_vae_run_config() and started["dit"] == VideoDiffusionRunConfig()
+    assert main(["train-vae", "--out", str(tmp_path), "--kl-weight", "0.02"]) == 0
+    assert started["vae"].vae.kl_weight == 0.02 and started["vae"].vae.latent_channels == 4
+    for bad in ("-0.001", "inf", "nan", "heavy"):
+        assert main(["train-vae", "--out", str(tmp_path), "--kl-weight", bad]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "--kl-weight" in error and len(error.splitlines()) == 1, error
     # The recipe's levers reach the run's config.
     other = "uniform" if VideoDiffusionRunConfig().weighting == "min_snr" else "min_snr"
     assert main(["train", "--out", str(tmp_path), "--weighting", other, "--learning-rate", "0.003"]) == 0

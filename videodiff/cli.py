@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     vae = commands.add_parser("train-vae", help="train imagediff's VAE on video frames and measure its latent scale")
     vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
+    vae.add_argument("--kl-weight", type=non_negative_float, default=vae_recipe.vae.kl_weight,
+                     help="weight of the KL term against the per-pixel squared error (imagediff.vae.VAELoss)")
     vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
     vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
                      help="frames per training step")
@@ -420,7 +422,7 @@ def command_data(args) -> None:
 
 def command_train_vae(args) -> None:
     config = video_vae_run_config(num_videos=args.num_videos, seed=args.seed)
-    config.vae = vae_config(args.size)
+    config.vae = vae_config(args.size, kl_weight=args.kl_weight)
     config.train = replace(config.train, steps=args.steps, batch_size=args.batch_size, device=args.device,
                            progress=not args.quiet)
     run = train_video_vae(config, out_dir=args.out, resume=not args.fresh, on_log=print_log_entry)
