@@ -201,6 +201,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
     for flag, loss in (("--no-clean-frame-loss", False), ("--clean-frame-loss", True)):
         assert main(["train", "--out", str(tmp_path), flag]) == 0
         assert started["dit"].clean_frame_loss is loss
+    assert main(["train", "--out", str(tmp_path), "--whole-window", "0.05"]) == 0
+    assert started["dit"].whole_window_probability == 0.05 and VideoDiffusionRunConfig().whole_window_probability == 0
+    for bad in (["--whole-window", "0.2"], ["--whole-window", "0.1", "--noise-mode", "full_sequence"]):
+        assert main(["train", "--out", str(tmp_path), *bad]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "--whole-window" in error and len(error.splitlines()) == 1, error
     for value, stored in (("3", 3), ("random", None), ("half", "half")):
         assert main(["train", "--out", str(tmp_path), "--history-frames", value]) == 0
         assert started["dit"].clean_history_frames == stored
@@ -367,6 +373,10 @@ def test_the_runs_timestep_sampling_reaches_its_objective(demo_run, objective_op
     config.future_level_lag = 100
     assert objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion,
                              config)["future_level_lag"] == 100
+    assert options["whole_window_probability"] == 0.0
+    config.whole_window_probability = 0.05
+    assert objective_options(videodiff.pipeline, "VideoDiffusionObjective", train_video_diffusion,
+                             config)["whole_window_probability"] == 0.05
 
 
 def test_help_lists_the_commands():

@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--corrupt-end", action=argparse.BooleanOptionalAction, default=recipe.corrupt_history_end,
                        help="with --corrupt-history: corrupt only the history's last 1..H-1 frames, as a rollout "
                             "loses a ball, the frames before still showing it (default: %(default)s)")
+    train.add_argument("--whole-window", type=unit_fraction, default=recipe.whole_window_probability, metavar="Q",
+                       help="--noise-mode diffusion_forcing: the share of all clips given one noise level over the "
+                            "whole window, taken from those without a clean history (at most 1 - --clean-history): "
+                            "the first window of a video from nothing (sample) (0: they keep independent levels) "
+                            "(default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--evaluate-every", type=non_negative_int, default=0, metavar="N",
@@ -470,6 +475,7 @@ def command_train(args) -> None:
                                      model_history_probability=args.model_history, init_checkpoint=args.init,
                                      corrupt_history_probability=args.corrupt_history,
                                      corrupt_history_end=args.corrupt_end,
+                                     whole_window_probability=args.whole_window,
                                      weighting=args.weighting,
                                      timestep_sampling=args.timestep_sampling, logit_mean=args.logit_mean,
                                      logit_std=args.logit_std,
@@ -511,6 +517,10 @@ def command_train(args) -> None:
                          f"needs a frame that shows what it lost: pass --anchor-frame, --memory-frames or "
                          f"--corrupt-end, keep a clean history (--clean-history > 0, --history-frames not random, "
                          f"--history-noise 0, --no-clean-frame-loss) and no --model-history")
+    if args.whole_window and (args.noise_mode != "diffusion_forcing" or args.whole_window > 1 - clean_history + 1e-9):
+        raise UsageError(f"--whole-window {args.whole_window} takes its clips from diffusion forcing's clips without a "
+                         f"clean history, at most 1 - --clean-history of them; this run has --noise-mode "
+                         f"{args.noise_mode}, --clean-history {args.clean_history}")
     if args.memory_frames and args.model_history:
         raise UsageError(f"--model-history {args.model_history} does not support --memory-frames: the model's own "
                          f"history would need its memory too")

@@ -211,6 +211,10 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     # ball": a ball gone for longer than the history is beyond its repair).
     corrupt_history_probability: float = 0.0
     corrupt_history_end: bool = False
+    # q > 0: the share of all clips given one noise level over the whole window, taken from the clips without a
+    # clean history (VideoDiffusionObjective): the first window of a video from nothing (VideoDiffusionModel.generate)
+    # asks exactly that, which independent levels almost never show.
+    whole_window_probability: float = 0.0
     # A video run's checkpoint whose EMA weights the model starts from (fine-tuning) instead of a fresh
     # initialisation; None: fresh. Its DiT must have this run's shape.
     init_checkpoint: Optional[str] = None
@@ -619,6 +623,7 @@ def train_video_diffusion(config: VideoDiffusionRunConfig, out_dir=None, resume:
                                         anchor_frame=config.dit.anchor_frame, memory_frames=config.dit.memory_frames,
                                         corrupt_history_probability=config.corrupt_history_probability,
                                         corrupt_history_end=config.corrupt_history_end,
+                                        whole_window_probability=config.whole_window_probability,
                                         timestep_sampling=config.timestep_sampling, logit_mean=config.logit_mean,
                                         logit_std=config.logit_std,
                                         label_dropout=config.scene_label_dropout(),

@@ -60,7 +60,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                  corrupt_history_end: bool = False, memory_frames: int = 0,
                  label_dropout: float = 0.0, null_label: Optional[int] = None,
                  timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 future_level_lag: int = 0):
+                 future_level_lag: int = 0, whole_window_probability: float = 0.0):
         super().__init__(schedule, prediction_type, weighting, min_snr_gamma, label_dropout, null_label,
                          timestep_sampling, logit_mean, logit_std)
         if noise_mode not in NOISE_MODES:
@@ -198,6 +198,19 @@ class VideoDiffusionObjective(DiffusionObjective):
                              "the history's first frames (clean_history_frames >= 2) with corrupt_history_end")
         self.corrupt_history_probability = float(corrupt_history_probability)
         self.corrupt_history_end = bool(corrupt_history_end)
+        # whole_window_probability q > 0: the share of all clips given one level over the whole window, drawn
+        # from the clips without a clean history (so q <= 1 - clean_history_probability). A clean history in
+        # most clips teaches prediction, and the rest keep independent levels, which a window with no history
+        # at one level (the first window of a video from nothing, `videodiff.sampling.rollout` with no real
+        # frame) almost never shows; these clips show it, as full-sequence training does for every clip.
+        if not 0.0 <= whole_window_probability <= 1.0 - clean_history_probability + 1e-9:
+            raise ValueError(f"whole_window_probability must lie in [0, 1 - clean_history_probability] = "
+                             f"[0, {1.0 - clean_history_probability:g}] (the clips without a clean history), "
+                             f"got {whole_window_probability}")
+        if whole_window_probability > 0 and noise_mode != "diffusion_forcing":
+            raise ValueError(f"whole_window_probability applies to noise_mode 'diffusion_forcing' only (noise_mode "
+                             f"{noise_mode!r} draws its own levels); got {whole_window_probability}")
+        self.whole_window_probability = float(whole_window_probability)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
         if self.model_history_probability > 0:
@@ -299,6 +312,7 @@ class VideoDiffusionObjective(DiffusionObjective):
                              f"of {frames} frames")
         if self.noise_mode == "diffusion_forcing":
             t = self.draw_levels((batch, frames), generator, x0.device)  # (B, F), independent levels
+            chosen = torch.zeros(batch, dtype=torch.bool, device=x0.device)  # (B,) given a clean history
             if self.clean_history_probability > 0:
                 chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
                 if self.clean_history_frames is None:
@@ -319,6 +333,11 @@ class VideoDiffusionObjective(DiffusionObjective):
                 if self.future_level_lag:  # the frames the pyramid has finished are history to the sampler
                     shown_as_history = in_history | (t == CLEAN_LEVEL)
                 t = torch.where(chosen[:, None] & shown_as_history, history_level, t)
+            if self.whole_window_probability > 0:  # of the clips left, this share: whole_window_probability overall
+                share = self.whole_window_probability / (1.0 - self.clean_history_probability)
+                whole = ~chosen & (torch.rand(batch, generator=generator, device=x0.device) < share)  # (B,)
+                shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
+                t = torch.where(whole[:, None], shared, t)
             return t
         shared = self.draw_levels((batch, 1), generator, x0.device)  # (B, 1)
         t = shared.expand(batch, frames).clone()  # (B, F)
