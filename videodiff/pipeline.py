@@ -105,6 +105,10 @@ def video_vae_run_config(num_videos: int = 600, seed: int = 0, physics: Optional
     # frames in the reconstructions was 0.938 after 1500 steps (110 s on 2 cores, PSNR 28.2 dB), below
     # the 0.95 the rollouts are asked for; 0.964 after 2500 (161 s, 30.6 dB), 0.970 after 3000 (185 s),
     # 0.976 after 4000 (252 s); the "small" VAE after 1500 steps 0.956 (178 s).
+    # The KL weight stays imagediff's 1e-4: 1e-3 and 1e-2 reconstruct the balls as well and make the decoder far
+    # more tolerant of noisy latents, but the DiT trained on them misses the first window by 1.45-1.67 px against
+    # 1.27-1.33 (two seeds at 1e-2), with no more frames intact over 64 (docs/video_rollouts.md, "The VAE's KL
+    # weight": the stronger weight leaves more of each frame's latent to predict). `train-vae --kl-weight` sets it.
     config.train = train if train is not None else replace(config.train, steps=2500)
     return config
 
