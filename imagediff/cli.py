@@ -54,6 +54,12 @@ def _scales(text: str) -> list[float]:
     return values
 
 
+def add_kl_weight_option(parser: argparse.ArgumentParser, default: float) -> None:
+    """train-vae's --kl-weight (this layer's and the video layer's): VAELoss's weight of the KL term."""
+    parser.add_argument("--kl-weight", type=non_negative_float, default=default,
+                        help="weight of the KL term against the per-pixel squared error (imagediff.vae.VAELoss)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The defaults that --help shows are the recipes' own.
     vae_recipe, diffusion_recipe, evaluation_recipe = VAERunConfig(), DiffusionRunConfig(), EvaluationRunConfig()
@@ -66,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--dataset", choices=sorted(GENERATORS), default=vae_recipe.dataset,
                      help="the generated images to train on")
     vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
-    vae.add_argument("--kl-weight", type=non_negative_float, default=vae_recipe.vae.kl_weight,
-                     help="weight of the KL term against the per-pixel squared error (imagediff.vae.VAELoss)")
+    add_kl_weight_option(vae, vae_recipe.vae.kl_weight)
     vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
     vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
                      help="images per training step")

@@ -203,10 +203,12 @@ def test_train_commands_train_the_default_recipes(monkeypatch, tmp_path, capsys)
         assert started["dit"].clean_frame_loss is loss
     assert main(["train", "--out", str(tmp_path), "--whole-window", "0.05"]) == 0
     assert started["dit"].whole_window_probability == 0.05 and VideoDiffusionRunConfig().whole_window_probability == 0
-    for bad in (["--whole-window", "0.2"], ["--whole-window", "0.1", "--noise-mode", "full_sequence"]):
+    for bad, expected in ((["--whole-window", "0.2"], "at most 0.1"),
+                          (["--whole-window", "0.1", "--noise-mode", "full_sequence"], "diffusion_forcing"),
+                          (["--whole-window", "0.1", "--anchor-frame"], "never draws")):
         assert main(["train", "--out", str(tmp_path), *bad]) == 2
         error = capsys.readouterr().err.strip()
-        assert "--whole-window" in error and len(error.splitlines()) == 1, error
+        assert "--whole-window" in error and expected in error and len(error.splitlines()) == 1, error
     for value, stored in (("3", 3), ("random", None), ("half", "half")):
         assert main(["train", "--out", str(tmp_path), "--history-frames", value]) == 0
         assert started["dit"].clean_history_frames == stored

@@ -188,19 +188,22 @@ def test_a_shared_future_level_noises_the_frames_after_a_clean_history_together(
         VideoDiffusionObjective(SCHEDULE, shared_future_level=True)
 
 
-@pytest.mark.parametrize("whole", [0.1, 0.04])
-def test_whole_windows_take_their_share_of_all_clips_from_those_without_a_clean_history(whole):
-    recipe = dict(clean_history_probability=0.9, shared_future_level=True, clean_history_frames=4)
+@pytest.mark.parametrize("history, whole", [(0.9, 0.1), (0.9, 0.04), (0.0, 0.3)])
+def test_whole_windows_take_their_share_of_all_clips_from_those_without_a_clean_history(history, whole):
+    recipe = dict(clean_history_probability=history, shared_future_level=True, clean_history_frames=4) if history \
+        else {}
     objective = VideoDiffusionObjective(SCHEDULE, whole_window_probability=whole, **recipe)
     t = objective.sample_timesteps(clips(batch=20000, frames=8), torch.Generator().manual_seed(4))  # (B, 8)
     with_history = (t[:, :4] == CLEAN_LEVEL).all(dim=1)
     one_level = (t == t[:, :1]).all(dim=1) & ~with_history               # one level, no clean history
-    assert abs(with_history.float().mean().item() - 0.9) < 0.01          # the clean histories keep their share
+    assert abs(with_history.float().mean().item() - history) < 0.01      # the clean histories keep their share
     assert abs(one_level.float().mean().item() - whole) < 0.01           # whole_window_probability of all clips
     levels = t[one_level][:, 0].double()
     assert abs(levels.mean() - 500) < 25 and levels.std() > 250          # one level per clip, drawn per clip
     others = t[~with_history & ~one_level]                               # the rest keep independent levels
-    assert len(others) == 0 if whole == 0.1 else (others != others[:, :1]).any(dim=1).all()
+    assert len(others) == 0 if history + whole == 1 else (others != others[:, :1]).any(dim=1).all()
+    if not history:
+        assert abs(len(others) / len(t) - (1 - whole)) < 0.01
     # Without the option no clip gets one level over the whole window.
     plain = VideoDiffusionObjective(SCHEDULE, **recipe).sample_timesteps(clips(batch=20000, frames=8),
                                                                          torch.Generator().manual_seed(4))
@@ -215,6 +218,12 @@ def test_whole_windows_are_refused_beyond_the_clips_without_a_history_and_outsid
     with pytest.raises(ValueError, match="applies to noise_mode 'diffusion_forcing' only"):
         VideoDiffusionObjective(SCHEDULE, noise_mode="full_sequence", whole_window_probability=0.1)
     VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.7, whole_window_probability=0.3)  # all the rest
+    VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0)  # and none left: fine without whole windows
+    with pytest.raises(ValueError, match="whole_window_probability must lie"):
+        VideoDiffusionObjective(SCHEDULE, clean_history_probability=1.0, whole_window_probability=0.01)
+    for leading in (dict(anchor_frame=True), dict(memory_frames=2)):
+        with pytest.raises(ValueError, match="never draws"):
+            VideoDiffusionObjective(SCHEDULE, whole_window_probability=0.1, **leading)
 
 
 def test_a_future_level_lag_staggers_the_new_frames_as_the_pyramid_matrix_samples_them():

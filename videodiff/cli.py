@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 
+from imagediff.cli import add_kl_weight_option
 from imagediff.vae import VAE_SIZES, vae_config
 from toydiff.cli import (
     OneLineParser, UsageError, add_device_option, add_precision_options, autoguidance_scale, existing_file,
@@ -49,7 +50,7 @@ from videodiff.pipeline import (
     held_out_videos, physics_config, train_video_diffusion, train_video_vae, video_vae_run_config,
 )
 from videodiff.sampling import GUIDANCE_MODES, SCHEDULING_KINDS, HistoryGuidance
-from videodiff.training import NOISE_MODES
+from videodiff.training import NOISE_MODES, whole_window_fits
 
 
 def _windows(text: str) -> tuple:
@@ -183,8 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     vae = commands.add_parser("train-vae", help="train imagediff's VAE on video frames and measure its latent scale")
     vae.add_argument("--size", choices=sorted(VAE_SIZES), default="tiny", help="the VAE registry entry")
-    vae.add_argument("--kl-weight", type=non_negative_float, default=vae_recipe.vae.kl_weight,
-                     help="weight of the KL term against the per-pixel squared error (imagediff.vae.VAELoss)")
+    add_kl_weight_option(vae, vae_recipe.vae.kl_weight)
     vae.add_argument("--steps", type=positive_int, default=vae_recipe.train.steps, help="training steps")
     vae.add_argument("--batch-size", type=positive_int, default=vae_recipe.train.batch_size,
                      help="frames per training step")
@@ -298,9 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "loses a ball, the frames before still showing it (default: %(default)s)")
     train.add_argument("--whole-window", type=unit_fraction, default=recipe.whole_window_probability, metavar="Q",
                        help="--noise-mode diffusion_forcing: the share of all clips given one noise level over the "
-                            "whole window, taken from those without a clean history (at most 1 - --clean-history): "
-                            "the first window of a video from nothing (sample) (0: they keep independent levels) "
-                            "(default: %(default)s)")
+                            "whole window, taken from those without a clean history, so at most 1 - --clean-history; "
+                            "the first window of sample's videos from nothing; 0: off (default: %(default)s)")
     train.add_argument("--guide-fraction", type=unit_fraction, default=recipe.guide_fraction,
                        help="keep the EMA weights after this share of the steps as autoguidance's guide (0: none)")
     train.add_argument("--evaluate-every", type=non_negative_int, default=0, metavar="N",
@@ -517,10 +516,15 @@ def command_train(args) -> None:
                          f"needs a frame that shows what it lost: pass --anchor-frame, --memory-frames or "
                          f"--corrupt-end, keep a clean history (--clean-history > 0, --history-frames not random, "
                          f"--history-noise 0, --no-clean-frame-loss) and no --model-history")
-    if args.whole_window and (args.noise_mode != "diffusion_forcing" or args.whole_window > 1 - clean_history + 1e-9):
+    if args.whole_window and (args.noise_mode != "diffusion_forcing"
+                              or not whole_window_fits(args.whole_window, clean_history)):
         raise UsageError(f"--whole-window {args.whole_window} takes its clips from diffusion forcing's clips without a "
-                         f"clean history, at most 1 - --clean-history of them; this run has --noise-mode "
-                         f"{args.noise_mode}, --clean-history {args.clean_history}")
+                         f"clean history: expected --noise-mode diffusion_forcing and at most "
+                         f"{1 - clean_history:g} (1 - --clean-history); this run has --noise-mode {args.noise_mode}, "
+                         f"--clean-history {args.clean_history}")
+    if args.whole_window and (args.anchor_frame or args.memory_frames):
+        raise UsageError(f"--whole-window {args.whole_window} teaches the first window of a video from nothing, which a "
+                         f"model with --anchor-frame or --memory-frames never draws (it reads real frames)")
     if args.memory_frames and args.model_history:
         raise UsageError(f"--model-history {args.model_history} does not support --memory-frames: the model's own "
                          f"history would need its memory too")

@@ -106,8 +106,8 @@ def video_vae_run_config(num_videos: int = 600, seed: int = 0, physics: Optional
     # the 0.95 the rollouts are asked for; 0.964 after 2500 (161 s, 30.6 dB), 0.970 after 3000 (185 s),
     # 0.976 after 4000 (252 s); the "small" VAE after 1500 steps 0.956 (178 s).
     # The KL weight stays imagediff's 1e-4: 1e-3 and 1e-2 reconstruct the balls as well and make the decoder far
-    # more tolerant of noisy latents, but the DiT trained on them misses the first window by 1.45-1.67 px against
-    # 1.27-1.33 (two seeds at 1e-2), with no more frames intact over 64 (docs/video_rollouts.md, "The VAE's KL
+    # more tolerant of noisy latents, but the DiT trained on them misses the first window by 1.55-1.67 px at 1e-2 (two
+    # seeds) and 1.45 at 1e-3 against 1.27-1.33, with no more frames intact over 64 (docs/video_rollouts.md, "The VAE's KL
     # weight": the stronger weight leaves more of each frame's latent to predict). `train-vae --kl-weight` sets it.
     config.train = train if train is not None else replace(config.train, steps=2500)
     return config
@@ -217,7 +217,9 @@ class VideoDiffusionRunConfig(GuidedRunConfig):
     corrupt_history_end: bool = False
     # q > 0: the share of all clips given one noise level over the whole window, taken from the clips without a
     # clean history (VideoDiffusionObjective): the first window of a video from nothing (VideoDiffusionModel.generate)
-    # asks exactly that, which independent levels almost never show.
+    # asks exactly that, which independent levels almost never show. Off by default: at q = 0.1, on two training
+    # seeds, 0.27 and 0.25 of the frames from nothing drawn as asked against the recipe's 0.11 and 0.23, but 1.73 and
+    # 1.45 px over the first window against 1.27 and 1.33 (docs/video_rollouts.md, "Videos from nothing").
     whole_window_probability: float = 0.0
     # A video run's checkpoint whose EMA weights the model starts from (fine-tuning) instead of a fresh
     # initialisation; None: fresh. Its DiT must have this run's shape.

@@ -17,8 +17,10 @@ Three ways of drawing the levels t (B, F), the paper's method and its two baseli
                        `future_level_lag` staggered levels, as the pyramid matrix samples them),
                        `history_noise_max`, that history lightly noised instead,
                        `model_history_probability`, that history made by the model itself
-                       from the real frames before it, and `corrupt_history_probability`,
-                       that history with a ball lost or repainted; see `__init__`.
+                       from the real frames before it, `corrupt_history_probability`,
+                       that history with a ball lost or repainted, and `whole_window_probability`,
+                       a share q of all clips, taken from those without a clean history, given one
+                       level over the whole window (a video from nothing starts so); see `__init__`.
     full_sequence      one level shared by the whole clip                     t[b, :] = k ~ U{0..T-1}
                        (a video diffusion model as usually trained): it has never seen a clean frame
                        beside a noisy one, so conditioning on real frames is out of distribution.
@@ -46,6 +48,12 @@ from toydiff.training import TensorBatches, unwrap_distributed
 from videodiff.sampling import CLEAN_LEVEL, memory_indices, rollout, with_labels
 
 NOISE_MODES = ("diffusion_forcing", "full_sequence", "clean_context")
+
+
+def whole_window_fits(whole_window_probability: float, clean_history_probability: float) -> bool:
+    """Whether a share q of whole-window clips fits beside a share p of clean-history clips: 0 <= q <= 1 - p
+    (up to rounding, so that p = 0.9 and q = 0.1 fit)."""
+    return 0.0 <= whole_window_probability <= 1.0 - clean_history_probability + 1e-9
 
 
 class VideoDiffusionObjective(DiffusionObjective):
@@ -144,8 +152,8 @@ class VideoDiffusionObjective(DiffusionObjective):
         # (full-sequence matrix, ``model_history_steps`` DDIM steps, no gradient), and the training window is
         # the last H of those known frames, now partly or wholly generated, followed by the F - H real frames
         # that come next. The targets stay real: the model learns to continue the true video from its own
-        # history. The other batches take the first F frames of the same clips. (A tenth of clips keep
-        # independent levels, history included: their generated frames are noised and learned like any other.)
+        # history. The other batches take the first F frames of the same clips. (The clips given no clean history
+        # keep their levels, history included: their generated frames are noised and learned like any other.)
         if not 0.0 <= model_history_probability <= 1.0:
             raise ValueError(f"model_history_probability must lie in [0, 1], got {model_history_probability}")
         if model_history_probability > 0 and (noise_mode != "diffusion_forcing" or not clean_history_probability > 0
@@ -203,13 +211,18 @@ class VideoDiffusionObjective(DiffusionObjective):
         # most clips teaches prediction, and the rest keep independent levels, which a window with no history
         # at one level (the first window of a video from nothing, `videodiff.sampling.rollout` with no real
         # frame) almost never shows; these clips show it, as full-sequence training does for every clip.
-        if not 0.0 <= whole_window_probability <= 1.0 - clean_history_probability + 1e-9:
+        # One uniform draw u per clip decides both: u < p a clean history, p <= u < p + q a whole window.
+        if not whole_window_fits(whole_window_probability, clean_history_probability):
             raise ValueError(f"whole_window_probability must lie in [0, 1 - clean_history_probability] = "
                              f"[0, {1.0 - clean_history_probability:g}] (the clips without a clean history), "
                              f"got {whole_window_probability}")
         if whole_window_probability > 0 and noise_mode != "diffusion_forcing":
             raise ValueError(f"whole_window_probability applies to noise_mode 'diffusion_forcing' only (noise_mode "
                              f"{noise_mode!r} draws its own levels); got {whole_window_probability}")
+        if whole_window_probability > 0 and self.leading_frames:
+            raise ValueError(f"whole_window_probability teaches the first window of a video from nothing, which a "
+                             f"model with {self.leading_names} never draws (it reads real frames); got "
+                             f"{whole_window_probability}")
         self.whole_window_probability = float(whole_window_probability)
 
     def __call__(self, model, batch, generator: Optional[torch.Generator] = None):
@@ -313,8 +326,10 @@ class VideoDiffusionObjective(DiffusionObjective):
         if self.noise_mode == "diffusion_forcing":
             t = self.draw_levels((batch, frames), generator, x0.device)  # (B, F), independent levels
             chosen = torch.zeros(batch, dtype=torch.bool, device=x0.device)  # (B,) given a clean history
+            if self.clean_history_probability > 0 or self.whole_window_probability > 0:
+                u = torch.rand(batch, generator=generator, device=x0.device)  # (B,) one draw decides both
+                chosen = u < self.clean_history_probability
             if self.clean_history_probability > 0:
-                chosen = torch.rand(batch, generator=generator, device=x0.device) < self.clean_history_probability
                 if self.clean_history_frames is None:
                     length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
                 else:
@@ -333,9 +348,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                 if self.future_level_lag:  # the frames the pyramid has finished are history to the sampler
                     shown_as_history = in_history | (t == CLEAN_LEVEL)
                 t = torch.where(chosen[:, None] & shown_as_history, history_level, t)
-            if self.whole_window_probability > 0:  # of the clips left, this share: whole_window_probability overall
-                share = self.whole_window_probability / (1.0 - self.clean_history_probability)
-                whole = ~chosen & (torch.rand(batch, generator=generator, device=x0.device) < share)  # (B,)
+            if self.whole_window_probability > 0:  # p <= u < p + q: no clean history, one level over the window
+                whole = ~chosen & (u < self.clean_history_probability + self.whole_window_probability)  # (B,)
                 shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
                 t = torch.where(whole[:, None], shared, t)
             return t
@@ -377,7 +391,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                 "model_history_probability": self.model_history_probability,
                 "model_history_steps": self.model_history_steps, "anchor_frame": self.anchor_frame,
                 "corrupt_history_probability": self.corrupt_history_probability,
-                "corrupt_history_end": self.corrupt_history_end, "memory_frames": self.memory_frames}
+                "corrupt_history_end": self.corrupt_history_end, "memory_frames": self.memory_frames,
+                "whole_window_probability": self.whole_window_probability}
 
 
 class VideoClips(TensorBatches):
