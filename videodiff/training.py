@@ -325,11 +325,13 @@ class VideoDiffusionObjective(DiffusionObjective):
                              f"of {frames} frames")
         if self.noise_mode == "diffusion_forcing":
             t = self.draw_levels((batch, frames), generator, x0.device)  # (B, F), independent levels
-            chosen = torch.zeros(batch, dtype=torch.bool, device=x0.device)  # (B,) given a clean history
-            if self.clean_history_probability > 0 or self.whole_window_probability > 0:
-                u = torch.rand(batch, generator=generator, device=x0.device)  # (B,) one draw decides both
-                chosen = u < self.clean_history_probability
-            if self.clean_history_probability > 0:
+            # One uniform draw per clip decides its kind: u < p a clean history, p <= u < p + q a whole window
+            # (no draw when neither is asked for, so that such a run draws what it always drew).
+            p, q = self.clean_history_probability, self.whole_window_probability
+            u = torch.rand(batch, generator=generator, device=x0.device) if p > 0 or q > 0 \
+                else torch.ones(batch, device=x0.device)  # (B,)
+            chosen = u < p  # (B,) given a clean history
+            if p > 0:
                 if self.clean_history_frames is None:
                     length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
                 else:
@@ -348,8 +350,8 @@ class VideoDiffusionObjective(DiffusionObjective):
                 if self.future_level_lag:  # the frames the pyramid has finished are history to the sampler
                     shown_as_history = in_history | (t == CLEAN_LEVEL)
                 t = torch.where(chosen[:, None] & shown_as_history, history_level, t)
-            if self.whole_window_probability > 0:  # p <= u < p + q: no clean history, one level over the window
-                whole = ~chosen & (u < self.clean_history_probability + self.whole_window_probability)  # (B,)
+            if q > 0:  # one level over the whole window
+                whole = (p <= u) & (u < p + q)  # (B,)
                 shared = self.draw_levels((batch, 1), generator, x0.device).expand(batch, frames)  # (B, F)
                 t = torch.where(whole[:, None], shared, t)
             return t
