@@ -13,7 +13,8 @@
 # Time:  about 3 min on a 2-core CPU the first time (measured: 184 s, the per-frame VAE's 2500
 #        training steps included). Measured with `make lessons` on an idle 2-core machine, both cores in use.
 #        On a later machine (`python lessons/run_all.py 08 09 10 11 12`, idle, 2 cores): 106 s; 187 s on a
-#        2-core machine with AVX-512 BF16 and no AMX (2026-12-04).
+#        2-core machine with AVX-512 BF16 and no AMX (2026-12-04); 162 s there on 2026-12-05 (a fresh clone,
+#        `python lessons/run_all.py 08 09 10`, idle).
 #
 # The VAE trained here is shared by lessons 09-12: it is trained once.
 

@@ -18,7 +18,8 @@
 #        The same machine with its bf16 products hidden from the recipe (`auto` resolving to fp32, as on
 #        a CPU without them): 485 s, the 3000 steps 460 s (`python lessons/run_all.py 05 06 07 08 09 10`).
 #        With scene labels (the recipe since 2026-12-04), on a 2-core machine whose bf16 products are
-#        AVX-512 BF16 (no AMX), under bf16 autocast: 521 s, the 3000 steps 486 s (run_all 08-12, idle).
+#        AVX-512 BF16 (no AMX), under bf16 autocast: 521 s, the 3000 steps 486 s (run_all 08-12, idle);
+#        412 s there on 2026-12-05 (a fresh clone, `python lessons/run_all.py 08 09 10`, idle).
 #
 # The video DiT trained here is shared with lessons 10-12: it is trained once.
 

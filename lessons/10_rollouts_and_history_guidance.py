@@ -21,7 +21,7 @@
 #        added, run alone (`python lessons/10_rollouts_and_history_guidance.py`, idle), where the 217 s ran under
 #        run_all: the two are single runs measured differently, not a saving; 185 s there on 2026-12-05, the
 #        library's default now 10 steps with η = 1 and the lesson's other rows kept at 2 deterministic steps
-#        (run alone, idle).
+#        (run alone, idle); 192 s there the same day under run_all 08 09 10 from a fresh clone (idle).
 
 # %%
 import math
