@@ -210,6 +210,16 @@ def test_whole_windows_take_their_share_of_all_clips_from_those_without_a_clean_
     assert not ((plain == plain[:, :1]).all(dim=1) & (plain[:, 0] != CLEAN_LEVEL)).any()
 
 
+def test_with_neither_a_clean_history_nor_whole_windows_the_levels_are_the_independent_draw_alone():
+    # No per-clip draw is taken then, so a run of independent levels draws what it drew before either option existed.
+    # (The noise drawn after the levels comes from the same generator, so it stays the same too.)
+    objective = VideoDiffusionObjective(SCHEDULE)
+    generator, alone = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    t = objective.sample_timesteps(clips(batch=64, frames=8), generator)
+    assert torch.equal(t, objective.draw_levels((64, 8), alone, torch.device("cpu")))
+    assert torch.equal(torch.rand(8, generator=generator), torch.rand(8, generator=alone))
+
+
 def test_whole_windows_are_refused_beyond_the_clips_without_a_history_and_outside_diffusion_forcing():
     with pytest.raises(ValueError, match=r"whole_window_probability must lie in \[0, 1 - clean_history_probability\]"):
         VideoDiffusionObjective(SCHEDULE, clean_history_probability=0.9, whole_window_probability=0.2)

@@ -328,10 +328,9 @@ class VideoDiffusionObjective(DiffusionObjective):
             # One uniform draw per clip decides its kind: u < p a clean history, p <= u < p + q a whole window
             # (no draw when neither is asked for, so that such a run draws what it always drew).
             p, q = self.clean_history_probability, self.whole_window_probability
-            u = torch.rand(batch, generator=generator, device=x0.device) if p > 0 or q > 0 \
-                else torch.ones(batch, device=x0.device)  # (B,)
-            chosen = u < p  # (B,) given a clean history
+            u = torch.rand(batch, generator=generator, device=x0.device) if p > 0 or q > 0 else None  # (B,)
             if p > 0:
+                chosen = u < p  # (B,) given a clean history
                 if self.clean_history_frames is None:
                     length = torch.randint(1, frames, (batch,), generator=generator, device=x0.device)  # 1..F-1
                 else:
